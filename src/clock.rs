@@ -1,0 +1,264 @@
+//! Clocks and causality: node ids, the hybrid logical clock (HLC), dots and version vectors.
+//!
+//! Pure: the wall clock is never read here. Callers pass the current wall time in milliseconds, so
+//! the same code runs under the real clock and the simulator's. Owns no I/O and no persistence; the
+//! store persists the HLC high-water mark that [`Hlc::restore`] is given at start-up.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Longest node id accepted, in bytes.
+pub const MAX_NODE_ID_LEN: usize = 64;
+
+/// The stable name of a node (`n1`, `eu-west-3`, ...). Ties between equal timestamps are broken by
+/// comparing node ids, so they are totally ordered.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// Validates a node id: 1 to 64 bytes of ASCII letters, digits, `-`, `_` and `.`.
+    pub fn new(id: impl Into<String>) -> Result<Self, String> {
+        let id = id.into();
+        let ok = !id.is_empty()
+            && id.len() <= MAX_NODE_ID_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if ok {
+            Ok(NodeId(id))
+        } else {
+            Err(format!(
+                "invalid node id {id:?}: use 1 to {MAX_NODE_ID_LEN} ASCII letters, digits, '-', '_' or '.'"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for NodeId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        NodeId::new(s)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An HLC timestamp: 48 bits of wall-clock milliseconds since the Unix epoch and a 16-bit logical
+/// counter, packed into one `u64` so that timestamps compare as integers.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Timestamp(u64);
+
+const LOGICAL_BITS: u32 = 16;
+const LOGICAL_MAX: u64 = (1 << LOGICAL_BITS) - 1;
+
+impl Timestamp {
+    pub const ZERO: Timestamp = Timestamp(0);
+
+    pub fn new(wall_ms: u64, logical: u16) -> Self {
+        Timestamp((wall_ms << LOGICAL_BITS) | logical as u64)
+    }
+
+    pub fn from_raw(raw: u64) -> Self {
+        Timestamp(raw)
+    }
+
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    pub fn wall_ms(self) -> u64 {
+        self.0 >> LOGICAL_BITS
+    }
+
+    pub fn logical(self) -> u16 {
+        (self.0 & LOGICAL_MAX) as u16
+    }
+
+    /// The smallest timestamp greater than `self`.
+    fn successor(self) -> Self {
+        Timestamp(self.0.saturating_add(1))
+    }
+}
+
+/// Rendered as the packed integer in decimal: it is what the HTTP API returns in `timestamp`,
+/// `ETag` and `X-Hearsay-Timestamp`. It is sent as a JSON string because it exceeds 2^53.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A hybrid logical clock (Kulkarni et al., 2014). It issues strictly increasing timestamps that
+/// stay close to the wall clock, and never goes backwards, even when the wall clock does.
+#[derive(Clone, Debug, Default)]
+pub struct Hlc {
+    last: Timestamp,
+}
+
+impl Hlc {
+    /// A clock that will only issue timestamps above `high_water_mark` (the greatest timestamp this
+    /// node ever issued or observed, as persisted by the store).
+    pub fn restore(high_water_mark: Timestamp) -> Self {
+        Hlc {
+            last: high_water_mark,
+        }
+    }
+
+    /// The greatest timestamp issued or observed so far; persist it to survive restarts.
+    pub fn high_water_mark(&self) -> Timestamp {
+        self.last
+    }
+
+    /// Issues a new timestamp for a local event at wall time `wall_ms`.
+    pub fn tick(&mut self, wall_ms: u64) -> Timestamp {
+        let wall = Timestamp::new(wall_ms, 0);
+        self.last = if wall > self.last {
+            wall
+        } else {
+            // Same millisecond, or the wall clock went backwards: count logically. When the logical
+            // counter is exhausted the packed value carries into the milliseconds, which keeps the
+            // clock strictly increasing.
+            self.last.successor()
+        };
+        self.last
+    }
+
+    /// Takes a timestamp seen from another node into account, so later local timestamps exceed it.
+    pub fn observe(&mut self, remote: Timestamp) {
+        if remote > self.last {
+            self.last = remote;
+        }
+    }
+}
+
+/// One event of one node: the `counter`-th event that `node` generated (counters start at 1).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dot {
+    pub node: NodeId,
+    pub counter: u64,
+}
+
+impl Dot {
+    pub fn new(node: NodeId, counter: u64) -> Self {
+        Dot { node, counter }
+    }
+}
+
+/// For each node, the greatest counter such that all of that node's events up to it are included.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VersionVector(BTreeMap<NodeId, u64>);
+
+impl VersionVector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The greatest contiguous counter seen from `node` (0 when none).
+    pub fn get(&self, node: &NodeId) -> u64 {
+        self.0.get(node).copied().unwrap_or(0)
+    }
+
+    pub fn contains(&self, dot: &Dot) -> bool {
+        dot.counter <= self.get(&dot.node)
+    }
+
+    /// Raises the entry of `node` to at least `counter`.
+    pub fn advance(&mut self, node: &NodeId, counter: u64) {
+        if counter > self.get(node) {
+            self.0.insert(node.clone(), counter);
+        }
+    }
+
+    /// Pointwise maximum.
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (node, &counter) in &other.0 {
+            self.advance(node, counter);
+        }
+    }
+
+    /// True when every event in `other` is also in `self`.
+    pub fn dominates(&self, other: &VersionVector) -> bool {
+        other.0.iter().all(|(node, &c)| self.get(node) >= c)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, u64)> {
+        self.0.iter().map(|(n, &c)| (n, c))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hlc_is_strictly_increasing_when_the_wall_clock_stalls_or_goes_back() {
+        let mut hlc = Hlc::default();
+        let a = hlc.tick(1_000);
+        let b = hlc.tick(1_000);
+        let c = hlc.tick(500);
+        assert!(a < b && b < c);
+        assert_eq!(c.wall_ms(), 1_000);
+        assert_eq!(c.logical(), 2);
+        let d = hlc.tick(2_000);
+        assert_eq!(d, Timestamp::new(2_000, 0));
+    }
+
+    #[test]
+    fn restored_hlc_never_issues_below_its_high_water_mark() {
+        let mut before = Hlc::default();
+        let issued = before.tick(5_000);
+        let mut after = Hlc::restore(before.high_water_mark());
+        // The wall clock went back by four seconds across the restart.
+        assert!(after.tick(1_000) > issued);
+    }
+
+    #[test]
+    fn observing_a_remote_timestamp_moves_the_clock_past_it() {
+        let mut hlc = Hlc::default();
+        hlc.observe(Timestamp::new(9_000, 7));
+        assert_eq!(hlc.tick(1_000), Timestamp::new(9_000, 8));
+    }
+
+    #[test]
+    fn logical_overflow_carries_into_milliseconds() {
+        let mut hlc = Hlc::restore(Timestamp::new(10, u16::MAX));
+        assert_eq!(hlc.tick(10), Timestamp::new(11, 0));
+    }
+
+    #[test]
+    fn node_ids_are_validated() {
+        assert!(NodeId::new("n1").is_ok());
+        assert!(NodeId::new("").is_err());
+        assert!(NodeId::new("a b").is_err());
+        assert!(NodeId::new("x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn version_vector_merge_is_pointwise_max() {
+        let a = NodeId::new("a").unwrap();
+        let b = NodeId::new("b").unwrap();
+        let mut x = VersionVector::new();
+        x.advance(&a, 3);
+        let mut y = VersionVector::new();
+        y.advance(&a, 1);
+        y.advance(&b, 2);
+        x.merge(&y);
+        assert_eq!((x.get(&a), x.get(&b)), (3, 2));
+        assert!(x.dominates(&y) && !y.dominates(&x));
+    }
+}

@@ -1,0 +1,153 @@
+//! Observed-remove set with add-wins semantics, in the optimised ORSWOT form: each element keeps
+//! the dots of the adds that introduced it, and one causal context records every dot the replica
+//! has seen. A remove only forgets the dots it observed, so a concurrent add (an unseen dot)
+//! survives; removed elements leave no per-element tombstone behind.
+
+use super::CausalContext;
+use crate::clock::{Dot, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrSet {
+    context: CausalContext,
+    entries: BTreeMap<String, BTreeSet<Dot>>,
+}
+
+impl OrSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn contains(&self, element: &str) -> bool {
+        self.entries.contains_key(element)
+    }
+
+    /// The live elements, sorted.
+    pub fn elements(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds `element` as `node`, applies it to `self` and returns the delta. The delta's context
+    /// also covers the element's older dots, so the new dot replaces them everywhere.
+    pub fn add(&mut self, node: &NodeId, element: &str) -> OrSet {
+        let dot = self.context.next_dot(node);
+        let mut seen: Vec<Dot> = self.dots_of(element);
+        seen.push(dot.clone());
+        let delta = OrSet {
+            context: CausalContext::from_dots(seen),
+            entries: BTreeMap::from([(element.to_string(), BTreeSet::from([dot]))]),
+        };
+        self.merge(&delta);
+        delta
+    }
+
+    /// Removes the adds of `element` observed here, applies it to `self` and returns the delta
+    /// (empty when the element is absent: there is nothing observed to remove).
+    pub fn remove(&mut self, element: &str) -> OrSet {
+        let delta = OrSet {
+            context: CausalContext::from_dots(self.dots_of(element)),
+            entries: BTreeMap::new(),
+        };
+        self.merge(&delta);
+        delta
+    }
+
+    /// True when merging `self` into anything changes nothing.
+    pub fn is_noop_delta(&self) -> bool {
+        self.context.is_empty() && self.entries.is_empty()
+    }
+
+    /// Joins `other` into `self`; returns whether `self` changed.
+    pub fn merge(&mut self, other: &OrSet) -> bool {
+        let context_before = self.context.clone();
+        let mut changed = false;
+        let keys: BTreeSet<String> = self
+            .entries
+            .keys()
+            .chain(other.entries.keys())
+            .cloned()
+            .collect();
+        for key in keys {
+            let empty = BTreeSet::new();
+            let mine = self.entries.get(&key).unwrap_or(&empty);
+            let theirs = other.entries.get(&key).unwrap_or(&empty);
+            // A dot survives if both sides hold it, or if the side lacking it never saw it.
+            let kept: BTreeSet<Dot> = mine
+                .iter()
+                .filter(|d| theirs.contains(d) || !other.context.contains(d))
+                .chain(
+                    theirs
+                        .iter()
+                        .filter(|d| !mine.contains(d) && !self.context.contains(d)),
+                )
+                .cloned()
+                .collect();
+            if &kept != mine {
+                changed = true;
+                if kept.is_empty() {
+                    self.entries.remove(&key);
+                } else {
+                    self.entries.insert(key, kept);
+                }
+            }
+        }
+        self.context.merge(&other.context);
+        changed || context_before != self.context
+    }
+
+    fn dots_of(&self, element: &str) -> Vec<Dot> {
+        self.entries
+            .get(element)
+            .map(|d| d.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    #[test]
+    fn concurrent_add_survives_a_remove_that_did_not_observe_it() {
+        let mut a = OrSet::new();
+        a.add(&id("a"), "x");
+        let mut b = a.clone();
+        let remove = b.remove("x");
+        let readd = a.add(&id("a"), "x");
+        b.merge(&readd);
+        a.merge(&remove);
+        assert!(a.contains("x") && b.contains("x"));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn observed_remove_removes_everywhere() {
+        let mut a = OrSet::new();
+        let add = a.add(&id("a"), "x");
+        let mut b = OrSet::new();
+        b.merge(&add);
+        let rm = b.remove("x");
+        a.merge(&rm);
+        assert!(!a.contains("x"));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn removing_an_absent_element_is_a_noop_delta() {
+        let mut a = OrSet::new();
+        assert!(a.remove("ghost").is_noop_delta());
+    }
+}

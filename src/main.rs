@@ -1,0 +1,173 @@
+//! The `hearsay` command line. Parses flags (each with an environment variable), then hands over
+//! to [`hearsay::server`]. No logic beyond turning arguments into a configuration.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use hearsay::clock::NodeId;
+use hearsay::server::{self, ServerConfig};
+use hearsay::store::Durability;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "hearsay",
+    version,
+    about = "A replicated key-value store that converges by gossip"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// This node's stable id (letters, digits, '-', '_', '.').
+    #[arg(long, env = "HEARSAY_NODE_ID", default_value = "n1")]
+    node_id: NodeId,
+    /// Address for the HTTP API.
+    #[arg(long, env = "HEARSAY_HTTP", default_value = "127.0.0.1:7001")]
+    http: SocketAddr,
+    /// Cluster (gossip) address of this node.
+    #[arg(long, env = "HEARSAY_GOSSIP", default_value = "127.0.0.1:7101")]
+    gossip: SocketAddr,
+    /// Data directory [default: ./hearsay-data/<node-id>].
+    #[arg(long, env = "HEARSAY_DATA")]
+    data: Option<PathBuf>,
+    /// Other nodes' cluster addresses, comma-separated; none starts a new cluster.
+    #[arg(long, env = "HEARSAY_SEEDS", value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// File holding the 32-byte cluster key as 64 hex characters.
+    #[arg(long, env = "HEARSAY_CLUSTER_KEY_FILE")]
+    cluster_key_file: Option<PathBuf>,
+    /// Enable /v1/admin/faults (for partition tests; never in production).
+    #[arg(long, env = "HEARSAY_FAULT_INJECTION")]
+    fault_injection: bool,
+    /// fsync (default: acknowledged writes survive power loss), batch (sync every 5 ms:
+    /// survives kill -9) or none (sled's own 500 ms flush).
+    #[arg(long, env = "HEARSAY_DURABILITY", default_value = "fsync")]
+    durability: Durability,
+    /// Largest value (request body) accepted, in bytes.
+    #[arg(long, env = "HEARSAY_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    max_value_bytes: usize,
+    /// If the data directory is damaged, move it aside and start empty under the same node id.
+    #[arg(long, env = "HEARSAY_RECOVER")]
+    recover: bool,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, env = "HEARSAY_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One line, not clap's usage block: the first line names the problem.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: bad arguments");
+            eprintln!("{first} (see 'hearsay --help')");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.log)?;
+    let data_dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| Path::new("hearsay-data").join(args.node_id.as_str()));
+    let cluster_key = args
+        .cluster_key_file
+        .as_deref()
+        .map(read_cluster_key)
+        .transpose()?;
+    let config = ServerConfig {
+        node_id: args.node_id,
+        gossip_addr: args.gossip,
+        data_dir,
+        seeds: args.seeds,
+        cluster_key,
+        fault_injection: args.fault_injection,
+        durability: args.durability,
+        max_value_bytes: args.max_value_bytes,
+        recover: args.recover,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.http)
+            .await
+            .with_context(|| format!("cannot listen on {} for HTTP", args.http))?;
+        let node = server::open_node(&config)?;
+        server::serve(config, node, listener, shutdown_signal())
+            .await
+            .context("HTTP server failed")
+    })
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("bad --log filter {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn read_cluster_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read cluster key file {}", path.display()))?;
+    let hex = text.trim();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "cluster key file {} must hold exactly 64 hex characters (32 bytes)",
+            path.display()
+        );
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(key)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,307 @@
+//! The core state machine of one node: it turns client writes and remote deltas into merged
+//! states, Merkle updates and store batches. Time comes in as an argument (`wall_ms`), never from
+//! a clock; the store is any [`Store`], so the simulator drives this very code with memory stores.
+//!
+//! Never touches sockets, threads or the wall clock; never decides durability (the driver calls
+//! [`Store::commit`] once per group of writes before acknowledging them).
+
+use crate::clock::{Hlc, NodeId, Timestamp};
+use crate::crdt::{KeyState, LwwRegister, OrSet, Value};
+use crate::store::{Leaf, LoggedDelta, MerkleIndex, Meta, Store, StoreError, StoreKey, WriteBatch};
+
+/// A client's write, validated by the API layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    KvPut {
+        key: String,
+        value: Value,
+    },
+    KvDelete {
+        key: String,
+    },
+    /// Removes are applied before adds, so an element named in both ends up present.
+    SetEdit {
+        key: String,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+}
+
+/// What a client is told once its write is applied (and, after commit, durable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteAck {
+    pub timestamp: Timestamp,
+    pub node: NodeId,
+    /// The set's elements after a set edit.
+    pub elements: Option<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("the data directory belongs to node {stored:?}, not {given:?}; pass --node-id {stored} or use another --data directory")]
+    WrongNode { stored: NodeId, given: NodeId },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Node<S: Store> {
+    id: NodeId,
+    hlc: Hlc,
+    meta: Meta,
+    merkle: MerkleIndex,
+    store: S,
+}
+
+impl<S: Store> Node<S> {
+    /// Opens the node on `store`: checks the node id, loads (or rebuilds) the Merkle index and
+    /// redoes the deltas of the write-ahead log.
+    pub fn open(mut store: S, id: NodeId) -> Result<Self, NodeError> {
+        let mut meta = store.meta().clone();
+        if let Some(stored) = &meta.node_id {
+            if *stored != id {
+                return Err(NodeError::WrongNode {
+                    stored: stored.clone(),
+                    given: id,
+                });
+            }
+        }
+        meta.node_id = Some(id.clone());
+        let merkle = match store.load_leaves()? {
+            Some(leaves) => MerkleIndex::from_leaves(leaves),
+            None => rebuild_merkle(&mut store)?,
+        };
+        let mut node = Node {
+            id,
+            hlc: Hlc::restore(meta.hlc),
+            meta,
+            merkle,
+            store,
+        };
+        let replay = node.store.take_replay();
+        if !replay.is_empty() {
+            tracing::info!(entries = replay.len(), "redoing the write-ahead log");
+        }
+        for logged in replay {
+            node.hlc.observe(logged.hlc);
+            if let Some((origin, seq)) = &logged.origin_seq {
+                node.meta.seen.advance(origin, *seq);
+            }
+            node.merge_delta(logged.key, logged.delta, None)?;
+        }
+        // Persist the node id and clock even when nothing was replayed, then start a fresh log.
+        node.meta.hlc = node.hlc.high_water_mark();
+        node.store.apply(WriteBatch {
+            meta: Some(node.meta.clone()),
+            ..WriteBatch::default()
+        })?;
+        node.store.commit()?;
+        node.store.checkpoint()?;
+        Ok(node)
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The Merkle root: hash and key count of all replicated state.
+    pub fn digest(&self) -> Leaf {
+        self.merkle.root()
+    }
+
+    pub fn merkle(&self) -> &MerkleIndex {
+        &self.merkle
+    }
+
+    /// Applies a client write at wall time `wall_ms`. The change is visible to readers on return;
+    /// the caller commits the store before acknowledging it.
+    pub fn handle_write(&mut self, wall_ms: u64, write: Write) -> Result<WriteAck, StoreError> {
+        let timestamp = self.hlc.tick(wall_ms);
+        let (key, delta, elements) = match write {
+            Write::KvPut { key, value } => (
+                StoreKey::kv(key),
+                self.register(timestamp, Some(value)),
+                None,
+            ),
+            Write::KvDelete { key } => (StoreKey::kv(key), self.register(timestamp, None), None),
+            Write::SetEdit { key, add, remove } => {
+                let key = StoreKey::set(key);
+                let mut set = match self.store.get(&key)? {
+                    Some(KeyState::Set(set)) => set,
+                    _ => OrSet::new(),
+                };
+                let mut delta = OrSet::new();
+                for element in &remove {
+                    delta.merge(&set.remove(element));
+                }
+                for element in &add {
+                    delta.merge(&set.add(&self.id, element));
+                }
+                let elements = set.elements().map(str::to_string).collect();
+                (key, KeyState::Set(delta), Some(elements))
+            }
+        };
+        let seq = self.meta.seen.get(&self.id) + 1;
+        self.meta.seen.advance(&self.id.clone(), seq);
+        let origin = Some((self.id.clone(), seq));
+        self.merge_delta(key, delta, origin)?;
+        Ok(WriteAck {
+            timestamp,
+            node: self.id.clone(),
+            elements,
+        })
+    }
+
+    fn register(&self, timestamp: Timestamp, value: Option<Value>) -> KeyState {
+        KeyState::Register(LwwRegister::write(timestamp, self.id.clone(), value))
+    }
+
+    /// Merges a delta (local, remote or replayed) into the key's state and persists the result
+    /// with its Merkle update. Returns whether the state changed.
+    pub fn merge_delta(
+        &mut self,
+        key: StoreKey,
+        delta: KeyState,
+        origin_seq: Option<(NodeId, u64)>,
+    ) -> Result<bool, StoreError> {
+        if let KeyState::Register(r) = &delta {
+            self.hlc.observe(r.timestamp);
+        }
+        if matches!(&delta, KeyState::Set(s) if s.is_noop_delta()) {
+            return Ok(false);
+        }
+        let old = self.store.get(&key)?;
+        let new = match &old {
+            Some(state) => {
+                let mut merged = state.clone();
+                if !merged.merge(&delta) {
+                    return Ok(false);
+                }
+                merged
+            }
+            None => delta.clone(),
+        };
+        let leaf = self.merkle.update(&key, old.as_ref(), &new);
+        self.meta.hlc = self.hlc.high_water_mark();
+        let logged = LoggedDelta {
+            key: key.clone(),
+            delta,
+            hlc: self.meta.hlc,
+            origin_seq,
+        };
+        self.store.apply(WriteBatch {
+            records: vec![(key, new)],
+            deltas: vec![logged],
+            leaves: vec![leaf],
+            meta: Some(self.meta.clone()),
+        })?;
+        Ok(true)
+    }
+}
+
+fn rebuild_merkle<S: Store>(store: &mut S) -> Result<MerkleIndex, StoreError> {
+    let mut index = MerkleIndex::default();
+    store.for_each_record(&mut |key, state| {
+        index.update(&key, None, &state);
+        Ok(())
+    })?;
+    store.store_all_leaves(index.leaves())?;
+    tracing::info!(
+        keys = index.root().count,
+        "rebuilt the Merkle index from the data"
+    );
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn put(key: &str, v: &str) -> Write {
+        Write::KvPut {
+            key: key.into(),
+            value: Value {
+                content_type: "text/plain".into(),
+                data: v.as_bytes().to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn writes_advance_the_clock_sequence_and_digest() {
+        let mut node = Node::open(MemoryStore::new(), id("n1")).unwrap();
+        let empty = node.digest();
+        let a = node.handle_write(1_000, put("k", "1")).unwrap();
+        let b = node.handle_write(900, put("k", "2")).unwrap();
+        assert!(b.timestamp > a.timestamp);
+        assert_eq!(node.digest().count, 1);
+        assert_ne!(node.digest(), empty);
+        assert_eq!(node.store().meta().seen.get(&id("n1")), 2);
+    }
+
+    #[test]
+    fn reopening_restores_clock_and_index_and_refuses_another_node_id() {
+        let store = MemoryStore::new();
+        let mut node = Node::open(store.reopen(), id("n1")).unwrap();
+        let ack = node.handle_write(5_000, put("k", "v")).unwrap();
+        let digest = node.digest();
+        drop(node);
+        let mut again = Node::open(store.reopen(), id("n1")).unwrap();
+        assert_eq!(again.digest(), digest);
+        assert!(again.handle_write(1, put("k", "w")).unwrap().timestamp > ack.timestamp);
+        assert!(matches!(
+            Node::open(store.reopen(), id("n2")),
+            Err(NodeError::WrongNode { .. })
+        ));
+    }
+
+    #[test]
+    fn set_edit_applies_removes_before_adds() {
+        let mut node = Node::open(MemoryStore::new(), id("n1")).unwrap();
+        let edit = |add: &[&str], remove: &[&str]| Write::SetEdit {
+            key: "s".into(),
+            add: add.iter().map(|s| s.to_string()).collect(),
+            remove: remove.iter().map(|s| s.to_string()).collect(),
+        };
+        node.handle_write(1, edit(&["a", "b"], &[])).unwrap();
+        let ack = node
+            .handle_write(2, edit(&["c", "a"], &["a", "b"]))
+            .unwrap();
+        assert_eq!(ack.elements.unwrap(), vec!["a", "c"]);
+    }
+
+    #[test]
+    fn merged_index_equals_a_rebuilt_one() {
+        let store = MemoryStore::new();
+        let mut node = Node::open(store.reopen(), id("n1")).unwrap();
+        for i in 0..20 {
+            node.handle_write(i, put(&format!("k{}", i % 7), "v"))
+                .unwrap();
+        }
+        let mut rebuilt = MemoryStore::new();
+        let merkle = {
+            node.store()
+                .for_each_record(&mut |k, s| {
+                    rebuilt.apply(WriteBatch {
+                        records: vec![(k, s)],
+                        ..WriteBatch::default()
+                    })
+                })
+                .unwrap();
+            rebuild_merkle(&mut rebuilt).unwrap()
+        };
+        assert_eq!(merkle.root(), node.digest());
+    }
+}

@@ -1,0 +1,196 @@
+//! An in-memory store for the simulator and unit tests. Cloning a `MemoryStore` shares its
+//! contents, which is how the simulator "restarts" a node on the state it had persisted.
+
+use super::{
+    merkle, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, Store, StoreError, StoreKey,
+    StoreRead, WriteBatch,
+};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+#[derive(Default)]
+struct Contents {
+    records: BTreeMap<Vec<u8>, KeyState>,
+    leaves: Option<Vec<Leaf>>,
+    meta: Meta,
+}
+
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    contents: Arc<RwLock<Contents>>,
+    meta: Meta,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A handle on the same persisted contents, as a restarted node would open them.
+    pub fn reopen(&self) -> Self {
+        let meta = read(&self.contents).meta.clone();
+        MemoryStore {
+            contents: self.contents.clone(),
+            meta,
+        }
+    }
+}
+
+fn read(c: &RwLock<Contents>) -> std::sync::RwLockReadGuard<'_, Contents> {
+    // A panic while holding the lock cannot leave the maps half-updated (each update is a single
+    // insert), so a poisoned lock is still safe to use.
+    c.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(c: &RwLock<Contents>) -> std::sync::RwLockWriteGuard<'_, Contents> {
+    c.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One page of live keys from an iterator over (encoded-key-without-keyspace, state) in key order
+/// that starts at the listing's prefix. Shared by both stores.
+pub(super) fn page_of(
+    iter: impl Iterator<Item = Result<(Vec<u8>, KeyState), StoreError>>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<KeyPage, StoreError> {
+    let mut keys = Vec::new();
+    for item in iter {
+        let (name, state) = item?;
+        if after.is_some_and(|a| name.as_slice() <= a.as_bytes()) {
+            continue;
+        }
+        let live = match &state {
+            KeyState::Register(r) => !r.is_tombstone(),
+            KeyState::Set(_) => true,
+        };
+        if !live {
+            continue;
+        }
+        if keys.len() == limit {
+            let next = keys.last().cloned();
+            return Ok(KeyPage { keys, next });
+        }
+        keys.push(String::from_utf8(name).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+    }
+    Ok(KeyPage { keys, next: None })
+}
+
+struct MemoryReader {
+    contents: Arc<RwLock<Contents>>,
+}
+
+impl StoreRead for MemoryReader {
+    fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
+        Ok(read(&self.contents).records.get(&key.encode()).cloned())
+    }
+
+    fn list_live(
+        &self,
+        space: Keyspace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        let start = StoreKey {
+            space,
+            name: prefix.to_string(),
+        }
+        .encode();
+        let from = after.map_or(start.clone(), |a| {
+            StoreKey {
+                space,
+                name: a.to_string(),
+            }
+            .encode()
+            .max(start.clone())
+        });
+        let contents = read(&self.contents);
+        let iter = contents
+            .records
+            .range(from..)
+            .take_while(|(k, _)| k.starts_with(&start))
+            .map(|(k, v)| Ok((k[1..].to_vec(), v.clone())));
+        page_of(iter, after, limit)
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        0
+    }
+}
+
+impl Store for MemoryStore {
+    fn reader(&self) -> Arc<dyn StoreRead> {
+        Arc::new(MemoryReader {
+            contents: self.contents.clone(),
+        })
+    }
+
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
+        Ok(read(&self.contents).records.get(&key.encode()).cloned())
+    }
+
+    fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError> {
+        Ok(read(&self.contents).leaves.clone())
+    }
+
+    fn for_each_record(
+        &self,
+        f: &mut dyn FnMut(StoreKey, KeyState) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let records: Vec<_> = read(&self.contents)
+            .records
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in records {
+            let key = StoreKey::decode(&k).ok_or_else(|| StoreError::Corrupt("bad key".into()))?;
+            f(key, v)?;
+        }
+        Ok(())
+    }
+
+    fn store_all_leaves(&mut self, leaves: &[Leaf]) -> Result<(), StoreError> {
+        write(&self.contents).leaves = Some(leaves.to_vec());
+        Ok(())
+    }
+
+    fn take_replay(&mut self) -> Vec<LoggedDelta> {
+        Vec::new()
+    }
+
+    fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut c = write(&self.contents);
+        for (key, state) in batch.records {
+            c.records.insert(key.encode(), state);
+        }
+        if !batch.leaves.is_empty() {
+            let leaves = c
+                .leaves
+                .get_or_insert_with(|| vec![Leaf::default(); merkle::LEAVES]);
+            for (i, leaf) in batch.leaves {
+                leaves[i as usize] = leaf;
+            }
+        }
+        if let Some(meta) = batch.meta {
+            c.meta = meta.clone();
+            self.meta = meta;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

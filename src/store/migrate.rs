@@ -1,0 +1,87 @@
+//! On-disk layout versions and the steps that upgrade an older data directory at start-up. Each
+//! step is described in `migrations/NNNN_*.md`; the layout version lives in the database under
+//! [`LAYOUT_KEY`]. Steps are applied in order, each as one atomic batch, so a crash during an
+//! upgrade leaves the directory in either the old layout or the new one.
+
+use super::{record, StoreError};
+use crate::crdt::KeyState;
+use std::path::Path;
+
+/// The layout this build writes.
+pub const CURRENT_LAYOUT: u32 = 2;
+
+pub const LAYOUT_KEY: &[u8] = b"meta/layout";
+/// Present when the persisted Merkle leaves cover every record.
+pub const MERKLE_COMPLETE_KEY: &[u8] = b"meta/merkle";
+/// Prefix of record keys (followed by the encoded `StoreKey`).
+pub const RECORD_PREFIX: u8 = b'r';
+
+/// Reads the layout, upgrades it to [`CURRENT_LAYOUT`], and stamps a fresh database.
+pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    let found = match db.get(LAYOUT_KEY)? {
+        Some(v) => decode_layout(&v)?,
+        None if db.is_empty() => {
+            db.insert(LAYOUT_KEY, &CURRENT_LAYOUT.to_be_bytes())?;
+            return Ok(());
+        }
+        None => {
+            return Err(StoreError::Damaged {
+                dir: dir.to_path_buf(),
+                reason: "the database holds data but no layout version".into(),
+            })
+        }
+    };
+    if found > CURRENT_LAYOUT {
+        return Err(StoreError::NewerLayout {
+            dir: dir.to_path_buf(),
+            found,
+            supported: CURRENT_LAYOUT,
+        });
+    }
+    let mut layout = found;
+    while layout < CURRENT_LAYOUT {
+        match layout {
+            1 => v1_to_v2(db)?,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "no upgrade step from layout {other}"
+                )))
+            }
+        }
+        layout += 1;
+        tracing::info!(dir = %dir.display(), layout, "upgraded the data directory layout");
+    }
+    Ok(())
+}
+
+fn decode_layout(bytes: &[u8]) -> Result<u32, StoreError> {
+    let raw: [u8; 4] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("bad layout version".into()))?;
+    Ok(u32::from_be_bytes(raw))
+}
+
+/// Layout 1 stored each record as the bare postcard encoding of its state and kept no Merkle
+/// leaves. Layout 2 (`migrations/0002_record_format_and_merkle_leaves.md`) prefixes every record
+/// with a format byte; the leaves are rebuilt by the core at start-up because the completeness
+/// marker is absent.
+fn v1_to_v2(db: &sled::Db) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for item in db.scan_prefix([RECORD_PREFIX]) {
+        let (key, value) = item?;
+        let state: KeyState = record::from_bytes(&value)?;
+        batch.insert(key, record::encode_record(&state));
+    }
+    batch.remove(MERKLE_COMPLETE_KEY);
+    batch.insert(LAYOUT_KEY, &2u32.to_be_bytes());
+    db.apply_batch(batch)?;
+    Ok(())
+}
+
+/// Writes a record in layout 1. Kept for the upgrade tests, which build a layout-1 directory.
+pub fn write_layout1_record(db: &sled::Db, key: &super::StoreKey, state: &KeyState) {
+    let mut k = vec![RECORD_PREFIX];
+    k.extend(key.encode());
+    let _ = db.insert(k, record::to_bytes(state));
+    let _ = db.insert(LAYOUT_KEY, &1u32.to_be_bytes());
+}

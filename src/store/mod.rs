@@ -1,0 +1,250 @@
+//! Persistence behind a trait: [`SledStore`] (sled 0.34 plus a write-ahead log) in production,
+//! [`MemoryStore`] in the simulator and in unit tests.
+//!
+//! A store keeps one record per key (its whole replicated state, in a versioned encoding), the
+//! leaves of the Merkle index, and node metadata. It makes no protocol decisions: the core
+//! ([`crate::node`]) decides what to write and hands it over as one atomic [`WriteBatch`].
+
+mod memory;
+pub mod merkle;
+pub mod migrate;
+pub mod record;
+mod sled_store;
+mod wal;
+
+pub use memory::MemoryStore;
+pub use merkle::{Leaf, MerkleIndex};
+pub use sled_store::SledStore;
+
+use crate::clock::{NodeId, Timestamp, VersionVector};
+use crate::crdt::KeyState;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Which keyspace a key belongs to; the same name in two keyspaces is two keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Keyspace {
+    Kv,
+    Sets,
+}
+
+impl Keyspace {
+    fn tag(self) -> u8 {
+        match self {
+            Keyspace::Kv => b'k',
+            Keyspace::Sets => b's',
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            b'k' => Some(Keyspace::Kv),
+            b's' => Some(Keyspace::Sets),
+            _ => None,
+        }
+    }
+}
+
+/// A key with its keyspace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StoreKey {
+    pub space: Keyspace,
+    pub name: String,
+}
+
+impl StoreKey {
+    pub fn kv(name: impl Into<String>) -> Self {
+        StoreKey {
+            space: Keyspace::Kv,
+            name: name.into(),
+        }
+    }
+
+    pub fn set(name: impl Into<String>) -> Self {
+        StoreKey {
+            space: Keyspace::Sets,
+            name: name.into(),
+        }
+    }
+
+    /// The byte form used as the storage key and hashed by the Merkle index: keyspace tag, then
+    /// the UTF-8 name. Sorting these bytes sorts keys by name within a keyspace.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.name.len());
+        out.push(self.space.tag());
+        out.extend_from_slice(self.name.as_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let (&tag, name) = bytes.split_first()?;
+        Some(StoreKey {
+            space: Keyspace::from_tag(tag)?,
+            name: String::from_utf8(name.to_vec()).ok()?,
+        })
+    }
+}
+
+/// Node metadata, persisted with every batch that changes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The node id this data directory belongs to (set on first start).
+    pub node_id: Option<NodeId>,
+    /// The greatest HLC timestamp issued or observed: the clock restarts above it.
+    pub hlc: Timestamp,
+    /// Per origin node, the highest delta sequence number merged here (this node's own entry is
+    /// its last local write).
+    pub seen: VersionVector,
+}
+
+/// Everything one step of the core writes, applied atomically.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    /// New whole states of changed keys.
+    pub records: Vec<(StoreKey, KeyState)>,
+    /// The deltas that produced them, for the write-ahead log (replaying merges is idempotent).
+    pub deltas: Vec<LoggedDelta>,
+    /// Changed Merkle leaves.
+    pub leaves: Vec<(u16, Leaf)>,
+    pub meta: Option<Meta>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.leaves.is_empty() && self.meta.is_none()
+    }
+}
+
+/// A delta as the write-ahead log keeps it: enough to redo its merge and to restore the clock and
+/// the per-origin sequence it advanced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedDelta {
+    pub key: StoreKey,
+    pub delta: KeyState,
+    /// The HLC high-water mark once the delta was applied.
+    pub hlc: Timestamp,
+    /// The origin node and its sequence number for this delta, when it has one.
+    pub origin_seq: Option<(NodeId, u64)>,
+}
+
+/// How hard a store works to keep acknowledged writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A write is acknowledged once its log entry is `fdatasync`ed; concurrent writes share one
+    /// sync (group commit). Survives `kill -9`, OS crashes and power loss.
+    #[default]
+    Fsync,
+    /// The log is written before acknowledging and synced every few milliseconds: survives
+    /// `kill -9`; an OS crash or power loss may lose the last few milliseconds.
+    Batch,
+    /// No log: sled flushes on its own every 500 ms. `kill -9` may lose the last half second.
+    None,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "batch" => Ok(Durability::Batch),
+            "none" => Ok(Durability::None),
+            other => Err(format!(
+                "unknown durability {other:?}: expected fsync, batch or none"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use data directory {dir}: {source}")]
+    Unwritable {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {dir} is in use by another hearsay process")]
+    InUse { dir: PathBuf },
+    #[error(
+        "cannot open the database in {dir}: {reason}. To recover, run the same command with \
+         --recover: the damaged directory is moved aside and the node resyncs from its peers"
+    )]
+    Damaged { dir: PathBuf, reason: String },
+    #[error(
+        "data directory {dir} was written by a newer hearsay (layout {found}; this build reads up \
+         to layout {supported}); upgrade hearsay"
+    )]
+    NewerLayout {
+        dir: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// One page of a key listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    /// Pass as `after` to get the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Read access that HTTP handlers use concurrently with the core's writes. Reads see every
+/// acknowledged write (a batch is applied before it is acknowledged).
+pub trait StoreRead: Send + Sync {
+    fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError>;
+    /// Live keys of `space` starting with `prefix`, sorted, strictly after `after`, at most `limit`.
+    fn list_live(
+        &self,
+        space: Keyspace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError>;
+    /// Bytes the store occupies on disk (0 for memory).
+    fn size_on_disk(&self) -> u64;
+}
+
+/// The write side, owned by the core.
+pub trait Store: Send + 'static {
+    fn reader(&self) -> Arc<dyn StoreRead>;
+    fn meta(&self) -> &Meta;
+    fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError>;
+    /// The persisted Merkle leaves, or `None` when they are missing and must be rebuilt.
+    fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError>;
+    /// Visits every record (for rebuilding the Merkle index).
+    fn for_each_record(
+        &self,
+        f: &mut dyn FnMut(StoreKey, KeyState) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// Replaces all Merkle leaves at once (after a rebuild).
+    fn store_all_leaves(&mut self, leaves: &[Leaf]) -> Result<(), StoreError>;
+    /// Deltas logged but possibly not in the database at the last stop; the core merges them at
+    /// start-up and then calls [`Store::checkpoint`].
+    fn take_replay(&mut self) -> Vec<LoggedDelta>;
+    /// Applies a batch atomically; visible to readers at once, durable after [`Store::commit`].
+    fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Makes every applied batch as durable as the durability mode promises before the caller
+    /// acknowledges them. One call covers any number of batches (group commit).
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Periodic housekeeping (the timed sync of `batch` mode, log truncation).
+    fn tick(&mut self) -> Result<(), StoreError>;
+    /// Flushes the database to disk and empties the log.
+    fn checkpoint(&mut self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,275 @@
+//! The production store: one sled 0.34 tree plus the write-ahead log ([`super::wal`]).
+//!
+//! Keys in the tree: `r` + encoded key → record; `m` + leaf index (u16 BE) → Merkle leaf;
+//! `meta/...` → layout version, node metadata, Merkle completeness marker. A batch from the core
+//! goes to the tree atomically and its deltas to the log; [`Store::commit`] syncs the log.
+
+use super::migrate::{self, MERKLE_COMPLETE_KEY, RECORD_PREFIX};
+use super::wal::Wal;
+use super::{
+    merkle, record, Durability, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, Store,
+    StoreError, StoreKey, StoreRead, WriteBatch,
+};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const META_KEY: &[u8] = b"meta/node";
+const LEAF_PREFIX: u8 = b'm';
+/// The log is emptied by a checkpoint once it grows past this.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+pub struct SledStore {
+    dir: PathBuf,
+    db: sled::Db,
+    meta: Meta,
+    wal: Option<Wal>,
+    durability: Durability,
+    replay: Vec<LoggedDelta>,
+}
+
+fn record_key(key: &StoreKey) -> Vec<u8> {
+    let mut k = vec![RECORD_PREFIX];
+    k.extend(key.encode());
+    k
+}
+
+fn leaf_key(index: u16) -> [u8; 3] {
+    let [a, b] = index.to_be_bytes();
+    [LEAF_PREFIX, a, b]
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the data directory, upgrades its layout and reads the log.
+    pub fn open(dir: &Path, durability: Durability) -> Result<SledStore, StoreError> {
+        let unwritable = |source| StoreError::Unwritable {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(unwritable)?;
+        // sled reports a read-only directory obscurely; probe it first.
+        let probe = dir.join(".write-probe");
+        std::fs::write(&probe, b"").map_err(unwritable)?;
+        let _ = std::fs::remove_file(&probe);
+        let db = open_db(dir)?;
+        migrate::upgrade(&db, dir)?;
+        let meta = match db.get(META_KEY)? {
+            Some(bytes) => record::from_bytes(&bytes)?,
+            None => Meta::default(),
+        };
+        let (wal, replay) = if durability == Durability::None {
+            (None, Vec::new())
+        } else {
+            let (wal, payloads) = Wal::open(&dir.join("wal.log")).map_err(unwritable)?;
+            let replay = payloads
+                .iter()
+                .filter_map(|p| record::from_bytes(p).ok())
+                .collect();
+            (Some(wal), replay)
+        };
+        Ok(SledStore {
+            dir: dir.to_path_buf(),
+            db,
+            meta,
+            wal,
+            durability,
+            replay,
+        })
+    }
+}
+
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let result = sled::Config::new()
+        .path(dir.join("db"))
+        .flush_every_ms(Some(500))
+        .open();
+    result.map_err(|e| match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::InUse {
+            dir: dir.to_path_buf(),
+        },
+        sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::InUse {
+            dir: dir.to_path_buf(),
+        },
+        other => StoreError::Damaged {
+            dir: dir.to_path_buf(),
+            reason: other.to_string(),
+        },
+    })
+}
+
+struct SledReader {
+    db: sled::Db,
+}
+
+impl StoreRead for SledReader {
+    fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
+        match self.db.get(record_key(key))? {
+            Some(bytes) => Ok(Some(record::decode_record(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list_live(
+        &self,
+        space: Keyspace,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError> {
+        let start = record_key(&StoreKey {
+            space,
+            name: prefix.to_string(),
+        });
+        let from = after.map_or(start.clone(), |a| {
+            record_key(&StoreKey {
+                space,
+                name: a.to_string(),
+            })
+            .max(start.clone())
+        });
+        let iter = self.db.range(from..).map(|item| {
+            let (k, v) = item?;
+            Ok((k.to_vec(), record::decode_record(&v)?))
+        });
+        let iter = iter.take_while(|item: &Result<(Vec<u8>, KeyState), StoreError>| {
+            item.as_ref().map_or(true, |(k, _)| k.starts_with(&start))
+        });
+        super::memory::page_of(
+            iter.map(|item| item.map(|(k, v)| (k[2..].to_vec(), v))),
+            after,
+            limit,
+        )
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl Store for SledStore {
+    fn reader(&self) -> Arc<dyn StoreRead> {
+        Arc::new(SledReader {
+            db: self.db.clone(),
+        })
+    }
+
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
+        SledReader {
+            db: self.db.clone(),
+        }
+        .get(key)
+    }
+
+    fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError> {
+        if self.db.get(MERKLE_COMPLETE_KEY)?.is_none() {
+            return Ok(None);
+        }
+        let mut leaves = vec![Leaf::default(); merkle::LEAVES];
+        for item in self.db.scan_prefix([LEAF_PREFIX]) {
+            let (k, v) = item?;
+            if k.len() != 3 {
+                return Ok(None);
+            }
+            leaves[u16::from_be_bytes([k[1], k[2]]) as usize] = record::from_bytes(&v)?;
+        }
+        Ok(Some(leaves))
+    }
+
+    fn for_each_record(
+        &self,
+        f: &mut dyn FnMut(StoreKey, KeyState) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for item in self.db.scan_prefix([RECORD_PREFIX]) {
+            let (k, v) = item?;
+            let key = StoreKey::decode(&k[1..])
+                .ok_or_else(|| StoreError::Corrupt("undecodable key".into()))?;
+            f(key, record::decode_record(&v)?)?;
+        }
+        Ok(())
+    }
+
+    fn store_all_leaves(&mut self, leaves: &[Leaf]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (i, leaf) in leaves.iter().enumerate() {
+            let key = leaf_key(i as u16);
+            if leaf.count == 0 {
+                batch.remove(&key);
+            } else {
+                batch.insert(&key, record::to_bytes(leaf));
+            }
+        }
+        batch.insert(MERKLE_COMPLETE_KEY, b"1");
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn take_replay(&mut self) -> Vec<LoggedDelta> {
+        std::mem::take(&mut self.replay)
+    }
+
+    fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut tree_batch = sled::Batch::default();
+        for (key, state) in &batch.records {
+            tree_batch.insert(record_key(key), record::encode_record(state));
+        }
+        for (index, leaf) in &batch.leaves {
+            tree_batch.insert(&leaf_key(*index), record::to_bytes(leaf));
+        }
+        if let Some(meta) = batch.meta {
+            tree_batch.insert(META_KEY, record::to_bytes(&meta));
+            self.meta = meta;
+        }
+        if let Some(wal) = &mut self.wal {
+            for delta in &batch.deltas {
+                wal.append(&record::to_bytes(delta));
+            }
+        }
+        self.db.apply_batch(tree_batch)?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        match (&mut self.wal, self.durability) {
+            (Some(wal), Durability::Fsync) => wal.sync()?,
+            (Some(wal), _) => wal.write()?,
+            (None, _) => {}
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), StoreError> {
+        let Some(wal) = &mut self.wal else {
+            return Ok(());
+        };
+        wal.sync()?;
+        if wal.len() > CHECKPOINT_BYTES {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        if let Some(wal) = &mut self.wal {
+            // sled's flush stops at the page cache on some kernels and drives; syncfs pushes the
+            // whole file system (sled's files included) to stable storage before the log goes.
+            sync_file_system(&self.dir)?;
+            wal.reset()?;
+        }
+        Ok(())
+    }
+}
+
+fn sync_file_system(dir: &Path) -> Result<(), StoreError> {
+    let handle = std::fs::File::open(dir)?;
+    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.
+    let rc = unsafe { libc::syncfs(handle.as_raw_fd()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
