@@ -158,6 +158,9 @@ fn run_core<S: Store>(mut node: Node<S>, mut rx: mpsc::Receiver<Command>) {
             if let Err(e) = node.store_mut().checkpoint() {
                 tracing::error!(error = %e, "final checkpoint failed; the log will be replayed at the next start");
             }
+            // Close the store before answering, so the data directory is free once shutdown
+            // returns (readers still held by HTTP handlers keep only their own handles).
+            drop(node);
             let _ = reply.send(());
             return;
         }

@@ -1,11 +1,10 @@
 //! `/v1/admin/faults`: fault injection for partition tests. Every route answers 404 unless the
 //! node was started with `--fault-injection`.
 
+use super::body::BoundedBody;
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::NodeId;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
@@ -45,10 +44,10 @@ pub async fn get(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
 
 pub async fn put(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    BoundedBody(body): BoundedBody,
 ) -> Result<Json<Value>, ApiError> {
     enabled(&state)?;
-    let request: FaultRequest = serde_json::from_slice(&body?).map_err(|e| {
+    let request: FaultRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
             format!("expected {{\"drop\": [node ids]}}: {e}"),

@@ -3,7 +3,7 @@
 //! disk or a stopping node gives a 5xx.
 
 use crate::runtime::CoreError;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -75,20 +75,6 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         Self::bad_request("bad_query", e.body_text())
-    }
-}
-
-impl From<BytesRejection> for ApiError {
-    fn from(e: BytesRejection) -> Self {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "request body exceeds the configured limit (--max-value-bytes)",
-            )
-        } else {
-            Self::bad_request("bad_body", e.body_text())
-        }
     }
 }
 

@@ -2,13 +2,13 @@
 //! them with `ETag` and `X-Hearsay-Timestamp`; DELETE writes a tombstone; listing pages through
 //! live keys by prefix.
 
+use super::body::BoundedBody;
 use super::error::ApiError;
 use super::{check_name, AppState};
 use crate::crdt::{KeyState, Value};
 use crate::node::{Write, WriteAck};
 use crate::store::{Keyspace, StoreKey};
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -48,7 +48,7 @@ pub async fn put(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    BoundedBody(body): BoundedBody,
 ) -> Result<Json<WriteReply>, ApiError> {
     let key = key_of(path)?;
     let content_type = match headers.get(header::CONTENT_TYPE) {
@@ -65,7 +65,7 @@ pub async fn put(
             })?
             .to_string(),
     };
-    let data = body?.to_vec();
+    let data = body.to_vec();
     let ack = state
         .node
         .write(Write::KvPut {

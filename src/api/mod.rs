@@ -3,6 +3,7 @@
 //! replication decisions.
 
 mod admin;
+mod body;
 mod cluster;
 pub mod error;
 mod kv;
@@ -11,7 +12,7 @@ mod sets;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::net::faults::Faults;
 use crate::runtime::NodeHandle;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -45,8 +46,6 @@ pub struct ApiSettings {
 }
 
 pub fn router(state: AppState) -> Router {
-    // JSON bodies (set batches, faults) are bounded too, by the same limit.
-    let body_limit = state.settings.max_value_bytes;
     Router::new()
         .route("/v1/kv", get(kv::list))
         .route(
@@ -73,7 +72,6 @@ pub fn router(state: AppState) -> Router {
             record_metrics,
         ))
         .layer(middleware::from_fn(error::json_errors))
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 

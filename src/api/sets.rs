@@ -1,13 +1,13 @@
 //! `/v1/sets`: add-wins observed-remove sets of strings. Single adds and removes go through the
 //! path; `POST /v1/sets/{key}` applies a batch of both in one write.
 
+use super::body::BoundedBody;
 use super::error::ApiError;
 use super::{check_name, AppState};
 use crate::crdt::KeyState;
 use crate::node::Write;
 use crate::store::StoreKey;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -105,11 +105,11 @@ pub async fn remove(
 pub async fn batch(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    BoundedBody(body): BoundedBody,
 ) -> Result<Json<EditReply>, ApiError> {
     let Path(key) = path?;
     // Parsed whatever the Content-Type, so `curl -d` works as well as `-H 'Content-Type: ...'`.
-    let request: BatchRequest = serde_json::from_slice(&body?).map_err(|e| {
+    let request: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
             format!("expected {{\"add\": [...], \"remove\": [...]}}: {e}"),

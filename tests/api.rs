@@ -1,0 +1,537 @@
+//! The HTTP contract against a real server on a free port: every endpoint, and bad input that must
+//! get a clear 4xx JSON error (never a 5xx, never a crash).
+
+mod common;
+
+use common::{start, TestServerParts};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+async fn error_code(resp: reqwest::Response) -> (StatusCode, String) {
+    let status = resp.status();
+    let body: Value = resp.json().await.expect("error bodies are JSON");
+    assert!(body["error"].is_string(), "error message missing: {body}");
+    (status, body["code"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_put_get_delete_round_trip_keeps_content_type_and_headers() {
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    let resp = c
+        .put(server.url("/v1/kv/greeting"))
+        .header("content-type", "text/plain; charset=utf-8")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let ack: Value = resp.json().await.unwrap();
+    assert_eq!(ack["key"], "greeting");
+    assert_eq!(ack["node"], "n1");
+    let ts = ack["timestamp"].as_str().unwrap().to_string();
+    assert!(ts.parse::<u64>().unwrap() > 0);
+
+    let resp = c.get(server.url("/v1/kv/greeting")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(h["x-hearsay-timestamp"], ts.as_str());
+    assert_eq!(h["etag"], format!("\"{ts}-n1\"").as_str());
+    assert_eq!(resp.text().await.unwrap(), "hello");
+
+    // A later write wins and carries a greater timestamp.
+    let ack2: Value = c
+        .put(server.url("/v1/kv/greeting"))
+        .body(vec![0u8, 159, 146, 150])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ack2["timestamp"].as_str().unwrap().parse::<u64>().unwrap() > ts.parse().unwrap());
+    let resp = c.get(server.url("/v1/kv/greeting")).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/octet-stream");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &[0u8, 159, 146, 150]);
+
+    for _ in 0..2 {
+        let resp = c
+            .delete(server.url("/v1/kv/greeting"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "delete is idempotent");
+    }
+    let resp = c.get(server.url("/v1/kv/greeting")).send().await.unwrap();
+    assert_eq!(
+        error_code(resp).await,
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    let resp = c.get(server.url("/v1/kv/never")).send().await.unwrap();
+    assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_may_hold_slashes_and_any_percent_encoded_utf8() {
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    for (path, key) in [
+        ("/v1/kv/app/config/db", "app/config/db"),
+        ("/v1/kv/caf%C3%A9%20%F0%9F%8D%B0", "café 🍰"),
+        ("/v1/kv/a%2Fb", "a/b"),
+    ] {
+        let ack: Value = c
+            .put(server.url(path))
+            .body("v")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ack["key"], key);
+        assert_eq!(c.get(server.url(path)).send().await.unwrap().status(), 200);
+    }
+    let resp = c.get(server.url("/v1/kv/bad%FF")).send().await.unwrap();
+    assert_eq!(
+        error_code(resp).await,
+        (StatusCode::BAD_REQUEST, "bad_path".into())
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_pages_through_live_keys_by_prefix() {
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    for k in ["user/3", "user/1", "user/2", "user/4", "other"] {
+        c.put(server.url(&format!("/v1/kv/{k}")))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+    }
+    c.delete(server.url("/v1/kv/user/2")).send().await.unwrap();
+    let page: Value = c
+        .get(server.url("/v1/kv?prefix=user/&limit=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page,
+        json!({"keys": ["user/1", "user/3"], "next": "user/3"})
+    );
+    let page: Value = c
+        .get(server.url("/v1/kv?prefix=user/&limit=2&after=user/3"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page, json!({"keys": ["user/4"], "next": null}));
+    let all: Value = c
+        .get(server.url("/v1/kv"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["keys"].as_array().unwrap().len(), 4);
+    for bad in [
+        "/v1/kv?limit=0",
+        "/v1/kv?limit=5000",
+        "/v1/kv?limit=abc",
+        "/v1/kv?bogus=1",
+    ] {
+        let (status, _) = error_code(c.get(server.url(bad)).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sets_add_remove_and_batch() {
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    let resp = c.get(server.url("/v1/sets/team")).send().await.unwrap();
+    assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
+    for e in ["carol", "alice", "bob"] {
+        let r = c
+            .put(server.url(&format!("/v1/sets/team/{e}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = c
+        .delete(server.url("/v1/sets/team/bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set: Value = c
+        .get(server.url("/v1/sets/team"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(set, json!({"key": "team", "elements": ["alice", "carol"]}));
+    // Batch: no JSON Content-Type needed (as with curl -d).
+    let r: Value = c
+        .post(server.url("/v1/sets/team"))
+        .body(r#"{"add": ["dave", "élodie"], "remove": ["alice"]}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["elements"], json!(["carol", "dave", "élodie"]));
+    let set: Value = c
+        .get(server.url("/v1/sets/team"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(set["elements"], json!(["carol", "dave", "élodie"]));
+    // Removing everything leaves an empty set, which exists.
+    c.post(server.url("/v1/sets/team"))
+        .json(&json!({"remove": ["carol", "dave", "élodie"]}))
+        .send()
+        .await
+        .unwrap();
+    let set: Value = c
+        .get(server.url("/v1/sets/team"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(set["elements"], json!([]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_4xx_json_error() {
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    let long = "k".repeat(5 * 1024);
+    let cases = [
+        c.put(server.url(&format!("/v1/kv/{long}"))).body("v"),
+        c.get(server.url(&format!("/v1/kv/{long}"))),
+        c.put(server.url(&format!("/v1/sets/{long}/e"))),
+        c.put(server.url(&format!("/v1/sets/s/{long}"))),
+        c.post(server.url("/v1/sets/s"))
+            .body(format!(r#"{{"add": ["{long}"]}}"#)),
+    ];
+    for req in cases {
+        let (status, code) = error_code(req.send().await.unwrap()).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "name_too_long")
+        );
+    }
+    let big = vec![b'x'; 8 << 20];
+    let resp = c
+        .put(server.url("/v1/kv/big"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(resp).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_large".into())
+    );
+    assert_eq!(
+        c.get(server.url("/v1/kv/big"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    for body in ["{not json", r#"{"add": "notalist"}"#, r#"{"plus": []}"#, ""] {
+        let resp = c
+            .post(server.url("/v1/sets/s"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(resp).await,
+            (StatusCode::BAD_REQUEST, "bad_json".into()),
+            "{body}"
+        );
+    }
+    let resp = c.patch(server.url("/v1/kv/x")).send().await.unwrap();
+    assert!(resp.headers()["allow"].to_str().unwrap().contains("PUT"));
+    assert_eq!(
+        error_code(resp).await,
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
+    );
+    let resp = c
+        .post(server.url("/v1/cluster/digest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    for path in ["/nope", "/v1", "/v1/kv/", "/v1/sets/a/b/c"] {
+        let resp = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(
+            error_code(resp).await,
+            (StatusCode::NOT_FOUND, "not_found".into()),
+            "{path}"
+        );
+    }
+    // The server still works after all of that.
+    assert_eq!(
+        c.get(server.url("/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn value_limit_is_configurable_and_exact() {
+    let server = start(|c| c.max_value_bytes = 1000).await;
+    let c = Client::new();
+    let ok = c
+        .put(server.url("/v1/kv/a"))
+        .body(vec![1u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let over = c
+        .put(server.url("/v1/kv/a"))
+        .body(vec![1u8; 1001])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(over).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_endpoints_describe_this_node() {
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    let members: Value = c
+        .get(server.url("/v1/cluster/members"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members["self"], "n1");
+    let me = &members["members"][0];
+    assert_eq!(
+        (me["id"].as_str(), me["state"].as_str()),
+        (Some("n1"), Some("alive"))
+    );
+    assert_eq!(
+        me["http_addr"].as_str().unwrap(),
+        server.base.trim_start_matches("http://")
+    );
+
+    let d0: Value = c
+        .get(server.url("/v1/cluster/digest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d0["keys"], 0);
+    assert_eq!(d0["root"].as_str().unwrap().len(), 64);
+    c.put(server.url("/v1/kv/a"))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    c.put(server.url("/v1/sets/s/e")).send().await.unwrap();
+    let d1: Value = c
+        .get(server.url("/v1/cluster/digest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d1["keys"], 2);
+    assert_ne!(d1["root"], d0["root"]);
+    // Tombstones are replicated state: a delete changes the digest but keeps the key counted.
+    c.delete(server.url("/v1/kv/a")).send().await.unwrap();
+    let d2: Value = c
+        .get(server.url("/v1/cluster/digest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d2["keys"], 2);
+    assert_ne!(d2["root"], d1["root"]);
+
+    let health: Value = c
+        .get(server.url("/v1/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let metrics = c
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"hearsay_http_requests_total{method="PUT",route="/v1/kv/{*key}",status="200"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hearsay_http_request_duration_seconds_bucket"));
+    assert!(metrics.contains("hearsay_keys 2"));
+    assert!(metrics.contains("hearsay_store_bytes"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_endpoint_is_404_unless_enabled() {
+    let off = start(|_| {}).await;
+    let c = Client::new();
+    for req in [
+        c.get(off.url("/v1/admin/faults")),
+        c.put(off.url("/v1/admin/faults"))
+            .body(r#"{"drop": ["n2"]}"#),
+        c.delete(off.url("/v1/admin/faults")),
+    ] {
+        assert_eq!(
+            error_code(req.send().await.unwrap()).await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+    off.stop().await;
+
+    let on = start(|c| c.fault_injection = true).await;
+    let r: Value = c
+        .put(on.url("/v1/admin/faults"))
+        .body(r#"{"drop": ["n3", "n2"]}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"drop": ["n2", "n3"]}));
+    let r: Value = c
+        .get(on.url("/v1/admin/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"drop": ["n2", "n3"]}));
+    let bad = c
+        .put(on.url("/v1/admin/faults"))
+        .body(r#"{"drop": ["not an id"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(bad).await,
+        (StatusCode::BAD_REQUEST, "bad_node_id".into())
+    );
+    let r: Value = c
+        .delete(on.url("/v1/admin/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"drop": []}));
+    on.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_survives_a_clean_restart_and_leave_stops_the_server() {
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    c.put(server.url("/v1/kv/k"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    c.put(server.url("/v1/sets/s/e")).send().await.unwrap();
+    let digest: Value = c
+        .get(server.url("/v1/cluster/digest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = c
+        .post(server.url("/v1/cluster/leave"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Leave stops the server by itself: the task ends without a stop signal.
+    let dir = {
+        let TestServerParts { dir, task } = server.into_parts();
+        tokio::time::timeout(std::time::Duration::from_secs(30), task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        dir
+    };
+    let again = common::start_in(dir, |_| {}).await;
+    assert_eq!(
+        c.get(again.url("/v1/kv/k"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "v"
+    );
+    let d2: Value = c
+        .get(again.url("/v1/cluster/digest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d2["root"], digest["root"]);
+    again.stop().await;
+}

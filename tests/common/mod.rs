@@ -1,0 +1,168 @@
+//! Shared helpers for the integration tests: an in-process server on a port-0 listener, and the
+//! real binary as a child process that is killed when its handle drops.
+#![allow(dead_code)]
+
+use hearsay::clock::NodeId;
+use hearsay::server::{self, ServerConfig};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A server running inside the test process.
+pub struct TestServer {
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct TestServerParts {
+    pub dir: tempfile::TempDir,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    start_in(tempfile::tempdir().unwrap(), tweak).await
+}
+
+/// Starts node `n1` with its data in `dir/n1`.
+pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let mut config = ServerConfig::new(NodeId::new("n1").unwrap(), dir.path().join("n1"));
+    tweak(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let node = server::open_node(&config).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve(config, node, listener, async move {
+        // A dropped sender (see `into_parts`) does not stop the server; only a sent signal does.
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }));
+    TestServer {
+        base,
+        stop: Some(stop),
+        task: Some(task),
+        dir,
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The data directory and the server task, for tests that let the server stop by itself.
+    pub fn into_parts(mut self) -> TestServerParts {
+        TestServerParts {
+            dir: std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()),
+            task: self.task.take().unwrap(),
+        }
+    }
+
+    /// Stops the server and waits until the store is checkpointed and closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// The real `hearsay` binary, running as a child process.
+pub struct Proc {
+    child: Child,
+    pub base: String,
+}
+
+impl Proc {
+    /// Starts `hearsay serve` with `args` (plus `--http 127.0.0.1:0`) and waits until it serves.
+    pub fn serve(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+            .arg("serve")
+            .args(["--http", "127.0.0.1:0", "--log", "info"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hearsay");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[child] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("hearsay did not start serving in time"));
+            if let Some(addr) = line.split("http=").nth(1) {
+                let addr = addr.split_whitespace().next().unwrap();
+                return Proc {
+                    child,
+                    base: format!("http://{addr}"),
+                };
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `hearsay` to completion (killing it after `timeout`) and returns (exit code, stderr).
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hearsay");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "hearsay {args:?} did not exit within {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
