@@ -2,12 +2,15 @@
 //! states, Merkle updates and store batches. Time comes in as an argument (`wall_ms`), never from
 //! a clock; the store is any [`Store`], so the simulator drives this very code with memory stores.
 //!
-//! Never touches sockets, threads or the wall clock; never decides durability (the driver calls
-//! [`Store::commit`] once per group of writes before acknowledging them).
+//! Never touches sockets, threads or the wall clock; never decides when to sync (the driver calls
+//! [`Node::commit`] once per group of writes before acknowledging them).
 
 use crate::clock::{Hlc, NodeId, Timestamp};
 use crate::crdt::{KeyState, LwwRegister, OrSet, Value};
-use crate::store::{Leaf, LoggedDelta, MerkleIndex, Meta, Store, StoreError, StoreKey, WriteBatch};
+use crate::store::{
+    merkle, Leaf, LoggedDelta, MerkleIndex, Meta, Store, StoreError, StoreKey, WriteBatch,
+};
+use std::collections::BTreeSet;
 
 /// A client's write, validated by the API layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,14 +51,20 @@ pub struct Node<S: Store> {
     id: NodeId,
     hlc: Hlc,
     meta: Meta,
+    /// `meta` changed since it was last handed to the store.
+    meta_dirty: bool,
     merkle: MerkleIndex,
+    /// Leaves changed since the index was last persisted.
+    dirty_leaves: BTreeSet<u16>,
+    /// Whether the store holds a complete, current copy of the index.
+    leaves_persisted: bool,
     store: S,
 }
 
 impl<S: Store> Node<S> {
     /// Opens the node on `store`: checks the node id, loads (or rebuilds) the Merkle index and
     /// redoes the deltas of the write-ahead log.
-    pub fn open(mut store: S, id: NodeId) -> Result<Self, NodeError> {
+    pub fn open(store: S, id: NodeId) -> Result<Self, NodeError> {
         let mut meta = store.meta().clone();
         if let Some(stored) = &meta.node_id {
             if *stored != id {
@@ -66,15 +75,22 @@ impl<S: Store> Node<S> {
             }
         }
         meta.node_id = Some(id.clone());
-        let merkle = match store.load_leaves()? {
-            Some(leaves) => MerkleIndex::from_leaves(leaves),
-            None => rebuild_merkle(&mut store)?,
+        let (merkle, dirty_leaves, leaves_persisted) = match store.load_leaves()? {
+            Some(leaves) => (MerkleIndex::from_leaves(leaves), BTreeSet::new(), true),
+            None => {
+                let merkle = rebuild_merkle(&store)?;
+                let dirty = (0..=u16::MAX).collect();
+                (merkle, dirty, false)
+            }
         };
         let mut node = Node {
             id,
             hlc: Hlc::restore(meta.hlc),
             meta,
+            meta_dirty: true,
             merkle,
+            dirty_leaves,
+            leaves_persisted,
             store,
         };
         let replay = node.store.take_replay();
@@ -88,14 +104,8 @@ impl<S: Store> Node<S> {
             }
             node.merge_delta(logged.key, logged.delta, None)?;
         }
-        // Persist the node id and clock even when nothing was replayed, then start a fresh log.
-        node.meta.hlc = node.hlc.high_water_mark();
-        node.store.apply(WriteBatch {
-            meta: Some(node.meta.clone()),
-            ..WriteBatch::default()
-        })?;
-        node.store.commit()?;
-        node.store.checkpoint()?;
+        // Persist the node id, the clock and the index, then start with an empty log.
+        node.checkpoint()?;
         Ok(node)
     }
 
@@ -163,8 +173,8 @@ impl<S: Store> Node<S> {
         KeyState::Register(LwwRegister::write(timestamp, self.id.clone(), value))
     }
 
-    /// Merges a delta (local, remote or replayed) into the key's state and persists the result
-    /// with its Merkle update. Returns whether the state changed.
+    /// Merges a delta (local, remote or replayed) into the key's state and hands the result to
+    /// the store. Returns whether the state changed.
     pub fn merge_delta(
         &mut self,
         key: StoreKey,
@@ -178,41 +188,89 @@ impl<S: Store> Node<S> {
             return Ok(false);
         }
         let old = self.store.get(&key)?;
-        let new = match &old {
-            Some(state) => {
-                let mut merged = state.clone();
-                if !merged.merge(&delta) {
+        let old_hash = old.as_ref().map(|state| merkle::item_hash(&key, state));
+        let new = match old {
+            Some(mut state) => {
+                if !state.merge(&delta) {
                     return Ok(false);
                 }
-                merged
+                state
             }
             None => delta.clone(),
         };
-        let leaf = self.merkle.update(&key, old.as_ref(), &new);
+        let (bucket, _) = self.merkle.update(&key, old_hash, &new);
+        self.dirty_leaves.insert(bucket);
         self.meta.hlc = self.hlc.high_water_mark();
+        self.meta_dirty = true;
         let logged = LoggedDelta {
             key: key.clone(),
             delta,
             hlc: self.meta.hlc,
             origin_seq,
         };
+        // The first change after the index was persisted marks the persisted copy stale, in the
+        // same atomic batch: a crash from here on rebuilds the index from the records.
+        let leaves_complete = if self.leaves_persisted {
+            self.leaves_persisted = false;
+            Some(false)
+        } else {
+            None
+        };
         self.store.apply(WriteBatch {
             records: vec![(key, new)],
             deltas: vec![logged],
-            leaves: vec![leaf],
-            meta: Some(self.meta.clone()),
+            leaves_complete,
+            ..WriteBatch::default()
         })?;
         Ok(true)
     }
+
+    /// Makes every change so far durable (per the durability mode): the driver calls this once
+    /// per group of writes, before acknowledging any of them.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        if self.meta_dirty {
+            self.store.apply(WriteBatch {
+                meta: Some(self.meta.clone()),
+                ..WriteBatch::default()
+            })?;
+            self.meta_dirty = false;
+        }
+        self.store.commit()
+    }
+
+    /// Periodic housekeeping: the store's timed sync, and a checkpoint once its log is large.
+    pub fn tick(&mut self) -> Result<(), StoreError> {
+        self.store.tick()?;
+        if self.store.wants_checkpoint() {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Persists the Merkle index and metadata, flushes the database and empties the log.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let leaves = self.merkle.leaves();
+        let changed = std::mem::take(&mut self.dirty_leaves);
+        self.store.apply(WriteBatch {
+            leaves: changed
+                .into_iter()
+                .map(|i| (i, leaves[i as usize]))
+                .collect(),
+            leaves_complete: Some(true),
+            ..WriteBatch::default()
+        })?;
+        self.leaves_persisted = true;
+        self.commit()?;
+        self.store.checkpoint()
+    }
 }
 
-fn rebuild_merkle<S: Store>(store: &mut S) -> Result<MerkleIndex, StoreError> {
+fn rebuild_merkle<S: Store>(store: &S) -> Result<MerkleIndex, StoreError> {
     let mut index = MerkleIndex::default();
     store.for_each_record(&mut |key, state| {
         index.update(&key, None, &state);
         Ok(())
     })?;
-    store.store_all_leaves(index.leaves())?;
     tracing::info!(
         keys = index.root().count,
         "rebuilt the Merkle index from the data"
@@ -248,6 +306,7 @@ mod tests {
         assert!(b.timestamp > a.timestamp);
         assert_eq!(node.digest().count, 1);
         assert_ne!(node.digest(), empty);
+        node.commit().unwrap();
         assert_eq!(node.store().meta().seen.get(&id("n1")), 2);
     }
 
@@ -256,7 +315,9 @@ mod tests {
         let store = MemoryStore::new();
         let mut node = Node::open(store.reopen(), id("n1")).unwrap();
         let ack = node.handle_write(5_000, put("k", "v")).unwrap();
+        node.commit().unwrap();
         let digest = node.digest();
+        // No checkpoint: the index was not persisted after the write, so it is rebuilt.
         drop(node);
         let mut again = Node::open(store.reopen(), id("n1")).unwrap();
         assert_eq!(again.digest(), digest);
@@ -300,7 +361,7 @@ mod tests {
                     })
                 })
                 .unwrap();
-            rebuild_merkle(&mut rebuilt).unwrap()
+            rebuild_merkle(&rebuilt).unwrap()
         };
         assert_eq!(merkle.root(), node.digest());
     }

@@ -139,7 +139,7 @@ fn run_core<S: Store>(mut node: Node<S>, mut rx: mpsc::Receiver<Command>) {
         }
         if !acks.is_empty() {
             // Group commit: one sync makes every write of the group durable.
-            if let Err(e) = node.store_mut().commit() {
+            if let Err(e) = node.commit() {
                 tracing::error!(error = %e, "commit failed; the writes of this group are not acknowledged");
                 for (reply, _) in acks.drain(..) {
                     let _ = reply.send(Err(StoreError::Io(e.to_string())));
@@ -150,12 +150,12 @@ fn run_core<S: Store>(mut node: Node<S>, mut rx: mpsc::Receiver<Command>) {
             }
         }
         if tick {
-            if let Err(e) = node.store_mut().tick() {
+            if let Err(e) = node.tick() {
                 tracing::error!(error = %e, "store housekeeping failed");
             }
         }
         if let Some(reply) = shutdown {
-            if let Err(e) = node.store_mut().checkpoint() {
+            if let Err(e) = node.checkpoint() {
                 tracing::error!(error = %e, "final checkpoint failed; the log will be replayed at the next start");
             }
             // Close the store before answering, so the data directory is free once shutdown

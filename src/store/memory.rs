@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 struct Contents {
     records: BTreeMap<Vec<u8>, KeyState>,
     leaves: Option<Vec<Leaf>>,
+    leaves_complete: bool,
     meta: Meta,
 }
 
@@ -134,7 +135,8 @@ impl Store for MemoryStore {
     }
 
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError> {
-        Ok(read(&self.contents).leaves.clone())
+        let c = read(&self.contents);
+        Ok(c.leaves.clone().filter(|_| c.leaves_complete))
     }
 
     fn for_each_record(
@@ -150,11 +152,6 @@ impl Store for MemoryStore {
             let key = StoreKey::decode(&k).ok_or_else(|| StoreError::Corrupt("bad key".into()))?;
             f(key, v)?;
         }
-        Ok(())
-    }
-
-    fn store_all_leaves(&mut self, leaves: &[Leaf]) -> Result<(), StoreError> {
-        write(&self.contents).leaves = Some(leaves.to_vec());
         Ok(())
     }
 
@@ -175,6 +172,9 @@ impl Store for MemoryStore {
                 leaves[i as usize] = leaf;
             }
         }
+        if let Some(complete) = batch.leaves_complete {
+            c.leaves_complete = complete;
+        }
         if let Some(meta) = batch.meta {
             c.meta = meta.clone();
             self.meta = meta;
@@ -188,6 +188,10 @@ impl Store for MemoryStore {
 
     fn tick(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn wants_checkpoint(&self) -> bool {
+        false
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {

@@ -86,7 +86,8 @@ impl StoreKey {
     }
 }
 
-/// Node metadata, persisted with every batch that changes it.
+/// Node metadata, persisted once per group commit (the write-ahead log restores what a crash
+/// loses of it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// The node id this data directory belongs to (set on first start).
@@ -105,15 +106,12 @@ pub struct WriteBatch {
     pub records: Vec<(StoreKey, KeyState)>,
     /// The deltas that produced them, for the write-ahead log (replaying merges is idempotent).
     pub deltas: Vec<LoggedDelta>,
-    /// Changed Merkle leaves.
+    /// Merkle leaves to persist.
     pub leaves: Vec<(u16, Leaf)>,
+    /// `Some(true)`: the persisted leaves now cover every record; `Some(false)`: they no longer
+    /// do (records change ahead of them). Applied atomically with the records.
+    pub leaves_complete: Option<bool>,
     pub meta: Option<Meta>,
-}
-
-impl WriteBatch {
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.leaves.is_empty() && self.meta.is_none()
-    }
 }
 
 /// A delta as the write-ahead log keeps it: enough to redo its merge and to restore the clock and
@@ -233,8 +231,6 @@ pub trait Store: Send + 'static {
         &self,
         f: &mut dyn FnMut(StoreKey, KeyState) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
-    /// Replaces all Merkle leaves at once (after a rebuild).
-    fn store_all_leaves(&mut self, leaves: &[Leaf]) -> Result<(), StoreError>;
     /// Deltas logged but possibly not in the database at the last stop; the core merges them at
     /// start-up and then calls [`Store::checkpoint`].
     fn take_replay(&mut self) -> Vec<LoggedDelta>;
@@ -243,8 +239,10 @@ pub trait Store: Send + 'static {
     /// Makes every applied batch as durable as the durability mode promises before the caller
     /// acknowledges them. One call covers any number of batches (group commit).
     fn commit(&mut self) -> Result<(), StoreError>;
-    /// Periodic housekeeping (the timed sync of `batch` mode, log truncation).
+    /// Periodic housekeeping (the timed sync of `batch` mode).
     fn tick(&mut self) -> Result<(), StoreError>;
+    /// True when the log has grown enough that a checkpoint should empty it.
+    fn wants_checkpoint(&self) -> bool;
     /// Flushes the database to disk and empties the log.
     fn checkpoint(&mut self) -> Result<(), StoreError>;
 }

@@ -1,6 +1,6 @@
 //! The production store: one sled 0.34 tree plus the write-ahead log ([`super::wal`]).
 //!
-//! Keys in the tree: `r` + encoded key → record; `m` + leaf index (u16 BE) → Merkle leaf;
+//! Keys in the tree: `r` + encoded key → record; `l` + leaf index (u16 BE) → Merkle leaf;
 //! `meta/...` → layout version, node metadata, Merkle completeness marker. A batch from the core
 //! goes to the tree atomically and its deltas to the log; [`Store::commit`] syncs the log.
 
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const META_KEY: &[u8] = b"meta/node";
-const LEAF_PREFIX: u8 = b'm';
+const LEAF_PREFIX: u8 = b'l';
 /// The log is emptied by a checkpoint once it grows past this.
 const CHECKPOINT_BYTES: u64 = 64 << 20;
 
@@ -79,10 +79,20 @@ impl SledStore {
 }
 
 fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
-    let result = sled::Config::new()
+    // sled 0.34 can panic, not just fail, on some damaged files (sled #1533, #1527, #1189): a
+    // damaged directory must end in a clear message, so a panic here is an error too.
+    let config = sled::Config::new()
         .path(dir.join("db"))
-        .flush_every_ms(Some(500))
-        .open();
+        .flush_every_ms(Some(500));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+        .unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "sled panicked while opening it".into());
+            Err(sled::Error::Unsupported(reason))
+        });
     result.map_err(|e| match e {
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::InUse {
             dir: dir.to_path_buf(),
@@ -172,7 +182,7 @@ impl Store for SledStore {
         for item in self.db.scan_prefix([LEAF_PREFIX]) {
             let (k, v) = item?;
             if k.len() != 3 {
-                return Ok(None);
+                return Err(StoreError::Corrupt("bad Merkle leaf key".into()));
             }
             leaves[u16::from_be_bytes([k[1], k[2]]) as usize] = record::from_bytes(&v)?;
         }
@@ -192,21 +202,6 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn store_all_leaves(&mut self, leaves: &[Leaf]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (i, leaf) in leaves.iter().enumerate() {
-            let key = leaf_key(i as u16);
-            if leaf.count == 0 {
-                batch.remove(&key);
-            } else {
-                batch.insert(&key, record::to_bytes(leaf));
-            }
-        }
-        batch.insert(MERKLE_COMPLETE_KEY, b"1");
-        self.db.apply_batch(batch)?;
-        Ok(())
-    }
-
     fn take_replay(&mut self) -> Vec<LoggedDelta> {
         std::mem::take(&mut self.replay)
     }
@@ -217,7 +212,16 @@ impl Store for SledStore {
             tree_batch.insert(record_key(key), record::encode_record(state));
         }
         for (index, leaf) in &batch.leaves {
-            tree_batch.insert(&leaf_key(*index), record::to_bytes(leaf));
+            if leaf.count == 0 {
+                tree_batch.remove(&leaf_key(*index));
+            } else {
+                tree_batch.insert(&leaf_key(*index), record::to_bytes(leaf));
+            }
+        }
+        match batch.leaves_complete {
+            Some(true) => tree_batch.insert(MERKLE_COMPLETE_KEY, b"1"),
+            Some(false) => tree_batch.remove(MERKLE_COMPLETE_KEY),
+            None => {}
         }
         if let Some(meta) = batch.meta {
             tree_batch.insert(META_KEY, record::to_bytes(&meta));
@@ -246,10 +250,13 @@ impl Store for SledStore {
             return Ok(());
         };
         wal.sync()?;
-        if wal.len() > CHECKPOINT_BYTES {
-            self.checkpoint()?;
-        }
         Ok(())
+    }
+
+    fn wants_checkpoint(&self) -> bool {
+        self.wal
+            .as_ref()
+            .is_some_and(|w| w.len() > CHECKPOINT_BYTES)
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {

@@ -1,0 +1,156 @@
+//! The command line's failure modes: each gets one clear line on stderr and a non-zero exit,
+//! never a panic or a hang.
+
+mod common;
+
+use common::{path_str, run_to_exit, Proc};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn assert_one_line_error(args: &[&str], needle: &str) -> String {
+    let (code, stderr) = run_to_exit(args, WAIT);
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "{args:?} exited with {code:?}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "{:?} does not mention {needle:?}",
+        lines[0]
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    lines[0].to_string()
+}
+
+#[test]
+fn unknown_flag_and_bad_values_are_one_line_errors() {
+    assert_one_line_error(&["serve", "--bogus"], "--bogus");
+    assert_one_line_error(&["serve", "--durability", "sometimes"], "sometimes");
+    assert_one_line_error(&["serve", "--node-id", "has space"], "node id");
+    assert_one_line_error(&["serve", "--http", "nowhere"], "nowhere");
+}
+
+#[test]
+fn unwritable_data_dir_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let data = file.join("n1");
+    let line = assert_one_line_error(
+        &["serve", "--http", "127.0.0.1:0", "--data", path_str(&data)],
+        "cannot use data directory",
+    );
+    assert!(line.contains(path_str(&data)));
+}
+
+#[test]
+fn port_in_use_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let line = assert_one_line_error(
+        &["serve", "--http", &addr, "--data", path_str(dir.path())],
+        "cannot listen on",
+    );
+    assert!(
+        line.contains(&addr) && line.to_lowercase().contains("in use"),
+        "{line}"
+    );
+}
+
+#[test]
+fn data_dir_from_a_newer_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        db.insert(hearsay::store::migrate::LAYOUT_KEY, &99u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    assert_one_line_error(
+        &[
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--data",
+            path_str(dir.path()),
+        ],
+        "newer hearsay (layout 99",
+    );
+}
+
+#[test]
+fn data_dir_of_another_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Proc::serve(&[
+        "--node-id",
+        "n1",
+        "--data",
+        path_str(dir.path()),
+    ]));
+    assert_one_line_error(
+        &[
+            "serve",
+            "--node-id",
+            "n2",
+            "--http",
+            "127.0.0.1:0",
+            "--data",
+            path_str(dir.path()),
+        ],
+        "belongs to node",
+    );
+}
+
+#[test]
+fn a_second_process_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Proc::serve(&["--data", path_str(dir.path())]);
+    assert_one_line_error(
+        &[
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--data",
+            path_str(dir.path()),
+        ],
+        "in use by another hearsay process",
+    );
+}
+
+#[test]
+fn damaged_database_names_the_recovery_and_recover_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n1");
+    std::fs::create_dir_all(&data).unwrap();
+    // sled cannot open a database whose directory is a plain file.
+    std::fs::write(data.join("db"), b"garbage").unwrap();
+    let line = assert_one_line_error(
+        &["serve", "--http", "127.0.0.1:0", "--data", path_str(&data)],
+        "--recover",
+    );
+    assert!(line.contains(path_str(&data)), "{line}");
+    let node = Proc::serve(&["--data", path_str(&data), "--recover"]);
+    let health = reqwest::blocking_get(&node.url("/v1/health"));
+    assert_eq!(health, 200);
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("n1.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged directory is kept aside");
+}
+
+mod reqwest {
+    /// A tiny blocking GET returning the status code (the tests here are synchronous).
+    pub fn blocking_get(url: &str) -> u16 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { ::reqwest::get(url).await.unwrap().status().as_u16() })
+    }
+}
