@@ -6,6 +6,7 @@
 //!     HEARSAY_BENCH_SECS=10 cargo bench --bench throughput
 //!
 //! Prints requests per second for each server and phase and the ratio hearsay / raw.
+#![allow(clippy::disallowed_methods)] // tests and benchmarks measure real time
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};

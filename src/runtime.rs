@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_GROUP: usize = 1024;
 
 /// The wall clock in milliseconds since the Unix epoch: the one place the core's time comes from.
+#[allow(clippy::disallowed_methods)] // the driver's wall clock, by design
 pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: an in-process server on a port-0 listener, and the
 //! real binary as a child process that is killed when its handle drops.
 #![allow(dead_code)]
+#![allow(clippy::disallowed_methods)] // tests and benchmarks measure real time
 
 use hearsay::clock::NodeId;
 use hearsay::server::{self, ServerConfig};
@@ -100,6 +101,11 @@ impl Proc {
                 let _ = tx.send(line);
             }
         });
+        // From here on, dropping `proc` (also by a panic) kills the child.
+        let mut proc = Proc {
+            child,
+            base: String::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -108,10 +114,8 @@ impl Proc {
                 .unwrap_or_else(|_| panic!("hearsay did not start serving in time"));
             if let Some(addr) = line.split("http=").nth(1) {
                 let addr = addr.split_whitespace().next().unwrap();
-                return Proc {
-                    child,
-                    base: format!("http://{addr}"),
-                };
+                proc.base = format!("http://{addr}");
+                return proc;
             }
         }
     }
