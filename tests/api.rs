@@ -162,6 +162,15 @@ async fn sets_add_remove_and_batch() {
     let c = Client::new();
     let resp = c.get(server.url("/v1/sets/team")).send().await.unwrap();
     assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
+    // Removing from a set that does not exist succeeds and does not create it.
+    let r = c
+        .delete(server.url("/v1/sets/team/ghost"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let resp = c.get(server.url("/v1/sets/team")).send().await.unwrap();
+    assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
     for e in ["carol", "alice", "bob"] {
         let r = c
             .put(server.url(&format!("/v1/sets/team/{e}")))
