@@ -19,6 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The allocator the hearsay binary uses, for both servers alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONNECTIONS: usize = 64;
 const VALUE: [u8; 100] = [b'v'; 100];
 
@@ -32,27 +36,40 @@ async fn main() {
 
     let raw = start_raw(dir.path().join("raw")).await;
     let node = start_hearsay(dir.path().join("hearsay")).await;
-    println!("{CONNECTIONS} connections, {secs} s per phase, 100-byte values");
+    println!(
+        "{CONNECTIONS} connections, {secs} s per phase in 3 alternating rounds, 100-byte values"
+    );
 
     let phase = Duration::from_secs(secs);
     // Only one phase, for profiling: HEARSAY_BENCH_ONLY=put or get (hearsay alone).
     if let Ok(only) = std::env::var("HEARSAY_BENCH_ONLY") {
         let write = only == "put";
         if !write {
-            load(&format!("{node}/v1/kv"), true, Duration::from_secs(1)).await;
+            prefill(&format!("{node}/v1/kv")).await;
         }
-        let rate = load(&format!("{node}/v1/kv"), write, phase).await;
+        let rate = load(&format!("{node}/v1/kv"), write, phase, 0).await;
         println!("{only} hearsay: {rate:.0} req/s");
         return;
     }
-    let raw_put = load(&format!("{}/kv", raw.0), true, phase).await;
+    // Phases alternate in short rounds so that background work (sled's flushes) and machine
+    // noise fall on both servers alike.
+    let rounds = 3;
+    let round = phase / rounds;
+    let (mut raw_put, mut node_put) = (0.0, 0.0);
+    for r in 0..rounds {
+        raw_put += load(&format!("{}/kv", raw.0), true, round, r).await / rounds as f64;
+        node_put += load(&format!("{node}/v1/kv"), true, round, r).await / rounds as f64;
+    }
+    prefill(&format!("{}/kv", raw.0)).await;
+    prefill(&format!("{node}/v1/kv")).await;
     raw.1.flush().expect("flush");
-    let node_put = load(&format!("{node}/v1/kv"), true, phase).await;
     // Let hearsay's database flush its writes too before measuring reads.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let raw_get = load(&format!("{}/kv", raw.0), false, phase).await;
-    let node_get = load(&format!("{node}/v1/kv"), false, phase).await;
-
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut raw_get, mut node_get) = (0.0, 0.0);
+    for _ in 0..rounds {
+        raw_get += load(&format!("{}/kv", raw.0), false, round, 0).await / rounds as f64;
+        node_get += load(&format!("{node}/v1/kv"), false, round, 0).await / rounds as f64;
+    }
     println!("PUT  raw axum+sled (no fsync): {raw_put:>9.0} req/s");
     println!(
         "PUT  hearsay (fsync, group commit): {node_put:>9.0} req/s   ratio {:.2}",
@@ -106,9 +123,35 @@ async fn start_raw(data: std::path::PathBuf) -> (String, sled::Db) {
     (base, db)
 }
 
+/// Keys every reader reads, per worker.
+const READ_KEYS: u64 = 200;
+
+/// Writes the keys the readers read (`g{worker}-{i}`), checking that each write succeeds.
+async fn prefill(base: &str) {
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for w in 0..CONNECTIONS {
+        let (client, base) = (client.clone(), base.to_string());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..READ_KEYS {
+                let resp = client
+                    .put(format!("{base}/g{w}-{i}"))
+                    .body(VALUE.to_vec())
+                    .send()
+                    .await;
+                assert!(resp.expect("prefill write").status().is_success());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("prefill task");
+    }
+}
+
 /// Runs `CONNECTIONS` workers for `duration` and returns successful requests per second. Writers
-/// use keys `c{worker}-{i}`; readers read back the keys the writers of the PUT phase produced.
-async fn load(base: &str, write: bool, duration: Duration) -> f64 {
+/// of round `r` use keys `c{worker}-{i}` (fresh keys in every round); readers read the prefilled
+/// keys, so every read finds its key.
+async fn load(base: &str, write: bool, duration: Duration, r: u32) -> f64 {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONNECTIONS)
         .build()
@@ -123,8 +166,11 @@ async fn load(base: &str, write: bool, duration: Duration) -> f64 {
         workers.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                // Reads cycle over the first 1,000 keys each writer surely wrote.
-                let key = format!("c{w}-{}", if write { i } else { i % 1000 });
+                let key = if write {
+                    format!("c{w}-{}", u64::from(r) << 40 | i)
+                } else {
+                    format!("g{w}-{}", i % READ_KEYS)
+                };
                 let req = if write {
                     client.put(format!("{base}/{key}")).body(VALUE.to_vec())
                 } else {

@@ -10,9 +10,9 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    pub method: &'static str,
     /// The matched route pattern (`/v1/kv/{*key}`), never the raw path, to bound cardinality.
-    pub route: String,
+    pub route: &'static str,
     pub status: u16,
 }
 

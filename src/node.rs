@@ -8,7 +8,8 @@
 use crate::clock::{Hlc, NodeId, Timestamp};
 use crate::crdt::{KeyState, LwwRegister, OrSet, Value};
 use crate::store::{
-    merkle, Leaf, LoggedDelta, MerkleIndex, Meta, Store, StoreError, StoreKey, WriteBatch,
+    merkle, Leaf, LoggedDeltaRef, MerkleIndex, Meta, PendingSync, Store, StoreError, StoreKey,
+    WriteBatch,
 };
 use std::collections::BTreeSet;
 
@@ -189,6 +190,14 @@ impl<S: Store> Node<S> {
         }
         let old = self.store.get(&key)?;
         let old_hash = old.as_ref().map(|state| merkle::item_hash(&key, state));
+        self.meta.hlc = self.hlc.high_water_mark();
+        let logged = LoggedDeltaRef {
+            key: &key,
+            delta: &delta,
+            hlc: self.meta.hlc,
+            origin_seq: origin_seq.as_ref().map(|(n, s)| (n, *s)),
+        }
+        .encode();
         let new = match old {
             Some(mut state) => {
                 if !state.merge(&delta) {
@@ -196,18 +205,11 @@ impl<S: Store> Node<S> {
                 }
                 state
             }
-            None => delta.clone(),
+            None => delta,
         };
         let (bucket, _) = self.merkle.update(&key, old_hash, &new);
         self.dirty_leaves.insert(bucket);
-        self.meta.hlc = self.hlc.high_water_mark();
         self.meta_dirty = true;
-        let logged = LoggedDelta {
-            key: key.clone(),
-            delta,
-            hlc: self.meta.hlc,
-            origin_seq,
-        };
         // The first change after the index was persisted marks the persisted copy stale, in the
         // same atomic batch: a crash from here on rebuilds the index from the records.
         let leaves_complete = if self.leaves_persisted {
@@ -225,9 +227,9 @@ impl<S: Store> Node<S> {
         Ok(true)
     }
 
-    /// Makes every change so far durable (per the durability mode): the driver calls this once
-    /// per group of writes, before acknowledging any of them.
-    pub fn commit(&mut self) -> Result<(), StoreError> {
+    /// Starts making every change so far durable (per the durability mode): the driver calls
+    /// this once per group of writes and acknowledges them once the returned sync completes.
+    pub fn commit(&mut self) -> Result<PendingSync, StoreError> {
         if self.meta_dirty {
             self.store.apply(WriteBatch {
                 meta: Some(self.meta.clone()),
@@ -260,7 +262,8 @@ impl<S: Store> Node<S> {
             ..WriteBatch::default()
         })?;
         self.leaves_persisted = true;
-        self.commit()?;
+        // The checkpoint syncs the whole file system, which covers the pending log sync.
+        let _covered = self.commit()?;
         self.store.checkpoint()
     }
 }
@@ -306,7 +309,7 @@ mod tests {
         assert!(b.timestamp > a.timestamp);
         assert_eq!(node.digest().count, 1);
         assert_ne!(node.digest(), empty);
-        node.commit().unwrap();
+        node.commit().unwrap().complete().unwrap();
         assert_eq!(node.store().meta().seen.get(&id("n1")), 2);
     }
 
@@ -315,7 +318,7 @@ mod tests {
         let store = MemoryStore::new();
         let mut node = Node::open(store.reopen(), id("n1")).unwrap();
         let ack = node.handle_write(5_000, put("k", "v")).unwrap();
-        node.commit().unwrap();
+        node.commit().unwrap().complete().unwrap();
         let digest = node.digest();
         // No checkpoint: the index was not persisted after the write, so it is rebuilt.
         drop(node);

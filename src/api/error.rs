@@ -91,13 +91,9 @@ fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
-/// Middleware: gives error responses that did not come from our handlers (unknown path, wrong
-/// method, framework rejections) the same JSON shape, keeping their status and headers (`Allow`).
-pub async fn json_errors(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let response = next.run(request).await;
+/// Gives error responses that did not come from our handlers (unknown path, wrong method,
+/// framework rejections) the same JSON shape, keeping their status and headers (`Allow`).
+pub fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()

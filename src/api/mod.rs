@@ -13,6 +13,7 @@ use crate::metrics::{HttpLabels, Metrics};
 use crate::net::faults::Faults;
 use crate::runtime::NodeHandle;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -45,46 +46,78 @@ pub struct ApiSettings {
     pub gossip_addr: SocketAddr,
 }
 
+// Route patterns, named once for the router and the metrics labels.
+const KV_LIST: &str = "/v1/kv";
+const KV_KEY: &str = "/v1/kv/{*key}";
+const SET: &str = "/v1/sets/{key}";
+const SET_ELEMENT: &str = "/v1/sets/{key}/{element}";
+const MEMBERS: &str = "/v1/cluster/members";
+const DIGEST: &str = "/v1/cluster/digest";
+const LEAVE: &str = "/v1/cluster/leave";
+const HEALTH: &str = "/v1/health";
+const METRICS: &str = "/metrics";
+const FAULTS: &str = "/v1/admin/faults";
+const ROUTES: [&str; 10] = [
+    KV_LIST,
+    KV_KEY,
+    SET,
+    SET_ELEMENT,
+    MEMBERS,
+    DIGEST,
+    LEAVE,
+    HEALTH,
+    METRICS,
+    FAULTS,
+];
+
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/kv", get(kv::list))
+        .route(KV_LIST, get(kv::list))
+        .route(KV_KEY, get(kv::get).put(kv::put).delete(kv::delete))
+        .route(SET, get(sets::get).post(sets::batch))
+        .route(SET_ELEMENT, put(sets::add).delete(sets::remove))
+        .route(MEMBERS, get(cluster::members))
+        .route(DIGEST, get(cluster::digest))
+        .route(LEAVE, post(cluster::leave))
+        .route(HEALTH, get(cluster::health))
+        .route(METRICS, get(cluster::metrics))
         .route(
-            "/v1/kv/{*key}",
-            get(kv::get).put(kv::put).delete(kv::delete),
-        )
-        .route("/v1/sets/{key}", get(sets::get).post(sets::batch))
-        .route(
-            "/v1/sets/{key}/{element}",
-            put(sets::add).delete(sets::remove),
-        )
-        .route("/v1/cluster/members", get(cluster::members))
-        .route("/v1/cluster/digest", get(cluster::digest))
-        .route("/v1/cluster/leave", post(cluster::leave))
-        .route("/v1/health", get(cluster::health))
-        .route("/metrics", get(cluster::metrics))
-        .route(
-            "/v1/admin/faults",
+            FAULTS,
             get(admin::get).put(admin::put).delete(admin::delete),
         )
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_metrics,
-        ))
-        .layer(middleware::from_fn(error::json_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
+fn method_label(method: &Method) -> &'static str {
+    [
+        Method::GET,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+        Method::HEAD,
+        Method::PATCH,
+        Method::OPTIONS,
+    ]
+    .iter()
+    .zip(["GET", "PUT", "POST", "DELETE", "HEAD", "PATCH", "OPTIONS"])
+    .find(|(m, _)| *m == method)
+    .map_or("other", |(_, label)| label)
+}
+
+/// Runs around every request: gives error responses from outside our handlers the JSON shape
+/// (see [`error::json_errors`]) and records the request count and latency by route and status.
 #[allow(clippy::disallowed_methods)] // request latency is measured by the HTTP driver
-async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
-    let response = next.run(request).await;
+        .and_then(|p| ROUTES.iter().find(|r| **r == p.as_str()).copied())
+        .unwrap_or("unmatched");
+    let response = error::json_errors(next.run(request).await);
     let labels = HttpLabels {
         method,
         route,

@@ -2,8 +2,8 @@
 //! contents, which is how the simulator "restarts" a node on the state it had persisted.
 
 use super::{
-    merkle, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, Store, StoreError, StoreKey,
-    StoreRead, WriteBatch,
+    merkle, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, PendingSync, Store, StoreError,
+    StoreKey, StoreRead, WriteBatch,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -182,8 +182,8 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<(), StoreError> {
-        Ok(())
+    fn commit(&mut self) -> Result<PendingSync, StoreError> {
+        Ok(PendingSync::Done)
     }
 
     fn tick(&mut self) -> Result<(), StoreError> {

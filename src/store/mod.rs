@@ -104,8 +104,9 @@ pub struct Meta {
 pub struct WriteBatch {
     /// New whole states of changed keys.
     pub records: Vec<(StoreKey, KeyState)>,
-    /// The deltas that produced them, for the write-ahead log (replaying merges is idempotent).
-    pub deltas: Vec<LoggedDelta>,
+    /// The deltas that produced them, encoded as [`LoggedDelta`]s for the write-ahead log
+    /// (replaying merges is idempotent).
+    pub deltas: Vec<Vec<u8>>,
     /// Merkle leaves to persist.
     pub leaves: Vec<(u16, Leaf)>,
     /// `Some(true)`: the persisted leaves now cover every record; `Some(false)`: they no longer
@@ -124,6 +125,42 @@ pub struct LoggedDelta {
     pub hlc: Timestamp,
     /// The origin node and its sequence number for this delta, when it has one.
     pub origin_seq: Option<(NodeId, u64)>,
+}
+
+/// What is left to do, after [`Store::commit`], before the committed writes are durable. A driver
+/// may do it off the core's thread, overlapping the sync with the next group's work.
+#[must_use = "the writes are not durable until the pending sync completes"]
+pub enum PendingSync {
+    /// Nothing: the writes are as durable as the durability mode promises.
+    Done,
+    /// `fdatasync` this file (the write-ahead log, already written).
+    Log(std::sync::Arc<std::fs::File>),
+}
+
+impl PendingSync {
+    /// Blocks until the committed writes are durable.
+    pub fn complete(self) -> Result<(), StoreError> {
+        match self {
+            PendingSync::Done => Ok(()),
+            PendingSync::Log(file) => Ok(file.sync_data()?),
+        }
+    }
+}
+
+/// The borrowed form of [`LoggedDelta`], encoded identically, so the core logs a delta without
+/// copying it.
+#[derive(Serialize)]
+pub struct LoggedDeltaRef<'a> {
+    pub key: &'a StoreKey,
+    pub delta: &'a KeyState,
+    pub hlc: Timestamp,
+    pub origin_seq: Option<(&'a NodeId, u64)>,
+}
+
+impl LoggedDeltaRef<'_> {
+    pub fn encode(&self) -> Vec<u8> {
+        record::to_bytes(self)
+    }
 }
 
 /// How hard a store works to keep acknowledged writes.
@@ -236,9 +273,10 @@ pub trait Store: Send + 'static {
     fn take_replay(&mut self) -> Vec<LoggedDelta>;
     /// Applies a batch atomically; visible to readers at once, durable after [`Store::commit`].
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
-    /// Makes every applied batch as durable as the durability mode promises before the caller
-    /// acknowledges them. One call covers any number of batches (group commit).
-    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Starts making every applied batch as durable as the durability mode promises; they are
+    /// once the returned [`PendingSync`] completes. One call covers any number of batches
+    /// (group commit).
+    fn commit(&mut self) -> Result<PendingSync, StoreError>;
     /// Periodic housekeeping (the timed sync of `batch` mode).
     fn tick(&mut self) -> Result<(), StoreError>;
     /// True when the log has grown enough that a checkpoint should empty it.

@@ -7,8 +7,8 @@
 use super::migrate::{self, MERKLE_COMPLETE_KEY, RECORD_PREFIX};
 use super::wal::Wal;
 use super::{
-    merkle, record, Durability, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, Store,
-    StoreError, StoreKey, StoreRead, WriteBatch,
+    merkle, record, Durability, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, PendingSync,
+    Store, StoreError, StoreKey, StoreRead, WriteBatch,
 };
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 const META_KEY: &[u8] = b"meta/node";
 const LEAF_PREFIX: u8 = b'l';
 /// The log is emptied by a checkpoint once it grows past this.
-const CHECKPOINT_BYTES: u64 = 64 << 20;
+const CHECKPOINT_BYTES: u64 = super::wal::PREALLOCATED * 3 / 4;
 
 pub struct SledStore {
     dir: PathBuf,
@@ -207,6 +207,22 @@ impl Store for SledStore {
     }
 
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        if let Some(wal) = &mut self.wal {
+            for delta in &batch.deltas {
+                wal.append(delta);
+            }
+        }
+        // The common case, one record alone: a plain insert is much cheaper than a batch.
+        if batch.records.len() == 1
+            && batch.leaves.is_empty()
+            && batch.leaves_complete.is_none()
+            && batch.meta.is_none()
+        {
+            let (key, state) = &batch.records[0];
+            self.db
+                .insert(record_key(key), record::encode_record(state))?;
+            return Ok(());
+        }
         let mut tree_batch = sled::Batch::default();
         for (key, state) in &batch.records {
             tree_batch.insert(record_key(key), record::encode_record(state));
@@ -227,22 +243,19 @@ impl Store for SledStore {
             tree_batch.insert(META_KEY, record::to_bytes(&meta));
             self.meta = meta;
         }
-        if let Some(wal) = &mut self.wal {
-            for delta in &batch.deltas {
-                wal.append(&record::to_bytes(delta));
-            }
-        }
         self.db.apply_batch(tree_batch)?;
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<(), StoreError> {
-        match (&mut self.wal, self.durability) {
-            (Some(wal), Durability::Fsync) => wal.sync()?,
-            (Some(wal), _) => wal.write()?,
-            (None, _) => {}
-        }
-        Ok(())
+    fn commit(&mut self) -> Result<PendingSync, StoreError> {
+        let Some(wal) = &mut self.wal else {
+            return Ok(PendingSync::Done);
+        };
+        wal.write()?;
+        Ok(match self.durability {
+            Durability::Fsync => PendingSync::Log(wal.file()),
+            _ => PendingSync::Done,
+        })
     }
 
     fn tick(&mut self) -> Result<(), StoreError> {

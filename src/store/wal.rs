@@ -1,27 +1,50 @@
 //! The write-ahead log that makes `fsync` durability real. sled 0.34's `flush()` relies on
 //! `sync_file_range`, which does not flush a drive's volatile cache (sled #1452, #1351), so every
-//! acknowledged delta is first appended here and `fdatasync`ed. At start-up the entries are
+//! acknowledged delta is first written here and `fdatasync`ed. At start-up the entries are
 //! merged again (merging is idempotent, so replaying entries the database already holds is
-//! harmless); after a checkpoint (database flushed, file system synced) the log is emptied.
+//! harmless); after a checkpoint (database flushed, file system synced) the log starts over.
 //!
-//! Entry: payload length (u32 LE), first 4 bytes of the payload's BLAKE3 hash, payload. Reading
-//! stops at the first torn or corrupt entry: it can only be the tail of an unacknowledged write.
+//! The file is preallocated with zeros and overwritten in place, so that `fdatasync` only has to
+//! write data blocks, never the inode (an append changes the file size, which costs a second
+//! synchronous write per sync). Starting over does not clear the file: it bumps the generation in
+//! the header, and every entry's checksum covers the generation, so older entries read as the end.
+//!
+//! Layout: header = magic `HSYWAL01` + generation (u64 LE); then entries = payload length
+//! (u32 LE), first 8 bytes of BLAKE3(generation LE ‖ payload), payload. Reading stops at the first
+//! entry that does not check: a torn tail can only be an unacknowledged write.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
+const MAGIC: &[u8; 8] = b"HSYWAL01";
+const HEADER: u64 = 16;
+const ENTRY_HEADER: usize = 12;
 /// Entries larger than this are treated as corrupt when reading.
 const MAX_ENTRY: usize = 256 << 20;
+/// Bytes of zeros written when the log is created; the log grows past it if it must.
+pub const PREALLOCATED: u64 = 32 << 20;
 
 pub struct Wal {
-    file: File,
+    /// Shared so that a driver may `fdatasync` it off the core's thread (see [`Wal::file`]).
+    file: Arc<File>,
+    generation: u64,
     /// Entries appended but not yet written to the file.
     pending: Vec<u8>,
-    /// Bytes in the file.
-    len: u64,
+    /// Offset just past the last written entry.
+    end: u64,
     /// Written since the last `fdatasync`.
     unsynced: bool,
+}
+
+fn checksum(generation: u64, payload: &[u8]) -> [u8; 8] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&generation.to_le_bytes());
+    hasher.update(payload);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    out
 }
 
 impl Wal {
@@ -35,20 +58,32 @@ impl Wal {
             .open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (payloads, intact) = parse(&bytes);
-        if intact < bytes.len() {
-            tracing::warn!(
-                torn_bytes = bytes.len() - intact,
-                "write-ahead log ends in a torn entry (an unacknowledged write); dropping it"
-            );
-            file.set_len(intact as u64)?;
-            file.sync_data()?;
-        }
-        file.seek(SeekFrom::Start(intact as u64))?;
+        let header = bytes.get(..HEADER as usize);
+        let (generation, payloads, end) = match header {
+            Some(h) if &h[..8] == MAGIC => {
+                let generation = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+                let (payloads, end) = parse(&bytes[HEADER as usize..], generation);
+                (generation, payloads, HEADER + end as u64)
+            }
+            _ if bytes.iter().all(|&b| b == 0) => {
+                // New (or never written): preallocate and stamp generation 1.
+                preallocate(&mut file)?;
+                write_header(&file, 1)?;
+                (1, Vec::new(), HEADER)
+            }
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not a hearsay write-ahead log", path.display()),
+                ))
+            }
+        };
+        file.seek(SeekFrom::Start(end))?;
         let wal = Wal {
-            file,
+            file: Arc::new(file),
+            generation,
             pending: Vec::new(),
-            len: intact as u64,
+            end,
             unsynced: false,
         };
         Ok((wal, payloads))
@@ -58,15 +93,15 @@ impl Wal {
         self.pending
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.pending
-            .extend_from_slice(&blake3::hash(payload).as_bytes()[..4]);
+            .extend_from_slice(&checksum(self.generation, payload));
         self.pending.extend_from_slice(payload);
     }
 
     /// Writes pending entries to the file (the page cache: survives a process crash).
     pub fn write(&mut self) -> std::io::Result<()> {
         if !self.pending.is_empty() {
-            self.file.write_all(&self.pending)?;
-            self.len += self.pending.len() as u64;
+            (&*self.file).write_all(&self.pending)?;
+            self.end += self.pending.len() as u64;
             self.pending.clear();
             self.unsynced = true;
         }
@@ -83,39 +118,65 @@ impl Wal {
         Ok(())
     }
 
-    pub fn len(&self) -> u64 {
-        self.len + self.pending.len() as u64
+    /// The log file, for a driver that syncs it on another thread. `fdatasync` on it covers
+    /// everything [`Wal::write`] wrote before the call.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
     }
 
-    /// Empties the log. Only call once everything it holds is durable elsewhere.
+    /// Bytes of entries in the log.
+    pub fn len(&self) -> u64 {
+        self.end - HEADER + self.pending.len() as u64
+    }
+
+    /// Starts the log over. Only call once everything it holds is durable elsewhere.
     pub fn reset(&mut self) -> std::io::Result<()> {
         self.pending.clear();
-        self.file.set_len(0)?;
-        self.file.seek(SeekFrom::Start(0))?;
+        self.generation += 1;
+        write_header(&self.file, self.generation)?;
         self.file.sync_data()?;
-        self.len = 0;
+        (&*self.file).seek(SeekFrom::Start(HEADER))?;
+        self.end = HEADER;
         self.unsynced = false;
         Ok(())
     }
 }
 
-/// Splits a log into payloads; also returns how many leading bytes were intact.
-fn parse(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
+fn preallocate(file: &mut File) -> std::io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    file.seek(SeekFrom::Start(0))?;
+    for _ in 0..PREALLOCATED >> 20 {
+        file.write_all(&zeros)?;
+    }
+    file.sync_all()
+}
+
+fn write_header(file: &File, generation: u64) -> std::io::Result<()> {
+    let mut header = [0u8; HEADER as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..].copy_from_slice(&generation.to_le_bytes());
+    let mut f = file;
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(&header)
+}
+
+/// Splits the entries of `generation` into payloads; also returns how many bytes they take.
+fn parse(bytes: &[u8], generation: u64) -> (Vec<Vec<u8>>, usize) {
     let mut payloads = Vec::new();
     let mut at = 0;
-    while let Some(header) = bytes.get(at..at + 8) {
+    while let Some(header) = bytes.get(at..at + ENTRY_HEADER) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         if len > MAX_ENTRY {
             break;
         }
-        let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
+        let Some(payload) = bytes.get(at + ENTRY_HEADER..at + ENTRY_HEADER + len) else {
             break;
         };
-        if blake3::hash(payload).as_bytes()[..4] != header[4..8] {
+        if checksum(generation, payload) != header[4..ENTRY_HEADER] {
             break;
         }
         payloads.push(payload.to_vec());
-        at += 8 + len;
+        at += ENTRY_HEADER + len;
     }
     (payloads, at)
 }
@@ -133,22 +194,30 @@ mod tests {
         wal.append(b"one");
         wal.append(b"two");
         wal.sync().unwrap();
+        // A torn third entry: its header promises 100 bytes, only 3 arrive.
+        let end = wal.end;
         drop(wal);
-        // A torn third entry: header promises 100 bytes, only 3 arrive.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&100u32.to_le_bytes()).unwrap();
-        f.write_all(b"abcdxyz").unwrap();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let mut w = &f;
+        w.seek(SeekFrom::Start(end)).unwrap();
+        w.write_all(&100u32.to_le_bytes()).unwrap();
+        w.write_all(b"abcdefghxyz").unwrap();
         drop(f);
         let (mut wal, replay) = Wal::open(&path).unwrap();
         assert_eq!(replay, vec![b"one".to_vec(), b"two".to_vec()]);
+        // New entries overwrite the torn one.
         wal.append(b"three");
         wal.sync().unwrap();
         drop(wal);
         let (mut wal, replay) = Wal::open(&path).unwrap();
         assert_eq!(replay.len(), 3);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), PREALLOCATED);
+        // After a reset the old entries no longer read, though their bytes are still there.
         wal.reset().unwrap();
+        wal.append(b"four");
+        wal.sync().unwrap();
         drop(wal);
-        assert!(Wal::open(&path).unwrap().1.is_empty());
+        assert_eq!(Wal::open(&path).unwrap().1, vec![b"four".to_vec()]);
     }
 
     #[test]
@@ -159,11 +228,19 @@ mod tests {
         wal.append(b"good");
         wal.append(b"flipped");
         wal.sync().unwrap();
+        let last = (wal.end - 1) as usize;
         drop(wal);
         let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(Wal::open(&path).unwrap().1, vec![b"good".to_vec()]);
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        std::fs::write(&path, b"something else entirely").unwrap();
+        assert!(Wal::open(&path).is_err());
     }
 }
