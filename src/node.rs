@@ -65,7 +65,7 @@ pub struct Node<S: Store> {
 impl<S: Store> Node<S> {
     /// Opens the node on `store`: checks the node id, loads (or rebuilds) the Merkle index and
     /// redoes the deltas of the write-ahead log.
-    pub fn open(store: S, id: NodeId) -> Result<Self, NodeError> {
+    pub fn open(mut store: S, id: NodeId) -> Result<Self, NodeError> {
         let mut meta = store.meta().clone();
         if let Some(stored) = &meta.node_id {
             if *stored != id {
@@ -79,7 +79,7 @@ impl<S: Store> Node<S> {
         let (merkle, dirty_leaves, leaves_persisted) = match store.load_leaves()? {
             Some(leaves) => (MerkleIndex::from_leaves(leaves), BTreeSet::new(), true),
             None => {
-                let merkle = rebuild_merkle(&store)?;
+                let merkle = rebuild_merkle(&mut store)?;
                 let dirty = (0..=u16::MAX).collect();
                 (merkle, dirty, false)
             }
@@ -207,8 +207,10 @@ impl<S: Store> Node<S> {
             }
             None => delta,
         };
-        let (bucket, _) = self.merkle.update(&key, old_hash, &new);
+        let new_hash = merkle::item_hash(&key, &new);
+        let (bucket, _) = self.merkle.update_hashed(&key, old_hash, new_hash);
         self.dirty_leaves.insert(bucket);
+        let key_hash = (key.clone(), prefix8(&new_hash));
         self.meta_dirty = true;
         // The first change after the index was persisted marks the persisted copy stale, in the
         // same atomic batch: a crash from here on rebuilds the index from the records.
@@ -220,6 +222,7 @@ impl<S: Store> Node<S> {
         };
         self.store.apply(WriteBatch {
             records: vec![(key, new)],
+            key_hashes: vec![key_hash],
             deltas: vec![logged],
             leaves_complete,
             ..WriteBatch::default()
@@ -268,12 +271,31 @@ impl<S: Store> Node<S> {
     }
 }
 
-fn rebuild_merkle<S: Store>(store: &S) -> Result<MerkleIndex, StoreError> {
+/// The first 8 bytes of an item hash: what the per-leaf key index and anti-entropy compare.
+pub fn prefix8(hash: &[u8; 32]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&hash[..8]);
+    out
+}
+
+/// Rebuilds the Merkle index and the per-leaf key index from the records.
+fn rebuild_merkle<S: Store>(store: &mut S) -> Result<MerkleIndex, StoreError> {
+    const CHUNK: usize = 10_000;
     let mut index = MerkleIndex::default();
+    let mut key_hashes = Vec::new();
     store.for_each_record(&mut |key, state| {
-        index.update(&key, None, &state);
+        let hash = merkle::item_hash(&key, &state);
+        index.update_hashed(&key, None, hash);
+        key_hashes.push((key, prefix8(&hash)));
         Ok(())
     })?;
+    while !key_hashes.is_empty() {
+        let rest = key_hashes.split_off(key_hashes.len().saturating_sub(CHUNK));
+        store.apply(WriteBatch {
+            key_hashes: rest,
+            ..WriteBatch::default()
+        })?;
+    }
     tracing::info!(
         keys = index.root().count,
         "rebuilt the Merkle index from the data"
@@ -347,6 +369,29 @@ mod tests {
     }
 
     #[test]
+    fn leaf_key_index_follows_writes_and_rebuilds() {
+        let store = MemoryStore::new();
+        let mut node = Node::open(store.reopen(), id("n1")).unwrap();
+        node.handle_write(1, put("k", "1")).unwrap();
+        node.handle_write(2, put("k", "2")).unwrap();
+        let key = StoreKey::kv("k");
+        let state = node.store().get(&key).unwrap().unwrap();
+        let expected = vec![(key.clone(), prefix8(&merkle::item_hash(&key, &state)))];
+        let leaf = merkle::bucket_of(&key);
+        assert_eq!(node.store().leaf_keys(leaf).unwrap(), expected);
+        // A store whose index is missing gets it back from the records.
+        let mut bare = MemoryStore::new();
+        bare.apply(WriteBatch {
+            records: vec![(key.clone(), state)],
+            ..WriteBatch::default()
+        })
+        .unwrap();
+        let rebuilt = Node::open(bare, id("n1")).unwrap();
+        assert_eq!(rebuilt.store().leaf_keys(leaf).unwrap(), expected);
+        assert_eq!(rebuilt.digest(), node.digest());
+    }
+
+    #[test]
     fn merged_index_equals_a_rebuilt_one() {
         let store = MemoryStore::new();
         let mut node = Node::open(store.reopen(), id("n1")).unwrap();
@@ -364,7 +409,7 @@ mod tests {
                     })
                 })
                 .unwrap();
-            rebuild_merkle(&rebuilt).unwrap()
+            rebuild_merkle(&mut rebuilt).unwrap()
         };
         assert_eq!(merkle.root(), node.digest());
     }

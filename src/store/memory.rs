@@ -11,6 +11,8 @@ use std::sync::{Arc, RwLock};
 #[derive(Default)]
 struct Contents {
     records: BTreeMap<Vec<u8>, KeyState>,
+    /// (leaf, encoded key) → item hash prefix.
+    key_hashes: BTreeMap<(u16, Vec<u8>), [u8; 8]>,
     leaves: Option<Vec<Leaf>>,
     leaves_complete: bool,
     meta: Meta,
@@ -134,6 +136,17 @@ impl Store for MemoryStore {
         Ok(read(&self.contents).records.get(&key.encode()).cloned())
     }
 
+    fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {
+        let c = read(&self.contents);
+        let range = c
+            .key_hashes
+            .range((leaf, Vec::new())..)
+            .take_while(|((l, _), _)| *l == leaf);
+        Ok(range
+            .filter_map(|((_, k), h)| Some((StoreKey::decode(k)?, *h)))
+            .collect())
+    }
+
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError> {
         let c = read(&self.contents);
         Ok(c.leaves.clone().filter(|_| c.leaves_complete))
@@ -163,6 +176,10 @@ impl Store for MemoryStore {
         let mut c = write(&self.contents);
         for (key, state) in batch.records {
             c.records.insert(key.encode(), state);
+        }
+        for (key, hash) in batch.key_hashes {
+            c.key_hashes
+                .insert((merkle::bucket_of(&key), key.encode()), hash);
         }
         if !batch.leaves.is_empty() {
             let leaves = c

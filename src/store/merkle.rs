@@ -107,8 +107,18 @@ impl MerkleIndex {
     /// Records that `key` changed from the state whose [`item_hash`] is `old` (`None` for a new
     /// key) to `new`; returns the changed leaf.
     pub fn update(&mut self, key: &StoreKey, old: Option<[u8; 32]>, new: &KeyState) -> (u16, Leaf) {
+        self.update_hashed(key, old, item_hash(key, new))
+    }
+
+    /// [`MerkleIndex::update`] for a caller that already has the new state's item hash.
+    pub fn update_hashed(
+        &mut self,
+        key: &StoreKey,
+        old: Option<[u8; 32]>,
+        new: [u8; 32],
+    ) -> (u16, Leaf) {
         let bucket = bucket_of(key);
-        let mut diff = item_hash(key, new);
+        let mut diff = new;
         if let Some(old) = old {
             for (d, o) in diff.iter_mut().zip(old) {
                 *d ^= o;

@@ -107,6 +107,9 @@ pub struct WriteBatch {
     /// The deltas that produced them, encoded as [`LoggedDelta`]s for the write-ahead log
     /// (replaying merges is idempotent).
     pub deltas: Vec<Vec<u8>>,
+    /// The first 8 bytes of each changed key's item hash, for the per-leaf key index that
+    /// anti-entropy reads ([`Store::leaf_keys`]).
+    pub key_hashes: Vec<(StoreKey, [u8; 8])>,
     /// Merkle leaves to persist.
     pub leaves: Vec<(u16, Leaf)>,
     /// `Some(true)`: the persisted leaves now cover every record; `Some(false)`: they no longer
@@ -261,6 +264,8 @@ pub trait Store: Send + 'static {
     fn reader(&self) -> Arc<dyn StoreRead>;
     fn meta(&self) -> &Meta;
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError>;
+    /// The keys of Merkle leaf `leaf`, with the first 8 bytes of their item hashes.
+    fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError>;
     /// The persisted Merkle leaves, or `None` when they are missing and must be rebuilt.
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError>;
     /// Visits every record (for rebuilding the Merkle index).

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 const META_KEY: &[u8] = b"meta/node";
 const LEAF_PREFIX: u8 = b'l';
+const KEY_HASH_PREFIX: u8 = b'h';
 /// The log is emptied by a checkpoint once it grows past this.
 const CHECKPOINT_BYTES: u64 = super::wal::PREALLOCATED * 3 / 4;
 
@@ -30,6 +31,14 @@ pub struct SledStore {
 
 fn record_key(key: &StoreKey) -> Vec<u8> {
     let mut k = vec![RECORD_PREFIX];
+    k.extend(key.encode());
+    k
+}
+
+/// `h` + leaf (u16 BE) + encoded key: the per-leaf key index.
+fn key_hash_key(key: &StoreKey) -> Vec<u8> {
+    let [a, b] = merkle::bucket_of(key).to_be_bytes();
+    let mut k = vec![KEY_HASH_PREFIX, a, b];
     k.extend(key.encode());
     k
 }
@@ -174,6 +183,22 @@ impl Store for SledStore {
         .get(key)
     }
 
+    fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {
+        let [a, b] = leaf.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([KEY_HASH_PREFIX, a, b]) {
+            let (k, v) = item?;
+            let key = StoreKey::decode(&k[3..])
+                .ok_or_else(|| StoreError::Corrupt("undecodable key in the key index".into()))?;
+            let hash: [u8; 8] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bad key hash".into()))?;
+            out.push((key, hash));
+        }
+        Ok(out)
+    }
+
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError> {
         if self.db.get(MERKLE_COMPLETE_KEY)?.is_none() {
             return Ok(None);
@@ -212,20 +237,31 @@ impl Store for SledStore {
                 wal.append(delta);
             }
         }
-        // The common case, one record alone: a plain insert is much cheaper than a batch.
-        if batch.records.len() == 1
+        // The common case, one record alone: plain inserts are much cheaper than a batch. They
+        // are not atomic together, but the persisted Merkle index is already marked stale by
+        // then (see `WriteBatch::leaves_complete`), so a crash between them leads to a rebuild
+        // of the index and of the key hashes from the records.
+        if batch.records.len() <= 1
+            && batch.key_hashes.len() <= 1
             && batch.leaves.is_empty()
             && batch.leaves_complete.is_none()
             && batch.meta.is_none()
         {
-            let (key, state) = &batch.records[0];
-            self.db
-                .insert(record_key(key), record::encode_record(state))?;
+            for (key, state) in &batch.records {
+                self.db
+                    .insert(record_key(key), record::encode_record(state))?;
+            }
+            for (key, hash) in &batch.key_hashes {
+                self.db.insert(key_hash_key(key), hash)?;
+            }
             return Ok(());
         }
         let mut tree_batch = sled::Batch::default();
         for (key, state) in &batch.records {
             tree_batch.insert(record_key(key), record::encode_record(state));
+        }
+        for (key, hash) in &batch.key_hashes {
+            tree_batch.insert(key_hash_key(key), hash);
         }
         for (index, leaf) in &batch.leaves {
             if leaf.count == 0 {
