@@ -8,6 +8,7 @@
 pub mod api;
 pub mod clock;
 pub mod crdt;
+pub mod gossip;
 pub mod metrics;
 pub mod net;
 pub mod node;

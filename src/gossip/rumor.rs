@@ -1,0 +1,336 @@
+//! Rumor mongering of deltas (Demers et al., 1987): every local write becomes a [`Rumor`] tagged
+//! with its origin and a per-origin sequence number. A new rumor is pushed at once to `fanout`
+//! random peers, then piggybacked on protocol traffic for a bounded number of transmissions
+//! (proportional to log n, the counter-based stopping rule). A receiver merges a rumor that is new
+//! to it and forwards it the same way.
+//!
+//! "Seen" is tracked per origin as the highest contiguous sequence number plus a small bounded
+//! set of sequence numbers above it, so memory grows with the number of members, never with the
+//! number of writes. A gap that never fills is given up on after [`SEEN_WINDOW`] newer rumors from
+//! the same origin: anti-entropy repairs whatever rumors missed.
+//!
+//! Owns no sockets and no clock; it never merges state itself (the node does).
+
+use crate::clock::NodeId;
+use crate::crdt::KeyState;
+use crate::store::StoreKey;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How many sequence numbers above the contiguous mark are remembered per origin.
+pub const SEEN_WINDOW: usize = 1024;
+
+/// One delta in flight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rumor {
+    pub origin: NodeId,
+    pub seq: u64,
+    pub key: StoreKey,
+    pub delta: KeyState,
+}
+
+/// Tuning of dissemination.
+#[derive(Clone, Debug)]
+pub struct RumorConfig {
+    /// Peers a new rumor is pushed to at once (default 3). Higher spreads faster and costs more
+    /// messages per write.
+    pub fanout: usize,
+    /// Piggyback transmissions per rumor are `retransmit_mult * ceil(log2(n + 1))` (default 3).
+    pub retransmit_mult: u32,
+}
+
+impl Default for RumorConfig {
+    fn default() -> Self {
+        RumorConfig {
+            fanout: 3,
+            retransmit_mult: 3,
+        }
+    }
+}
+
+/// Per-origin record of the sequence numbers seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Seen {
+    /// Every sequence number up to this one was seen.
+    contiguous: u64,
+    /// Seen sequence numbers above `contiguous + 1`, at most [`SEEN_WINDOW`].
+    above: BTreeSet<u64>,
+}
+
+impl Seen {
+    fn contains(&self, seq: u64) -> bool {
+        seq <= self.contiguous || self.above.contains(&seq)
+    }
+
+    fn insert(&mut self, seq: u64) {
+        if seq <= self.contiguous {
+            return;
+        }
+        self.above.insert(seq);
+        if self.above.len() > SEEN_WINDOW {
+            // Give up on the oldest gap: anti-entropy fills it.
+            if let Some(&lowest) = self.above.iter().next() {
+                self.contiguous = lowest;
+            }
+        }
+        while self.above.remove(&(self.contiguous + 1)) {
+            self.contiguous += 1;
+        }
+        let contiguous = self.contiguous;
+        self.above.retain(|&s| s > contiguous);
+    }
+}
+
+struct Queued {
+    rumor: Rumor,
+    /// The peer it came from (never sent back there).
+    from: Option<NodeId>,
+    /// Piggyback transmissions left.
+    transmits_left: u32,
+    /// Not yet pushed to `fanout` peers.
+    fresh: bool,
+}
+
+/// The rumor engine of one node.
+pub struct RumorMill {
+    config: RumorConfig,
+    seen: BTreeMap<NodeId, Seen>,
+    /// Rumors still to be pushed or retransmitted, oldest first.
+    queue: Vec<Queued>,
+}
+
+/// What [`RumorMill::flush`] asks the node to send: each peer's batch of fresh rumors.
+pub type Pushes = Vec<(NodeId, Vec<Rumor>)>;
+
+impl RumorMill {
+    pub fn new(config: RumorConfig) -> Self {
+        RumorMill {
+            config,
+            seen: BTreeMap::new(),
+            queue: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &RumorConfig {
+        &self.config
+    }
+
+    /// The highest contiguous sequence number seen from each origin (persisted by the node, so
+    /// that a restarted node neither re-forwards old rumors nor reuses its own numbers).
+    pub fn contiguous(&self) -> impl Iterator<Item = (&NodeId, u64)> {
+        self.seen.iter().map(|(n, s)| (n, s.contiguous))
+    }
+
+    /// Marks everything up to `seq` from `origin` as seen (restoring persisted state).
+    pub fn restore(&mut self, origin: &NodeId, seq: u64) {
+        let seen = self.seen.entry(origin.clone()).or_default();
+        if seq > seen.contiguous {
+            seen.contiguous = seq;
+            seen.above.retain(|&s| s > seq);
+        }
+    }
+
+    /// Origins with remembered sequence numbers (bounded by the members ever seen).
+    pub fn seen_entries(&self) -> usize {
+        self.seen.values().map(|s| 1 + s.above.len()).sum()
+    }
+
+    /// Rumors still queued for retransmission.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Queues a rumor this node originated (its delta is already merged locally). A rumor too
+    /// large to piggyback (`small == false`) is only pushed, once, to `fanout` peers.
+    pub fn publish(&mut self, rumor: Rumor, members: usize, small: bool) {
+        self.seen
+            .entry(rumor.origin.clone())
+            .or_default()
+            .insert(rumor.seq);
+        self.enqueue(rumor, None, members, small);
+    }
+
+    /// A rumor arrived from `from`. Returns `true` when it is new here: the node must merge its
+    /// delta; it is then queued for forwarding (never back to `from`). Returns `false` for a
+    /// rumor seen before, which is dropped.
+    pub fn receive(&mut self, rumor: Rumor, from: &NodeId, members: usize, small: bool) -> bool {
+        let seen = self.seen.entry(rumor.origin.clone()).or_default();
+        if seen.contains(rumor.seq) {
+            return false;
+        }
+        seen.insert(rumor.seq);
+        self.enqueue(rumor, Some(from.clone()), members, small);
+        true
+    }
+
+    fn enqueue(&mut self, rumor: Rumor, from: Option<NodeId>, members: usize, small: bool) {
+        let rounds = usize::BITS - members.leading_zeros(); // ceil(log2(n + 1)) for n >= 1
+        let transmits_left = if small {
+            self.config.retransmit_mult * rounds.max(1)
+        } else {
+            0
+        };
+        self.queue.push(Queued {
+            rumor,
+            from,
+            transmits_left,
+            fresh: true,
+        });
+    }
+
+    /// Pushes every fresh rumor to `fanout` of `peers` (chosen by `pick`, which returns up to
+    /// `k` distinct peers from a list), skipping the peer each came from and its origin. Rumors
+    /// bound for the same peer travel together (batching under load).
+    pub fn flush(
+        &mut self,
+        peers: &[NodeId],
+        mut pick: impl FnMut(&[NodeId], usize) -> Vec<NodeId>,
+    ) -> Pushes {
+        let mut batches: BTreeMap<NodeId, Vec<Rumor>> = BTreeMap::new();
+        for queued in self.queue.iter_mut().filter(|q| q.fresh) {
+            queued.fresh = false;
+            let eligible: Vec<NodeId> = peers
+                .iter()
+                .filter(|p| Some(*p) != queued.from.as_ref() && **p != queued.rumor.origin)
+                .cloned()
+                .collect();
+            for peer in pick(&eligible, self.config.fanout) {
+                batches.entry(peer).or_default().push(queued.rumor.clone());
+            }
+        }
+        self.retire();
+        batches.into_iter().collect()
+    }
+
+    /// Rumors to piggyback on a message to `peer`, oldest first, while `fits` accepts them
+    /// (the caller checks the datagram budget). Each one sent uses up one transmission; rumors
+    /// with none left are dropped.
+    pub fn piggyback(&mut self, peer: &NodeId, mut fits: impl FnMut(&Rumor) -> bool) -> Vec<Rumor> {
+        let mut out = Vec::new();
+        for queued in &mut self.queue {
+            if queued.transmits_left == 0
+                || queued.from.as_ref() == Some(peer)
+                || &queued.rumor.origin == peer
+            {
+                continue;
+            }
+            if !fits(&queued.rumor) {
+                continue;
+            }
+            queued.transmits_left -= 1;
+            out.push(queued.rumor.clone());
+        }
+        self.retire();
+        out
+    }
+
+    fn retire(&mut self) {
+        self.queue.retain(|q| q.fresh || q.transmits_left > 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::crdt::LwwRegister;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn rumor(origin: &str, seq: u64) -> Rumor {
+        Rumor {
+            origin: id(origin),
+            seq,
+            key: StoreKey::kv(format!("k{seq}")),
+            delta: KeyState::Register(LwwRegister::write(
+                Timestamp::from_raw(seq),
+                id(origin),
+                None,
+            )),
+        }
+    }
+
+    fn first_k(peers: &[NodeId], k: usize) -> Vec<NodeId> {
+        peers.iter().take(k).cloned().collect()
+    }
+
+    #[test]
+    fn a_rumor_is_new_once_and_never_pushed_back_to_its_sender() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        assert!(mill.receive(rumor("a", 1), &id("b"), 4, true));
+        assert!(!mill.receive(rumor("a", 1), &id("c"), 4, true));
+        let peers = [id("a"), id("b"), id("c"), id("d")];
+        let pushes = mill.flush(&peers, first_k);
+        let targets: Vec<&str> = pushes.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            targets,
+            vec!["c", "d"],
+            "neither the sender b nor the origin a"
+        );
+        assert!(mill.piggyback(&id("b"), |_| true).is_empty());
+        assert_eq!(mill.piggyback(&id("c"), |_| true).len(), 1);
+    }
+
+    #[test]
+    fn fresh_rumors_for_one_peer_travel_together() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        for seq in 1..=5 {
+            mill.publish(rumor("me", seq), 3, true);
+        }
+        let pushes = mill.flush(&[id("x"), id("y")], first_k);
+        assert_eq!(pushes.len(), 2);
+        assert!(pushes.iter().all(|(_, batch)| batch.len() == 5));
+        assert!(mill.flush(&[id("x")], first_k).is_empty(), "pushed once");
+    }
+
+    #[test]
+    fn piggybacking_stops_after_bounded_transmissions() {
+        let mut mill = RumorMill::new(RumorConfig {
+            fanout: 1,
+            retransmit_mult: 2,
+        });
+        mill.publish(rumor("me", 1), 3, true); // ceil(log2(4)) = 2 rounds, x2 = 4 transmissions
+        let _ = mill.flush(&[], first_k);
+        let sent: usize = (0..10)
+            .map(|_| mill.piggyback(&id("p"), |_| true).len())
+            .sum();
+        assert_eq!(sent, 4);
+        assert_eq!(mill.queued(), 0);
+    }
+
+    #[test]
+    fn seen_memory_stays_bounded_with_gaps_and_out_of_order_arrivals() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        // Seq 1 never arrives; 2..=5000 arrive out of order.
+        let mut seqs: Vec<u64> = (2..=5000).collect();
+        seqs.reverse();
+        for seq in seqs {
+            mill.receive(rumor("a", seq), &id("b"), 3, true);
+        }
+        assert!(mill.seen_entries() <= SEEN_WINDOW + 1);
+        assert!(
+            !mill.receive(rumor("a", 4999), &id("b"), 3, true),
+            "still known as seen"
+        );
+        // In-order arrivals keep it at one entry.
+        for seq in 1..=3000 {
+            mill.receive(rumor("c", seq), &id("b"), 3, true);
+        }
+        let c: Vec<u64> = mill
+            .contiguous()
+            .filter(|(n, _)| n.as_str() == "c")
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(c, vec![3000]);
+    }
+
+    #[test]
+    fn restored_sequence_numbers_count_as_seen() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        mill.restore(&id("a"), 10);
+        assert!(!mill.receive(rumor("a", 7), &id("b"), 3, true));
+        assert!(mill.receive(rumor("a", 11), &id("b"), 3, true));
+    }
+}
