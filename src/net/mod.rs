@@ -2,3 +2,4 @@
 //! consults for every datagram and frame it sends or receives.
 
 pub mod faults;
+pub mod seal;
