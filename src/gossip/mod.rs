@@ -3,3 +3,4 @@
 //! feeds them what arrived and sends what they return.
 
 pub mod rumor;
+pub mod sync;

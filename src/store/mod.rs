@@ -97,6 +97,9 @@ pub struct Meta {
     /// Per origin node, the highest delta sequence number merged here (this node's own entry is
     /// its last local write).
     pub seen: VersionVector,
+    /// This node's last membership incarnation: a restart continues above it, so the node can
+    /// refute verdicts made about its previous run.
+    pub incarnation: u64,
 }
 
 /// Everything one step of the core writes, applied atomically.
