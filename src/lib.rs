@@ -1,13 +1,14 @@
 //! hearsay: a replicated key-value store that keeps serving through crashes and partitions.
 //!
-//! The protocol core is sans-IO: [`crdt`], [`clock`] and [`node`] take time and input as
-//! arguments and touch no sockets, threads or clocks. Drivers wrap it: [`runtime`] (the core's
+//! The protocol core is sans-IO: [`crdt`], [`clock`], [`gossip`] and [`node`] take time and input
+//! as arguments and touch no sockets, threads or clocks. Drivers wrap it: [`runtime`] (the core's
 //! thread and group commit), [`store`] (sled plus a write-ahead log, or memory), [`api`] (axum).
 //! Start reading at [`node`].
 
 pub mod api;
 pub mod clock;
 pub mod crdt;
+pub mod gossip;
 pub mod metrics;
 pub mod net;
 pub mod node;
