@@ -344,7 +344,7 @@ impl<S: Store> Node<S> {
     }
 
     fn finish_session(&mut self, session: u64, done: &Session) {
-        self.cluster.stats.sync_bytes += done.sync.stats().bytes;
+        self.cluster.stats.sync_bytes += done.sync.stats().bytes();
         self.cluster.outbox.push(Outbound::SyncDone { session });
     }
 
