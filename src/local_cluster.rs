@@ -35,7 +35,10 @@ impl LocalCluster {
             .map(|i| Self::addr(self.gossip_base + i))
             .collect();
         let mut children: Vec<(String, Child)> = Vec::new();
-        println!("hearsay: starting a {}-node cluster on 127.0.0.1", self.nodes);
+        println!(
+            "hearsay: starting a {}-node cluster on 127.0.0.1",
+            self.nodes
+        );
         for i in 0..self.nodes {
             let id = format!("n{}", i + 1);
             let http = Self::addr(self.http_base + i);
@@ -74,11 +77,16 @@ impl LocalCluster {
             );
             children.push((id, child));
         }
-        println!("Try: curl -X PUT localhost:{}/v1/kv/hello -d world", self.http_base);
-        println!("     curl localhost:{}/v1/kv/hello", self.http_base + self.nodes - 1);
+        println!(
+            "Try: curl -X PUT localhost:{}/v1/kv/hello -d world",
+            self.http_base
+        );
+        println!(
+            "     curl localhost:{}/v1/kv/hello",
+            self.http_base + self.nodes - 1
+        );
         println!("Ctrl-C stops the cluster.");
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut exited = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {

@@ -117,9 +117,17 @@ impl Metrics {
             cluster_dropped.clone(),
         );
         let members = Family::<StateLabels, Gauge>::default();
-        registry.register("members", "Members by state, as this node sees them", members.clone());
+        registry.register(
+            "members",
+            "Members by state, as this node sees them",
+            members.clone(),
+        );
         let rumors = Family::<EventLabels, Counter>::default();
-        registry.register("rumors", "Delta rumors published, pushed, received and merged", rumors.clone());
+        registry.register(
+            "rumors",
+            "Delta rumors published, pushed, received and merged",
+            rumors.clone(),
+        );
         let anti_entropy = Family::<EventLabels, Counter>::default();
         registry.register(
             "anti_entropy",

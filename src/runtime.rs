@@ -127,9 +127,15 @@ impl NodeHandle {
     }
 
     /// Asks the core to answer an anti-entropy request (`None`: refused or shutting down).
-    pub async fn sync_request(&self, from: NodeId, request: SyncMessage) -> Option<Option<SyncMessage>> {
+    pub async fn sync_request(
+        &self,
+        from: NodeId,
+        request: SyncMessage,
+    ) -> Option<Option<SyncMessage>> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::SyncRequest(from, request, tx)).await.ok()?;
+        self.send(Command::SyncRequest(from, request, tx))
+            .await
+            .ok()?;
         rx.await.ok()
     }
 

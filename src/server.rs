@@ -87,7 +87,9 @@ impl Listeners {
             let udp = tokio::net::UdpSocket::bind(gossip)
                 .await
                 .map_err(bind_err(gossip, "cluster traffic (UDP)"))?;
-            let port_addr = udp.local_addr().map_err(bind_err(gossip, "cluster traffic"))?;
+            let port_addr = udp
+                .local_addr()
+                .map_err(bind_err(gossip, "cluster traffic"))?;
             match tokio::net::TcpListener::bind(port_addr).await {
                 Ok(tcp) => {
                     return Ok(Listeners {
@@ -105,7 +107,9 @@ impl Listeners {
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.http
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     pub fn gossip_addr(&self) -> SocketAddr {

@@ -2,12 +2,12 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::membership::MemberState;
+use crate::metrics::{EventLabels, Metrics, StateLabels};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use crate::membership::MemberState;
-use crate::metrics::{EventLabels, Metrics, StateLabels};
 use serde_json::{json, Value};
 
 fn state_label(state: MemberState) -> &'static str {
@@ -34,7 +34,9 @@ pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
             })
         })
         .collect();
-    Ok(Json(json!({ "self": state.node.id().to_string(), "members": members })))
+    Ok(Json(
+        json!({ "self": state.node.id().to_string(), "members": members }),
+    ))
 }
 
 pub async fn digest(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -61,9 +63,20 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     let stats = state.node.stats().await?;
     let m = &state.metrics;
     m.keys.set(stats.digest.count as i64);
-    for member_state in [MemberState::Alive, MemberState::Suspect, MemberState::Dead, MemberState::Left] {
-        let label = StateLabels { state: state_label(member_state) };
-        let count = stats.members.iter().filter(|x| x.state == member_state).count();
+    for member_state in [
+        MemberState::Alive,
+        MemberState::Suspect,
+        MemberState::Dead,
+        MemberState::Left,
+    ] {
+        let label = StateLabels {
+            state: state_label(member_state),
+        };
+        let count = stats
+            .members
+            .iter()
+            .filter(|x| x.state == member_state)
+            .count();
         m.members.get_or_create(&label).set(count as i64);
     }
     let c = &stats.cluster;

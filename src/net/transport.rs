@@ -55,7 +55,11 @@ impl Shared {
     }
 
     fn learn(&self, addr: SocketAddr, id: &NodeId) {
-        let known = self.ids.read().map(|m| m.get(&addr) == Some(id)).unwrap_or(false);
+        let known = self
+            .ids
+            .read()
+            .map(|m| m.get(&addr) == Some(id))
+            .unwrap_or(false);
         if !known {
             if let Ok(mut m) = self.ids.write() {
                 m.insert(addr, id.clone());
@@ -98,7 +102,9 @@ pub fn spawn(
     outbound: mpsc::UnboundedReceiver<Outbound>,
 ) {
     if !sealer.is_keyed() {
-        tracing::warn!("no --cluster-key-file: cluster traffic is neither encrypted nor authenticated");
+        tracing::warn!(
+            "no --cluster-key-file: cluster traffic is neither encrypted nor authenticated"
+        );
     }
     let shared = Shared {
         udp: Arc::new(udp),
@@ -237,12 +243,18 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
     let mut sessions: HashMap<u64, mpsc::UnboundedSender<wire::Frame>> = HashMap::new();
     while let Some(message) = outbound.recv().await {
         match message {
-            Outbound::Datagram { to, to_id, datagram } => {
+            Outbound::Datagram {
+                to,
+                to_id,
+                datagram,
+            } => {
                 if shared.blocked(to, to_id.as_ref()) {
                     shared.drop_counted("fault");
                     continue;
                 }
-                let sealed = shared.sealer.seal(&wire::encode_datagram(&datagram), wall_ms());
+                let sealed = shared
+                    .sealer
+                    .seal(&wire::encode_datagram(&datagram), wall_ms());
                 shared.count("datagram", "out", sealed.len());
                 if let Err(e) = shared.udp.send_to(&sealed, to).await {
                     tracing::debug!(%to, error = %e, "UDP send failed");

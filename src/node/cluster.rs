@@ -231,11 +231,10 @@ impl<S: Store> Node<S> {
         } = datagram;
         let mut out = Vec::new();
         match swim {
-            Some(message) => {
-                self.cluster
-                    .membership
-                    .handle_message(now_ms, &from, from_addr, message, &mut out)
-            }
+            Some(message) => self
+                .cluster
+                .membership
+                .handle_message(now_ms, &from, from_addr, message, &mut out),
             None => self
                 .cluster
                 .membership
@@ -390,8 +389,12 @@ impl<S: Store> Node<S> {
                 continue;
             }
             match from {
-                None => tracing::info!(member = %member.id, gossip = %member.gossip_addr, http = %member.http_addr, state = %member.state, "member joined"),
-                Some(from) => tracing::info!(member = %member.id, from = %from, to = %member.state, incarnation = member.incarnation, "member state changed"),
+                None => {
+                    tracing::info!(member = %member.id, gossip = %member.gossip_addr, http = %member.http_addr, state = %member.state, "member joined")
+                }
+                Some(from) => {
+                    tracing::info!(member = %member.id, from = %from, to = %member.state, incarnation = member.incarnation, "member state changed")
+                }
             }
             if member.state == MemberState::Alive && !self.cluster.sync_soon.contains(&member.id) {
                 // Catch up with a member that just (re)appeared.
@@ -416,7 +419,12 @@ impl<S: Store> Node<S> {
 
     fn start_anti_entropy(&mut self, now_ms: u64) {
         self.cluster.next_sync_ms = now_ms + self.cluster.anti_entropy_interval_ms;
-        let busy: Vec<NodeId> = self.cluster.sessions.values().map(|s| s.peer.clone()).collect();
+        let busy: Vec<NodeId> = self
+            .cluster
+            .sessions
+            .values()
+            .map(|s| s.peer.clone())
+            .collect();
         let peer = loop {
             match self.cluster.sync_soon.pop() {
                 Some(p) if busy.contains(&p) => continue,
@@ -499,7 +507,11 @@ impl<S: Store> Node<S> {
         to_id: Option<&NodeId>,
         mut updates: Vec<Member>,
     ) -> Datagram {
-        updates.extend(self.cluster.membership.updates_to_send(UPDATES_PER_DATAGRAM));
+        updates.extend(
+            self.cluster
+                .membership
+                .updates_to_send(UPDATES_PER_DATAGRAM),
+        );
         let mut datagram = Datagram {
             from: self.cluster.membership.me().clone(),
             swim,
