@@ -33,6 +33,9 @@ pub mod member;
 pub mod message;
 mod probe;
 
+#[cfg(test)]
+mod tests;
+
 pub use config::MembershipConfig;
 pub use member::{Member, MemberEvent, MemberState};
 pub use message::{Outgoing, SwimMessage};
