@@ -382,6 +382,11 @@ impl<S: Store> Node<S> {
             let (member, from) = match &event {
                 MemberEvent::Joined(m) => (m, None),
                 MemberEvent::StateChanged { member, from } => (member, Some(*from)),
+                MemberEvent::Refuted { claim, incarnation } => {
+                    tracing::info!(claim = %claim.state, claimed_incarnation = claim.incarnation, incarnation, "refuted an out-of-date verdict about this node");
+                    self.meta_dirty = true;
+                    continue;
+                }
             };
             if member.id == self.id {
                 tracing::info!(incarnation = member.incarnation, state = %member.state, "this node's membership record changed");
@@ -487,8 +492,7 @@ impl<S: Store> Node<S> {
             let to_id = self
                 .cluster
                 .membership
-                .members()
-                .find(|m| m.gossip_addr == to)
+                .member_by_addr(to)
                 .map(|m| m.id.clone());
             let datagram = self.datagram(Some(msg), to_id.as_ref(), Vec::new());
             self.cluster.outbox.push(Outbound::Datagram {
