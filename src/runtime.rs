@@ -61,21 +61,17 @@ pub enum CoreError {
     Store(#[from] StoreError),
 }
 
-/// A cheap, cloneable handle for the HTTP side: sends commands to the core and reads the store.
+/// A cheap, cloneable handle on the core for the HTTP handlers and the transport: it sends
+/// commands. (Reads go to the store's reader, which [`start`] returns beside it.)
 #[derive(Clone)]
 pub struct NodeHandle {
     id: NodeId,
     commands: mpsc::Sender<Command>,
-    reader: Arc<dyn StoreRead>,
 }
 
 impl NodeHandle {
     pub fn id(&self) -> &NodeId {
         &self.id
-    }
-
-    pub fn reader(&self) -> &dyn StoreRead {
-        self.reader.as_ref()
     }
 
     /// Applies a write and returns once it is durable (per the durability mode).
@@ -165,17 +161,18 @@ impl NodeHandle {
 }
 
 /// Starts the core thread and its timer (`tick` apart); what the core sends goes to `outbound`.
-/// Must be called inside a tokio runtime.
+/// Returns the handle on the core and a reader of its store. Must be called inside a tokio
+/// runtime.
 pub fn start<S: Store>(
     node: Node<S>,
     tick: Duration,
     outbound: mpsc::UnboundedSender<Outbound>,
-) -> NodeHandle {
+) -> (NodeHandle, Arc<dyn StoreRead>) {
     let (commands, rx) = mpsc::channel(4 * MAX_GROUP);
+    let reader = node.store().reader();
     let handle = NodeHandle {
         id: node.id().clone(),
         commands: commands.clone(),
-        reader: node.store().reader(),
     };
     std::thread::Builder::new()
         .name("hearsay-core".into())
@@ -193,7 +190,7 @@ pub fn start<S: Store>(
             }
         }
     });
-    handle
+    (handle, reader)
 }
 
 /// Acknowledgements waiting for their group's writes to become durable.

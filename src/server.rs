@@ -54,11 +54,11 @@ impl ServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr} for {what}: {source}")]
+    #[error("cannot listen on {addr} for {what}: {cause}")]
     Bind {
         addr: SocketAddr,
         what: &'static str,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot resolve seed {seed:?}: {reason}")]
     Seed { seed: String, reason: String },
@@ -77,7 +77,7 @@ impl Listeners {
     /// Binds HTTP on `http` and the cluster address (UDP and TCP on the same port) on `gossip`.
     /// Port 0 picks free ports.
     pub async fn bind(http: SocketAddr, gossip: SocketAddr) -> Result<Self, ServerError> {
-        let bind_err = |addr, what| move |source| ServerError::Bind { addr, what, source };
+        let bind_err = |addr, what| move |cause| ServerError::Bind { addr, what, cause };
         let http_listener = tokio::net::TcpListener::bind(http)
             .await
             .map_err(bind_err(http, "HTTP"))?;
@@ -173,9 +173,9 @@ fn move_aside(dir: &Path) -> Result<PathBuf, StoreError> {
     let mut aside = dir.as_os_str().to_owned();
     aside.push(format!(".damaged-{}", runtime::wall_ms()));
     let aside = PathBuf::from(aside);
-    std::fs::rename(dir, &aside).map_err(|source| StoreError::Unwritable {
+    std::fs::rename(dir, &aside).map_err(|cause| StoreError::Unwritable {
         dir: dir.to_path_buf(),
-        source,
+        cause,
     })?;
     Ok(aside)
 }
@@ -196,10 +196,10 @@ pub async fn serve(
         _ => Duration::from_millis(20),
     };
     let (outbound_tx, outbound_rx) = tokio::sync::mpsc::unbounded_channel();
-    let handle = runtime::start(node, tick, outbound_tx);
+    let (handle, reader) = runtime::start(node, tick, outbound_tx);
     let metrics = Arc::new(Metrics::new());
     let faults = Faults::default();
-    transport::spawn(
+    let transport = transport::spawn(
         listeners.gossip_udp,
         listeners.gossip_tcp,
         Sealer::new(config.cluster_key),
@@ -210,6 +210,7 @@ pub async fn serve(
     );
     let state = AppState {
         node: handle.clone(),
+        reader,
         metrics,
         faults,
         settings: Arc::new(ApiSettings {
@@ -243,6 +244,7 @@ pub async fn serve(
     // Give the transport a moment to send the leave announcement.
     tokio::time::sleep(Duration::from_millis(200)).await;
     handle.shutdown().await;
+    transport.stop();
     tracing::info!(node = %config.node_id, "stopped");
     served
 }

@@ -100,7 +100,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     state
         .metrics
         .store_bytes
-        .set(state.node.reader().size_on_disk() as i64);
+        .set(state.reader.size_on_disk() as i64);
     Ok((
         [(
             header::CONTENT_TYPE,

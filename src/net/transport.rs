@@ -91,6 +91,20 @@ impl Shared {
     }
 }
 
+/// The transport's running tasks.
+pub struct TransportHandle {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TransportHandle {
+    /// Stops receiving and sending (closes the sockets); open connections end with their peers.
+    pub fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
 /// Starts the transport's tasks; the core's outbound messages arrive on `outbound`.
 pub fn spawn(
     udp: UdpSocket,
@@ -100,7 +114,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     core: NodeHandle,
     outbound: mpsc::UnboundedReceiver<Outbound>,
-) {
+) -> TransportHandle {
     if !sealer.is_keyed() {
         tracing::warn!(
             "no --cluster-key-file: cluster traffic is neither encrypted nor authenticated"
@@ -114,9 +128,13 @@ pub fn spawn(
         core,
         ids: Arc::default(),
     };
-    tokio::spawn(receive_datagrams(shared.clone()));
-    tokio::spawn(accept_frames(shared.clone(), tcp));
-    tokio::spawn(send_outbound(shared, outbound));
+    TransportHandle {
+        tasks: vec![
+            tokio::spawn(receive_datagrams(shared.clone())),
+            tokio::spawn(accept_frames(shared.clone(), tcp)),
+            tokio::spawn(send_outbound(shared, outbound)),
+        ],
+    }
 }
 
 async fn receive_datagrams(shared: Shared) {

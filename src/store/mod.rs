@@ -199,11 +199,8 @@ impl std::str::FromStr for Durability {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot use data directory {dir}: {source}")]
-    Unwritable {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot use data directory {dir}: {cause}")]
+    Unwritable { dir: PathBuf, cause: std::io::Error },
     #[error("data directory {dir} is in use by another hearsay process")]
     InUse { dir: PathBuf },
     #[error(

@@ -120,9 +120,16 @@ impl Proc {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("hearsay did not start serving in time"));
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = proc.child.wait();
+                    panic!("hearsay exited before serving ({status:?}); its log is above")
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("hearsay did not start serving in time")
+                }
+            };
             let field = |name: &str| {
                 line.split(&format!(" {name}="))
                     .nth(1)
