@@ -84,13 +84,14 @@ async fn main() {
 
 async fn start_hearsay(data: std::path::PathBuf) -> String {
     let config = ServerConfig::new(NodeId::new("bench").unwrap(), data);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let node = server::open_node(&config).expect("open node");
+    let any = "127.0.0.1:0".parse().unwrap();
+    let listeners = server::Listeners::bind(any, any).await.expect("bind");
+    let base = format!("http://{}", listeners.http_addr());
+    let node = server::open_node(&config, &listeners).expect("open node");
     tokio::spawn(server::serve(
         config,
         node,
-        listener,
+        listeners,
         std::future::pending(),
     ));
     base

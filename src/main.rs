@@ -4,7 +4,8 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hearsay::clock::NodeId;
-use hearsay::server::{self, ServerConfig};
+use hearsay::local_cluster::LocalCluster;
+use hearsay::server::{self, Listeners, ServerConfig};
 use hearsay::store::Durability;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -30,6 +31,27 @@ struct Cli {
 enum Command {
     /// Run one node.
     Serve(ServeArgs),
+    /// Run a local N-node cluster on 127.0.0.1 in the foreground; Ctrl-C stops it.
+    Cluster(ClusterArgs),
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Number of nodes (1 to 50).
+    #[arg(long, env = "HEARSAY_NODES", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=50))]
+    nodes: u16,
+    /// HTTP port of n1; node i listens on this + i - 1.
+    #[arg(long, env = "HEARSAY_HTTP_BASE", default_value_t = 7001)]
+    http_base: u16,
+    /// Cluster port of n1; node i listens on this + i - 1.
+    #[arg(long, env = "HEARSAY_GOSSIP_BASE", default_value_t = 7101)]
+    gossip_base: u16,
+    /// Directory holding each node's data directory (n1, n2, ...).
+    #[arg(long, env = "HEARSAY_DATA", default_value = "hearsay-data")]
+    data: PathBuf,
+    /// Durability of every node: fsync, batch or none.
+    #[arg(long, env = "HEARSAY_DURABILITY", default_value = "fsync")]
+    durability: String,
 }
 
 #[derive(clap::Args)]
@@ -87,6 +109,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Cluster(args) => cluster(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,27 +131,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(read_cluster_key)
         .transpose()?;
-    let config = ServerConfig {
-        node_id: args.node_id,
-        gossip_addr: args.gossip,
-        data_dir,
-        seeds: args.seeds,
-        cluster_key,
-        fault_injection: args.fault_injection,
-        durability: args.durability,
-        max_value_bytes: args.max_value_bytes,
-        recover: args.recover,
-    };
+    let mut config = ServerConfig::new(args.node_id, data_dir);
+    config.seeds = args.seeds;
+    config.cluster_key = cluster_key;
+    config.fault_injection = args.fault_injection;
+    config.durability = args.durability;
+    config.max_value_bytes = args.max_value_bytes;
+    config.recover = args.recover;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.http)
-            .await
-            .with_context(|| format!("cannot listen on {} for HTTP", args.http))?;
-        let node = server::open_node(&config)?;
-        server::serve(config, node, listener, shutdown_signal())
+        let listeners = Listeners::bind(args.http, args.gossip).await?;
+        let node = server::open_node(&config, &listeners)?;
+        server::serve(config, node, listeners, shutdown_signal())
             .await
             .context("HTTP server failed")
     })
+}
+
+fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    args.durability
+        .parse::<Durability>()
+        .map_err(anyhow::Error::msg)?;
+    let launcher = LocalCluster {
+        nodes: args.nodes,
+        http_base: args.http_base,
+        gossip_base: args.gossip_base,
+        data: args.data,
+        extra: vec!["--durability".into(), args.durability],
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(launcher.run())
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {

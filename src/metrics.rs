@@ -16,6 +16,30 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficLabels {
+    /// `datagram` or `frame`.
+    pub kind: &'static str,
+    /// `in` or `out`.
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `decode`, `auth`, `stale`, `oversized`, `fault` or `overload`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to about 1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -27,6 +51,16 @@ pub struct Metrics {
     pub http_seconds: Family<HttpLabels, Histogram, fn() -> Histogram>,
     pub keys: Gauge,
     pub store_bytes: Gauge,
+    pub cluster_messages: Family<TrafficLabels, Counter>,
+    pub cluster_bytes: Family<TrafficLabels, Counter>,
+    pub cluster_dropped: Family<DropLabels, Counter>,
+    pub members: Family<StateLabels, Gauge>,
+    /// Rumor events: `published`, `pushed`, `received`, `merged`.
+    pub rumors: Family<EventLabels, Counter>,
+    /// Anti-entropy events: `sessions`, `rounds`, `keys_repaired`.
+    pub anti_entropy: Family<EventLabels, Counter>,
+    pub anti_entropy_bytes: Counter,
+    pub rumor_seen_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -64,13 +98,74 @@ impl Metrics {
             "Size of the data directory's database on disk",
             store_bytes.clone(),
         );
+        let cluster_messages = Family::<TrafficLabels, Counter>::default();
+        registry.register(
+            "cluster_messages",
+            "Cluster datagrams and frames by kind and direction",
+            cluster_messages.clone(),
+        );
+        let cluster_bytes = Family::<TrafficLabels, Counter>::default();
+        registry.register(
+            "cluster_bytes",
+            "Cluster bytes by kind and direction (sealed sizes)",
+            cluster_bytes.clone(),
+        );
+        let cluster_dropped = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "cluster_dropped",
+            "Cluster messages dropped, by reason",
+            cluster_dropped.clone(),
+        );
+        let members = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "members",
+            "Members by state, as this node sees them",
+            members.clone(),
+        );
+        let rumors = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "rumors",
+            "Delta rumors published, pushed, received and merged",
+            rumors.clone(),
+        );
+        let anti_entropy = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "anti_entropy",
+            "Anti-entropy sessions started, request rounds and keys repaired",
+            anti_entropy.clone(),
+        );
+        let anti_entropy_bytes = Counter::default();
+        registry.register(
+            "anti_entropy_bytes",
+            "Bytes exchanged by finished anti-entropy sessions this node started",
+            anti_entropy_bytes.clone(),
+        );
+        let rumor_seen_entries = Gauge::default();
+        registry.register(
+            "rumor_seen_entries",
+            "Entries of the rumor seen-tracker (bounded by members, not writes)",
+            rumor_seen_entries.clone(),
+        );
         Metrics {
             registry,
+            cluster_messages,
+            cluster_bytes,
+            cluster_dropped,
+            members,
+            rumors,
+            anti_entropy,
+            anti_entropy_bytes,
+            rumor_seen_entries,
             http_requests,
             http_seconds,
             keys,
             store_bytes,
         }
+    }
+
+    /// Raises a counter to `total` (the core keeps plain running totals).
+    pub fn raise(counter: &Counter, total: u64) {
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
 
     pub fn render(&self) -> String {

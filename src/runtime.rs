@@ -2,11 +2,17 @@
 //! HTTP handlers, reads the wall clock, fires the store's timer, and implements group commit:
 //! the core applies every write that has arrived, writes their log entries and hands one
 //! `fdatasync` for the whole group to a sync thread, which acknowledges the group once it is
-//! durable; meanwhile the core applies the next group. No protocol decisions live here.
+//! durable; meanwhile the core applies the next group. Cluster messages from the transport go
+//! through the same queue, and what the core wants sent goes out to the transport after each
+//! group. No protocol decisions live here.
 
 use crate::clock::NodeId;
-use crate::node::{Node, Write, WriteAck};
+use crate::gossip::sync::SyncMessage;
+use crate::membership::Member;
+use crate::node::{ClusterStats, Node, Outbound, Write, WriteAck};
 use crate::store::{Leaf, PendingSync, Store, StoreError, StoreRead};
+use crate::wire::{Datagram, Frame};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -26,8 +32,24 @@ pub fn wall_ms() -> u64 {
 enum Command {
     Write(Write, oneshot::Sender<Result<WriteAck, StoreError>>),
     Digest(oneshot::Sender<Leaf>),
+    Members(oneshot::Sender<Vec<Member>>),
+    Stats(oneshot::Sender<CoreStats>),
+    Datagram(SocketAddr, Datagram),
+    Frame(Frame),
+    SyncRequest(NodeId, SyncMessage, oneshot::Sender<Option<SyncMessage>>),
+    SyncReply(u64, Option<SyncMessage>),
+    Leave(oneshot::Sender<()>),
     Tick,
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What the metrics endpoint reads from the core.
+#[derive(Clone, Debug)]
+pub struct CoreStats {
+    pub digest: Leaf,
+    pub cluster: ClusterStats,
+    pub members: Vec<Member>,
+    pub seen_entries: usize,
 }
 
 /// The error a handler gets when the core is gone (shutting down, or stopped by a storage error).
@@ -39,21 +61,17 @@ pub enum CoreError {
     Store(#[from] StoreError),
 }
 
-/// A cheap, cloneable handle for the HTTP side: sends commands to the core and reads the store.
+/// A cheap, cloneable handle on the core for the HTTP handlers and the transport: it sends
+/// commands. (Reads go to the store's reader, which [`start`] returns beside it.)
 #[derive(Clone)]
 pub struct NodeHandle {
     id: NodeId,
     commands: mpsc::Sender<Command>,
-    reader: Arc<dyn StoreRead>,
 }
 
 impl NodeHandle {
     pub fn id(&self) -> &NodeId {
         &self.id
-    }
-
-    pub fn reader(&self) -> &dyn StoreRead {
-        self.reader.as_ref()
     }
 
     /// Applies a write and returns once it is durable (per the durability mode).
@@ -68,6 +86,62 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Digest(tx)).await?;
         rx.await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// Members as this node sees them, itself included.
+    pub async fn members(&self) -> Result<Vec<Member>, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Members(tx)).await?;
+        rx.await.map_err(|_| CoreError::Stopped)
+    }
+
+    pub async fn stats(&self) -> Result<CoreStats, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Stats(tx)).await?;
+        rx.await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// Announces that this node leaves the cluster; returns once the announcement is queued.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Leave(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Hands a received datagram to the core; `false` if the core's queue is full (dropped).
+    pub fn deliver_datagram(&self, from: SocketAddr, datagram: Datagram) -> bool {
+        self.commands
+            .try_send(Command::Datagram(from, datagram))
+            .is_ok()
+    }
+
+    /// Hands a received one-way frame to the core (dropped if the queue is full: anti-entropy
+    /// repairs what a dropped rumor carried).
+    pub fn deliver_frame(&self, _from: SocketAddr, frame: Frame) {
+        let _ = self.commands.try_send(Command::Frame(frame));
+    }
+
+    /// Asks the core to answer an anti-entropy request (`None`: refused or shutting down).
+    pub async fn sync_request(
+        &self,
+        from: NodeId,
+        request: SyncMessage,
+    ) -> Option<Option<SyncMessage>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::SyncRequest(from, request, tx))
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Hands the reply of an anti-entropy request (or its failure, `None`) to the core.
+    pub fn sync_reply(&self, session: u64, reply: Option<SyncMessage>) {
+        let commands = self.commands.clone();
+        // Must not be lost (the session would stay open until it times out), so wait for room.
+        tokio::spawn(async move {
+            let _ = commands.send(Command::SyncReply(session, reply)).await;
+        });
     }
 
     /// Stops the core after checkpointing the store; returns when it is done.
@@ -86,18 +160,23 @@ impl NodeHandle {
     }
 }
 
-/// Starts the core thread and its store timer (`tick` apart). Must be called inside a tokio
+/// Starts the core thread and its timer (`tick` apart); what the core sends goes to `outbound`.
+/// Returns the handle on the core and a reader of its store. Must be called inside a tokio
 /// runtime.
-pub fn start<S: Store>(node: Node<S>, tick: Duration) -> NodeHandle {
+pub fn start<S: Store>(
+    node: Node<S>,
+    tick: Duration,
+    outbound: mpsc::UnboundedSender<Outbound>,
+) -> (NodeHandle, Arc<dyn StoreRead>) {
     let (commands, rx) = mpsc::channel(4 * MAX_GROUP);
+    let reader = node.store().reader();
     let handle = NodeHandle {
         id: node.id().clone(),
         commands: commands.clone(),
-        reader: node.store().reader(),
     };
     std::thread::Builder::new()
         .name("hearsay-core".into())
-        .spawn(move || run_core(node, rx))
+        .spawn(move || run_core(node, rx, outbound))
         .map(drop)
         .unwrap_or_else(|e| panic!("cannot start the core thread: {e}"));
     tokio::spawn(async move {
@@ -111,7 +190,7 @@ pub fn start<S: Store>(node: Node<S>, tick: Duration) -> NodeHandle {
             }
         }
     });
-    handle
+    (handle, reader)
 }
 
 /// Acknowledgements waiting for their group's writes to become durable.
@@ -120,7 +199,11 @@ type Acks = Vec<(
     Result<WriteAck, StoreError>,
 )>;
 
-fn run_core<S: Store>(mut node: Node<S>, mut rx: mpsc::Receiver<Command>) {
+fn run_core<S: Store>(
+    mut node: Node<S>,
+    mut rx: mpsc::Receiver<Command>,
+    outbound: mpsc::UnboundedSender<Outbound>,
+) {
     // The log sync runs on its own thread, so the core applies the next group while the disk
     // syncs this one.
     let (to_syncer, syncer_rx) = std::sync::mpsc::channel::<(PendingSync, Acks)>();
@@ -144,18 +227,62 @@ fn run_core<S: Store>(mut node: Node<S>, mut rx: mpsc::Receiver<Command>) {
         let mut shutdown = None;
         let mut tick = false;
         for command in group.drain(..) {
-            match command {
+            let now = wall_ms();
+            let result = match command {
                 Command::Write(write, reply) => {
-                    acks.push((reply, node.handle_write(wall_ms(), write)));
+                    acks.push((reply, node.handle_write(now, write)));
+                    Ok(())
                 }
                 Command::Digest(reply) => {
                     let _ = reply.send(node.digest());
+                    Ok(())
                 }
-                Command::Tick => tick = true,
-                Command::Shutdown(reply) => shutdown = Some(reply),
+                Command::Members(reply) => {
+                    let _ = reply.send(node.members());
+                    Ok(())
+                }
+                Command::Stats(reply) => {
+                    let _ = reply.send(CoreStats {
+                        digest: node.digest(),
+                        cluster: node.cluster_stats(),
+                        members: node.members(),
+                        seen_entries: node.seen_entries(),
+                    });
+                    Ok(())
+                }
+                Command::Datagram(from, datagram) => node.handle_datagram(now, from, datagram),
+                Command::Frame(frame) => node.handle_frame(frame),
+                Command::SyncRequest(from, request, reply) => {
+                    node.handle_sync_request(&from, request).map(|answer| {
+                        let _ = reply.send(answer);
+                    })
+                }
+                Command::SyncReply(session, reply) => node.handle_sync_reply(session, reply),
+                Command::Leave(reply) => {
+                    node.leave(now);
+                    let _ = reply.send(());
+                    Ok(())
+                }
+                Command::Tick => {
+                    tick = true;
+                    Ok(())
+                }
+                Command::Shutdown(reply) => {
+                    shutdown = Some(reply);
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "storage error while merging cluster input");
             }
         }
-        if !acks.is_empty() {
+        if tick {
+            node.handle_tick(wall_ms());
+        }
+        for message in node.take_outbound() {
+            let _ = outbound.send(message);
+        }
+        if !acks.is_empty() || node.has_uncommitted() {
             // Group commit: one sync makes every write of the group durable.
             match node.commit() {
                 Ok(PendingSync::Done) => send_acks(acks, Ok(())),
@@ -173,7 +300,7 @@ fn run_core<S: Store>(mut node: Node<S>, mut rx: mpsc::Receiver<Command>) {
             }
         }
         if tick {
-            if let Err(e) = node.tick() {
+            if let Err(e) = node.maintain_store() {
                 tracing::error!(error = %e, "store housekeeping failed");
             }
         }

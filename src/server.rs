@@ -1,16 +1,19 @@
-//! Wires one node together: opens the data directory, starts the core's driver, serves the HTTP
-//! API on an already-bound listener until shutdown, then checkpoints the store. Used by `main`
-//! and by the integration tests (which bind port 0, so they never race for ports).
+//! Wires one node together: binds its listeners, opens the data directory, starts the core's
+//! driver and the cluster transport, serves the HTTP API until shutdown, leaves the cluster and
+//! checkpoints the store. Used by `main`, `hearsay cluster` and the integration tests (which bind
+//! port 0, so they never race for ports).
 
 use crate::api::{self, ApiSettings, AppState};
 use crate::clock::NodeId;
 use crate::metrics::Metrics;
 use crate::net::faults::Faults;
-use crate::node::{Node, NodeError};
+use crate::net::seal::Sealer;
+use crate::net::transport;
+use crate::node::{ClusterConfig, Node, NodeError};
 use crate::runtime;
 use crate::store::{Durability, SledStore, StoreError};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +22,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub node_id: NodeId,
-    pub gossip_addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// Other nodes' cluster addresses (`host:port`).
     pub seeds: Vec<String>,
     pub cluster_key: Option<[u8; 32]>,
     pub fault_injection: bool,
@@ -28,6 +31,8 @@ pub struct ServerConfig {
     pub max_value_bytes: usize,
     /// Move a damaged data directory aside and start empty under the same node id.
     pub recover: bool,
+    /// Timings of membership and anti-entropy (LAN defaults).
+    pub cluster: ClusterConfig,
 }
 
 impl ServerConfig {
@@ -35,7 +40,6 @@ impl ServerConfig {
     pub fn new(node_id: NodeId, data_dir: PathBuf) -> Self {
         ServerConfig {
             node_id,
-            gossip_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
             seeds: Vec::new(),
             cluster_key: None,
@@ -43,62 +47,177 @@ impl ServerConfig {
             durability: Durability::Fsync,
             max_value_bytes: 1 << 20,
             recover: false,
+            cluster: ClusterConfig::standalone(),
         }
     }
 }
 
-/// Opens the node's data directory (upgrading its layout and replaying its log).
-pub fn open_node(config: &ServerConfig) -> Result<Node<SledStore>, NodeError> {
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr} for {what}: {cause}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        cause: std::io::Error,
+    },
+    #[error("cannot resolve seed {seed:?}: {reason}")]
+    Seed { seed: String, reason: String },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// The sockets a node serves on, bound before anything else so that a port in use fails fast.
+pub struct Listeners {
+    pub http: tokio::net::TcpListener,
+    pub gossip_udp: tokio::net::UdpSocket,
+    pub gossip_tcp: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds HTTP on `http` and the cluster address (UDP and TCP on the same port) on `gossip`.
+    /// Port 0 picks free ports.
+    pub async fn bind(http: SocketAddr, gossip: SocketAddr) -> Result<Self, ServerError> {
+        let bind_err = |addr, what| move |cause| ServerError::Bind { addr, what, cause };
+        let http_listener = tokio::net::TcpListener::bind(http)
+            .await
+            .map_err(bind_err(http, "HTTP"))?;
+        // With port 0, the TCP port must match the UDP one: retry a few free ports.
+        let mut attempts = 0;
+        loop {
+            let udp = tokio::net::UdpSocket::bind(gossip)
+                .await
+                .map_err(bind_err(gossip, "cluster traffic (UDP)"))?;
+            let port_addr = udp
+                .local_addr()
+                .map_err(bind_err(gossip, "cluster traffic"))?;
+            match tokio::net::TcpListener::bind(port_addr).await {
+                Ok(tcp) => {
+                    return Ok(Listeners {
+                        http: http_listener,
+                        gossip_udp: udp,
+                        gossip_tcp: tcp,
+                    })
+                }
+                Err(e) if gossip.port() != 0 || attempts >= 20 => {
+                    return Err(bind_err(gossip, "cluster traffic (TCP)")(e))
+                }
+                Err(_) => attempts += 1,
+            }
+        }
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.gossip_udp
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
+fn resolve_seeds(seeds: &[String]) -> Result<Vec<SocketAddr>, ServerError> {
+    seeds
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|seed| {
+            seed.to_socket_addrs()
+                .map_err(|e| ServerError::Seed {
+                    seed: seed.clone(),
+                    reason: e.to_string(),
+                })?
+                .next()
+                .ok_or_else(|| ServerError::Seed {
+                    seed: seed.clone(),
+                    reason: "no address".into(),
+                })
+        })
+        .collect()
+}
+
+/// Opens the node's data directory (upgrading its layout and replaying its log) as a member of
+/// the cluster reachable through `config.seeds`.
+pub fn open_node(
+    config: &ServerConfig,
+    listeners: &Listeners,
+) -> Result<Node<SledStore>, ServerError> {
     let opened = SledStore::open(&config.data_dir, config.durability);
     let store = match opened {
         Err(StoreError::Damaged { dir, reason }) if config.recover => {
-            let aside = move_aside(&dir)?;
+            let aside = move_aside(&dir).map_err(NodeError::from)?;
             tracing::warn!(
                 damaged = %aside.display(),
                 %reason,
                 "recovery: moved the damaged data directory aside; starting empty"
             );
-            SledStore::open(&config.data_dir, config.durability)?
+            SledStore::open(&config.data_dir, config.durability).map_err(NodeError::from)?
         }
-        other => other?,
+        other => other.map_err(NodeError::from)?,
     };
-    Node::open(store, config.node_id.clone())
+    let mut cluster = config.cluster.clone();
+    cluster.gossip_addr = listeners.gossip_addr();
+    cluster.http_addr = listeners.http_addr();
+    cluster.seeds = resolve_seeds(&config.seeds)?;
+    cluster.rng_seed = rand::RngCore::next_u64(&mut rand::rngs::OsRng);
+    Ok(Node::open_in_cluster(
+        store,
+        config.node_id.clone(),
+        cluster,
+    )?)
 }
 
 fn move_aside(dir: &Path) -> Result<PathBuf, StoreError> {
     let mut aside = dir.as_os_str().to_owned();
     aside.push(format!(".damaged-{}", runtime::wall_ms()));
     let aside = PathBuf::from(aside);
-    std::fs::rename(dir, &aside).map_err(|source| StoreError::Unwritable {
+    std::fs::rename(dir, &aside).map_err(|cause| StoreError::Unwritable {
         dir: dir.to_path_buf(),
-        source,
+        cause,
     })?;
     Ok(aside)
 }
 
-/// Serves `node` on `listener` until `shutdown` completes or a client asks the node to leave.
+/// Serves `node` until `shutdown` completes or a client asks the node to leave; then announces
+/// the leave to the cluster and closes the store.
 pub async fn serve(
     config: ServerConfig,
     node: Node<SledStore>,
-    listener: tokio::net::TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let http_addr = listener.local_addr()?;
-    // `batch` durability syncs the log on this timer; the others only use it for housekeeping.
+    let http_addr = listeners.http_addr();
+    let gossip_addr = listeners.gossip_addr();
+    // Membership timers need a fine tick; `batch` durability also syncs the log on it.
     let tick = match config.durability {
         Durability::Batch => Duration::from_millis(5),
-        _ => Duration::from_secs(1),
+        _ => Duration::from_millis(20),
     };
-    let handle = runtime::start(node, tick);
+    let (outbound_tx, outbound_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (handle, reader) = runtime::start(node, tick, outbound_tx);
+    let metrics = Arc::new(Metrics::new());
+    let faults = Faults::default();
+    let transport = transport::spawn(
+        listeners.gossip_udp,
+        listeners.gossip_tcp,
+        Sealer::new(config.cluster_key),
+        faults.clone(),
+        metrics.clone(),
+        handle.clone(),
+        outbound_rx,
+    );
     let state = AppState {
         node: handle.clone(),
-        metrics: Arc::new(Metrics::new()),
-        faults: Faults::default(),
+        reader,
+        metrics,
+        faults,
         settings: Arc::new(ApiSettings {
             max_value_bytes: config.max_value_bytes,
             fault_injection: config.fault_injection,
             http_addr,
-            gossip_addr: config.gossip_addr,
+            gossip_addr,
         }),
         leave: Arc::new(tokio::sync::Notify::new()),
     };
@@ -107,6 +226,7 @@ pub async fn serve(
     tracing::info!(
         node = %config.node_id,
         http = %http_addr,
+        gossip = %gossip_addr,
         data = %config.data_dir.display(),
         durability = ?config.durability,
         "serving"
@@ -117,10 +237,14 @@ pub async fn serve(
             _ = leave.notified() => {}
         }
     };
-    let served = axum::serve(listener, app)
+    let served = axum::serve(listeners.http, app)
         .with_graceful_shutdown(stop)
         .await;
+    handle.leave().await;
+    // Give the transport a moment to send the leave announcement.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     handle.shutdown().await;
+    transport.stop();
     tracing::info!(node = %config.node_id, "stopped");
     served
 }

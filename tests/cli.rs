@@ -9,6 +9,12 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn assert_one_line_error(args: &[&str], needle: &str) -> String {
+    // Never the default cluster port: tests run in parallel.
+    let mut args = args.to_vec();
+    if args[0] == "serve" && args.len() > 2 && !args.contains(&"--gossip") {
+        args.extend(["--gossip", "127.0.0.1:0"]);
+    }
+    let args = args.as_slice();
     let (code, stderr) = run_to_exit(args, WAIT);
     assert!(
         matches!(code, Some(c) if c != 0),

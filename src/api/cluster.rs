@@ -2,24 +2,41 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::membership::MemberState;
+use crate::metrics::{EventLabels, Metrics, StateLabels};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
-pub async fn members(State(state): State<AppState>) -> Json<Value> {
-    let id = state.node.id().to_string();
-    Json(json!({
-        "self": id,
-        "members": [{
-            "id": id,
-            "gossip_addr": state.settings.gossip_addr.to_string(),
-            "http_addr": state.settings.http_addr.to_string(),
-            "state": "alive",
-            "incarnation": 0,
-        }],
-    }))
+fn state_label(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Alive => "alive",
+        MemberState::Suspect => "suspect",
+        MemberState::Dead => "dead",
+        MemberState::Left => "left",
+    }
+}
+
+pub async fn members(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut members = state.node.members().await?;
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    let members: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id.to_string(),
+                "gossip_addr": m.gossip_addr.to_string(),
+                "http_addr": m.http_addr.to_string(),
+                "state": m.state.to_string(),
+                "incarnation": m.incarnation,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "self": state.node.id().to_string(), "members": members }),
+    ))
 }
 
 pub async fn digest(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -43,12 +60,47 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let root = state.node.digest().await?;
-    state.metrics.keys.set(root.count as i64);
+    let stats = state.node.stats().await?;
+    let m = &state.metrics;
+    m.keys.set(stats.digest.count as i64);
+    for member_state in [
+        MemberState::Alive,
+        MemberState::Suspect,
+        MemberState::Dead,
+        MemberState::Left,
+    ] {
+        let label = StateLabels {
+            state: state_label(member_state),
+        };
+        let count = stats
+            .members
+            .iter()
+            .filter(|x| x.state == member_state)
+            .count();
+        m.members.get_or_create(&label).set(count as i64);
+    }
+    let c = &stats.cluster;
+    for (event, total) in [
+        ("published", c.rumors_published),
+        ("pushed", c.rumors_pushed),
+        ("received", c.rumors_received),
+        ("merged", c.rumors_merged),
+    ] {
+        Metrics::raise(&m.rumors.get_or_create(&EventLabels { event }), total);
+    }
+    for (event, total) in [
+        ("sessions", c.sync_sessions),
+        ("rounds", c.sync_rounds),
+        ("keys_repaired", c.sync_keys_repaired),
+    ] {
+        Metrics::raise(&m.anti_entropy.get_or_create(&EventLabels { event }), total);
+    }
+    Metrics::raise(&m.anti_entropy_bytes, c.sync_bytes);
+    m.rumor_seen_entries.set(stats.seen_entries as i64);
     state
         .metrics
         .store_bytes
-        .set(state.node.reader().size_on_disk() as i64);
+        .set(state.reader.size_on_disk() as i64);
     Ok((
         [(
             header::CONTENT_TYPE,

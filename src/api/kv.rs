@@ -81,7 +81,7 @@ pub async fn get(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
-    let record = match state.node.reader().get(&StoreKey::kv(&key))? {
+    let record = match state.reader.get(&StoreKey::kv(&key))? {
         Some(KeyState::Register(r)) => r,
         _ => return Err(ApiError::not_found(format!("no key {key:?}"))),
     };
@@ -145,12 +145,10 @@ pub async fn list(
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let page = state.node.reader().list_live(
-        Keyspace::Kv,
-        &params.prefix,
-        params.after.as_deref(),
-        limit,
-    )?;
+    let page =
+        state
+            .reader
+            .list_live(Keyspace::Kv, &params.prefix, params.after.as_deref(), limit)?;
     Ok(Json(ListReply {
         keys: page.keys,
         next: page.next,

@@ -12,6 +12,7 @@ mod sets;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::net::faults::Faults;
 use crate::runtime::NodeHandle;
+use crate::store::StoreRead;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
@@ -30,6 +31,8 @@ pub const MAX_KEY_BYTES: usize = 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub node: NodeHandle,
+    /// Reads go straight to the store: every acknowledged write is visible there.
+    pub reader: Arc<dyn StoreRead>,
     pub metrics: Arc<Metrics>,
     pub faults: Faults,
     pub settings: Arc<ApiSettings>,

@@ -1,5 +1,6 @@
-//! Networking drivers. For now only the fault-injection list, which the cluster transport
-//! consults for every datagram and frame it sends or receives.
+//! Networking drivers: the cluster transport (tokio UDP and TCP), the cluster key's sealing,
+//! and injected faults. They move and protect bytes; the protocol lives in the core.
 
 pub mod faults;
 pub mod seal;
+pub mod transport;

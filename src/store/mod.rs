@@ -97,6 +97,9 @@ pub struct Meta {
     /// Per origin node, the highest delta sequence number merged here (this node's own entry is
     /// its last local write).
     pub seen: VersionVector,
+    /// This node's last membership incarnation: a restart continues above it, so the node can
+    /// refute verdicts made about its previous run.
+    pub incarnation: u64,
 }
 
 /// Everything one step of the core writes, applied atomically.
@@ -196,11 +199,8 @@ impl std::str::FromStr for Durability {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot use data directory {dir}: {source}")]
-    Unwritable {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot use data directory {dir}: {cause}")]
+    Unwritable { dir: PathBuf, cause: std::io::Error },
     #[error("data directory {dir} is in use by another hearsay process")]
     InUse { dir: PathBuf },
     #[error(

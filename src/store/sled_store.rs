@@ -51,9 +51,9 @@ fn leaf_key(index: u16) -> [u8; 3] {
 impl SledStore {
     /// Opens (creating if needed) the data directory, upgrades its layout and reads the log.
     pub fn open(dir: &Path, durability: Durability) -> Result<SledStore, StoreError> {
-        let unwritable = |source| StoreError::Unwritable {
+        let unwritable = |cause| StoreError::Unwritable {
             dir: dir.to_path_buf(),
-            source,
+            cause,
         };
         std::fs::create_dir_all(dir).map_err(unwritable)?;
         // sled reports a read-only directory obscurely; probe it first.

@@ -33,11 +33,12 @@ pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
 pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
     let mut config = ServerConfig::new(NodeId::new("n1").unwrap(), dir.path().join("n1"));
     tweak(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let node = server::open_node(&config).unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let listeners = server::Listeners::bind(any, any).await.unwrap();
+    let base = format!("http://{}", listeners.http_addr());
+    let node = server::open_node(&config, &listeners).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(config, node, listener, async move {
+    let task = tokio::spawn(server::serve(config, node, listeners, async move {
         // A dropped sender (see `into_parts`) does not stop the server; only a sent signal does.
         if stopped.await.is_err() {
             std::future::pending::<()>().await;
@@ -79,14 +80,23 @@ impl TestServer {
 pub struct Proc {
     child: Child,
     pub base: String,
+    /// The node's cluster address.
+    pub gossip: String,
 }
 
 impl Proc {
-    /// Starts `hearsay serve` with `args` (plus `--http 127.0.0.1:0`) and waits until it serves.
+    /// Starts `hearsay serve` with `args` (plus `--http 127.0.0.1:0`, and `--gossip
+    /// 127.0.0.1:0` unless given) and waits until it serves.
     pub fn serve(args: &[&str]) -> Proc {
+        let gossip: &[&str] = if args.contains(&"--gossip") {
+            &[]
+        } else {
+            &["--gossip", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_hearsay"))
             .arg("serve")
             .args(["--http", "127.0.0.1:0", "--log", "info"])
+            .args(gossip)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -105,16 +115,30 @@ impl Proc {
         let mut proc = Proc {
             child,
             base: String::new(),
+            gossip: String::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("hearsay did not start serving in time"));
-            if let Some(addr) = line.split("http=").nth(1) {
-                let addr = addr.split_whitespace().next().unwrap();
-                proc.base = format!("http://{addr}");
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = proc.child.wait();
+                    panic!("hearsay exited before serving ({status:?}); its log is above")
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("hearsay did not start serving in time")
+                }
+            };
+            let field = |name: &str| {
+                line.split(&format!(" {name}="))
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_string)
+            };
+            if let (Some(http), Some(gossip)) = (field("http"), field("gossip")) {
+                proc.base = format!("http://{http}");
+                proc.gossip = gossip;
                 return proc;
             }
         }
@@ -122,6 +146,26 @@ impl Proc {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// Sends a signal (SIGSTOP, SIGCONT, SIGTERM...).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: a signal to our own child, which has not been reaped while `self` lives.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -169,4 +213,20 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -13,6 +13,10 @@ use crate::store::{
 };
 use std::collections::BTreeSet;
 
+mod cluster;
+
+pub use cluster::{ClusterConfig, ClusterStats, Outbound};
+
 /// A client's write, validated by the API layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
@@ -60,12 +64,22 @@ pub struct Node<S: Store> {
     /// Whether the store holds a complete, current copy of the index.
     leaves_persisted: bool,
     store: S,
+    cluster: cluster::Cluster,
 }
 
 impl<S: Store> Node<S> {
     /// Opens the node on `store`: checks the node id, loads (or rebuilds) the Merkle index and
     /// redoes the deltas of the write-ahead log.
-    pub fn open(mut store: S, id: NodeId) -> Result<Self, NodeError> {
+    pub fn open(store: S, id: NodeId) -> Result<Self, NodeError> {
+        Self::open_in_cluster(store, id, ClusterConfig::standalone())
+    }
+
+    /// [`Node::open`] for a node that takes part in a cluster.
+    pub fn open_in_cluster(
+        mut store: S,
+        id: NodeId,
+        config: ClusterConfig,
+    ) -> Result<Self, NodeError> {
         let mut meta = store.meta().clone();
         if let Some(stored) = &meta.node_id {
             if *stored != id {
@@ -84,8 +98,14 @@ impl<S: Store> Node<S> {
                 (merkle, dirty, false)
             }
         };
+        meta.incarnation += 1;
+        let mut cluster = cluster::Cluster::new(id.clone(), meta.incarnation, config);
+        for (origin, seq) in meta.seen.iter() {
+            cluster.rumors_mut().restore(origin, seq);
+        }
         let mut node = Node {
             id,
+            cluster,
             hlc: Hlc::restore(meta.hlc),
             meta,
             meta_dirty: true,
@@ -162,7 +182,8 @@ impl<S: Store> Node<S> {
         let seq = self.meta.seen.get(&self.id) + 1;
         self.meta.seen.advance(&self.id.clone(), seq);
         let origin = Some((self.id.clone(), seq));
-        self.merge_delta(key, delta, origin)?;
+        self.merge_delta(key.clone(), delta.clone(), origin)?;
+        self.spread_local(key, delta, seq);
         Ok(WriteAck {
             timestamp,
             node: self.id.clone(),
@@ -234,6 +255,10 @@ impl<S: Store> Node<S> {
     /// this once per group of writes and acknowledges them once the returned sync completes.
     pub fn commit(&mut self) -> Result<PendingSync, StoreError> {
         if self.meta_dirty {
+            for (origin, seq) in self.cluster.rumors().contiguous() {
+                self.meta.seen.advance(origin, seq);
+            }
+            self.meta.incarnation = self.meta.incarnation.max(self.incarnation());
             self.store.apply(WriteBatch {
                 meta: Some(self.meta.clone()),
                 ..WriteBatch::default()
@@ -243,8 +268,13 @@ impl<S: Store> Node<S> {
         self.store.commit()
     }
 
+    /// True when changes wait for [`Node::commit`].
+    pub fn has_uncommitted(&self) -> bool {
+        self.meta_dirty
+    }
+
     /// Periodic housekeeping: the store's timed sync, and a checkpoint once its log is large.
-    pub fn tick(&mut self) -> Result<(), StoreError> {
+    pub fn maintain_store(&mut self) -> Result<(), StoreError> {
         self.store.tick()?;
         if self.store.wants_checkpoint() {
             self.checkpoint()?;

@@ -1,0 +1,333 @@
+//! SWIM membership and failure detection (Das et al., 2002) with the cheap parts of Lifeguard
+//! (Dadgar et al., 2018): who is in the cluster, who is up, and which news about members to
+//! piggyback next.
+//!
+//! A pure state machine in foca's shape. The driver hands in what arrived
+//! ([`Membership::handle_message`], [`Membership::apply_updates`]), the time as `now_ms` and a seeded
+//! RNG ([`Membership::handle_tick`]); the membership answers by pushing [`Outgoing`] messages into
+//! an outbox, by handing out updates to piggyback ([`Membership::updates_to_send`]) and by recording
+//! [`MemberEvent`]s. It never reads a clock, never touches a socket, never encodes bytes, and never
+//! forgets a member: Dead members stay in the table and are re-contacted at a low rate, so a
+//! healed partition re-forms without a restart.
+//!
+//! Files: [`member`] (records and precedence), [`config`] (timings), [`message`] (the wire
+//! messages), `broadcast` (the retransmission queue), `probe` (failure detection: probes, indirect
+//! probes, suspicion), `contact` (joining through seeds, re-contacting Dead members, announcing
+//! news).
+//!
+//! # Driver contract
+//!
+//! - Every datagram carries the sender's own record ([`Membership::me`]) as its envelope and up to
+//!   `max_piggyback` updates from [`Membership::updates_to_send`].
+//! - On receipt: [`Membership::handle_message`], then [`Membership::apply_updates`] with the
+//!   piggybacked updates, then build the replies, adding [`Membership::correction_for`] the
+//!   sender to each reply addressed to `from_addr` (adding it to every datagram for a member, found
+//!   with [`Membership::member_by_addr`], is also fine).
+//! - Call [`Membership::handle_tick`] again no later than [`Membership::next_wakeup_ms`], and
+//!   after any other input.
+
+mod broadcast;
+pub mod config;
+mod contact;
+pub mod member;
+pub mod message;
+mod probe;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::MembershipConfig;
+pub use member::{Member, MemberEvent, MemberState};
+pub use message::{Outgoing, SwimMessage};
+
+use crate::clock::NodeId;
+use broadcast::Broadcasts;
+use core::net::SocketAddr;
+use probe::Prober;
+use std::collections::BTreeMap;
+
+/// The membership as one node sees it, and the protocol that keeps it current.
+#[derive(Debug)]
+pub struct Membership {
+    me: Member,
+    config: MembershipConfig,
+    /// Addresses to join through, without our own.
+    seeds: Vec<SocketAddr>,
+    /// Every member ever heard of, except this node. Never shrinks.
+    peers: BTreeMap<NodeId, Peer>,
+    prober: Prober,
+    broadcasts: Broadcasts,
+    events: Vec<MemberEvent>,
+    next_join_ms: u64,
+    next_rejoin_ms: u64,
+    /// We have news of our own (a verdict, a refutation, a leave) to push to a few members at the
+    /// next tick instead of waiting for the next probe to carry it.
+    announce: bool,
+}
+
+#[derive(Debug)]
+struct Peer {
+    member: Member,
+    /// When a Suspect member is declared Dead unless it refutes first; None unless Suspect.
+    suspect_deadline_ms: Option<u64>,
+    /// When we last pinged this member only to carry a correction to it (rate limit).
+    corrected_ms: Option<u64>,
+}
+
+impl Membership {
+    /// `me` is this node (state Alive, its starting incarnation); `seeds` are cluster addresses to
+    /// join through (may include our own address: ignore it).
+    ///
+    /// Panics if `config` fails [`MembershipConfig::validate`].
+    pub fn new(me: Member, seeds: Vec<SocketAddr>, config: MembershipConfig) -> Self {
+        if let Err(problem) = config.validate() {
+            panic!("invalid membership config: {problem}");
+        }
+        let me = me.with_state(MemberState::Alive);
+        let mut unique = Vec::new();
+        for seed in seeds {
+            if seed != me.gossip_addr && !unique.contains(&seed) {
+                unique.push(seed);
+            }
+        }
+        Membership {
+            me,
+            config,
+            seeds: unique,
+            peers: BTreeMap::new(),
+            prober: Prober::default(),
+            broadcasts: Broadcasts::default(),
+            events: Vec::new(),
+            next_join_ms: 0,
+            next_rejoin_ms: 0,
+            announce: false,
+        }
+    }
+
+    /// A datagram's membership part arrived. `sender` is the sender's self-description carried in
+    /// every datagram's envelope (id, addrs, state, incarnation); `from_addr` is the UDP source
+    /// address. The envelope is applied as an update (a new member becomes known as Alive, and a
+    /// member's addresses are learned); a Ping is answered, a PingReq relayed, an Ack matched to
+    /// our probe or forwarded to whoever asked for it. A sender that is out of date about itself
+    /// always gets a reply (a Ping if nothing else), so it can be given its correction.
+    pub fn handle_message(
+        &mut self,
+        now_ms: u64,
+        sender: &Member,
+        from_addr: SocketAddr,
+        msg: SwimMessage,
+        out: &mut Vec<Outgoing>,
+    ) {
+        if sender.id == self.me.id {
+            // Our own datagram came back: that seed is another name for our own address.
+            self.seeds.retain(|seed| *seed != from_addr);
+            return;
+        }
+        self.apply(now_ms, sender.clone(), true);
+        let replied = match msg {
+            SwimMessage::Ping { probe } => {
+                out.push(Outgoing {
+                    to: from_addr,
+                    msg: SwimMessage::Ack { probe },
+                });
+                true
+            }
+            SwimMessage::Ack { probe } => {
+                self.handle_ack(probe, out);
+                false
+            }
+            SwimMessage::PingReq {
+                probe,
+                target,
+                target_addr,
+            } => self.handle_ping_req(now_ms, from_addr, probe, target, target_addr, out),
+        };
+        if !replied {
+            self.ping_to_correct(now_ms, sender, from_addr, out);
+        }
+    }
+
+    /// Piggybacked updates arrived (from any message).
+    pub fn apply_updates(&mut self, now_ms: u64, updates: &[Member]) {
+        for update in updates {
+            self.apply(now_ms, update.clone(), false);
+        }
+    }
+
+    /// Timers: probe schedule, probe timeouts -> indirect probes -> suspicion, suspicion timeouts
+    /// -> dead, low-rate re-contact of dead members and seeds, join retries, and news to announce.
+    /// Calling it early or often is harmless.
+    pub fn handle_tick(&mut self, now_ms: u64, rng: &mut impl rand::Rng, out: &mut Vec<Outgoing>) {
+        self.expire_suspicions(now_ms);
+        self.tick_probe(now_ms, rng, out);
+        self.tick_contact(now_ms, rng, out);
+        self.tick_announce(rng, out);
+    }
+
+    /// Graceful leave: marks this node Left with a higher incarnation, queues that, and sends it
+    /// directly to up to `indirect_probes` (at least one) members that are up. Afterwards the node
+    /// still answers pings (its envelope says Left) but neither probes nor re-contacts anyone.
+    pub fn leave(&mut self, now_ms: u64, rng: &mut impl rand::Rng, out: &mut Vec<Outgoing>) {
+        // Leaving sets no timer; `now_ms` is taken for symmetry with the other inputs.
+        let _ = now_ms;
+        if self.me.state == MemberState::Left {
+            return;
+        }
+        let from = self.me.state;
+        self.me.state = MemberState::Left;
+        self.me.incarnation += 1;
+        self.broadcasts.queue(self.me.clone());
+        self.events.push(MemberEvent::StateChanged {
+            member: self.me.clone(),
+            from,
+        });
+        self.prober.abandon();
+        self.announce = true;
+        self.tick_announce(rng, out);
+    }
+
+    /// Updates to piggyback on the next outgoing datagram, at most `max`; each update is
+    /// retransmitted `retransmit_mult * ceil(log2(n+1))` times then dropped (newer updates about
+    /// the same member replace older ones).
+    pub fn updates_to_send(&mut self, max: usize) -> Vec<Member> {
+        let limit = self.config.retransmit_limit(1 + self.peers.len());
+        self.broadcasts.take(max, limit)
+    }
+
+    /// Our record of the given peer when it is out of date about itself, that is when our record
+    /// overrides its own claim (we hold Suspect, Dead or Left for it with an incarnation >= what it
+    /// claims, or Alive with a higher one): the node piggybacks this in replies to that peer so that
+    /// it refutes.
+    pub fn correction_for(&self, peer: &Member) -> Option<Member> {
+        let held = &self.peers.get(&peer.id)?.member;
+        held.supersedes(peer).then(|| held.clone())
+    }
+
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
+    pub fn config(&self) -> &MembershipConfig {
+        &self.config
+    }
+
+    /// Every member known, this node first, then by id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        std::iter::once(&self.me).chain(self.peers.values().map(|peer| &peer.member))
+    }
+
+    pub fn member(&self, id: &NodeId) -> Option<&Member> {
+        if *id == self.me.id {
+            return Some(&self.me);
+        }
+        self.peers.get(id).map(|peer| &peer.member)
+    }
+
+    /// The member (this node included) whose gossip address is `addr`, if any.
+    pub fn member_by_addr(&self, addr: SocketAddr) -> Option<&Member> {
+        self.members().find(|member| member.gossip_addr == addr)
+    }
+
+    /// Alive and Suspect members, excluding this node.
+    pub fn alive_peers(&self) -> Vec<&Member> {
+        self.peers
+            .values()
+            .map(|peer| &peer.member)
+            .filter(|member| member.state.is_up())
+            .collect()
+    }
+
+    pub fn drain_events(&mut self) -> Vec<MemberEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The earliest time at which [`Membership::handle_tick`] has something to do (`u64::MAX` if
+    /// nothing is scheduled). A time in the past means now.
+    pub fn next_wakeup_ms(&self) -> u64 {
+        if self.announce {
+            return 0;
+        }
+        let suspicions = self.peers.values().filter_map(|p| p.suspect_deadline_ms);
+        let timers = [self.next_probe_wakeup_ms(), self.next_contact_wakeup_ms()];
+        suspicions
+            .chain(timers.into_iter().flatten())
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Members up, this node included: the `n` of the suspicion timeout.
+    fn up_count(&self) -> usize {
+        1 + self
+            .peers
+            .values()
+            .filter(|p| p.member.state.is_up())
+            .count()
+    }
+
+    /// Applies one record about a member (an envelope, a piggybacked update or our own verdict):
+    /// adopts it if it is news by the precedence rule, queues it for gossip and records the event.
+    fn apply(&mut self, now_ms: u64, update: Member, from_envelope: bool) {
+        if update.id == self.me.id {
+            return self.apply_about_me(update);
+        }
+        let Some(peer) = self.peers.get_mut(&update.id) else {
+            self.peers.insert(
+                update.id.clone(),
+                Peer {
+                    member: update.clone(),
+                    suspect_deadline_ms: None,
+                    corrected_ms: None,
+                },
+            );
+            self.on_new_state(now_ms, &update.id);
+            self.broadcasts.queue(update.clone());
+            self.events.push(MemberEvent::Joined(update));
+            return;
+        };
+        if update.supersedes(&peer.member) {
+            let from = peer.member.state;
+            peer.member = update.clone();
+            self.on_new_state(now_ms, &update.id);
+            if from != update.state {
+                self.events.push(MemberEvent::StateChanged {
+                    member: update.clone(),
+                    from,
+                });
+            }
+            self.broadcasts.queue(update);
+        } else if from_envelope
+            && update.incarnation >= peer.member.incarnation
+            && (update.gossip_addr, update.http_addr)
+                != (peer.member.gossip_addr, peer.member.http_addr)
+        {
+            // A member is the authority on its own addresses (a restart may move its HTTP port).
+            peer.member.gossip_addr = update.gossip_addr;
+            peer.member.http_addr = update.http_addr;
+        }
+    }
+
+    /// Starts or stops the suspicion timer after a peer's record changed.
+    fn on_new_state(&mut self, now_ms: u64, id: &NodeId) {
+        let timeout = self.config.suspicion_timeout_ms(self.up_count());
+        if let Some(peer) = self.peers.get_mut(id) {
+            // A Suspect record only replaces another at a higher incarnation: a new suspicion.
+            peer.suspect_deadline_ms =
+                (peer.member.state == MemberState::Suspect).then_some(now_ms + timeout);
+        }
+    }
+
+    /// A record about ourselves: refute it if it would override ours (SWIM §4.2), unless we are
+    /// leaving. This is how a restarted node, or a paused one that resumes, clears stale verdicts.
+    fn apply_about_me(&mut self, claim: Member) {
+        if self.me.state == MemberState::Left || !claim.supersedes(&self.me) {
+            return;
+        }
+        self.me.incarnation = claim.incarnation + 1;
+        self.broadcasts.queue(self.me.clone());
+        self.events.push(MemberEvent::Refuted {
+            claim,
+            incarnation: self.me.incarnation,
+        });
+        self.announce = true;
+    }
+}

@@ -1,0 +1,244 @@
+//! Failure detection (SWIM §3 and §4.3): once per protocol period, probe the next member of a
+//! shuffled round-robin order; without an Ack by `probe_timeout_ms`, ask `indirect_probes` others
+//! to probe it; without any Ack by the end of the period, suspect it. Suspects that do not refute
+//! within the suspicion timeout are declared Dead. Also relays other members' indirect probes.
+//!
+//! Owns the probe in flight, the round-robin order and the relayed probes; member records and
+//! their precedence belong to the parent module. Sends only through the outbox.
+
+use super::{MemberState, Membership, Outgoing, SwimMessage};
+use crate::clock::NodeId;
+use core::net::SocketAddr;
+use rand::seq::SliceRandom;
+use std::collections::BTreeMap;
+
+/// Relayed probes kept at once; PingReqs beyond it are ignored, so a flood cannot grow memory.
+const MAX_RELAYS: usize = 1024;
+
+#[derive(Debug, Default)]
+pub(super) struct Prober {
+    /// The rest of this round's order, taken from the back (SWIM §4.3: every member is probed
+    /// once per round, in a fresh random order each round).
+    ring: Vec<NodeId>,
+    current: Option<Probe>,
+    next_probe_ms: u64,
+    last_id: u64,
+    /// Our probe number for a relayed Ping -> who asked, and under which number.
+    relays: BTreeMap<u64, Relay>,
+}
+
+/// Our probe in flight.
+#[derive(Debug)]
+struct Probe {
+    id: u64,
+    target: NodeId,
+    started_ms: u64,
+    /// When the PingReqs went out.
+    indirect_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Relay {
+    requester: SocketAddr,
+    probe: u64,
+    expires_ms: u64,
+}
+
+impl Prober {
+    /// A probe number not used before by this node. Pings sent for other reasons (joining,
+    /// announcing) take one too, so their Acks match nothing and are ignored.
+    pub(super) fn fresh_id(&mut self) -> u64 {
+        self.last_id += 1;
+        self.last_id
+    }
+
+    pub(super) fn abandon(&mut self) {
+        self.current = None;
+    }
+}
+
+impl Probe {
+    /// When the probe moves to its next step: indirect probes, then the verdict.
+    fn deadline_ms(&self, interval: u64, timeout: u64) -> u64 {
+        match self.indirect_ms {
+            None => self.started_ms + timeout,
+            // The indirect probes get the rest of the period. A tick that comes late (this process
+            // was paused or starved) extends it rather than blaming the target for our own delay.
+            Some(sent) => (self.started_ms + interval).max(sent + (interval - timeout)),
+        }
+    }
+}
+
+impl Membership {
+    pub(super) fn tick_probe(
+        &mut self,
+        now_ms: u64,
+        rng: &mut impl rand::Rng,
+        out: &mut Vec<Outgoing>,
+    ) {
+        self.prober
+            .relays
+            .retain(|_, relay| relay.expires_ms > now_ms);
+        if self.me.state == MemberState::Left {
+            return;
+        }
+        self.advance_probe(now_ms, rng, out);
+        if self.prober.current.is_none() && now_ms >= self.prober.next_probe_ms {
+            if let Some(target) = self.next_target(rng) {
+                let id = self.prober.fresh_id();
+                out.push(Outgoing {
+                    to: self.peers[&target].member.gossip_addr,
+                    msg: SwimMessage::Ping { probe: id },
+                });
+                self.prober.current = Some(Probe {
+                    id,
+                    target,
+                    started_ms: now_ms,
+                    indirect_ms: None,
+                });
+                self.prober.next_probe_ms = now_ms + self.config.probe_interval_ms;
+            }
+        }
+    }
+
+    /// Moves the probe in flight on: PingReqs after the timeout, a verdict at the end.
+    fn advance_probe(&mut self, now_ms: u64, rng: &mut impl rand::Rng, out: &mut Vec<Outgoing>) {
+        let (interval, timeout) = (self.config.probe_interval_ms, self.config.probe_timeout_ms);
+        let Some(mut probe) = self.prober.current.take() else {
+            return;
+        };
+        if now_ms < probe.deadline_ms(interval, timeout) {
+            self.prober.current = Some(probe);
+            return;
+        }
+        let Some(target) = self.peers.get(&probe.target).map(|p| p.member.clone()) else {
+            return;
+        };
+        if probe.indirect_ms.is_none() {
+            let relays: Vec<SocketAddr> = self
+                .peers
+                .values()
+                .filter(|p| p.member.state == MemberState::Alive && p.member.id != target.id)
+                .map(|p| p.member.gossip_addr)
+                .collect();
+            for relay in relays.choose_multiple(rng, self.config.indirect_probes) {
+                out.push(Outgoing {
+                    to: *relay,
+                    msg: SwimMessage::PingReq {
+                        probe: probe.id,
+                        target: target.id.clone(),
+                        target_addr: target.gossip_addr,
+                    },
+                });
+            }
+            probe.indirect_ms = Some(now_ms);
+            self.prober.current = Some(probe);
+            return;
+        }
+        // No Ack, direct or relayed, for a whole period: suspect it (incarnation unchanged). A
+        // member already Suspect keeps its running timer; Dead or Left ones are not probed again.
+        if target.state == MemberState::Alive {
+            self.apply(now_ms, target.with_state(MemberState::Suspect), false);
+            self.announce = true;
+        }
+    }
+
+    /// The next member to probe, skipping those no longer up; a new shuffled round when the
+    /// current one is exhausted.
+    fn next_target(&mut self, rng: &mut impl rand::Rng) -> Option<NodeId> {
+        for _ in 0..2 {
+            while let Some(id) = self.prober.ring.pop() {
+                if self.peers.get(&id).is_some_and(|p| p.member.state.is_up()) {
+                    return Some(id);
+                }
+            }
+            self.prober.ring = self
+                .peers
+                .values()
+                .filter(|p| p.member.state.is_up())
+                .map(|p| p.member.id.clone())
+                .collect();
+            self.prober.ring.shuffle(rng);
+        }
+        None
+    }
+
+    /// Suspects whose timeout has passed are declared Dead at the same incarnation.
+    pub(super) fn expire_suspicions(&mut self, now_ms: u64) {
+        let expired: Vec<_> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.suspect_deadline_ms
+                    .is_some_and(|deadline| deadline <= now_ms)
+            })
+            .map(|p| p.member.with_state(MemberState::Dead))
+            .collect();
+        for verdict in expired {
+            self.apply(now_ms, verdict, false);
+            self.announce = true;
+        }
+    }
+
+    pub(super) fn handle_ack(&mut self, probe: u64, out: &mut Vec<Outgoing>) {
+        if self.prober.current.as_ref().is_some_and(|p| p.id == probe) {
+            self.prober.current = None;
+        } else if let Some(relay) = self.prober.relays.remove(&probe) {
+            out.push(Outgoing {
+                to: relay.requester,
+                msg: SwimMessage::Ack { probe: relay.probe },
+            });
+        }
+    }
+
+    /// Probes `target` for the member at `from_addr`. Returns whether that member was answered
+    /// directly (it asked about us).
+    pub(super) fn handle_ping_req(
+        &mut self,
+        now_ms: u64,
+        from_addr: SocketAddr,
+        probe: u64,
+        target: NodeId,
+        target_addr: SocketAddr,
+        out: &mut Vec<Outgoing>,
+    ) -> bool {
+        if target == self.me.id {
+            out.push(Outgoing {
+                to: from_addr,
+                msg: SwimMessage::Ack { probe },
+            });
+            return true;
+        }
+        if self.me.state == MemberState::Left || self.prober.relays.len() >= MAX_RELAYS {
+            return false;
+        }
+        let id = self.prober.fresh_id();
+        self.prober.relays.insert(
+            id,
+            Relay {
+                requester: from_addr,
+                probe,
+                expires_ms: now_ms + self.config.probe_interval_ms,
+            },
+        );
+        out.push(Outgoing {
+            to: target_addr,
+            msg: SwimMessage::Ping { probe: id },
+        });
+        false
+    }
+
+    pub(super) fn next_probe_wakeup_ms(&self) -> Option<u64> {
+        if self.me.state == MemberState::Left {
+            return None;
+        }
+        let (interval, timeout) = (self.config.probe_interval_ms, self.config.probe_timeout_ms);
+        match &self.prober.current {
+            Some(probe) => Some(probe.deadline_ms(interval, timeout)),
+            None if self.peers.values().any(|p| p.member.state.is_up()) => {
+                Some(self.prober.next_probe_ms)
+            }
+            None => None,
+        }
+    }
+}

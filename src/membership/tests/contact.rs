@@ -1,0 +1,98 @@
+//! Reaching out: joining through seeds, re-contacting Dead members forever, never Left ones.
+
+use super::*;
+
+#[test]
+fn dead_member_is_recontacted_and_revived_by_a_higher_incarnation() {
+    let mut node = node_knowing(&[]);
+    node.apply_updates(0, &[at(1, MemberState::Dead, 0)]);
+    node.drain_events();
+    let mut rng = rng();
+    let mut pings = 0;
+    for now in (0..10_000).step_by(100) {
+        pings += pings_to(&tick(&mut node, now, &mut rng), addr(7101));
+    }
+    assert_eq!(pings, 5, "one re-contact per rejoin interval");
+
+    // n1 answers at the incarnation we hold as Dead: still Dead, but it is pinged back at once so
+    // that the driver can carry the correction to it.
+    let mut out = Vec::new();
+    let ack = SwimMessage::Ack { probe: 1 };
+    node.handle_message(10_000, &member(1), addr(7101), ack.clone(), &mut out);
+    assert_eq!(state_of(&node, 1), (MemberState::Dead, 0));
+    assert_eq!(pings_to(&out, addr(7101)), 1);
+    assert_eq!(
+        node.correction_for(&member(1)),
+        Some(at(1, MemberState::Dead, 0))
+    );
+    out.clear();
+    node.handle_message(10_001, &member(1), addr(7101), ack.clone(), &mut out);
+    assert!(out.is_empty(), "correction pings are rate-limited");
+
+    // Suspect at a higher incarnation does not revive it; n1's refutation does.
+    node.apply_updates(10_002, &[at(1, MemberState::Suspect, 1)]);
+    assert_eq!(state_of(&node, 1), (MemberState::Dead, 0));
+    let refuted = at(1, MemberState::Alive, 1);
+    node.handle_message(10_003, &refuted, addr(7101), ack, &mut out);
+    assert_eq!(state_of(&node, 1), (MemberState::Alive, 1));
+    assert!(out.is_empty());
+    let revived = MemberEvent::StateChanged {
+        member: refuted,
+        from: MemberState::Dead,
+    };
+    assert_eq!(node.drain_events(), [revived]);
+}
+
+#[test]
+fn seeds_are_pinged_until_joined_and_later_at_low_rate() {
+    let seeds = vec![addr(7101), addr(7102), addr(7100)];
+    let mut node = Membership::new(member(0), seeds, config());
+    let mut rng = rng();
+    let mut out = Vec::new();
+    for now in (0..2_000).step_by(100) {
+        out.extend(tick(&mut node, now, &mut rng));
+    }
+    // Every seed every join interval; never our own address.
+    assert_eq!(pings_to(&out, addr(7101)), 4);
+    assert_eq!(pings_to(&out, addr(7102)), 4);
+    assert_eq!(out.iter().filter(|o| o.to == addr(7100)).count(), 0);
+
+    // n1 (at the first seed) answers from now on; the second seed stays silent.
+    let mut silent_seed_pings = 0;
+    for now in (2_000..22_000).step_by(100) {
+        if now == 2_000 {
+            let ack = SwimMessage::Ack { probe: 1 };
+            node.handle_message(now, &member(1), addr(7101), ack, &mut Vec::new());
+        }
+        let out = tick(&mut node, now, &mut rng);
+        silent_seed_pings += pings_to(&out, addr(7102));
+        for o in out.iter().filter(|o| o.to == addr(7101)) {
+            if let SwimMessage::Ping { probe } = o.msg {
+                let ack = SwimMessage::Ack { probe };
+                node.handle_message(now, &member(1), addr(7101), ack, &mut Vec::new());
+            }
+        }
+    }
+    assert_eq!(state_of(&node, 1), (MemberState::Alive, 0));
+    assert_eq!(silent_seed_pings, 10, "once per rejoin interval, forever");
+}
+
+#[test]
+fn left_member_is_not_recontacted() {
+    // n1 is also a seed: its address is not contacted either once it is known to have left.
+    let seeds = vec![addr(7101), addr(7102)];
+    let mut node = Membership::new(member(0), seeds, config());
+    node.apply_updates(0, &[member(1), member(2), at(1, MemberState::Left, 1)]);
+    assert_eq!(state_of(&node, 1), (MemberState::Left, 1));
+    let mut rng = rng();
+    let mut out = Vec::new();
+    for now in (0..60_000).step_by(100) {
+        out.extend(tick(&mut node, now, &mut rng));
+    }
+    assert_eq!(state_of(&node, 2), (MemberState::Dead, 0));
+    assert!(
+        pings_to(&out, addr(7102)) > 10,
+        "the Dead member is re-contacted"
+    );
+    assert_eq!(out.iter().filter(|o| o.to == addr(7101)).count(), 0);
+}

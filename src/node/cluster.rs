@@ -1,0 +1,599 @@
+//! The cluster half of the core: membership (SWIM), rumor mongering of deltas and Merkle
+//! anti-entropy, composed over the node's store. Inputs are decoded messages and timer ticks with
+//! the current time; outputs are [`Outbound`] messages collected in an outbox that the driver
+//! drains. Randomness comes from the node's own seeded generator.
+
+use super::Node;
+use crate::clock::NodeId;
+use crate::crdt::KeyState;
+use crate::gossip::rumor::{Rumor, RumorConfig, RumorMill};
+use crate::gossip::sync::{respond, SyncMessage, SyncSession, SyncSource};
+use crate::membership::{Member, MemberEvent, MemberState, Membership, MembershipConfig, Outgoing};
+use crate::store::{MerkleIndex, Store, StoreError, StoreKey};
+use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
+use core::net::SocketAddr;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+
+/// Membership updates piggybacked per datagram (about 100 bytes each at most).
+const UPDATES_PER_DATAGRAM: usize = 6;
+/// An anti-entropy session with no answer for this long is abandoned.
+const SESSION_TIMEOUT_MS: u64 = 60_000;
+
+/// What the core asks the transport to send.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outbound {
+    Datagram {
+        to: SocketAddr,
+        to_id: Option<NodeId>,
+        datagram: Datagram,
+    },
+    /// A one-way frame (rumors too large for a datagram).
+    Frame {
+        to: SocketAddr,
+        to_id: Option<NodeId>,
+        frame: Frame,
+    },
+    /// One request of anti-entropy session `session`; its reply comes back through
+    /// [`Node::handle_sync_reply`].
+    SyncRequest {
+        session: u64,
+        to: SocketAddr,
+        to_id: NodeId,
+        frame: Frame,
+    },
+    /// Session `session` is over: its connection may close.
+    SyncDone { session: u64 },
+}
+
+/// How a node takes part in its cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub gossip_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// Cluster addresses to join through.
+    pub seeds: Vec<SocketAddr>,
+    pub membership: MembershipConfig,
+    pub rumor: RumorConfig,
+    /// Milliseconds between anti-entropy exchanges with one random peer (default 2,000).
+    /// Lower repairs faster after loss or partitions at the cost of more root comparisons.
+    pub anti_entropy_interval_ms: u64,
+    /// Seed of the node's random choices (the driver passes fresh entropy; the simulator a
+    /// fixed seed).
+    pub rng_seed: u64,
+}
+
+impl ClusterConfig {
+    /// A node alone (no peers known), for tests and tools.
+    pub fn standalone() -> Self {
+        let nowhere = SocketAddr::from(([127, 0, 0, 1], 0));
+        ClusterConfig {
+            gossip_addr: nowhere,
+            http_addr: nowhere,
+            seeds: Vec::new(),
+            membership: MembershipConfig::lan(),
+            rumor: RumorConfig::default(),
+            anti_entropy_interval_ms: 2_000,
+            rng_seed: 0,
+        }
+    }
+}
+
+/// Counters of the cluster protocol, exported as metrics by the driver.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    pub rumors_published: u64,
+    pub rumors_pushed: u64,
+    pub rumors_received: u64,
+    pub rumors_merged: u64,
+    pub sync_sessions: u64,
+    pub sync_rounds: u64,
+    pub sync_keys_repaired: u64,
+    pub sync_bytes: u64,
+}
+
+struct Session {
+    peer: NodeId,
+    sync: SyncSession,
+    started_ms: u64,
+}
+
+pub(super) struct Cluster {
+    membership: Membership,
+    rumors: RumorMill,
+    rng: SmallRng,
+    sessions: BTreeMap<u64, Session>,
+    next_session: u64,
+    next_sync_ms: u64,
+    anti_entropy_interval_ms: u64,
+    /// Peers to run anti-entropy with soon (just joined or came back).
+    sync_soon: Vec<NodeId>,
+    outbox: Vec<Outbound>,
+    stats: ClusterStats,
+}
+
+impl Cluster {
+    pub(super) fn new(id: NodeId, incarnation: u64, config: ClusterConfig) -> Self {
+        let me = Member {
+            id,
+            gossip_addr: config.gossip_addr,
+            http_addr: config.http_addr,
+            state: MemberState::Alive,
+            incarnation,
+        };
+        Cluster {
+            membership: Membership::new(me, config.seeds, config.membership),
+            rumors: RumorMill::new(config.rumor),
+            rng: SmallRng::seed_from_u64(config.rng_seed),
+            sessions: BTreeMap::new(),
+            next_session: 1,
+            next_sync_ms: 0,
+            anti_entropy_interval_ms: config.anti_entropy_interval_ms,
+            sync_soon: Vec::new(),
+            outbox: Vec::new(),
+            stats: ClusterStats::default(),
+        }
+    }
+
+    pub(super) fn rumors_mut(&mut self) -> &mut RumorMill {
+        &mut self.rumors
+    }
+
+    pub(super) fn rumors(&self) -> &RumorMill {
+        &self.rumors
+    }
+}
+
+/// The node's replicated state as anti-entropy sees it.
+struct SyncView<'a, S: Store> {
+    merkle: &'a MerkleIndex,
+    store: &'a S,
+}
+
+impl<S: Store> SyncSource for SyncView<'_, S> {
+    fn merkle(&self) -> &MerkleIndex {
+        self.merkle
+    }
+
+    fn leaf_keys(&self, leaf: u16) -> Vec<(StoreKey, [u8; 8])> {
+        self.store.leaf_keys(leaf).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the key index; anti-entropy skips a leaf");
+            Vec::new()
+        })
+    }
+
+    fn state(&self, key: &StoreKey) -> Option<KeyState> {
+        self.store.get(key).ok().flatten()
+    }
+}
+
+impl<S: Store> Node<S> {
+    fn sync_view(&self) -> SyncView<'_, S> {
+        SyncView {
+            merkle: &self.merkle,
+            store: &self.store,
+        }
+    }
+
+    /// Every member this node knows, itself included.
+    pub fn members(&self) -> Vec<Member> {
+        self.cluster.membership.members().cloned().collect()
+    }
+
+    pub fn cluster_stats(&self) -> ClusterStats {
+        let mut stats = self.cluster.stats.clone();
+        stats.rumors_published = self.meta.seen.get(&self.id);
+        stats
+    }
+
+    /// Entries of the rumor "seen" tracker (bounded by members, not writes).
+    pub fn seen_entries(&self) -> usize {
+        self.cluster.rumors.seen_entries()
+    }
+
+    /// Messages for the transport, in the order they were produced.
+    pub fn take_outbound(&mut self) -> Vec<Outbound> {
+        std::mem::take(&mut self.cluster.outbox)
+    }
+
+    /// Queues the rumor of a local write and pushes it at once.
+    pub(super) fn spread_local(&mut self, key: StoreKey, delta: KeyState, seq: u64) {
+        let members = self.cluster.membership.members().count();
+        if self.cluster.membership.alive_peers().is_empty() {
+            // Nobody to tell: anti-entropy brings peers up to date when they appear.
+            return;
+        }
+        let rumor = Rumor {
+            origin: self.id.clone(),
+            seq,
+            key,
+            delta,
+        };
+        let small = encoded_len(&rumor) <= MAX_DATAGRAM / 2;
+        self.cluster.rumors.publish(rumor, members, small);
+        self.push_fresh_rumors();
+    }
+
+    /// A datagram arrived from `from_addr`.
+    pub fn handle_datagram(
+        &mut self,
+        now_ms: u64,
+        from_addr: SocketAddr,
+        datagram: Datagram,
+    ) -> Result<(), StoreError> {
+        let Datagram {
+            from,
+            swim,
+            updates,
+            rumors,
+        } = datagram;
+        let mut out = Vec::new();
+        match swim {
+            Some(message) => self
+                .cluster
+                .membership
+                .handle_message(now_ms, &from, from_addr, message, &mut out),
+            None => self
+                .cluster
+                .membership
+                .apply_updates(now_ms, std::slice::from_ref(&from)),
+        }
+        self.cluster.membership.apply_updates(now_ms, &updates);
+        if let Some(correction) = self.cluster.membership.correction_for(&from) {
+            let datagram = self.datagram(None, Some(&from.id), vec![correction]);
+            self.cluster.outbox.push(Outbound::Datagram {
+                to: from_addr,
+                to_id: Some(from.id.clone()),
+                datagram,
+            });
+        }
+        self.receive_rumors(&from.id, rumors)?;
+        self.send_swim(out);
+        self.after_membership_change();
+        self.push_fresh_rumors();
+        Ok(())
+    }
+
+    /// A one-way frame arrived (rumors too large for datagrams).
+    pub fn handle_frame(&mut self, frame: Frame) -> Result<(), StoreError> {
+        if let FrameBody::Rumors(rumors) = frame.body {
+            self.receive_rumors(&frame.from, rumors)?;
+            self.push_fresh_rumors();
+        }
+        Ok(())
+    }
+
+    fn receive_rumors(&mut self, from: &NodeId, rumors: Vec<Rumor>) -> Result<(), StoreError> {
+        let members = self.cluster.membership.members().count();
+        for rumor in rumors {
+            self.cluster.stats.rumors_received += 1;
+            let small = encoded_len(&rumor) <= MAX_DATAGRAM / 2;
+            let (key, delta, origin, seq) = (
+                rumor.key.clone(),
+                rumor.delta.clone(),
+                rumor.origin.clone(),
+                rumor.seq,
+            );
+            if self.cluster.rumors.receive(rumor, from, members, small) {
+                if self.merge_delta(key, delta, Some((origin, seq)))? {
+                    self.cluster.stats.rumors_merged += 1;
+                }
+                self.meta_dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// An anti-entropy request from `from`: merge what it brings, answer.
+    pub fn handle_sync_request(
+        &mut self,
+        from: &NodeId,
+        request: SyncMessage,
+    ) -> Result<Option<SyncMessage>, StoreError> {
+        let (reply, merges) = respond(&self.sync_view(), request);
+        for (key, state) in merges {
+            if self.merge_delta(key, state, None)? {
+                self.cluster.stats.sync_keys_repaired += 1;
+            }
+        }
+        tracing::trace!(peer = %from, "answered an anti-entropy request");
+        Ok(reply)
+    }
+
+    /// The reply to a request of session `session` (`None`: the exchange failed).
+    pub fn handle_sync_reply(
+        &mut self,
+        session: u64,
+        reply: Option<SyncMessage>,
+    ) -> Result<(), StoreError> {
+        let Some(mut current) = self.cluster.sessions.remove(&session) else {
+            return Ok(());
+        };
+        let Some(reply) = reply else {
+            self.cluster.outbox.push(Outbound::SyncDone { session });
+            return Ok(());
+        };
+        let step = current.sync.handle(&self.sync_view(), reply);
+        self.cluster.stats.sync_rounds += 1;
+        for (key, state) in step.merge {
+            if self.merge_delta(key, state, None)? {
+                self.cluster.stats.sync_keys_repaired += 1;
+            }
+        }
+        match step.send {
+            Some(next) if !step.done => {
+                let to_id = current.peer.clone();
+                if let Some(to) = self.address_of(&to_id) {
+                    self.cluster.outbox.push(Outbound::SyncRequest {
+                        session,
+                        to,
+                        to_id,
+                        frame: self.frame(FrameBody::SyncRequest(next)),
+                    });
+                    self.cluster.sessions.insert(session, current);
+                    return Ok(());
+                }
+                self.finish_session(session, &current)
+            }
+            _ => self.finish_session(session, &current),
+        }
+        Ok(())
+    }
+
+    fn finish_session(&mut self, session: u64, done: &Session) {
+        self.cluster.stats.sync_bytes += done.sync.stats().bytes();
+        self.cluster.outbox.push(Outbound::SyncDone { session });
+    }
+
+    /// Timers: probes, suspicion, re-contact, anti-entropy, rumor retransmission.
+    pub fn handle_tick(&mut self, now_ms: u64) {
+        let mut out = Vec::new();
+        self.cluster
+            .membership
+            .handle_tick(now_ms, &mut self.cluster.rng, &mut out);
+        self.send_swim(out);
+        self.after_membership_change();
+        self.expire_sessions(now_ms);
+        if now_ms >= self.cluster.next_sync_ms || !self.cluster.sync_soon.is_empty() {
+            self.start_anti_entropy(now_ms);
+        }
+        self.push_fresh_rumors();
+    }
+
+    /// Graceful leave: tell peers this node is leaving.
+    pub fn leave(&mut self, now_ms: u64) {
+        let mut out = Vec::new();
+        self.cluster
+            .membership
+            .leave(now_ms, &mut self.cluster.rng, &mut out);
+        self.send_swim(out);
+        self.meta_dirty = true;
+    }
+
+    /// This node's incarnation (persisted, so a restart starts above it).
+    pub fn incarnation(&self) -> u64 {
+        self.cluster.membership.me().incarnation
+    }
+
+    fn after_membership_change(&mut self) {
+        for event in self.cluster.membership.drain_events() {
+            let (member, from) = match &event {
+                MemberEvent::Joined(m) => (m, None),
+                MemberEvent::StateChanged { member, from } => (member, Some(*from)),
+                MemberEvent::Refuted { claim, incarnation } => {
+                    tracing::info!(claim = %claim.state, claimed_incarnation = claim.incarnation, incarnation, "refuted an out-of-date verdict about this node");
+                    self.meta_dirty = true;
+                    continue;
+                }
+            };
+            if member.id == self.id {
+                tracing::info!(incarnation = member.incarnation, state = %member.state, "this node's membership record changed");
+                self.meta_dirty = true;
+                continue;
+            }
+            match from {
+                None => {
+                    tracing::info!(member = %member.id, gossip = %member.gossip_addr, http = %member.http_addr, state = %member.state, "member joined")
+                }
+                Some(from) => {
+                    tracing::info!(member = %member.id, from = %from, to = %member.state, incarnation = member.incarnation, "member state changed")
+                }
+            }
+            if member.state == MemberState::Alive && !self.cluster.sync_soon.contains(&member.id) {
+                // Catch up with a member that just (re)appeared.
+                self.cluster.sync_soon.push(member.id.clone());
+            }
+        }
+    }
+
+    fn expire_sessions(&mut self, now_ms: u64) {
+        let expired: Vec<u64> = self
+            .cluster
+            .sessions
+            .iter()
+            .filter(|(_, s)| now_ms.saturating_sub(s.started_ms) > SESSION_TIMEOUT_MS)
+            .map(|(id, _)| *id)
+            .collect();
+        for session in expired {
+            self.cluster.sessions.remove(&session);
+            self.cluster.outbox.push(Outbound::SyncDone { session });
+        }
+    }
+
+    fn start_anti_entropy(&mut self, now_ms: u64) {
+        self.cluster.next_sync_ms = now_ms + self.cluster.anti_entropy_interval_ms;
+        let busy: Vec<NodeId> = self
+            .cluster
+            .sessions
+            .values()
+            .map(|s| s.peer.clone())
+            .collect();
+        let peer = loop {
+            match self.cluster.sync_soon.pop() {
+                Some(p) if busy.contains(&p) => continue,
+                Some(p) => break Some(p),
+                None => break None,
+            }
+        };
+        let peer = peer.or_else(|| {
+            let alive: Vec<NodeId> = self
+                .cluster
+                .membership
+                .alive_peers()
+                .into_iter()
+                .filter(|m| m.state == MemberState::Alive && !busy.contains(&m.id))
+                .map(|m| m.id.clone())
+                .collect();
+            alive.choose(&mut self.cluster.rng).cloned()
+        });
+        let Some(peer) = peer else {
+            return;
+        };
+        let Some(to) = self.address_of(&peer) else {
+            return;
+        };
+        let (sync, first) = SyncSession::start(&self.sync_view());
+        let session = self.cluster.next_session;
+        self.cluster.next_session += 1;
+        self.cluster.stats.sync_sessions += 1;
+        self.cluster.outbox.push(Outbound::SyncRequest {
+            session,
+            to,
+            to_id: peer.clone(),
+            frame: self.frame(FrameBody::SyncRequest(first)),
+        });
+        self.cluster.sessions.insert(
+            session,
+            Session {
+                peer,
+                sync,
+                started_ms: now_ms,
+            },
+        );
+    }
+
+    fn address_of(&self, id: &NodeId) -> Option<SocketAddr> {
+        self.cluster.membership.member(id).map(|m| m.gossip_addr)
+    }
+
+    fn frame(&self, body: FrameBody) -> Frame {
+        Frame {
+            from: self.id.clone(),
+            body,
+        }
+    }
+
+    /// Turns membership's outgoing probes into datagrams carrying piggybacked updates and
+    /// rumors.
+    fn send_swim(&mut self, out: Vec<Outgoing>) {
+        for Outgoing { to, msg } in out {
+            let to_id = self
+                .cluster
+                .membership
+                .member_by_addr(to)
+                .map(|m| m.id.clone());
+            let datagram = self.datagram(Some(msg), to_id.as_ref(), Vec::new());
+            self.cluster.outbox.push(Outbound::Datagram {
+                to,
+                to_id,
+                datagram,
+            });
+        }
+    }
+
+    /// A datagram from this node, filled with membership updates and then rumors for `to_id`
+    /// up to the datagram budget.
+    fn datagram(
+        &mut self,
+        swim: Option<crate::membership::SwimMessage>,
+        to_id: Option<&NodeId>,
+        mut updates: Vec<Member>,
+    ) -> Datagram {
+        updates.extend(
+            self.cluster
+                .membership
+                .updates_to_send(UPDATES_PER_DATAGRAM),
+        );
+        let mut datagram = Datagram {
+            from: self.cluster.membership.me().clone(),
+            swim,
+            updates,
+            rumors: Vec::new(),
+        };
+        if let Some(peer) = to_id {
+            let mut size = encoded_len(&datagram);
+            datagram.rumors = self.cluster.rumors.piggyback(peer, |rumor| {
+                let len = encoded_len(rumor);
+                let fits = size + len <= MAX_DATAGRAM;
+                if fits {
+                    size += len;
+                }
+                fits
+            });
+        }
+        datagram
+    }
+
+    /// Pushes fresh rumors to `fanout` random alive peers, packed into as few datagrams as fit
+    /// (a rumor too large for one goes as a frame).
+    fn push_fresh_rumors(&mut self) {
+        let peers: Vec<NodeId> = self
+            .cluster
+            .membership
+            .alive_peers()
+            .into_iter()
+            .map(|m| m.id.clone())
+            .collect();
+        let rng = &mut self.cluster.rng;
+        let pushes = self.cluster.rumors.flush(&peers, |eligible, k| {
+            eligible.choose_multiple(rng, k).cloned().collect()
+        });
+        for (peer, rumors) in pushes {
+            let Some(to) = self.address_of(&peer) else {
+                continue;
+            };
+            self.cluster.stats.rumors_pushed += rumors.len() as u64;
+            let me = self.cluster.membership.me().clone();
+            let empty = Datagram {
+                from: me,
+                swim: None,
+                updates: Vec::new(),
+                rumors: Vec::new(),
+            };
+            let base = encoded_len(&empty);
+            let mut current = empty.clone();
+            let mut size = base;
+            for rumor in rumors {
+                let len = encoded_len(&rumor);
+                if base + len > MAX_DATAGRAM {
+                    self.cluster.outbox.push(Outbound::Frame {
+                        to,
+                        to_id: Some(peer.clone()),
+                        frame: self.frame(FrameBody::Rumors(vec![rumor])),
+                    });
+                    continue;
+                }
+                if size + len > MAX_DATAGRAM {
+                    let full = std::mem::replace(&mut current, empty.clone());
+                    self.cluster.outbox.push(Outbound::Datagram {
+                        to,
+                        to_id: Some(peer.clone()),
+                        datagram: full,
+                    });
+                    size = base;
+                }
+                size += len;
+                current.rumors.push(rumor);
+            }
+            if !current.rumors.is_empty() {
+                self.cluster.outbox.push(Outbound::Datagram {
+                    to,
+                    to_id: Some(peer.clone()),
+                    datagram: current,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Cluster messages and their versioned codec. Pure: no sockets (the transport in `net/` moves
+//! the bytes and seals them with the cluster key).
+//!
+//! Datagrams (UDP) carry probes, membership updates and small rumors, batched, under
+//! [`MAX_DATAGRAM`] bytes. Frames (TCP, length-prefixed, at most [`MAX_FRAME`] bytes) carry
+//! anti-entropy and rumors too large for a datagram. Every encoding starts with [`VERSION`]; a
+//! decoder rejects other versions, truncated or trailing bytes, and garbage without panicking, and
+//! never allocates what a length field claims before the bytes are there (postcard reads lengths
+//! from the input it already holds, and frames are bounded before they are read).
+
+use crate::clock::NodeId;
+use crate::gossip::rumor::Rumor;
+use crate::gossip::sync::SyncMessage;
+use crate::membership::{Member, SwimMessage};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// The codec version this build speaks.
+pub const VERSION: u8 = 1;
+/// Largest datagram payload sent (before sealing), sized to stay under a 1500-byte MTU with
+/// IP/UDP headers and the sealing overhead.
+pub const MAX_DATAGRAM: usize = 1_350;
+/// Largest datagram accepted (sealed), with room for the sealing overhead.
+pub const MAX_DATAGRAM_RECEIVED: usize = 1_472;
+/// Largest frame accepted or sent.
+pub const MAX_FRAME: usize = 8 << 20;
+
+/// One datagram: who sends it, and what it carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Datagram {
+    /// The sender's own membership record (id, addresses, state, incarnation).
+    pub from: Member,
+    /// A probe message, if this datagram carries one.
+    pub swim: Option<SwimMessage>,
+    /// Piggybacked membership updates.
+    pub updates: Vec<Member>,
+    /// Piggybacked or pushed rumors.
+    pub rumors: Vec<Rumor>,
+}
+
+/// One TCP frame's content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrameBody {
+    /// Rumors too large for a datagram, pushed one way.
+    Rumors(Vec<Rumor>),
+    /// An anti-entropy request; the receiver answers on the same connection.
+    SyncRequest(SyncMessage),
+    /// The answer to a request (`None`: the responder refused it).
+    SyncReply(Option<SyncMessage>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    pub from: NodeId,
+    pub body: FrameBody,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("empty message")]
+    Empty,
+    #[error("unsupported codec version {0}")]
+    Version(u8),
+    #[error("message of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("undecodable message: {0}")]
+    Garbage(String),
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    // Serializing plain data into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(value).unwrap_or_default());
+    out
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, WireError> {
+    if bytes.len() > limit {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != VERSION {
+        return Err(WireError::Version(version));
+    }
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|e| WireError::Garbage(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Garbage(format!("{} trailing bytes", rest.len())));
+    }
+    Ok(value)
+}
+
+pub fn encode_datagram(datagram: &Datagram) -> Vec<u8> {
+    encode(datagram)
+}
+
+pub fn decode_datagram(bytes: &[u8]) -> Result<Datagram, WireError> {
+    decode(bytes, MAX_DATAGRAM_RECEIVED)
+}
+
+pub fn encode_frame(frame: &Frame) -> Vec<u8> {
+    encode(frame)
+}
+
+pub fn decode_frame(bytes: &[u8]) -> Result<Frame, WireError> {
+    decode(bytes, MAX_FRAME)
+}
+
+/// The encoded size of a value, for filling datagrams up to their budget.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    postcard::experimental::serialized_size(value).unwrap_or(usize::MAX)
+}
