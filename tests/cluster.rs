@@ -1,6 +1,7 @@
 //! Multi-node behaviour with real processes on 127.0.0.1: replication, partitions and healing,
 //! crashes and restarts, paused processes, hostile packets and mismatched cluster keys. Every
 //! wait is a poll with a deadline, never a fixed sleep.
+#![allow(clippy::disallowed_methods)] // tests wait on real time
 
 mod common;
 
@@ -429,4 +430,86 @@ async fn a_node_with_another_cluster_key_never_joins() {
     );
     assert!(get_text(&c, n1.url("/v1/kv/intruder")).await.is_none());
     assert!(get_text(&c, n3.url("/v1/kv/inside")).await.is_none());
+}
+
+/// A base port with `n` free consecutive ports (checked, then released: a tiny race remains).
+fn free_port_run(n: u16) -> u16 {
+    'search: for attempt in 0..200u16 {
+        let base = 20_000 + (std::process::id() as u16 % 20_000) + attempt * 13;
+        for p in base..base + n {
+            let tcp = std::net::TcpListener::bind(("127.0.0.1", p));
+            let udp = std::net::UdpSocket::bind(("127.0.0.1", p));
+            if tcp.is_err() || udp.is_err() {
+                continue 'search;
+            }
+        }
+        return base;
+    }
+    panic!("no run of {n} free ports");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hearsay_cluster_starts_a_working_local_cluster_and_stops_it_on_sigint() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port_run(3);
+    let gossip = free_port_run(3 + 3) + 3;
+    let mut launcher = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args(["cluster", "--nodes", "3"])
+        .args([
+            "--http-base",
+            &http.to_string(),
+            "--gossip-base",
+            &gossip.to_string(),
+        ])
+        .arg("--data")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = Client::new();
+    let url = |i: u16, path: &str| format!("http://127.0.0.1:{}{path}", http + i);
+    eventually("all three nodes alive in n3's view", CONVERGE, || async {
+        let v = get_json(&c, url(2, "/v1/cluster/members")).await?;
+        let alive = v["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["state"] == "alive")
+            .count();
+        (alive == 3).then_some(())
+    })
+    .await;
+    c.put(url(0, "/v1/kv/hello"))
+        .body("world")
+        .send()
+        .await
+        .unwrap();
+    eventually("n3 reads n1's write", CONVERGE, || async {
+        (get_text(&c, url(2, "/v1/kv/hello")).await? == "world").then_some(())
+    })
+    .await;
+    // Fault injection is on in the local cluster (the README's partition demo relies on it).
+    let r = c.get(url(1, "/v1/admin/faults")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // SIGINT (Ctrl-C) stops the launcher and every node.
+    unsafe {
+        libc::kill(launcher.id() as libc::pid_t, libc::SIGINT);
+    }
+    let deadline = std::time::Instant::now() + CONVERGE;
+    let stopped = loop {
+        if let Some(status) = launcher.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the launcher did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(stopped.success(), "{stopped:?}");
+    for i in 0..3 {
+        assert!(
+            c.get(url(i, "/v1/health")).send().await.is_err(),
+            "node {i} still serves"
+        );
+    }
 }
