@@ -19,6 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// How many sequence numbers above the contiguous mark are remembered per origin.
 pub const SEEN_WINDOW: usize = 1024;
+/// Most rumors kept for retransmission. Under a write rate higher than piggybacking can carry,
+/// the oldest are dropped first (they were already pushed to `fanout` peers, and anti-entropy
+/// repairs whatever they did not reach).
+pub const MAX_QUEUED: usize = 8192;
 
 /// One delta in flight.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +180,10 @@ impl RumorMill {
             transmits_left,
             fresh: true,
         });
+        if self.queue.len() > MAX_QUEUED {
+            let excess = self.queue.len() - MAX_QUEUED;
+            self.queue.drain(..excess);
+        }
     }
 
     /// Pushes every fresh rumor to `fanout` of `peers` (chosen by `pick`, which returns up to
@@ -324,6 +332,18 @@ mod tests {
             .map(|(_, s)| s)
             .collect();
         assert_eq!(c, vec![3000]);
+    }
+
+    #[test]
+    fn the_retransmission_queue_stays_bounded_under_a_write_storm() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        for seq in 1..=(MAX_QUEUED as u64 * 3) {
+            mill.publish(rumor("me", seq), 3, true);
+        }
+        assert_eq!(mill.queued(), MAX_QUEUED);
+        // The newest survive.
+        let pushes = mill.flush(&[id("x")], first_k);
+        assert_eq!(pushes[0].1.last().unwrap().seq, MAX_QUEUED as u64 * 3);
     }
 
     #[test]
