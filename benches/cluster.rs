@@ -10,7 +10,7 @@
 #![allow(clippy::disallowed_methods)] // a benchmark measures real time
 
 use hearsay::clock::NodeId;
-use hearsay::server::{self, Listeners, ServerConfig};
+use hearsay::server::{self, ServerConfig};
 use reqwest::Client;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -32,16 +32,11 @@ async fn main() {
         let mut config = ServerConfig::new(NodeId::new(id).unwrap(), dir.path().join(id));
         config.fault_injection = true;
         config.seeds = seed.iter().cloned().collect();
-        let listeners = Listeners::bind(any, any).await.expect("bind");
-        seed.get_or_insert(listeners.gossip_addr().to_string());
-        urls.push(format!("http://{}", listeners.http_addr()));
-        let node = server::open_node(&config, &listeners).expect("open node");
-        tokio::spawn(server::serve(
-            config,
-            node,
-            listeners,
-            std::future::pending(),
-        ));
+        let node = server::spawn(config, any, any, std::future::pending())
+            .await
+            .expect("start a node");
+        seed.get_or_insert(node.gossip_addr.to_string());
+        urls.push(format!("http://{}", node.http_addr));
     }
     let c = Client::new();
     wait_until(&c, &urls, |alive| alive == 3).await;

@@ -85,16 +85,10 @@ async fn main() {
 async fn start_hearsay(data: std::path::PathBuf) -> String {
     let config = ServerConfig::new(NodeId::new("bench").unwrap(), data);
     let any = "127.0.0.1:0".parse().unwrap();
-    let listeners = server::Listeners::bind(any, any).await.expect("bind");
-    let base = format!("http://{}", listeners.http_addr());
-    let node = server::open_node(&config, &listeners).expect("open node");
-    tokio::spawn(server::serve(
-        config,
-        node,
-        listeners,
-        std::future::pending(),
-    ));
-    base
+    let node = server::spawn(config, any, any, std::future::pending())
+        .await
+        .expect("start hearsay");
+    format!("http://{}", node.http_addr)
 }
 
 async fn start_raw(data: std::path::PathBuf) -> (String, sled::Db) {

@@ -248,3 +248,30 @@ pub async fn serve(
     tracing::info!(node = %config.node_id, "stopped");
     served
 }
+
+/// A node started by [`spawn`].
+pub struct Spawned {
+    pub http_addr: SocketAddr,
+    pub gossip_addr: SocketAddr,
+    /// Ends when the node has stopped.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds, opens and serves a node on this runtime until `shutdown` completes: what the
+/// examples, benchmarks and in-process tests need. Port 0 in `http` or `gossip` picks a free port.
+pub async fn spawn(
+    config: ServerConfig,
+    http: SocketAddr,
+    gossip: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Spawned, ServerError> {
+    let listeners = Listeners::bind(http, gossip).await?;
+    let (http_addr, gossip_addr) = (listeners.http_addr(), listeners.gossip_addr());
+    let node = open_node(&config, &listeners)?;
+    let task = tokio::spawn(serve(config, node, listeners, shutdown));
+    Ok(Spawned {
+        http_addr,
+        gossip_addr,
+        task,
+    })
+}

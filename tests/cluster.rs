@@ -502,7 +502,10 @@ async fn hearsay_cluster_starts_a_working_local_cluster_and_stops_it_on_sigint()
         if let Some(status) = launcher.try_wait().unwrap() {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "the launcher did not exit");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the launcher did not exit"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(stopped.success(), "{stopped:?}");

@@ -34,16 +34,17 @@ pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut ServerConf
     let mut config = ServerConfig::new(NodeId::new("n1").unwrap(), dir.path().join("n1"));
     tweak(&mut config);
     let any = "127.0.0.1:0".parse().unwrap();
-    let listeners = server::Listeners::bind(any, any).await.unwrap();
-    let base = format!("http://{}", listeners.http_addr());
-    let node = server::open_node(&config, &listeners).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(config, node, listeners, async move {
+    let node = server::spawn(config, any, any, async move {
         // A dropped sender (see `into_parts`) does not stop the server; only a sent signal does.
         if stopped.await.is_err() {
             std::future::pending::<()>().await;
         }
-    }));
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", node.http_addr);
+    let task = node.task;
     TestServer {
         base,
         stop: Some(stop),
