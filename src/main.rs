@@ -90,6 +90,24 @@ struct ServeArgs {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "HEARSAY_LOG", default_value = "info")]
     log: String,
+    /// SWIM: milliseconds between probes of one member (LAN default 800).
+    #[arg(long, env = "HEARSAY_PROBE_INTERVAL_MS")]
+    probe_interval_ms: Option<u64>,
+    /// SWIM: milliseconds to wait for an ack before indirect probes (LAN default 400).
+    #[arg(long, env = "HEARSAY_PROBE_TIMEOUT_MS")]
+    probe_timeout_ms: Option<u64>,
+    /// SWIM: suspicion lasts this many probe intervals times max(1, log10 n) (default 3).
+    #[arg(long, env = "HEARSAY_SUSPICION_MULT")]
+    suspicion_mult: Option<u32>,
+    /// Milliseconds between re-contacts of dead members and seeds (default 2000).
+    #[arg(long, env = "HEARSAY_REJOIN_INTERVAL_MS")]
+    rejoin_interval_ms: Option<u64>,
+    /// Peers each new write is pushed to at once (default 3).
+    #[arg(long, env = "HEARSAY_FANOUT")]
+    fanout: Option<usize>,
+    /// Milliseconds between anti-entropy exchanges with a random peer (default 2000).
+    #[arg(long, env = "HEARSAY_ANTI_ENTROPY_INTERVAL_MS")]
+    anti_entropy_interval_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -138,6 +156,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.durability = args.durability;
     config.max_value_bytes = args.max_value_bytes;
     config.recover = args.recover;
+    let timings = &mut config.cluster;
+    let m = &mut timings.membership;
+    m.probe_interval_ms = args.probe_interval_ms.unwrap_or(m.probe_interval_ms);
+    m.probe_timeout_ms = args.probe_timeout_ms.unwrap_or(m.probe_timeout_ms);
+    m.suspicion_mult = args.suspicion_mult.unwrap_or(m.suspicion_mult);
+    m.rejoin_interval_ms = args.rejoin_interval_ms.unwrap_or(m.rejoin_interval_ms);
+    m.validate().map_err(anyhow::Error::msg)?;
+    timings.rumor.fanout = args.fanout.unwrap_or(timings.rumor.fanout).max(1);
+    timings.anti_entropy_interval_ms = args
+        .anti_entropy_interval_ms
+        .unwrap_or(timings.anti_entropy_interval_ms)
+        .max(10);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listeners = Listeners::bind(args.http, args.gossip).await?;

@@ -13,6 +13,7 @@ use crate::node::{ClusterStats, Node, Outbound, Write, WriteAck};
 use crate::store::{Leaf, PendingSync, Store, StoreError, StoreRead};
 use crate::wire::{Datagram, Frame};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -67,11 +68,18 @@ pub enum CoreError {
 pub struct NodeHandle {
     id: NodeId,
     commands: mpsc::Sender<Command>,
+    /// Mirrors [`Node::is_resyncing`] after every group of commands.
+    resyncing: Arc<AtomicBool>,
 }
 
 impl NodeHandle {
     pub fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// True while the node recovers its data from peers (reads are not authoritative).
+    pub fn is_resyncing(&self) -> bool {
+        self.resyncing.load(Ordering::Relaxed)
     }
 
     /// Applies a write and returns once it is durable (per the durability mode).
@@ -170,13 +178,15 @@ pub fn start<S: Store>(
 ) -> (NodeHandle, Arc<dyn StoreRead>) {
     let (commands, rx) = mpsc::channel(4 * MAX_GROUP);
     let reader = node.store().reader();
+    let resyncing = Arc::new(AtomicBool::new(node.is_resyncing()));
     let handle = NodeHandle {
         id: node.id().clone(),
         commands: commands.clone(),
+        resyncing: resyncing.clone(),
     };
     std::thread::Builder::new()
         .name("hearsay-core".into())
-        .spawn(move || run_core(node, rx, outbound))
+        .spawn(move || run_core(node, rx, outbound, resyncing))
         .map(drop)
         .unwrap_or_else(|e| panic!("cannot start the core thread: {e}"));
     tokio::spawn(async move {
@@ -203,6 +213,7 @@ fn run_core<S: Store>(
     mut node: Node<S>,
     mut rx: mpsc::Receiver<Command>,
     outbound: mpsc::UnboundedSender<Outbound>,
+    resyncing: Arc<AtomicBool>,
 ) {
     // The log sync runs on its own thread, so the core applies the next group while the disk
     // syncs this one.
@@ -282,6 +293,7 @@ fn run_core<S: Store>(
         for message in node.take_outbound() {
             let _ = outbound.send(message);
         }
+        resyncing.store(node.is_resyncing(), Ordering::Relaxed);
         if !acks.is_empty() || node.has_uncommitted() {
             // Group commit: one sync makes every write of the group durable.
             match node.commit() {

@@ -145,8 +145,10 @@ pub fn open_node(
     listeners: &Listeners,
 ) -> Result<Node<SledStore>, ServerError> {
     let opened = SledStore::open(&config.data_dir, config.durability);
+    let mut recovered = false;
     let store = match opened {
         Err(StoreError::Damaged { dir, reason }) if config.recover => {
+            recovered = true;
             let aside = move_aside(&dir).map_err(NodeError::from)?;
             tracing::warn!(
                 damaged = %aside.display(),
@@ -162,6 +164,8 @@ pub fn open_node(
     cluster.http_addr = listeners.http_addr();
     cluster.seeds = resolve_seeds(&config.seeds)?;
     cluster.rng_seed = rand::RngCore::next_u64(&mut rand::rngs::OsRng);
+    // With peers to resync from, a recovered node does not serve reads until it has.
+    cluster.resync_first |= recovered && !cluster.seeds.is_empty();
     Ok(Node::open_in_cluster(
         store,
         config.node_id.clone(),

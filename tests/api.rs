@@ -430,6 +430,36 @@ async fn cluster_endpoints_describe_this_node() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_node_recovering_from_peers_refuses_reads_but_takes_writes() {
+    let server = start(|c| c.cluster.resync_first = true).await;
+    let c = Client::new();
+    let put = c
+        .put(server.url("/v1/kv/k"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    for path in ["/v1/kv/k", "/v1/kv", "/v1/sets/s"] {
+        let resp = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(
+            error_code(resp).await,
+            (StatusCode::SERVICE_UNAVAILABLE, "resyncing".into()),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        c.get(server.url("/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn faults_endpoint_is_404_unless_enabled() {
     let off = start(|_| {}).await;
     let c = Client::new();

@@ -516,3 +516,48 @@ async fn hearsay_cluster_starts_a_working_local_cluster_and_stops_it_on_sigint()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_recovered_from_a_damaged_directory_resyncs_from_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d1, d2) = (dir.path().join("n1"), dir.path().join("n2"));
+    let n1 = Proc::serve(&["--node-id", "n1", "--data", path_str(&d1)]);
+    let mut n2 = Proc::serve(&[
+        "--node-id",
+        "n2",
+        "--data",
+        path_str(&d2),
+        "--seeds",
+        &n1.gossip,
+    ]);
+    let c = Client::new();
+    all_alive(&c, &[("n1", &n1), ("n2", &n2)]).await;
+    for i in 0..20 {
+        c.put(n1.url(&format!("/v1/kv/k{i}")))
+            .body(format!("v{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    converged(&c, &[&n1, &n2]).await;
+    n2.kill9();
+    // The database is damaged beyond sled's ability to open it.
+    std::fs::remove_dir_all(d2.join("db")).unwrap();
+    std::fs::write(d2.join("db"), b"garbage").unwrap();
+    let n2 = Proc::serve(&[
+        "--node-id",
+        "n2",
+        "--data",
+        path_str(&d2),
+        "--seeds",
+        &n1.gossip,
+        "--recover",
+    ]);
+    eventually(
+        "the recovered node serves what it lost",
+        CONVERGE,
+        || async { (get_text(&c, n2.url("/v1/kv/k19")).await? == "v19").then_some(()) },
+    )
+    .await;
+    converged(&c, &[&n1, &n2]).await;
+}

@@ -81,6 +81,7 @@ pub async fn get(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
+    super::authoritative(&state)?;
     let record = match state.reader.get(&StoreKey::kv(&key))? {
         Some(KeyState::Register(r)) => r,
         _ => return Err(ApiError::not_found(format!("no key {key:?}"))),
@@ -138,6 +139,7 @@ pub async fn list(
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<ListReply>, ApiError> {
     let Query(params) = query?;
+    super::authoritative(&state)?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(

@@ -135,6 +135,19 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
+/// Refuses reads while the node recovers its data from peers: its answers would not be
+/// authoritative (writes are still accepted).
+pub fn authoritative(state: &AppState) -> Result<(), ApiError> {
+    if state.node.is_resyncing() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "resyncing",
+            "this node is recovering its data from its peers; read from another node or retry shortly",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a key or element name from a path or body.
 pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() {

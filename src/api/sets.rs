@@ -45,6 +45,7 @@ pub async fn get(
 ) -> Result<Json<SetReply>, ApiError> {
     let Path(key) = path?;
     check_name("key", &key)?;
+    super::authoritative(&state)?;
     match state.reader.get(&StoreKey::set(&key))? {
         Some(KeyState::Set(set)) => Ok(Json(SetReply {
             elements: set.elements().map(str::to_string).collect(),

@@ -17,8 +17,6 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
 
-/// Membership updates piggybacked per datagram (about 100 bytes each at most).
-const UPDATES_PER_DATAGRAM: usize = 6;
 /// An anti-entropy session with no answer for this long is abandoned.
 const SESSION_TIMEOUT_MS: u64 = 60_000;
 
@@ -63,6 +61,9 @@ pub struct ClusterConfig {
     /// Seed of the node's random choices (the driver passes fresh entropy; the simulator a
     /// fixed seed).
     pub rng_seed: u64,
+    /// The node starts from an empty store after losing its data (`--recover`): its reads are
+    /// not authoritative until one anti-entropy exchange with a peer has completed.
+    pub resync_first: bool,
 }
 
 impl ClusterConfig {
@@ -77,6 +78,7 @@ impl ClusterConfig {
             rumor: RumorConfig::default(),
             anti_entropy_interval_ms: 2_000,
             rng_seed: 0,
+            resync_first: false,
         }
     }
 }
@@ -112,6 +114,8 @@ pub(super) struct Cluster {
     sync_soon: Vec<NodeId>,
     outbox: Vec<Outbound>,
     stats: ClusterStats,
+    /// Reads are not authoritative until a full exchange with a peer completes.
+    resyncing: bool,
 }
 
 impl Cluster {
@@ -134,6 +138,7 @@ impl Cluster {
             sync_soon: Vec::new(),
             outbox: Vec::new(),
             stats: ClusterStats::default(),
+            resyncing: config.resync_first,
         }
     }
 
@@ -342,8 +347,19 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
+    /// True while this node, restarted empty after losing its data, has not yet completed an
+    /// exchange with a peer: its reads would not be authoritative.
+    pub fn is_resyncing(&self) -> bool {
+        self.cluster.resyncing
+    }
+
     fn finish_session(&mut self, session: u64, done: &Session) {
-        self.cluster.stats.sync_bytes += done.sync.stats().bytes();
+        let stats = done.sync.stats();
+        if self.cluster.resyncing && !stats.aborted {
+            tracing::info!(peer = %done.peer, "resynced from a peer; serving reads again");
+            self.cluster.resyncing = false;
+        }
+        self.cluster.stats.sync_bytes += stats.bytes();
         self.cluster.outbox.push(Outbound::SyncDone { session });
     }
 
@@ -511,11 +527,8 @@ impl<S: Store> Node<S> {
         to_id: Option<&NodeId>,
         mut updates: Vec<Member>,
     ) -> Datagram {
-        updates.extend(
-            self.cluster
-                .membership
-                .updates_to_send(UPDATES_PER_DATAGRAM),
-        );
+        let max = self.cluster.membership.config().max_piggyback;
+        updates.extend(self.cluster.membership.updates_to_send(max));
         let mut datagram = Datagram {
             from: self.cluster.membership.me().clone(),
             swim,
