@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local N-node cluster on 127.0.0.1 in the foreground; Ctrl-C stops it.
     Cluster(ClusterArgs),
 }
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Cluster(args) => cluster(args),
     };
     match result {
