@@ -203,13 +203,17 @@ impl<S: Store> Node<S> {
         std::mem::take(&mut self.cluster.outbox)
     }
 
+    /// True when some other member is up (alive or suspect).
+    pub(super) fn has_peers(&self) -> bool {
+        self.cluster
+            .membership
+            .members()
+            .any(|m| m.id != self.id && m.state.is_up())
+    }
+
     /// Queues the rumor of a local write and pushes it at once.
     pub(super) fn spread_local(&mut self, key: StoreKey, delta: KeyState, seq: u64) {
         let members = self.cluster.membership.members().count();
-        if self.cluster.membership.alive_peers().is_empty() {
-            // Nobody to tell: anti-entropy brings peers up to date when they appear.
-            return;
-        }
         let rumor = Rumor {
             origin: self.id.clone(),
             seq,

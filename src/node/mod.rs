@@ -182,8 +182,13 @@ impl<S: Store> Node<S> {
         let seq = self.meta.seen.get(&self.id) + 1;
         self.meta.seen.advance(&self.id.clone(), seq);
         let origin = Some((self.id.clone(), seq));
-        self.merge_delta(key.clone(), delta.clone(), origin)?;
-        self.spread_local(key, delta, seq);
+        if self.has_peers() {
+            self.merge_delta(key.clone(), delta.clone(), origin)?;
+            self.spread_local(key, delta, seq);
+        } else {
+            // Nobody to tell: anti-entropy brings peers up to date when they appear.
+            self.merge_delta(key, delta, origin)?;
+        }
         Ok(WriteAck {
             timestamp,
             node: self.id.clone(),
