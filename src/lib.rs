@@ -17,5 +17,6 @@ pub mod net;
 pub mod node;
 pub mod runtime;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod wire;
