@@ -143,8 +143,10 @@ async fn receive_datagrams(shared: Shared) {
         let (len, from) = match shared.udp.recv_from(&mut buf).await {
             Ok(received) => received,
             Err(e) => {
-                // ICMP errors surface here on some platforms; they are not fatal.
+                // ICMP errors (a peer's port closed) surface here; they are not fatal, but a
+                // persistent error must not spin.
                 tracing::debug!(error = %e, "UDP receive error");
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
         };
