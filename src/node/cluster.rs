@@ -1,14 +1,15 @@
 //! The cluster half of the core: membership (SWIM), rumor mongering of deltas and Merkle
 //! anti-entropy, composed over the node's store. Inputs are decoded messages and timer ticks with
 //! the current time; outputs are [`Outbound`] messages collected in an outbox that the driver
-//! drains. Randomness comes from the node's own seeded generator.
+//! drains (`outbox.rs` packs them into datagrams and frames). Randomness comes from the node's
+//! own seeded generator.
 
 use super::Node;
 use crate::clock::NodeId;
 use crate::crdt::KeyState;
 use crate::gossip::rumor::{Rumor, RumorConfig, RumorMill};
 use crate::gossip::sync::{respond, SyncMessage, SyncSession, SyncSource};
-use crate::membership::{Member, MemberEvent, MemberState, Membership, MembershipConfig, Outgoing};
+use crate::membership::{Member, MemberEvent, MemberState, Membership, MembershipConfig};
 use crate::store::{MerkleIndex, Store, StoreError, StoreKey};
 use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
 use core::net::SocketAddr;
@@ -96,26 +97,26 @@ pub struct ClusterStats {
     pub sync_bytes: u64,
 }
 
-struct Session {
+pub(super) struct Session {
     peer: NodeId,
     sync: SyncSession,
     started_ms: u64,
 }
 
 pub(super) struct Cluster {
-    membership: Membership,
-    rumors: RumorMill,
-    rng: SmallRng,
-    sessions: BTreeMap<u64, Session>,
-    next_session: u64,
-    next_sync_ms: u64,
-    anti_entropy_interval_ms: u64,
+    pub(super) membership: Membership,
+    pub(super) rumors: RumorMill,
+    pub(super) rng: SmallRng,
+    pub(super) sessions: BTreeMap<u64, Session>,
+    pub(super) next_session: u64,
+    pub(super) next_sync_ms: u64,
+    pub(super) anti_entropy_interval_ms: u64,
     /// Peers to run anti-entropy with soon (just joined or came back).
-    sync_soon: Vec<NodeId>,
-    outbox: Vec<Outbound>,
-    stats: ClusterStats,
+    pub(super) sync_soon: Vec<NodeId>,
+    pub(super) outbox: Vec<Outbound>,
+    pub(super) stats: ClusterStats,
     /// Reads are not authoritative until a full exchange with a peer completes.
-    resyncing: bool,
+    pub(super) resyncing: bool,
 }
 
 impl Cluster {
@@ -492,125 +493,5 @@ impl<S: Store> Node<S> {
                 started_ms: now_ms,
             },
         );
-    }
-
-    fn address_of(&self, id: &NodeId) -> Option<SocketAddr> {
-        self.cluster.membership.member(id).map(|m| m.gossip_addr)
-    }
-
-    fn frame(&self, body: FrameBody) -> Frame {
-        Frame {
-            from: self.id.clone(),
-            body,
-        }
-    }
-
-    /// Turns membership's outgoing probes into datagrams carrying piggybacked updates and
-    /// rumors.
-    fn send_swim(&mut self, out: Vec<Outgoing>) {
-        for Outgoing { to, msg } in out {
-            let to_id = self
-                .cluster
-                .membership
-                .member_by_addr(to)
-                .map(|m| m.id.clone());
-            let datagram = self.datagram(Some(msg), to_id.as_ref(), Vec::new());
-            self.cluster.outbox.push(Outbound::Datagram {
-                to,
-                to_id,
-                datagram,
-            });
-        }
-    }
-
-    /// A datagram from this node, filled with membership updates and then rumors for `to_id`
-    /// up to the datagram budget.
-    fn datagram(
-        &mut self,
-        swim: Option<crate::membership::SwimMessage>,
-        to_id: Option<&NodeId>,
-        mut updates: Vec<Member>,
-    ) -> Datagram {
-        let max = self.cluster.membership.config().max_piggyback;
-        updates.extend(self.cluster.membership.updates_to_send(max));
-        let mut datagram = Datagram {
-            from: self.cluster.membership.me().clone(),
-            swim,
-            updates,
-            rumors: Vec::new(),
-        };
-        if let Some(peer) = to_id {
-            let mut size = encoded_len(&datagram);
-            datagram.rumors = self.cluster.rumors.piggyback(peer, |rumor| {
-                let len = encoded_len(rumor);
-                let fits = size + len <= MAX_DATAGRAM;
-                if fits {
-                    size += len;
-                }
-                fits
-            });
-        }
-        datagram
-    }
-
-    /// Pushes fresh rumors to `fanout` random alive peers, packed into as few datagrams as fit
-    /// (a rumor too large for one goes as a frame).
-    fn push_fresh_rumors(&mut self) {
-        let peers: Vec<NodeId> = self
-            .cluster
-            .membership
-            .alive_peers()
-            .into_iter()
-            .map(|m| m.id.clone())
-            .collect();
-        let rng = &mut self.cluster.rng;
-        let pushes = self.cluster.rumors.flush(&peers, |eligible, k| {
-            eligible.choose_multiple(rng, k).cloned().collect()
-        });
-        for (peer, rumors) in pushes {
-            let Some(to) = self.address_of(&peer) else {
-                continue;
-            };
-            self.cluster.stats.rumors_pushed += rumors.len() as u64;
-            let me = self.cluster.membership.me().clone();
-            let empty = Datagram {
-                from: me,
-                swim: None,
-                updates: Vec::new(),
-                rumors: Vec::new(),
-            };
-            let base = encoded_len(&empty);
-            let mut current = empty.clone();
-            let mut size = base;
-            for rumor in rumors {
-                let len = encoded_len(&rumor);
-                if base + len > MAX_DATAGRAM {
-                    self.cluster.outbox.push(Outbound::Frame {
-                        to,
-                        to_id: Some(peer.clone()),
-                        frame: self.frame(FrameBody::Rumors(vec![rumor])),
-                    });
-                    continue;
-                }
-                if size + len > MAX_DATAGRAM {
-                    let full = std::mem::replace(&mut current, empty.clone());
-                    self.cluster.outbox.push(Outbound::Datagram {
-                        to,
-                        to_id: Some(peer.clone()),
-                        datagram: full,
-                    });
-                    size = base;
-                }
-                size += len;
-                current.rumors.push(rumor);
-            }
-            if !current.rumors.is_empty() {
-                self.cluster.outbox.push(Outbound::Datagram {
-                    to,
-                    to_id: Some(peer.clone()),
-                    datagram: current,
-                });
-            }
-        }
     }
 }

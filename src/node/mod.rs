@@ -14,6 +14,7 @@ use crate::store::{
 use std::collections::BTreeSet;
 
 mod cluster;
+mod outbox;
 
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};
 
