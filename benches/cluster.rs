@@ -9,8 +9,7 @@
 //!     cargo bench --bench cluster                    # HEARSAY_BENCH_WRITES=300 by default
 #![allow(clippy::disallowed_methods)] // a benchmark measures real time
 
-use hearsay::clock::NodeId;
-use hearsay::server::{self, ServerConfig};
+use hearsay::server;
 use reqwest::Client;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -25,19 +24,9 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
     let dir = tempfile::tempdir().expect("temp dir");
-    let any = "127.0.0.1:0".parse().unwrap();
-    let mut urls = Vec::new();
-    let mut seed: Option<String> = None;
-    for id in ["n1", "n2", "n3"] {
-        let mut config = ServerConfig::new(NodeId::new(id).unwrap(), dir.path().join(id));
-        config.fault_injection = true;
-        config.seeds = seed.iter().cloned().collect();
-        let node = server::spawn(config, any, any, std::future::pending())
-            .await
-            .expect("start a node");
-        seed.get_or_insert(node.gossip_addr.to_string());
-        urls.push(format!("http://{}", node.http_addr));
-    }
+    let urls = server::spawn_cluster(3, dir.path())
+        .await
+        .expect("start the cluster");
     let c = Client::new();
     wait_until(&c, &urls, |alive| alive == 3).await;
 

@@ -5,8 +5,7 @@
 //!     cargo run --release --example partition_heal
 #![allow(clippy::disallowed_methods)] // an example measures real time
 
-use hearsay::clock::NodeId;
-use hearsay::server::{self, ServerConfig};
+use hearsay::server;
 use reqwest::Client;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -14,19 +13,9 @@ use std::time::{Duration, Instant};
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let any = "127.0.0.1:0".parse().unwrap();
-    let mut urls = Vec::new();
-    let mut seed = None;
-    for id in ["n1", "n2", "n3"] {
-        let mut config = ServerConfig::new(NodeId::new(id).unwrap(), dir.path().join(id));
-        config.fault_injection = true;
-        config.seeds = seed.iter().cloned().collect();
-        let node = server::spawn(config, any, any, std::future::pending())
-            .await
-            .expect("start a node");
-        seed.get_or_insert(node.gossip_addr.to_string());
-        urls.push(format!("http://{}", node.http_addr));
-    }
+    let urls = server::spawn_cluster(3, dir.path())
+        .await
+        .expect("start the cluster");
     let c = Client::new();
     let (n1, n2, n3) = (&urls[0], &urls[1], &urls[2]);
     println!("three nodes: n1 {n1}, n2 {n2}, n3 {n3}");

@@ -62,6 +62,8 @@ pub enum ServerError {
     },
     #[error("cannot resolve seed {seed:?}: {reason}")]
     Seed { seed: String, reason: String },
+    #[error("{0}")]
+    Config(String),
     #[error(transparent)]
     Node(#[from] NodeError),
 }
@@ -278,4 +280,23 @@ pub async fn spawn(
         gossip_addr,
         task,
     })
+}
+
+/// Starts `n` nodes (`n1`, `n2`, ...) on this runtime, on free ports of 127.0.0.1, with their
+/// data under `dir` and fault injection on; `n2` and later join through `n1`. Returns their HTTP
+/// base URLs. For examples and benchmarks that want a whole cluster in one process.
+pub async fn spawn_cluster(n: usize, dir: &Path) -> Result<Vec<String>, ServerError> {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut urls = Vec::with_capacity(n);
+    let mut seed: Option<String> = None;
+    for i in 1..=n {
+        let id = NodeId::new(format!("n{i}")).map_err(ServerError::Config)?;
+        let mut config = ServerConfig::new(id, dir.join(format!("n{i}")));
+        config.fault_injection = true;
+        config.seeds = seed.iter().cloned().collect();
+        let node = spawn(config, any, any, std::future::pending()).await?;
+        seed.get_or_insert(node.gossip_addr.to_string());
+        urls.push(format!("http://{}", node.http_addr));
+    }
+    Ok(urls)
 }
