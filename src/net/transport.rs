@@ -177,12 +177,24 @@ async fn receive_datagrams(shared: Shared) {
     }
 }
 
+/// Inbound cluster connections served at once; more wait in the listen backlog. Each may hold a
+/// frame buffer of up to [`MAX_FRAME`], so this bounds that memory too.
+const MAX_INBOUND: usize = 64;
+
 async fn accept_frames(shared: Shared, tcp: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         match tcp.accept().await {
             Ok((stream, from)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(shared.clone(), stream, from));
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    serve_connection(shared, stream, from).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cluster TCP accept failed");
