@@ -109,3 +109,65 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame, WireError> {
 pub fn encoded_len<T: Serialize>(value: &T) -> usize {
     postcard::experimental::serialized_size(value).unwrap_or(usize::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{Member, MemberState};
+    use proptest::prelude::*;
+
+    fn datagram() -> Datagram {
+        Datagram {
+            from: Member {
+                id: NodeId::new("n1").unwrap(),
+                gossip_addr: "127.0.0.1:7101".parse().unwrap(),
+                http_addr: "127.0.0.1:7001".parse().unwrap(),
+                state: MemberState::Alive,
+                incarnation: 3,
+            },
+            swim: Some(SwimMessage::Ping { probe: 9 }),
+            updates: Vec::new(),
+            rumors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn datagrams_round_trip_and_other_versions_truncation_and_trailing_bytes_are_refused() {
+        let bytes = encode_datagram(&datagram());
+        assert_eq!(decode_datagram(&bytes).unwrap(), datagram());
+        assert_eq!(encoded_len(&datagram()) + 1, bytes.len());
+        let mut other = bytes.clone();
+        other[0] = VERSION + 1;
+        assert_eq!(
+            decode_datagram(&other),
+            Err(WireError::Version(VERSION + 1))
+        );
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_datagram(&bytes[..cut]).is_err(),
+                "truncated at {cut}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            decode_datagram(&longer),
+            Err(WireError::Garbage(_))
+        ));
+        assert_eq!(decode_datagram(&[]), Err(WireError::Empty));
+        let huge = vec![VERSION; MAX_DATAGRAM_RECEIVED + 1];
+        assert_eq!(decode_datagram(&huge), Err(WireError::TooLarge(huge.len())));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = decode_datagram(&bytes);
+            let _ = decode_frame(&bytes);
+            let mut versioned = bytes.clone();
+            versioned.insert(0, VERSION);
+            let _ = decode_datagram(&versioned);
+            let _ = decode_frame(&versioned);
+        }
+    }
+}
