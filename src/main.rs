@@ -33,6 +33,30 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a local N-node cluster on 127.0.0.1 in the foreground; Ctrl-C stops it.
     Cluster(ClusterArgs),
+    /// Run the deterministic simulator on a workload and print its figures.
+    Sim(SimArgs),
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Workload: `broadcast` (clients write --rate ops/s spread over the nodes).
+    #[arg(long, default_value = "broadcast")]
+    workload: String,
+    #[arg(long, default_value_t = 25)]
+    nodes: usize,
+    /// One-way latency of every link, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    latency_ms: u64,
+    /// Client operations per second.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    #[arg(long, default_value_t = 20)]
+    duration_s: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -128,6 +152,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Cluster(args) => cluster(args),
+        Command::Sim(args) => sim(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,6 +216,34 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(launcher.run())
+}
+
+fn sim(args: SimArgs) -> anyhow::Result<()> {
+    if args.workload != "broadcast" {
+        bail!(
+            "unknown workload {:?}: the simulator runs `broadcast`",
+            args.workload
+        );
+    }
+    if args.nodes == 0 || args.nodes > 1_000 {
+        bail!("--nodes must be between 1 and 1000 for the broadcast workload");
+    }
+    let report = hearsay::sim::broadcast::BroadcastWorkload {
+        nodes: args.nodes,
+        latency_ms: args.latency_ms,
+        rate: args.rate,
+        duration_s: args.duration_s,
+        seed: args.seed,
+    }
+    .run();
+    if !args.json {
+        println!(
+            "{} nodes, {} ops: {:.1} messages per op, visible everywhere after p50 {} ms, max {} ms ({} unfinished)",
+            report.nodes, report.ops, report.msgs_per_op, report.latency_ms_p50, report.latency_ms_max, report.unfinished
+        );
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {

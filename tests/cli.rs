@@ -160,3 +160,53 @@ mod reqwest {
         rt.block_on(async { ::reqwest::get(url).await.unwrap().status().as_u16() })
     }
 }
+
+#[test]
+fn sim_prints_its_figures_as_json_on_the_last_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args([
+            "sim",
+            "--workload",
+            "broadcast",
+            "--nodes",
+            "5",
+            "--latency-ms",
+            "10",
+        ])
+        .args(["--rate", "50", "--duration-s", "2", "--seed", "3", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().unwrap();
+    let report: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(report["ops"], 100);
+    assert_eq!(report["unfinished"], 0);
+    assert!(report["msgs_per_op"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["latency_ms_max"].as_u64().unwrap() >= report["latency_ms_p50"].as_u64().unwrap()
+    );
+    // The same seed gives the same figures.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args([
+            "sim",
+            "--nodes",
+            "5",
+            "--latency-ms",
+            "10",
+            "--rate",
+            "50",
+            "--duration-s",
+            "2",
+            "--seed",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), stdout);
+}

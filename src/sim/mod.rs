@@ -6,6 +6,8 @@
 //!
 //! Every datagram goes through the real codec (encode, then decode on delivery), as on a socket.
 
+pub mod broadcast;
+
 use crate::clock::NodeId;
 use crate::gossip::sync::SyncMessage;
 use crate::membership::MembershipConfig;
