@@ -94,19 +94,7 @@ impl StoreRead for MemoryReader {
         after: Option<&str>,
         limit: usize,
     ) -> Result<KeyPage, StoreError> {
-        let start = StoreKey {
-            space,
-            name: prefix.to_string(),
-        }
-        .encode();
-        let from = after.map_or(start.clone(), |a| {
-            StoreKey {
-                space,
-                name: a.to_string(),
-            }
-            .encode()
-            .max(start.clone())
-        });
+        let (start, from) = super::listing_bounds(space, prefix, after);
         let contents = read(&self.contents);
         let iter = contents
             .records
@@ -213,5 +201,57 @@ impl Store for MemoryStore {
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{NodeId, Timestamp};
+    use crate::crdt::LwwRegister;
+
+    #[test]
+    fn listing_pages_through_live_keys_of_one_keyspace_by_prefix() {
+        let mut store = MemoryStore::new();
+        let reg = |value: bool| {
+            KeyState::Register(LwwRegister::write(
+                Timestamp::from_raw(1),
+                NodeId::new("n1").unwrap(),
+                value.then(|| crate::crdt::Value {
+                    content_type: "x".into(),
+                    data: vec![1],
+                }),
+            ))
+        };
+        let records = ["a/1", "a/2", "a/3", "a/4", "b/1"]
+            .map(|k| (StoreKey::kv(k), reg(k != "a/3")))
+            .into_iter()
+            .chain([(StoreKey::set("a/0"), KeyState::Set(Default::default()))])
+            .collect();
+        store
+            .apply(WriteBatch {
+                records,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        let reader = store.reader();
+        let page = reader.list_live(Keyspace::Kv, "a/", None, 2).unwrap();
+        assert_eq!(page.keys, vec!["a/1", "a/2"]);
+        assert_eq!(page.next.as_deref(), Some("a/2"));
+        let page = reader
+            .list_live(Keyspace::Kv, "a/", Some("a/2"), 2)
+            .unwrap();
+        assert_eq!(
+            page,
+            KeyPage {
+                keys: vec!["a/4".into()],
+                next: None
+            }
+        );
+        // `after` before the prefix starts at the prefix.
+        let page = reader
+            .list_live(Keyspace::Kv, "b/", Some("a/9"), 5)
+            .unwrap();
+        assert_eq!(page.keys, vec!["b/1"]);
     }
 }

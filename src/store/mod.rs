@@ -235,6 +235,21 @@ impl From<std::io::Error> for StoreError {
     }
 }
 
+/// The encoded-key bounds of a listing of `space` by `prefix`, strictly after `after`: the
+/// prefix every listed key has, and where the scan starts (both stores list the same way).
+fn listing_bounds(space: Keyspace, prefix: &str, after: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+    let encode = |name: &str| {
+        StoreKey {
+            space,
+            name: name.to_string(),
+        }
+        .encode()
+    };
+    let start = encode(prefix);
+    let from = after.map_or(start.clone(), |a| encode(a).max(start.clone()));
+    (start, from)
+}
+
 /// One page of a key listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyPage {

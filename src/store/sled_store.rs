@@ -30,8 +30,13 @@ pub struct SledStore {
 }
 
 fn record_key(key: &StoreKey) -> Vec<u8> {
+    record_key_of(key.encode())
+}
+
+/// The tree key of a record, from its encoded `StoreKey`.
+fn record_key_of(encoded: Vec<u8>) -> Vec<u8> {
     let mut k = vec![RECORD_PREFIX];
-    k.extend(key.encode());
+    k.extend(encoded);
     k
 }
 
@@ -135,17 +140,8 @@ impl StoreRead for SledReader {
         after: Option<&str>,
         limit: usize,
     ) -> Result<KeyPage, StoreError> {
-        let start = record_key(&StoreKey {
-            space,
-            name: prefix.to_string(),
-        });
-        let from = after.map_or(start.clone(), |a| {
-            record_key(&StoreKey {
-                space,
-                name: a.to_string(),
-            })
-            .max(start.clone())
-        });
+        let (start, from) = super::listing_bounds(space, prefix, after);
+        let (start, from) = (record_key_of(start), record_key_of(from));
         let iter = self.db.range(from..).map(|item| {
             let (k, v) = item?;
             Ok((k.to_vec(), record::decode_record(&v)?))
