@@ -19,15 +19,7 @@ async fn main() {
     let c = Client::new();
     let (n1, n2, n3) = (&urls[0], &urls[1], &urls[2]);
     println!("three nodes: n1 {n1}, n2 {n2}, n3 {n3}");
-    wait_until("all three see each other alive", || async {
-        for u in &urls {
-            if alive_count(&c, u).await != 3 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    wait_all_alive(&c, &urls, "all three see each other alive").await;
     post(
         &c,
         &format!("{n1}/v1/sets/team"),
@@ -84,15 +76,7 @@ async fn main() {
     }
     wait_converged(&c, &urls).await;
     let converged = healed.elapsed();
-    wait_until("membership re-formed", || async {
-        for u in &urls {
-            if alive_count(&c, u).await != 3 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    wait_all_alive(&c, &urls, "membership re-formed").await;
     let reformed = healed.elapsed();
     for u in &urls {
         let team: Value = c
@@ -150,6 +134,19 @@ async fn alive_count(c: &Client, url: &str) -> usize {
     v["members"]
         .as_array()
         .map_or(0, |m| m.iter().filter(|m| m["state"] == "alive").count())
+}
+
+/// Waits until every node sees all of them alive.
+async fn wait_all_alive(c: &Client, urls: &[String], what: &str) {
+    wait_until(what, || async {
+        for u in urls {
+            if alive_count(c, u).await != urls.len() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
 }
 
 async fn wait_converged(c: &Client, urls: &[String]) {
