@@ -218,21 +218,30 @@ impl<S: Store> Node<S> {
         let old = self.store.get(&key)?;
         let old_hash = old.as_ref().map(|state| merkle::item_hash(&key, state));
         self.meta.hlc = self.hlc.high_water_mark();
-        let logged = LoggedDeltaRef {
-            key: &key,
-            delta: &delta,
-            hlc: self.meta.hlc,
-            origin_seq: origin_seq.as_ref().map(|(n, s)| (n, *s)),
-        }
-        .encode();
-        let new = match old {
+        let hlc = self.meta.hlc;
+        let log = |delta: &KeyState| {
+            LoggedDeltaRef {
+                key: &key,
+                delta,
+                hlc,
+                origin_seq: origin_seq.as_ref().map(|(n, s)| (n, *s)),
+            }
+            .encode()
+        };
+        // Only a delta that changes the state is logged (duplicates are common: rumors arrive
+        // more than once and anti-entropy resends what a peer already merged).
+        let (new, logged) = match old {
             Some(mut state) => {
                 if !state.merge(&delta) {
                     return Ok(false);
                 }
-                state
+                let logged = log(&delta);
+                (state, logged)
             }
-            None => delta,
+            None => {
+                let logged = log(&delta);
+                (delta, logged)
+            }
         };
         let new_hash = merkle::item_hash(&key, &new);
         let (bucket, _) = self.merkle.update_hashed(&key, old_hash, new_hash);
