@@ -222,8 +222,6 @@ pub async fn serve(
         settings: Arc::new(ApiSettings {
             max_value_bytes: config.max_value_bytes,
             fault_injection: config.fault_injection,
-            http_addr,
-            gossip_addr,
         }),
         leave: Arc::new(tokio::sync::Notify::new()),
     };

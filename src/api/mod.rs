@@ -20,7 +20,6 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 use error::ApiError;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,8 +44,6 @@ pub struct AppState {
 pub struct ApiSettings {
     pub max_value_bytes: usize,
     pub fault_injection: bool,
-    pub http_addr: SocketAddr,
-    pub gossip_addr: SocketAddr,
 }
 
 // Route patterns, named once for the router and the metrics labels.

@@ -181,7 +181,7 @@ impl<S: Store> Node<S> {
             }
         };
         let seq = self.meta.seen.get(&self.id) + 1;
-        self.meta.seen.advance(&self.id.clone(), seq);
+        self.meta.seen.advance(&self.id, seq);
         let origin = Some((self.id.clone(), seq));
         if self.has_peers() {
             self.merge_delta(key.clone(), delta.clone(), origin)?;
