@@ -132,6 +132,14 @@ struct ServeArgs {
     /// Milliseconds between anti-entropy exchanges with a random peer (default 2000).
     #[arg(long, env = "HEARSAY_ANTI_ENTROPY_INTERVAL_MS")]
     anti_entropy_interval_ms: Option<u64>,
+    /// A tombstone is kept at least this long, and until every member has seen it (default
+    /// 60000).
+    #[arg(long, env = "HEARSAY_TOMBSTONE_MIN_AGE_MS")]
+    tombstone_min_age_ms: Option<u64>,
+    /// A member down this long no longer holds tombstone collection back; if it returns, its
+    /// unreplicated writes older than the collected tombstones are dropped (default 86400000).
+    #[arg(long, env = "HEARSAY_TOMBSTONE_GRACE_MS")]
+    tombstone_grace_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -193,6 +201,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .anti_entropy_interval_ms
         .unwrap_or(timings.anti_entropy_interval_ms)
         .max(10);
+    let t = &mut timings.tombstones;
+    t.min_age_ms = args.tombstone_min_age_ms.unwrap_or(t.min_age_ms);
+    t.grace_ms = args.tombstone_grace_ms.unwrap_or(t.grace_ms);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listeners = Listeners::bind(args.http, args.gossip).await?;

@@ -61,6 +61,9 @@ pub struct Metrics {
     pub anti_entropy: Family<EventLabels, Counter>,
     pub anti_entropy_bytes: Counter,
     pub rumor_seen_entries: Gauge,
+    /// Tombstone events: `collected`, `refused` (stale values refused), `forgotten`.
+    pub tombstones: Family<EventLabels, Counter>,
+    pub tombstones_held: Gauge,
 }
 
 impl Default for Metrics {
@@ -146,8 +149,22 @@ impl Metrics {
             "Entries of the rumor seen-tracker (bounded by members, not writes)",
             rumor_seen_entries.clone(),
         );
+        let tombstones = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "tombstones",
+            "Tombstones collected; values refused or forgotten as older than a collected tombstone",
+            tombstones.clone(),
+        );
+        let tombstones_held = Gauge::default();
+        registry.register(
+            "tombstones_held",
+            "Tombstones this node holds (not yet seen by every member)",
+            tombstones_held.clone(),
+        );
         Metrics {
             registry,
+            tombstones,
+            tombstones_held,
             cluster_messages,
             cluster_bytes,
             cluster_dropped,

@@ -11,7 +11,7 @@ use crate::gossip::sync::SyncMessage;
 use crate::membership::Member;
 use crate::node::{ClusterStats, Node, Outbound, Write, WriteAck};
 use crate::store::{Leaf, PendingSync, Store, StoreError, StoreRead};
-use crate::wire::{Datagram, Frame};
+use crate::wire::{Datagram, Frame, SyncRequest};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ enum Command {
     Stats(oneshot::Sender<CoreStats>),
     Datagram(SocketAddr, Datagram),
     Frame(Frame),
-    SyncRequest(NodeId, SyncMessage, oneshot::Sender<Option<SyncMessage>>),
+    SyncRequest(NodeId, SyncRequest, oneshot::Sender<Option<SyncMessage>>),
     SyncReply(u64, Option<SyncMessage>),
     Leave(oneshot::Sender<()>),
     Tick,
@@ -134,7 +134,7 @@ impl NodeHandle {
     pub async fn sync_request(
         &self,
         from: NodeId,
-        request: SyncMessage,
+        request: SyncRequest,
     ) -> Option<Option<SyncMessage>> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::SyncRequest(from, request, tx))
@@ -288,7 +288,9 @@ fn run_core<S: Store>(
             }
         }
         if tick {
-            node.handle_tick(wall_ms());
+            if let Err(e) = node.handle_tick(wall_ms()) {
+                tracing::error!(error = %e, "storage error while collecting tombstones");
+            }
         }
         for message in node.take_outbound() {
             let _ = outbound.send(message);

@@ -8,14 +8,15 @@
 //! never allocates what a length field claims before the bytes are there (postcard reads lengths
 //! from the input it already holds, and frames are bounded before they are read).
 
-use crate::clock::NodeId;
+use crate::clock::{NodeId, Timestamp};
 use crate::gossip::rumor::Rumor;
 use crate::gossip::sync::SyncMessage;
 use crate::membership::{Member, SwimMessage};
+use crate::store::StoreKey;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The codec version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest datagram payload sent (before sealing), sized to stay under a 1500-byte MTU with
 /// IP/UDP headers and the sealing overhead.
 pub const MAX_DATAGRAM: usize = 1_350;
@@ -43,9 +44,39 @@ pub enum FrameBody {
     /// Rumors too large for a datagram, pushed one way.
     Rumors(Vec<Rumor>),
     /// An anti-entropy request; the receiver answers on the same connection.
-    SyncRequest(SyncMessage),
+    SyncRequest(SyncRequest),
     /// The answer to a request (`None`: the responder refused it).
     SyncReply(Option<SyncMessage>),
+    /// Values the sender refused because they are older than a tombstone it has collected: the
+    /// receiver drops its copy of each (key, timestamp, writer) it still holds unchanged.
+    Forget(Vec<ForgetValue>),
+}
+
+/// One request of an anti-entropy exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Sent with the first request of an exchange only.
+    pub start: Option<SyncStart>,
+    pub message: SyncMessage,
+}
+
+/// What the initiator of an exchange tells the responder once, for tombstone collection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStart {
+    /// The initiator's clock when the exchange started: the responder's clock moves past it, so
+    /// every write the responder makes afterwards is newer.
+    pub clock: Timestamp,
+    /// Stability reports the initiator knows (its own included): node `n` reported holding every
+    /// write with a timestamp up to `t`.
+    pub stable: Vec<(NodeId, Timestamp)>,
+}
+
+/// A value to drop (see [`FrameBody::Forget`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetValue {
+    pub key: StoreKey,
+    pub timestamp: Timestamp,
+    pub node: NodeId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

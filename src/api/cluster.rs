@@ -96,6 +96,14 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         Metrics::raise(&m.anti_entropy.get_or_create(&EventLabels { event }), total);
     }
     Metrics::raise(&m.anti_entropy_bytes, c.sync_bytes);
+    for (event, total) in [
+        ("collected", c.tombstones_collected),
+        ("refused", c.stale_values_refused),
+        ("forgotten", c.values_forgotten),
+    ] {
+        Metrics::raise(&m.tombstones.get_or_create(&EventLabels { event }), total);
+    }
+    m.tombstones_held.set(c.tombstones_held as i64);
     m.rumor_seen_entries.set(stats.seen_entries as i64);
     state
         .metrics

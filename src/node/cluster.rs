@@ -4,14 +4,15 @@
 //! drains (`outbox.rs` packs them into datagrams and frames). Randomness comes from the node's
 //! own seeded generator.
 
-use super::Node;
-use crate::clock::NodeId;
+use super::tombstones::TombstoneConfig;
+use super::{Merge, Node};
+use crate::clock::{NodeId, Timestamp};
 use crate::crdt::KeyState;
 use crate::gossip::rumor::{Rumor, RumorConfig, RumorMill};
 use crate::gossip::sync::{respond, SyncMessage, SyncSession, SyncSource};
 use crate::membership::{Member, MemberEvent, MemberState, Membership, MembershipConfig};
 use crate::store::{MerkleIndex, Store, StoreError, StoreKey};
-use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
+use crate::wire::{encoded_len, Datagram, Frame, FrameBody, SyncRequest, SyncStart, MAX_DATAGRAM};
 use core::net::SocketAddr;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -65,6 +66,7 @@ pub struct ClusterConfig {
     /// The node starts from an empty store after losing its data (`--recover`): its reads are
     /// not authoritative until one anti-entropy exchange with a peer has completed.
     pub resync_first: bool,
+    pub tombstones: TombstoneConfig,
 }
 
 impl ClusterConfig {
@@ -80,6 +82,7 @@ impl ClusterConfig {
             anti_entropy_interval_ms: 2_000,
             rng_seed: 0,
             resync_first: false,
+            tombstones: TombstoneConfig::default(),
         }
     }
 }
@@ -95,12 +98,21 @@ pub struct ClusterStats {
     pub sync_rounds: u64,
     pub sync_keys_repaired: u64,
     pub sync_bytes: u64,
+    pub tombstones_collected: u64,
+    /// Registers refused because they were no newer than a collected tombstone.
+    pub stale_values_refused: u64,
+    /// Values dropped because a peer refused them.
+    pub values_forgotten: u64,
+    /// Tombstones currently held.
+    pub tombstones_held: u64,
 }
 
 pub(super) struct Session {
     peer: NodeId,
     sync: SyncSession,
     started_ms: u64,
+    /// This node's clock when the session started.
+    started: Timestamp,
 }
 
 pub(super) struct Cluster {
@@ -191,6 +203,7 @@ impl<S: Store> Node<S> {
     pub fn cluster_stats(&self) -> ClusterStats {
         let mut stats = self.cluster.stats.clone();
         stats.rumors_published = self.meta.seen.get(&self.id);
+        stats.tombstones_held = self.tombstones.held() as u64;
         stats
     }
 
@@ -268,15 +281,20 @@ impl<S: Store> Node<S> {
 
     /// A one-way frame arrived (rumors too large for datagrams).
     pub fn handle_frame(&mut self, frame: Frame) -> Result<(), StoreError> {
-        if let FrameBody::Rumors(rumors) = frame.body {
-            self.receive_rumors(&frame.from, rumors)?;
-            self.push_fresh_rumors();
+        match frame.body {
+            FrameBody::Rumors(rumors) => {
+                self.receive_rumors(&frame.from, rumors)?;
+                self.push_fresh_rumors();
+            }
+            FrameBody::Forget(values) => self.forget(values)?,
+            FrameBody::SyncRequest(_) | FrameBody::SyncReply(_) => {}
         }
         Ok(())
     }
 
     fn receive_rumors(&mut self, from: &NodeId, rumors: Vec<Rumor>) -> Result<(), StoreError> {
         let members = self.cluster.membership.members().count();
+        let mut refused = Vec::new();
         for rumor in rumors {
             self.cluster.stats.rumors_received += 1;
             let small = encoded_len(&rumor) <= MAX_DATAGRAM / 2;
@@ -287,12 +305,14 @@ impl<S: Store> Node<S> {
                 rumor.seq,
             );
             if self.cluster.rumors.receive(rumor, from, members, small) {
-                if self.merge_delta(key, delta, Some((origin, seq)))? {
+                let merge = self.merge_from_peer(key, delta, Some((origin, seq)), &mut refused)?;
+                if merge == Merge::Changed {
                     self.cluster.stats.rumors_merged += 1;
                 }
                 self.meta_dirty = true;
             }
         }
+        self.tell_to_forget(from, refused);
         Ok(())
     }
 
@@ -300,16 +320,34 @@ impl<S: Store> Node<S> {
     pub fn handle_sync_request(
         &mut self,
         from: &NodeId,
-        request: SyncMessage,
+        request: SyncRequest,
     ) -> Result<Option<SyncMessage>, StoreError> {
-        let (reply, merges) = respond(&self.sync_view(), request);
+        if let Some(start) = request.start {
+            // Every write from here on is newer than the exchange's start (see `tombstones.rs`).
+            self.hlc.observe(start.clock);
+            self.meta_dirty = true;
+            self.tombstones.merge_reports(&start.stable);
+        }
+        let (reply, merges) = respond(&self.sync_view(), request.message);
+        self.merge_repairs(from, merges)?;
+        tracing::trace!(peer = %from, "answered an anti-entropy request");
+        Ok(reply)
+    }
+
+    /// Merges the states an anti-entropy exchange with `peer` brought.
+    fn merge_repairs(
+        &mut self,
+        peer: &NodeId,
+        merges: Vec<(StoreKey, KeyState)>,
+    ) -> Result<(), StoreError> {
+        let mut refused = Vec::new();
         for (key, state) in merges {
-            if self.merge_delta(key, state, None)? {
+            if self.merge_from_peer(key, state, None, &mut refused)? == Merge::Changed {
                 self.cluster.stats.sync_keys_repaired += 1;
             }
         }
-        tracing::trace!(peer = %from, "answered an anti-entropy request");
-        Ok(reply)
+        self.tell_to_forget(peer, refused);
+        Ok(())
     }
 
     /// The reply to a request of session `session` (`None`: the exchange failed).
@@ -327,11 +365,7 @@ impl<S: Store> Node<S> {
         };
         let step = current.sync.handle(&self.sync_view(), reply);
         self.cluster.stats.sync_rounds += 1;
-        for (key, state) in step.merge {
-            if self.merge_delta(key, state, None)? {
-                self.cluster.stats.sync_keys_repaired += 1;
-            }
-        }
+        self.merge_repairs(&current.peer, step.merge)?;
         match step.send {
             Some(next) if !step.done => {
                 let to_id = current.peer.clone();
@@ -340,7 +374,10 @@ impl<S: Store> Node<S> {
                         session,
                         to,
                         to_id,
-                        frame: self.frame(FrameBody::SyncRequest(next)),
+                        frame: self.frame(FrameBody::SyncRequest(SyncRequest {
+                            start: None,
+                            message: next,
+                        })),
                     });
                     self.cluster.sessions.insert(session, current);
                     return Ok(());
@@ -360,6 +397,9 @@ impl<S: Store> Node<S> {
 
     fn finish_session(&mut self, session: u64, done: &Session) {
         let stats = done.sync.stats();
+        if !stats.aborted {
+            self.tombstones.synced_with(&done.peer, done.started);
+        }
         if self.cluster.resyncing && !stats.aborted {
             tracing::info!(peer = %done.peer, "resynced from a peer; serving reads again");
             self.cluster.resyncing = false;
@@ -369,7 +409,7 @@ impl<S: Store> Node<S> {
     }
 
     /// Timers: probes, suspicion, re-contact, anti-entropy, rumor retransmission.
-    pub fn handle_tick(&mut self, now_ms: u64) {
+    pub fn handle_tick(&mut self, now_ms: u64) -> Result<(), StoreError> {
         let mut out = Vec::new();
         self.cluster
             .membership
@@ -381,6 +421,7 @@ impl<S: Store> Node<S> {
             self.start_anti_entropy(now_ms);
         }
         self.push_fresh_rumors();
+        self.collect_tombstones(now_ms)
     }
 
     /// Graceful leave: tell peers this node is leaving.
@@ -479,11 +520,24 @@ impl<S: Store> Node<S> {
         let session = self.cluster.next_session;
         self.cluster.next_session += 1;
         self.cluster.stats.sync_sessions += 1;
+        let started = self.hlc.tick(now_ms);
+        self.meta_dirty = true;
+        let members = self.members();
+        let stable = self
+            .tombstones
+            .reports_to_send(&self.id, &members, now_ms, started);
+        let start = SyncStart {
+            clock: started,
+            stable,
+        };
         self.cluster.outbox.push(Outbound::SyncRequest {
             session,
             to,
             to_id: peer.clone(),
-            frame: self.frame(FrameBody::SyncRequest(first)),
+            frame: self.frame(FrameBody::SyncRequest(SyncRequest {
+                start: Some(start),
+                message: first,
+            })),
         });
         self.cluster.sessions.insert(
             session,
@@ -491,6 +545,7 @@ impl<S: Store> Node<S> {
                 peer,
                 sync,
                 started_ms: now_ms,
+                started,
             },
         );
     }

@@ -14,9 +14,22 @@ use crate::store::{
 use std::collections::BTreeSet;
 
 mod cluster;
+mod collection;
 mod outbox;
+mod tombstones;
 
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};
+pub use tombstones::TombstoneConfig;
+
+/// What merging a delta did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Merge {
+    Changed,
+    Unchanged,
+    /// A register for a key this node lacks, no newer than a tombstone it has collected: it may
+    /// be a deleted value coming back, so it is not stored.
+    Refused,
+}
 
 /// A client's write, validated by the API layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +79,7 @@ pub struct Node<S: Store> {
     leaves_persisted: bool,
     store: S,
     cluster: cluster::Cluster,
+    tombstones: tombstones::TombstoneCollector,
 }
 
 impl<S: Store> Node<S> {
@@ -100,6 +114,7 @@ impl<S: Store> Node<S> {
             }
         };
         meta.incarnation += 1;
+        let tombstones = tombstones::TombstoneCollector::new(config.tombstones.clone());
         let mut cluster = cluster::Cluster::new(id.clone(), meta.incarnation, config);
         for (origin, seq) in meta.seen.iter() {
             cluster.rumors_mut().restore(origin, seq);
@@ -114,6 +129,7 @@ impl<S: Store> Node<S> {
             dirty_leaves,
             leaves_persisted,
             store,
+            tombstones,
         };
         let replay = node.store.take_replay();
         if !replay.is_empty() {
@@ -128,6 +144,7 @@ impl<S: Store> Node<S> {
         }
         // Persist the node id, the clock and the index, then start with an empty log.
         node.checkpoint()?;
+        node.find_tombstones()?;
         Ok(node)
     }
 
@@ -209,13 +226,27 @@ impl<S: Store> Node<S> {
         delta: KeyState,
         origin_seq: Option<(NodeId, u64)>,
     ) -> Result<bool, StoreError> {
+        Ok(self.merge_checked(key, delta, origin_seq)? == Merge::Changed)
+    }
+
+    /// [`Node::merge_delta`], telling a refused delta apart from one that changed nothing.
+    pub(crate) fn merge_checked(
+        &mut self,
+        key: StoreKey,
+        delta: KeyState,
+        origin_seq: Option<(NodeId, u64)>,
+    ) -> Result<Merge, StoreError> {
         if let KeyState::Register(r) = &delta {
             self.hlc.observe(r.timestamp);
         }
         if matches!(&delta, KeyState::Set(s) if s.is_noop_delta()) {
-            return Ok(false);
+            return Ok(Merge::Unchanged);
         }
         let old = self.store.get(&key)?;
+        if old.is_none() && self.may_be_collected(&delta) {
+            return Ok(Merge::Refused);
+        }
+        let old_tombstone = old.as_ref().and_then(tombstones::tombstone_of);
         let old_hash = old.as_ref().map(|state| merkle::item_hash(&key, state));
         self.meta.hlc = self.hlc.high_water_mark();
         let hlc = self.meta.hlc;
@@ -233,7 +264,7 @@ impl<S: Store> Node<S> {
         let (new, logged) = match old {
             Some(mut state) => {
                 if !state.merge(&delta) {
-                    return Ok(false);
+                    return Ok(Merge::Unchanged);
                 }
                 let logged = log(&delta);
                 (state, logged)
@@ -243,6 +274,8 @@ impl<S: Store> Node<S> {
                 (delta, logged)
             }
         };
+        self.tombstones
+            .track(&key, old_tombstone, tombstones::tombstone_of(&new));
         let new_hash = merkle::item_hash(&key, &new);
         let (bucket, _) = self.merkle.update_hashed(&key, old_hash, new_hash);
         self.dirty_leaves.insert(bucket);
@@ -250,12 +283,7 @@ impl<S: Store> Node<S> {
         self.meta_dirty = true;
         // The first change after the index was persisted marks the persisted copy stale, in the
         // same atomic batch: a crash from here on rebuilds the index from the records.
-        let leaves_complete = if self.leaves_persisted {
-            self.leaves_persisted = false;
-            Some(false)
-        } else {
-            None
-        };
+        let leaves_complete = self.stale_leaves();
         self.store.apply(WriteBatch {
             records: vec![(key, new)],
             key_hashes: vec![key_hash],
@@ -263,13 +291,25 @@ impl<S: Store> Node<S> {
             leaves_complete,
             ..WriteBatch::default()
         })?;
-        Ok(true)
+        Ok(Merge::Changed)
+    }
+
+    /// Marks the persisted Merkle leaves stale before the first change after they were
+    /// persisted (applied in the same batch as that change).
+    fn stale_leaves(&mut self) -> Option<bool> {
+        if self.leaves_persisted {
+            self.leaves_persisted = false;
+            Some(false)
+        } else {
+            None
+        }
     }
 
     /// Starts making every change so far durable (per the durability mode): the driver calls
     /// this once per group of writes and acknowledges them once the returned sync completes.
     pub fn commit(&mut self) -> Result<PendingSync, StoreError> {
         if self.meta_dirty {
+            self.meta.hlc = self.hlc.high_water_mark();
             for (origin, seq) in self.cluster.rumors().contiguous() {
                 self.meta.seen.advance(origin, seq);
             }

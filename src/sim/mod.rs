@@ -11,9 +11,9 @@ pub mod broadcast;
 use crate::clock::NodeId;
 use crate::gossip::sync::SyncMessage;
 use crate::membership::MembershipConfig;
-use crate::node::{ClusterConfig, Node, Outbound, Write, WriteAck};
+use crate::node::{ClusterConfig, Node, Outbound, TombstoneConfig, Write, WriteAck};
 use crate::store::{Leaf, MemoryStore, Store};
-use crate::wire::{self, Frame};
+use crate::wire::{self, Frame, SyncRequest};
 use core::net::SocketAddr;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -38,6 +38,7 @@ pub struct SimConfig {
     /// An anti-entropy request with no reply is failed after this long (milliseconds).
     pub sync_timeout_ms: u64,
     pub anti_entropy_interval_ms: u64,
+    pub tombstones: TombstoneConfig,
 }
 
 impl SimConfig {
@@ -52,6 +53,11 @@ impl SimConfig {
             max_skew_ms: 0,
             sync_timeout_ms: 1_000,
             anti_entropy_interval_ms: 2_000,
+            // Short enough that simulated runs of a minute collect.
+            tombstones: TombstoneConfig {
+                min_age_ms: 2_000,
+                ..TombstoneConfig::default()
+            },
         }
     }
 }
@@ -90,7 +96,7 @@ enum Event {
         to: usize,
         from: usize,
         session: u64,
-        message: SyncMessage,
+        message: SyncRequest,
     },
     SyncReply {
         to: usize,
@@ -178,6 +184,7 @@ impl Sim {
         config.seeds = seeds;
         config.membership = MembershipConfig::for_sim();
         config.anti_entropy_interval_ms = self.config.anti_entropy_interval_ms;
+        config.tombstones = self.config.tombstones.clone();
         config.rng_seed = self.rng.gen();
         config
     }
@@ -322,7 +329,7 @@ impl Sim {
                 }
                 let now = self.local_time(i);
                 if let Some(node) = self.nodes[i].node.as_mut() {
-                    node.handle_tick(now);
+                    let _ = node.handle_tick(now);
                 }
                 self.after(i);
             }

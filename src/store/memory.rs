@@ -5,6 +5,7 @@ use super::{
     merkle, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, PendingSync, Store, StoreError,
     StoreKey, StoreRead, WriteBatch,
 };
+use crate::clock::Timestamp;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -16,6 +17,7 @@ struct Contents {
     leaves: Option<Vec<Leaf>>,
     leaves_complete: bool,
     meta: Meta,
+    collected_through: Timestamp,
 }
 
 #[derive(Clone, Default)]
@@ -120,6 +122,10 @@ impl Store for MemoryStore {
         &self.meta
     }
 
+    fn collected_through(&self) -> Timestamp {
+        read(&self.contents).collected_through
+    }
+
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
         Ok(read(&self.contents).records.get(&key.encode()).cloned())
     }
@@ -162,6 +168,15 @@ impl Store for MemoryStore {
 
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut c = write(&self.contents);
+        if let Some(horizon) = batch.collected_through {
+            c.collected_through = horizon;
+        }
+        for key in batch.removals {
+            let encoded = key.encode();
+            c.key_hashes
+                .remove(&(merkle::bucket_of(&key), encoded.clone()));
+            c.records.remove(&encoded);
+        }
         for (key, state) in batch.records {
             c.records.insert(key.encode(), state);
         }

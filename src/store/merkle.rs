@@ -133,6 +133,18 @@ impl MerkleIndex {
         }
         (bucket, self.levels[DEPTH][bucket as usize])
     }
+
+    /// Records that `key`, whose state had item hash `old`, is gone; returns the changed leaf.
+    pub fn remove(&mut self, key: &StoreKey, old: [u8; 32]) -> (u16, Leaf) {
+        let bucket = bucket_of(key);
+        for level in 0..=DEPTH {
+            let index = bucket as usize >> (4 * (DEPTH - level));
+            let node = &mut self.levels[level][index];
+            node.xor(&old);
+            node.count = node.count.saturating_sub(1);
+        }
+        (bucket, self.levels[DEPTH][bucket as usize])
+    }
 }
 
 #[cfg(test)]
@@ -171,5 +183,22 @@ mod tests {
         assert_eq!(a.root(), before);
         let rebuilt = MerkleIndex::from_leaves(a.leaves().to_vec());
         assert_eq!(rebuilt.root(), a.root());
+    }
+
+    #[test]
+    fn removing_a_key_equals_never_having_added_it() {
+        let mut with = MerkleIndex::default();
+        let mut without = MerkleIndex::default();
+        let keys: Vec<StoreKey> = (0..20).map(|i| StoreKey::kv(format!("k{i}"))).collect();
+        for (i, k) in keys.iter().enumerate() {
+            with.update(k, None, &state(i as u64));
+            if i != 7 {
+                without.update(k, None, &state(i as u64));
+            }
+        }
+        assert_ne!(with.root(), without.root());
+        with.remove(&keys[7], item_hash(&keys[7], &state(7)));
+        assert_eq!(with.root(), without.root());
+        assert_eq!(with.root().count, 19);
     }
 }

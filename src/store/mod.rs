@@ -119,6 +119,11 @@ pub struct WriteBatch {
     /// do (records change ahead of them). Applied atomically with the records.
     pub leaves_complete: Option<bool>,
     pub meta: Option<Meta>,
+    /// Keys whose records (and key-index entries) are deleted: collected tombstones and
+    /// forgotten values.
+    pub removals: Vec<StoreKey>,
+    /// The new collection horizon ([`Store::collected_through`]), applied before the removals.
+    pub collected_through: Option<Timestamp>,
 }
 
 /// A delta as the write-ahead log keeps it: enough to redo its merge and to restore the clock and
@@ -278,6 +283,10 @@ pub trait StoreRead: Send + Sync {
 pub trait Store: Send + 'static {
     fn reader(&self) -> Arc<dyn StoreRead>;
     fn meta(&self) -> &Meta;
+    /// The greatest timestamp of any tombstone this store has collected ([`Timestamp::ZERO`]
+    /// when none): a register this old or older for a key the store lacks may be a deleted value
+    /// coming back, so the core refuses it.
+    fn collected_through(&self) -> Timestamp;
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError>;
     /// The keys of Merkle leaf `leaf`, with the first 8 bytes of their item hashes.
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError>;

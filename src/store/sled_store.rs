@@ -1,7 +1,8 @@
 //! The production store: one sled 0.34 tree plus the write-ahead log ([`super::wal`]).
 //!
 //! Keys in the tree: `r` + encoded key → record; `l` + leaf index (u16 BE) → Merkle leaf;
-//! `meta/...` → layout version, node metadata, Merkle completeness marker. A batch from the core
+//! `meta/...` → layout version, node metadata, Merkle completeness marker, tombstone collection
+//! horizon (`meta/collected`, 8 bytes BE, absent meaning none collected). A batch from the core
 //! goes to the tree atomically and its deltas to the log; [`Store::commit`] syncs the log.
 
 use super::migrate::{self, MERKLE_COMPLETE_KEY, RECORD_PREFIX};
@@ -10,11 +11,13 @@ use super::{
     merkle, record, Durability, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, PendingSync,
     Store, StoreError, StoreKey, StoreRead, WriteBatch,
 };
+use crate::clock::Timestamp;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const META_KEY: &[u8] = b"meta/node";
+const COLLECTED_KEY: &[u8] = b"meta/collected";
 const LEAF_PREFIX: u8 = b'l';
 const KEY_HASH_PREFIX: u8 = b'h';
 /// The log is emptied by a checkpoint once it grows past this.
@@ -24,6 +27,7 @@ pub struct SledStore {
     dir: PathBuf,
     db: sled::Db,
     meta: Meta,
+    collected_through: Timestamp,
     wal: Option<Wal>,
     durability: Durability,
     replay: Vec<LoggedDelta>,
@@ -71,6 +75,16 @@ impl SledStore {
             Some(bytes) => record::from_bytes(&bytes)?,
             None => Meta::default(),
         };
+        let collected_through = match db.get(COLLECTED_KEY)? {
+            Some(bytes) => {
+                let raw: [u8; 8] = bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("bad tombstone collection horizon".into()))?;
+                Timestamp::from_raw(u64::from_be_bytes(raw))
+            }
+            None => Timestamp::ZERO,
+        };
         let (wal, replay) = if durability == Durability::None {
             (None, Vec::new())
         } else {
@@ -85,6 +99,7 @@ impl SledStore {
             dir: dir.to_path_buf(),
             db,
             meta,
+            collected_through,
             wal,
             durability,
             replay,
@@ -172,6 +187,10 @@ impl Store for SledStore {
         &self.meta
     }
 
+    fn collected_through(&self) -> Timestamp {
+        self.collected_through
+    }
+
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
         SledReader {
             db: self.db.clone(),
@@ -242,6 +261,8 @@ impl Store for SledStore {
             && batch.leaves.is_empty()
             && batch.leaves_complete.is_none()
             && batch.meta.is_none()
+            && batch.removals.is_empty()
+            && batch.collected_through.is_none()
         {
             for (key, state) in &batch.records {
                 self.db
@@ -253,6 +274,14 @@ impl Store for SledStore {
             return Ok(());
         }
         let mut tree_batch = sled::Batch::default();
+        if let Some(horizon) = batch.collected_through {
+            tree_batch.insert(COLLECTED_KEY, &horizon.raw().to_be_bytes());
+            self.collected_through = horizon;
+        }
+        for key in &batch.removals {
+            tree_batch.remove(record_key(key));
+            tree_batch.remove(key_hash_key(key));
+        }
         for (key, state) in &batch.records {
             tree_batch.insert(record_key(key), record::encode_record(state));
         }

@@ -1,0 +1,165 @@
+//! The core's side of tombstone collection (the rule itself is in `tombstones.rs`): collection
+//! passes that remove tombstones every member has seen, refusing registers that may be deleted
+//! values coming back, and forgetting such values when a peer refused them.
+//!
+//! Never touches sockets or clocks; removals go to the store as one batch per pass.
+
+use super::tombstones::tombstone_of;
+use super::{Merge, Node};
+use crate::clock::NodeId;
+use crate::crdt::KeyState;
+use crate::node::cluster::Outbound;
+use crate::store::{merkle, Store, StoreError, StoreKey, WriteBatch};
+use crate::wire::{ForgetValue, FrameBody};
+
+/// Values named per `Forget` frame (keys are at most 1 KiB, so a frame stays near 1 MiB).
+const FORGET_PER_FRAME: usize = 1_000;
+
+impl<S: Store> Node<S> {
+    /// Finds the tombstones the store holds (at start-up).
+    pub(super) fn find_tombstones(&mut self) -> Result<(), StoreError> {
+        let mut found = Vec::new();
+        self.store.for_each_record(&mut |key, state| {
+            if let Some(ts) = tombstone_of(&state) {
+                found.push((key, ts));
+            }
+            Ok(())
+        })?;
+        for (key, ts) in found {
+            self.tombstones.track(&key, None, Some(ts));
+        }
+        Ok(())
+    }
+
+    /// Whether `delta`, for a key this node lacks, is no newer than a tombstone collected here:
+    /// every write that old reached this node before the collection, so the key was deleted.
+    pub(super) fn may_be_collected(&self, delta: &KeyState) -> bool {
+        let horizon = self.store.collected_through();
+        matches!(delta, KeyState::Register(r) if horizon > crate::clock::Timestamp::ZERO && r.timestamp <= horizon)
+    }
+
+    /// Tombstones held (collected ones are gone).
+    pub fn tombstones_held(&self) -> usize {
+        self.tombstones.held()
+    }
+
+    /// Removes the tombstones every member has seen (at most one pass per second).
+    pub(super) fn collect_tombstones(&mut self, now_ms: u64) -> Result<(), StoreError> {
+        if !self.tombstones.pass_due(now_ms) {
+            return Ok(());
+        }
+        let members = self.members();
+        let clock = self.hlc.high_water_mark();
+        let horizon = self.tombstones.horizon(&self.id, &members, now_ms, clock);
+        let due = self.tombstones.take_collectable(horizon);
+        let mut through = self.store.collected_through();
+        let mut removals = Vec::new();
+        for (ts, key) in due {
+            let Some(state) = self.store.get(&key)? else {
+                continue;
+            };
+            if tombstone_of(&state) != Some(ts) {
+                continue;
+            }
+            self.unindex(&key, &state);
+            through = through.max(ts);
+            removals.push(key);
+        }
+        if removals.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(count = removals.len(), through = %through, "collected tombstones");
+        self.cluster.stats.tombstones_collected += removals.len() as u64;
+        let leaves_complete = self.stale_leaves();
+        self.store.apply(WriteBatch {
+            removals,
+            collected_through: Some(through),
+            leaves_complete,
+            ..WriteBatch::default()
+        })
+    }
+
+    /// Takes a removed key out of the Merkle index.
+    fn unindex(&mut self, key: &StoreKey, state: &KeyState) {
+        let (bucket, _) = self.merkle.remove(key, merkle::item_hash(key, state));
+        self.dirty_leaves.insert(bucket);
+        self.meta_dirty = true;
+    }
+
+    /// Merges a state that a peer sent. A refused value is added to `refused`, to be handed back
+    /// with [`Node::tell_to_forget`].
+    pub(super) fn merge_from_peer(
+        &mut self,
+        key: StoreKey,
+        state: KeyState,
+        origin_seq: Option<(NodeId, u64)>,
+        refused: &mut Vec<ForgetValue>,
+    ) -> Result<Merge, StoreError> {
+        let value = match &state {
+            KeyState::Register(r) if !r.is_tombstone() => Some((r.timestamp, r.node.clone())),
+            _ => None,
+        };
+        let merge = self.merge_checked(key.clone(), state, origin_seq)?;
+        if merge == Merge::Refused {
+            self.cluster.stats.stale_values_refused += 1;
+            if let Some((timestamp, node)) = value {
+                refused.push(ForgetValue {
+                    key,
+                    timestamp,
+                    node,
+                });
+            }
+        }
+        Ok(merge)
+    }
+
+    /// Tells `peer` to drop the values this node refused from it.
+    pub(super) fn tell_to_forget(&mut self, peer: &NodeId, refused: Vec<ForgetValue>) {
+        if refused.is_empty() {
+            return;
+        }
+        let Some(to) = self.address_of(peer) else {
+            return;
+        };
+        for chunk in refused.chunks(FORGET_PER_FRAME) {
+            self.cluster.outbox.push(Outbound::Frame {
+                to,
+                to_id: Some(peer.clone()),
+                frame: self.frame(FrameBody::Forget(chunk.to_vec())),
+            });
+        }
+    }
+
+    /// A peer refused these values (older than a tombstone it collected): drops each one this
+    /// node still holds unchanged.
+    pub(super) fn forget(&mut self, values: Vec<ForgetValue>) -> Result<(), StoreError> {
+        let mut removals = Vec::new();
+        for value in values {
+            let Some(state) = self.store.get(&value.key)? else {
+                continue;
+            };
+            let KeyState::Register(r) = &state else {
+                continue;
+            };
+            if r.is_tombstone() || r.timestamp != value.timestamp || r.node != value.node {
+                continue;
+            }
+            self.unindex(&value.key, &state);
+            removals.push(value.key);
+        }
+        if removals.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            count = removals.len(),
+            "dropped values older than tombstones a peer collected"
+        );
+        self.cluster.stats.values_forgotten += removals.len() as u64;
+        let leaves_complete = self.stale_leaves();
+        self.store.apply(WriteBatch {
+            removals,
+            leaves_complete,
+            ..WriteBatch::default()
+        })
+    }
+}

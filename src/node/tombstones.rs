@@ -1,0 +1,347 @@
+//! When a tombstone may be dropped without its key ever coming back.
+//!
+//! **Stability.** An anti-entropy exchange that this node starts with peer `p` at clock `T`
+//! carries `T`; `p`'s clock moves past it, so every write `p` makes afterwards is newer than `T`,
+//! and every write `p` held before is in what the exchange compares. Once that exchange completes,
+//! this node holds every write `p` ever made or held with a timestamp up to `T` (or something newer
+//! for the same key). This node's *stable* timestamp is the least such `T` over its members: it
+//! holds every write up to it. Nodes report their stable timestamps to each other (with the first
+//! request of each exchange, passed on transitively); the least report over all members is the
+//! *horizon*: every member has seen every write up to it, so a tombstone at or below the horizon
+//! has been seen everywhere (or overwritten) and may go. A tombstone is also kept for at least
+//! `min_age_ms`, which leaves room for membership news and clock skew.
+//!
+//! **Grace.** A dead or departed member would hold collection back forever; once it has been down
+//! for `grace_ms` it no longer counts. Should it come back, its old state must not bring deleted
+//! keys back: the core refuses any register for a key it lacks whose timestamp is at or below the
+//! newest tombstone it ever collected (such a value can only be older than a collected delete),
+//! and tells the sender to forget it. So a node away longer than the grace period keeps only what
+//! the others still have or what is newer than their collections: its unreplicated old writes are
+//! dropped. That is the price of collecting without it; the default grace is a day.
+//!
+//! Pure bookkeeping: no store, no I/O, no clock (time comes in as arguments). The core
+//! ([`super::Node`]) removes the records and persists the collection horizon.
+
+use crate::clock::{NodeId, Timestamp};
+use crate::crdt::KeyState;
+use crate::membership::{Member, MemberState};
+use crate::store::StoreKey;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// At most this many tombstones are collected per pass, so one store batch stays bounded.
+const MAX_PER_PASS: usize = 10_000;
+/// Milliseconds between collection passes.
+const PASS_INTERVAL_MS: u64 = 1_000;
+
+/// Tuning of tombstone collection.
+#[derive(Clone, Debug)]
+pub struct TombstoneConfig {
+    /// A tombstone is kept at least this long after its timestamp (default one minute).
+    pub min_age_ms: u64,
+    /// A member down (dead or left) this long no longer holds collection back (default one
+    /// day). If it comes back, its unreplicated writes older than the collected tombstones are
+    /// dropped.
+    pub grace_ms: u64,
+}
+
+impl Default for TombstoneConfig {
+    fn default() -> Self {
+        TombstoneConfig {
+            min_age_ms: 60_000,
+            grace_ms: 86_400_000,
+        }
+    }
+}
+
+/// The timestamp of `state` when it is a tombstone.
+pub(super) fn tombstone_of(state: &KeyState) -> Option<Timestamp> {
+    match state {
+        KeyState::Register(r) if r.is_tombstone() => Some(r.timestamp),
+        _ => None,
+    }
+}
+
+/// Whether the members up (this node among them) are a majority of those that did not leave.
+fn in_majority(members: &[Member]) -> bool {
+    let up = members.iter().filter(|m| m.state.is_up()).count();
+    let staying = members
+        .iter()
+        .filter(|m| m.state != MemberState::Left)
+        .count();
+    up * 2 > staying
+}
+
+/// The tombstone bookkeeping of one node.
+pub(super) struct TombstoneCollector {
+    config: TombstoneConfig,
+    /// The tombstones this node holds, by timestamp.
+    held: BTreeSet<(Timestamp, StoreKey)>,
+    /// Per peer: the clock at the start of the last exchange with it that this node initiated
+    /// and that completed.
+    synced: BTreeMap<NodeId, Timestamp>,
+    /// Stability reports: node → a timestamp up to which it held every write.
+    reports: BTreeMap<NodeId, Timestamp>,
+    /// Members seen dead or left, since when (local milliseconds).
+    down_since: BTreeMap<NodeId, u64>,
+    next_pass_ms: u64,
+}
+
+impl TombstoneCollector {
+    pub(super) fn new(config: TombstoneConfig) -> Self {
+        TombstoneCollector {
+            config,
+            held: BTreeSet::new(),
+            synced: BTreeMap::new(),
+            reports: BTreeMap::new(),
+            down_since: BTreeMap::new(),
+            next_pass_ms: 0,
+        }
+    }
+
+    /// Tombstones held.
+    pub(super) fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Follows a key from holding a tombstone at `before` (or none) to one at `after`.
+    pub(super) fn track(
+        &mut self,
+        key: &StoreKey,
+        before: Option<Timestamp>,
+        after: Option<Timestamp>,
+    ) {
+        if before == after {
+            return;
+        }
+        if let Some(ts) = before {
+            self.held.remove(&(ts, key.clone()));
+        }
+        if let Some(ts) = after {
+            self.held.insert((ts, key.clone()));
+        }
+    }
+
+    /// An exchange this node started with `peer` at clock `started` completed.
+    pub(super) fn synced_with(&mut self, peer: &NodeId, started: Timestamp) {
+        let mark = self.synced.entry(peer.clone()).or_default();
+        *mark = (*mark).max(started);
+    }
+
+    /// Merges stability reports received from a peer (each only ever grows).
+    pub(super) fn merge_reports(&mut self, reports: &[(NodeId, Timestamp)]) {
+        for (node, ts) in reports {
+            let mark = self.reports.entry(node.clone()).or_default();
+            *mark = (*mark).max(*ts);
+        }
+    }
+
+    /// The reports to send with an exchange: this node's own stable timestamp and every report
+    /// it holds about the `members`.
+    pub(super) fn reports_to_send(
+        &mut self,
+        me: &NodeId,
+        members: &[Member],
+        now_ms: u64,
+        clock: Timestamp,
+    ) -> Vec<(NodeId, Timestamp)> {
+        let own = self.stable(me, members, now_ms, clock);
+        self.merge_reports(&[(me.clone(), own)]);
+        members
+            .iter()
+            .filter_map(|m| Some((m.id.clone(), *self.reports.get(&m.id)?)))
+            .collect()
+    }
+
+    /// Whether `member` still holds collection back: up, or down for less than the grace period,
+    /// or down longer but this node is not among a majority of the members that did not leave
+    /// (`majority`). So after a long partition, the minority side is the one that was away.
+    fn counts(&mut self, member: &Member, now_ms: u64, majority: bool) -> bool {
+        if member.state.is_up() {
+            self.down_since.remove(&member.id);
+            return true;
+        }
+        let since = *self.down_since.entry(member.id.clone()).or_insert(now_ms);
+        let expired = now_ms.saturating_sub(since) >= self.config.grace_ms;
+        !(expired && (majority || member.state == MemberState::Left))
+    }
+
+    /// The timestamp up to which this node holds every write: the least exchange start over the
+    /// members that count (`clock`, this node's own clock, when none does).
+    fn stable(
+        &mut self,
+        me: &NodeId,
+        members: &[Member],
+        now_ms: u64,
+        clock: Timestamp,
+    ) -> Timestamp {
+        let majority = in_majority(members);
+        let mut stable = clock;
+        for member in members.iter().filter(|m| m.id != *me) {
+            if self.counts(member, now_ms, majority) {
+                let synced = self.synced.get(&member.id).copied().unwrap_or_default();
+                stable = stable.min(synced);
+            }
+        }
+        stable
+    }
+
+    /// The timestamp up to which every member that counts has seen every write, capped by the
+    /// minimum age.
+    pub(super) fn horizon(
+        &mut self,
+        me: &NodeId,
+        members: &[Member],
+        now_ms: u64,
+        clock: Timestamp,
+    ) -> Timestamp {
+        let mut horizon = self.stable(me, members, now_ms, clock);
+        let majority = in_majority(members);
+        for member in members.iter().filter(|m| m.id != *me) {
+            if self.counts(member, now_ms, majority) {
+                let report = self.reports.get(&member.id).copied().unwrap_or_default();
+                horizon = horizon.min(report);
+            }
+        }
+        let old_enough = now_ms.saturating_sub(self.config.min_age_ms);
+        horizon.min(Timestamp::new(old_enough, u16::MAX))
+    }
+
+    /// Whether a collection pass is due at `now_ms` (at most one per second).
+    pub(super) fn pass_due(&mut self, now_ms: u64) -> bool {
+        if now_ms < self.next_pass_ms || self.held.is_empty() {
+            return false;
+        }
+        self.next_pass_ms = now_ms + PASS_INTERVAL_MS;
+        true
+    }
+
+    /// Takes the held tombstones at or below `horizon`, oldest first (at most a bounded number
+    /// per pass). The caller removes them from the store.
+    pub(super) fn take_collectable(&mut self, horizon: Timestamp) -> Vec<(Timestamp, StoreKey)> {
+        let mut due = Vec::new();
+        while due.len() < MAX_PER_PASS {
+            match self.held.first() {
+                Some((ts, _)) if *ts <= horizon => due.extend(self.held.pop_first()),
+                _ => break,
+            }
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crdt::LwwRegister;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn member(name: &str, state: MemberState) -> Member {
+        Member {
+            id: id(name),
+            gossip_addr: "127.0.0.1:1".parse().unwrap(),
+            http_addr: "127.0.0.1:2".parse().unwrap(),
+            state,
+            incarnation: 1,
+        }
+    }
+
+    fn ts(ms: u64) -> Timestamp {
+        Timestamp::new(ms, 0)
+    }
+
+    fn tombstone(ms: u64) -> KeyState {
+        KeyState::Register(LwwRegister::write(ts(ms), id("n1"), None))
+    }
+
+    fn collector(min_age_ms: u64, grace_ms: u64) -> TombstoneCollector {
+        TombstoneCollector::new(TombstoneConfig {
+            min_age_ms,
+            grace_ms,
+        })
+    }
+
+    #[test]
+    fn tracks_tombstones_as_keys_change() {
+        let mut c = collector(0, 1_000);
+        let k = StoreKey::kv("k");
+        assert_eq!(tombstone_of(&tombstone(5)), Some(ts(5)));
+        let value = KeyState::Register(LwwRegister::write(
+            ts(10),
+            id("n2"),
+            Some(crate::crdt::Value {
+                content_type: "text/plain".into(),
+                data: Vec::new(),
+            }),
+        ));
+        assert_eq!(tombstone_of(&value), None);
+        c.track(&k, None, Some(ts(5)));
+        c.track(&k, Some(ts(5)), Some(ts(7)));
+        assert_eq!(c.held(), 1);
+        assert_eq!(c.take_collectable(ts(6)), vec![]);
+        assert_eq!(c.take_collectable(ts(7)), vec![(ts(7), k.clone())]);
+        c.track(&k, None, Some(ts(9)));
+        c.track(&k, Some(ts(9)), None);
+        assert_eq!(c.held(), 0);
+    }
+
+    #[test]
+    fn the_horizon_waits_for_every_member_to_sync_and_report() {
+        let me = id("n1");
+        let members = [
+            member("n1", MemberState::Alive),
+            member("n2", MemberState::Alive),
+            member("n3", MemberState::Suspect),
+        ];
+        let mut c = collector(0, 1_000);
+        let clock = ts(100);
+        assert_eq!(c.horizon(&me, &members, 100, clock), Timestamp::ZERO);
+        c.synced_with(&id("n2"), ts(50));
+        c.synced_with(&id("n3"), ts(60));
+        // This node holds everything up to 50, but nobody else has said so.
+        assert_eq!(
+            c.reports_to_send(&me, &members, 100, clock),
+            vec![(id("n1"), ts(50))]
+        );
+        assert_eq!(c.horizon(&me, &members, 100, clock), Timestamp::ZERO);
+        c.merge_reports(&[(id("n2"), ts(40)), (id("n3"), ts(70))]);
+        assert_eq!(c.horizon(&me, &members, 100, clock), ts(40));
+        // Reports only grow.
+        c.merge_reports(&[(id("n2"), ts(10))]);
+        assert_eq!(c.horizon(&me, &members, 100, clock), ts(40));
+        // The minimum age caps it.
+        let mut young = collector(90, 1_000);
+        young.synced_with(&id("n2"), ts(50));
+        young.synced_with(&id("n3"), ts(60));
+        young.merge_reports(&[(id("n2"), ts(40)), (id("n3"), ts(70))]);
+        assert_eq!(
+            young.horizon(&me, &members, 100, clock),
+            Timestamp::new(10, u16::MAX)
+        );
+    }
+
+    #[test]
+    fn a_member_down_longer_than_the_grace_period_stops_counting() {
+        let me = id("n1");
+        let mut members = vec![
+            member("n1", MemberState::Alive),
+            member("n2", MemberState::Alive),
+        ];
+        let mut c = collector(0, 1_000);
+        c.synced_with(&id("n2"), ts(50));
+        c.merge_reports(&[(id("n2"), ts(50))]);
+        assert_eq!(c.horizon(&me, &members, 100, ts(100)), ts(50));
+        members.push(member("n3", MemberState::Dead));
+        assert_eq!(c.horizon(&me, &members, 100, ts(100)), Timestamp::ZERO);
+        assert_eq!(c.horizon(&me, &members, 1_099, ts(1_099)), Timestamp::ZERO);
+        assert_eq!(c.horizon(&me, &members, 1_100, ts(1_100)), ts(50));
+        // Back up: it counts again, from scratch.
+        members[2].state = MemberState::Alive;
+        assert_eq!(c.horizon(&me, &members, 1_200, ts(1_200)), Timestamp::ZERO);
+        // Alone, a node holds everything there is.
+        let mut alone = collector(0, 1_000);
+        assert_eq!(alone.horizon(&me, &members[..1], 100, ts(99)), ts(99));
+    }
+}
