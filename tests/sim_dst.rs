@@ -124,6 +124,11 @@ fn run_seed(seed: u64) -> Result<(), String> {
                         .unwrap_or_default()
                 })
                 .collect();
+            for i in 0..NODES {
+                let n = sim.node(i).unwrap();
+                eprintln!("node {i}: held {} stats {:?} collected_through {:?}", n.tombstones_held(), n.cluster_stats(), hearsay::store::Store::collected_through(n.store()));
+                for k in 0..KEYS { eprintln!("   k{k}: {:?}", sim.read(i, &StoreKey::kv(format!("k{k}")))); }
+            }
             return Err(format!(
                 "no convergence {CONVERGE_MS} ms after healing: digests {digests:?}, views {:?}",
                 (0..NODES).map(|i| sim.view(i)).collect::<Vec<_>>()
@@ -141,6 +146,7 @@ fn run_seed(seed: u64) -> Result<(), String> {
                         return Err(format!("node {i} key {key}: holds {:?}@{} from {}, the last acknowledged write is {:?}@{ts} from {node}", got.map(|g| String::from_utf8_lossy(&g).into_owned()), r.timestamp, r.node, value.as_ref().map(|g| String::from_utf8_lossy(g).into_owned())));
                     }
                 }
+                None if value.is_none() => {}
                 other => {
                     return Err(format!(
                         "node {i} key {key}: expected a register, found {other:?}"

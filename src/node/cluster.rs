@@ -17,7 +17,7 @@ use core::net::SocketAddr;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// An anti-entropy session with no answer for this long is abandoned.
 const SESSION_TIMEOUT_MS: u64 = 60_000;
@@ -125,6 +125,10 @@ pub(super) struct Cluster {
     pub(super) anti_entropy_interval_ms: u64,
     /// Peers to run anti-entropy with soon (just joined or came back).
     pub(super) sync_soon: Vec<NodeId>,
+    /// Peers already chosen for anti-entropy in the current cycle: random choice without
+    /// replacement, so every peer is visited once per cycle (which bounds how long tombstone
+    /// collection waits for an exchange with each member).
+    pub(super) visited: BTreeSet<NodeId>,
     pub(super) outbox: Vec<Outbound>,
     pub(super) stats: ClusterStats,
     /// Reads are not authoritative until a full exchange with a peer completes.
@@ -149,6 +153,7 @@ impl Cluster {
             next_sync_ms: 0,
             anti_entropy_interval_ms: config.anti_entropy_interval_ms,
             sync_soon: Vec::new(),
+            visited: BTreeSet::new(),
             outbox: Vec::new(),
             stats: ClusterStats::default(),
             resyncing: config.resync_first,
@@ -508,11 +513,19 @@ impl<S: Store> Node<S> {
                 .filter(|m| m.state == MemberState::Alive && !busy.contains(&m.id))
                 .map(|m| m.id.clone())
                 .collect();
-            alive.choose(&mut self.cluster.rng).cloned()
+            let visited = &self.cluster.visited;
+            let fresh: Vec<&NodeId> = alive.iter().filter(|p| !visited.contains(*p)).collect();
+            if fresh.is_empty() {
+                self.cluster.visited.clear();
+                alive.choose(&mut self.cluster.rng).cloned()
+            } else {
+                fresh.choose(&mut self.cluster.rng).map(|p| (*p).clone())
+            }
         });
         let Some(peer) = peer else {
             return;
         };
+        self.cluster.visited.insert(peer.clone());
         let Some(to) = self.address_of(&peer) else {
             return;
         };

@@ -114,7 +114,10 @@ impl<S: Store> Node<S> {
             }
         };
         meta.incarnation += 1;
-        let tombstones = tombstones::TombstoneCollector::new(config.tombstones.clone());
+        let tombstones = tombstones::TombstoneCollector::new(
+            config.tombstones.clone(),
+            !config.seeds.is_empty(),
+        );
         let mut cluster = cluster::Cluster::new(id.clone(), meta.incarnation, config);
         for (origin, seq) in meta.seen.iter() {
             cluster.rumors_mut().restore(origin, seq);

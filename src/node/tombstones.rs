@@ -84,10 +84,13 @@ pub(super) struct TombstoneCollector {
     /// Members seen dead or left, since when (local milliseconds).
     down_since: BTreeMap<NodeId, u64>,
     next_pass_ms: u64,
+    /// The node was given seeds: knowing no other member means it has not joined yet, not that
+    /// it is alone.
+    has_seeds: bool,
 }
 
 impl TombstoneCollector {
-    pub(super) fn new(config: TombstoneConfig) -> Self {
+    pub(super) fn new(config: TombstoneConfig, has_seeds: bool) -> Self {
         TombstoneCollector {
             config,
             held: BTreeSet::new(),
@@ -95,6 +98,7 @@ impl TombstoneCollector {
             reports: BTreeMap::new(),
             down_since: BTreeMap::new(),
             next_pass_ms: 0,
+            has_seeds,
         }
     }
 
@@ -165,8 +169,26 @@ impl TombstoneCollector {
         !(expired && (majority || member.state == MemberState::Left))
     }
 
+    /// The nodes that count, other than `me`: the members up or not down for long, and any node
+    /// a report names that is not (yet) a member here.
+    fn counted(&mut self, me: &NodeId, members: &[Member], now_ms: u64) -> Vec<NodeId> {
+        let majority = in_majority(members);
+        let mut counted = Vec::new();
+        for member in members.iter().filter(|m| m.id != *me) {
+            if self.counts(member, now_ms, majority) {
+                counted.push(member.id.clone());
+            }
+        }
+        for node in self.reports.keys() {
+            if node != me && !members.iter().any(|m| m.id == *node) {
+                counted.push(node.clone());
+            }
+        }
+        counted
+    }
+
     /// The timestamp up to which this node holds every write: the least exchange start over the
-    /// members that count (`clock`, this node's own clock, when none does).
+    /// nodes that count (`clock`, this node's own clock, when it is truly alone).
     fn stable(
         &mut self,
         me: &NodeId,
@@ -174,18 +196,18 @@ impl TombstoneCollector {
         now_ms: u64,
         clock: Timestamp,
     ) -> Timestamp {
-        let majority = in_majority(members);
-        let mut stable = clock;
-        for member in members.iter().filter(|m| m.id != *me) {
-            if self.counts(member, now_ms, majority) {
-                let synced = self.synced.get(&member.id).copied().unwrap_or_default();
-                stable = stable.min(synced);
-            }
+        let counted = self.counted(me, members, now_ms);
+        if counted.is_empty() && self.has_seeds && members.iter().all(|m| m.id == *me) {
+            // Not joined yet.
+            return Timestamp::ZERO;
         }
-        stable
+        counted
+            .iter()
+            .map(|node| self.synced.get(node).copied().unwrap_or_default())
+            .fold(clock, Timestamp::min)
     }
 
-    /// The timestamp up to which every member that counts has seen every write, capped by the
+    /// The timestamp up to which every node that counts has seen every write, capped by the
     /// minimum age.
     pub(super) fn horizon(
         &mut self,
@@ -195,12 +217,9 @@ impl TombstoneCollector {
         clock: Timestamp,
     ) -> Timestamp {
         let mut horizon = self.stable(me, members, now_ms, clock);
-        let majority = in_majority(members);
-        for member in members.iter().filter(|m| m.id != *me) {
-            if self.counts(member, now_ms, majority) {
-                let report = self.reports.get(&member.id).copied().unwrap_or_default();
-                horizon = horizon.min(report);
-            }
+        for node in self.counted(me, members, now_ms) {
+            let report = self.reports.get(&node).copied().unwrap_or_default();
+            horizon = horizon.min(report);
         }
         let old_enough = now_ms.saturating_sub(self.config.min_age_ms);
         horizon.min(Timestamp::new(old_enough, u16::MAX))
@@ -257,10 +276,13 @@ mod tests {
     }
 
     fn collector(min_age_ms: u64, grace_ms: u64) -> TombstoneCollector {
-        TombstoneCollector::new(TombstoneConfig {
-            min_age_ms,
-            grace_ms,
-        })
+        TombstoneCollector::new(
+            TombstoneConfig {
+                min_age_ms,
+                grace_ms,
+            },
+            true,
+        )
     }
 
     #[test]
@@ -340,8 +362,10 @@ mod tests {
         // Back up: it counts again, from scratch.
         members[2].state = MemberState::Alive;
         assert_eq!(c.horizon(&me, &members, 1_200, ts(1_200)), Timestamp::ZERO);
-        // Alone, a node holds everything there is.
-        let mut alone = collector(0, 1_000);
-        assert_eq!(alone.horizon(&me, &members[..1], 100, ts(99)), ts(99));
+        // Alone, a node holds everything there is; with seeds it is only not joined yet.
+        let mut joining = collector(0, 1_000);
+        assert_eq!(joining.horizon(&me, &members[..1], 100, ts(99)), Timestamp::ZERO);
+        let mut alone = TombstoneCollector::new(TombstoneConfig::default(), false);
+        assert_eq!(alone.horizon(&me, &members[..1], 100_000, ts(99)), ts(99));
     }
 }
