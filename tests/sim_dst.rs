@@ -126,8 +126,15 @@ fn run_seed(seed: u64) -> Result<(), String> {
                 .collect();
             for i in 0..NODES {
                 let n = sim.node(i).unwrap();
-                eprintln!("node {i}: held {} stats {:?} collected_through {:?}", n.tombstones_held(), n.cluster_stats(), hearsay::store::Store::collected_through(n.store()));
-                for k in 0..KEYS { eprintln!("   k{k}: {:?}", sim.read(i, &StoreKey::kv(format!("k{k}")))); }
+                eprintln!(
+                    "node {i}: held {} stats {:?} collected_through {:?}",
+                    n.tombstones_held(),
+                    n.cluster_stats(),
+                    hearsay::store::Store::collected_through(n.store())
+                );
+                for k in 0..KEYS {
+                    eprintln!("   k{k}: {:?}", sim.read(i, &StoreKey::kv(format!("k{k}"))));
+                }
             }
             return Err(format!(
                 "no convergence {CONVERGE_MS} ms after healing: digests {digests:?}, views {:?}",

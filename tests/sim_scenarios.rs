@@ -69,3 +69,138 @@ fn anti_entropy_repairs_what_rumors_could_not_deliver() {
         .sum();
     assert!(repaired >= 40, "anti-entropy repaired {repaired} keys");
 }
+
+fn delete(key: &str) -> Write {
+    Write::KvDelete { key: key.into() }
+}
+
+/// Whether node `i` has any record of `key` (a value or a tombstone).
+fn has_record(sim: &Sim, i: usize, key: &str) -> bool {
+    sim.read(i, &StoreKey::kv(key)).is_some()
+}
+
+fn tombstones_held(sim: &Sim, i: usize) -> usize {
+    sim.node(i).map_or(0, |n| n.tombstones_held())
+}
+
+/// Runs until `done` holds, checking every 500 virtual ms; false if `limit_ms` passes first.
+fn run_until(sim: &mut Sim, limit_ms: u64, mut done: impl FnMut(&Sim) -> bool) -> bool {
+    let deadline = sim.now() + limit_ms;
+    while sim.now() < deadline {
+        sim.run_for(500);
+        if done(sim) {
+            return true;
+        }
+    }
+    false
+}
+
+fn same_digests(sim: &Sim, nodes: std::ops::Range<usize>) -> bool {
+    let first = sim.digest(nodes.start);
+    nodes.into_iter().all(|i| sim.digest(i) == first)
+}
+
+#[test]
+fn tombstones_go_once_every_member_has_seen_them() {
+    let mut sim = Sim::new(SimConfig::new(4, 21));
+    sim.run_for(8_000);
+    for i in 0..6 {
+        sim.write(i % 4, put(&format!("k{i}"), "v"));
+    }
+    sim.run_for(1_000);
+    for i in 0..3 {
+        sim.write(3 - i, delete(&format!("k{i}")));
+    }
+    sim.run_for(500);
+    assert!((0..4).all(|i| tombstones_held(&sim, i) == 3));
+    let collected = run_until(&mut sim, 60_000, |sim| {
+        (0..4).all(|i| tombstones_held(sim, i) == 0) && same_digests(sim, 0..4)
+    });
+    assert!(
+        collected,
+        "tombstones still held: {:?}",
+        (0..4).map(|i| tombstones_held(&sim, i)).collect::<Vec<_>>()
+    );
+    for i in 0..4 {
+        for k in 0..3 {
+            assert!(
+                !has_record(&sim, i, &format!("k{k}")),
+                "n{} kept k{k}",
+                i + 1
+            );
+        }
+        for k in 3..6 {
+            assert!(holds(&sim, i, &format!("k{k}")), "n{} lost k{k}", i + 1);
+        }
+        assert_eq!(sim.digest(i).map(|d| d.count), Some(3));
+    }
+}
+
+#[test]
+fn a_member_back_after_the_grace_period_does_not_bring_deleted_keys_back() {
+    let mut config = SimConfig::new(4, 23);
+    config.tombstones.grace_ms = 20_000;
+    let mut sim = Sim::new(config);
+    sim.run_for(8_000);
+    sim.write(0, put("gone", "old"));
+    sim.write(1, put("kept", "v"));
+    sim.run_for(1_000);
+    assert!((0..4).all(|i| holds(&sim, i, "gone")));
+    // n4 goes down holding "gone"; the others delete it.
+    sim.crash(3);
+    sim.run_for(1_000);
+    sim.write(0, delete("gone"));
+    // Within the grace period the down member holds collection back.
+    sim.run_for(15_000);
+    assert!((0..3).all(|i| tombstones_held(&sim, i) == 1));
+    // After it, the others collect without it.
+    assert!(run_until(&mut sim, 40_000, |sim| (0..3)
+        .all(|i| tombstones_held(sim, i) == 0)));
+    assert!((0..3).all(|i| !has_record(&sim, i, "gone")));
+    // n4 returns with its old value: it must not spread it, and ends up dropping it.
+    sim.restart(3);
+    assert!(holds(&sim, 3, "gone"));
+    let healed = run_until(&mut sim, 60_000, |sim| {
+        same_digests(sim, 0..4) && !has_record(sim, 3, "gone")
+    });
+    assert!(healed, "no convergence after n4 came back");
+    for i in 0..4 {
+        assert!(
+            !has_record(&sim, i, "gone"),
+            "n{} has the deleted key back",
+            i + 1
+        );
+        assert!(holds(&sim, i, "kept"));
+    }
+    let forgotten: u64 = sim
+        .node(3)
+        .map_or(0, |n| n.cluster_stats().values_forgotten);
+    assert_eq!(forgotten, 1);
+}
+
+#[test]
+fn a_minority_keeps_its_tombstones_while_the_majority_collects() {
+    let mut config = SimConfig::new(3, 29);
+    config.tombstones.grace_ms = 10_000;
+    let mut sim = Sim::new(config);
+    sim.run_for(8_000);
+    sim.write(0, put("a", "v"));
+    sim.write(1, put("b", "v"));
+    sim.run_for(1_000);
+    sim.partition(&[0, 1, 1]);
+    sim.write(0, delete("a"));
+    sim.write(1, delete("b"));
+    // Long past the grace period: only the majority side collects.
+    assert!(run_until(&mut sim, 60_000, |sim| (1..3)
+        .all(|i| tombstones_held(sim, i) == 0)));
+    sim.run_for(20_000);
+    assert_eq!(tombstones_held(&sim, 0), 1, "the minority node collected");
+    sim.heal();
+    let healed = run_until(&mut sim, 60_000, |sim| {
+        same_digests(sim, 0..3) && (0..3).all(|i| tombstones_held(sim, i) == 0)
+    });
+    assert!(healed, "no convergence after the heal");
+    for i in 0..3 {
+        assert!(!has_record(&sim, i, "a") && !has_record(&sim, i, "b"));
+    }
+}

@@ -364,7 +364,10 @@ mod tests {
         assert_eq!(c.horizon(&me, &members, 1_200, ts(1_200)), Timestamp::ZERO);
         // Alone, a node holds everything there is; with seeds it is only not joined yet.
         let mut joining = collector(0, 1_000);
-        assert_eq!(joining.horizon(&me, &members[..1], 100, ts(99)), Timestamp::ZERO);
+        assert_eq!(
+            joining.horizon(&me, &members[..1], 100, ts(99)),
+            Timestamp::ZERO
+        );
         let mut alone = TombstoneCollector::new(TombstoneConfig::default(), false);
         assert_eq!(alone.horizon(&me, &members[..1], 100_000, ts(99)), ts(99));
     }
