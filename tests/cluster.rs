@@ -155,6 +155,51 @@ async fn three_nodes_find_each_other_and_replicate_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn tombstones_are_collected_once_every_node_has_seen_them() {
+    let t = start_trio(&[
+        "--tombstone-min-age-ms",
+        "300",
+        "--anti-entropy-interval-ms",
+        "200",
+    ]);
+    let c = Client::new();
+    let nodes = [&t.n1, &t.n2, &t.n3];
+    all_alive(&c, &[("n1", &t.n1), ("n2", &t.n2), ("n3", &t.n3)]).await;
+    for key in ["gone", "kept"] {
+        let resp = c
+            .put(t.n1.url(&format!("/v1/kv/{key}")))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = c.delete(t.n2.url("/v1/kv/gone")).send().await.unwrap();
+    assert!(resp.status().is_success());
+    // The digest counts tombstones: one key left everywhere once "gone" is collected.
+    for node in nodes {
+        eventually("the tombstone collected", CONVERGE, || async {
+            let d = get_json(&c, node.url("/v1/cluster/digest")).await?;
+            (d["keys"] == 1).then_some(())
+        })
+        .await;
+        let metrics = get_text(&c, node.url("/metrics")).await.unwrap();
+        let collected = metrics
+            .lines()
+            .find(|l| l.starts_with("hearsay_tombstones_total{event=\"collected\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+        assert_eq!(collected, Some(1), "metrics of {}", node.base);
+        assert_eq!(
+            get_text(&c, node.url("/v1/kv/kept")).await.as_deref(),
+            Some("v")
+        );
+        let resp = c.get(node.url("/v1/kv/gone")).send().await.unwrap();
+        assert_eq!(resp.status(), 404);
+    }
+    converged(&c, &nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_partition_heals_by_itself_and_conflicts_resolve() {
     let t = start_trio(&["--fault-injection"]);
     let c = Client::new();
