@@ -210,3 +210,38 @@ fn the_write_ahead_log_alone_restores_committed_writes() {
     // The clock resumes above everything the log saw.
     assert_eq!(b.store().meta().hlc, a.store().meta().hlc);
 }
+
+#[test]
+fn the_tombstone_collection_horizon_and_removals_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let horizon = Timestamp::new(1_700_000_000_500, 0);
+    {
+        let mut store = SledStore::open(&path, Durability::Fsync).unwrap();
+        assert_eq!(store.collected_through(), Timestamp::ZERO);
+        store
+            .apply(hearsay::store::WriteBatch {
+                records: fixture(),
+                ..Default::default()
+            })
+            .unwrap();
+        store
+            .apply(hearsay::store::WriteBatch {
+                removals: vec![StoreKey::kv("deleted")],
+                collected_through: Some(horizon),
+                ..Default::default()
+            })
+            .unwrap();
+        store.checkpoint().unwrap();
+    }
+    let store = SledStore::open(&path, Durability::Fsync).unwrap();
+    assert_eq!(store.collected_through(), horizon);
+    assert!(store.get(&StoreKey::kv("deleted")).unwrap().is_none());
+    assert!(store.get(&StoreKey::kv("greeting")).unwrap().is_some());
+    let leaf = hearsay::store::merkle::bucket_of(&StoreKey::kv("deleted"));
+    assert!(store
+        .leaf_keys(leaf)
+        .unwrap()
+        .iter()
+        .all(|(k, _)| *k != StoreKey::kv("deleted")));
+}

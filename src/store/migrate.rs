@@ -8,7 +8,7 @@ use crate::crdt::KeyState;
 use std::path::Path;
 
 /// The layout this build writes.
-pub const CURRENT_LAYOUT: u32 = 2;
+pub const CURRENT_LAYOUT: u32 = 3;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
 /// Present when the persisted Merkle leaves cover every record.
@@ -42,6 +42,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
     while layout < CURRENT_LAYOUT {
         match layout {
             1 => v1_to_v2(db)?,
+            2 => v2_to_v3(db)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "no upgrade step from layout {other}"
@@ -59,6 +60,15 @@ fn decode_layout(bytes: &[u8]) -> Result<u32, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt("bad layout version".into()))?;
     Ok(u32::from_be_bytes(raw))
+}
+
+/// Layout 3 (`migrations/0003_tombstone_collection_horizon.md`) adds `meta/collected`, absent
+/// meaning that no tombstone was collected yet: nothing to rewrite, but an older build must refuse
+/// the directory, since it would ignore the horizon and take back values a collected tombstone
+/// deleted.
+fn v2_to_v3(db: &sled::Db) -> Result<(), StoreError> {
+    db.insert(LAYOUT_KEY, &3u32.to_be_bytes())?;
+    Ok(())
 }
 
 /// Layout 1 stored each record as the bare postcard encoding of its state and kept no Merkle
