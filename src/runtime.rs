@@ -7,11 +7,10 @@
 //! group. No protocol decisions live here.
 
 use crate::clock::NodeId;
-use crate::gossip::sync::SyncMessage;
 use crate::membership::Member;
 use crate::node::{ClusterStats, Node, Outbound, Write, WriteAck};
 use crate::store::{Leaf, PendingSync, Store, StoreError, StoreRead};
-use crate::wire::{Datagram, Frame, SyncRequest};
+use crate::wire::{Datagram, Frame, SyncAnswer, SyncRequest};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,8 +36,8 @@ enum Command {
     Stats(oneshot::Sender<CoreStats>),
     Datagram(SocketAddr, Datagram),
     Frame(Frame),
-    SyncRequest(NodeId, SyncRequest, oneshot::Sender<Option<SyncMessage>>),
-    SyncReply(u64, Option<SyncMessage>),
+    SyncRequest(NodeId, SyncRequest, oneshot::Sender<Option<SyncAnswer>>),
+    SyncReply(u64, Option<SyncAnswer>),
     Leave(oneshot::Sender<()>),
     Tick,
     Shutdown(oneshot::Sender<()>),
@@ -135,7 +134,7 @@ impl NodeHandle {
         &self,
         from: NodeId,
         request: SyncRequest,
-    ) -> Option<Option<SyncMessage>> {
+    ) -> Option<Option<SyncAnswer>> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::SyncRequest(from, request, tx))
             .await
@@ -144,7 +143,7 @@ impl NodeHandle {
     }
 
     /// Hands the reply of an anti-entropy request (or its failure, `None`) to the core.
-    pub fn sync_reply(&self, session: u64, reply: Option<SyncMessage>) {
+    pub fn sync_reply(&self, session: u64, reply: Option<SyncAnswer>) {
         let commands = self.commands.clone();
         // Must not be lost (the session would stay open until it times out), so wait for room.
         tokio::spawn(async move {

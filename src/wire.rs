@@ -46,7 +46,7 @@ pub enum FrameBody {
     /// An anti-entropy request; the receiver answers on the same connection.
     SyncRequest(SyncRequest),
     /// The answer to a request (`None`: the responder refused it).
-    SyncReply(Option<SyncMessage>),
+    SyncReply(Option<SyncAnswer>),
     /// Values the sender refused because they are older than a tombstone it has collected: the
     /// receiver drops its copy of each (key, timestamp, writer) it still holds unchanged.
     Forget(Vec<ForgetValue>),
@@ -69,6 +69,16 @@ pub struct SyncStart {
     /// Stability reports the initiator knows (its own included): node `n` reported holding every
     /// write with a timestamp up to `t`.
     pub stable: Vec<(NodeId, Timestamp)>,
+}
+
+/// The responder's answer to one request of an exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncAnswer {
+    /// The newest tombstone the responder has collected: once the exchange completes, the
+    /// initiator holds everything the responder held, so it may refuse old values as the
+    /// responder does (a node that joined or came back after collections learns them so).
+    pub collected_through: Timestamp,
+    pub message: SyncMessage,
 }
 
 /// A value to drop (see [`FrameBody::Forget`]).

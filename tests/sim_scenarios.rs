@@ -1,10 +1,11 @@
 //! Focused scenarios in the deterministic simulator: each isolates one mechanism of the
 //! replication protocol (rumors alone, anti-entropy alone) and checks what it must achieve.
 
+use hearsay::clock::Timestamp;
 use hearsay::crdt::{KeyState, Value};
 use hearsay::node::Write;
 use hearsay::sim::{Sim, SimConfig};
-use hearsay::store::StoreKey;
+use hearsay::store::{Store, StoreKey};
 
 fn put(key: &str, value: &str) -> Write {
     Write::KvPut {
@@ -176,6 +177,9 @@ fn a_member_back_after_the_grace_period_does_not_bring_deleted_keys_back() {
         .node(3)
         .map_or(0, |n| n.cluster_stats().values_forgotten);
     assert_eq!(forgotten, 1);
+    // Having resynced, n4 refuses such old values itself from now on.
+    let horizon = sim.store(3).collected_through();
+    assert!(horizon > Timestamp::ZERO && horizon == sim.store(0).collected_through());
 }
 
 #[test]

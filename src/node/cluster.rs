@@ -9,10 +9,12 @@ use super::{Merge, Node};
 use crate::clock::{NodeId, Timestamp};
 use crate::crdt::KeyState;
 use crate::gossip::rumor::{Rumor, RumorConfig, RumorMill};
-use crate::gossip::sync::{respond, SyncMessage, SyncSession, SyncSource};
+use crate::gossip::sync::{respond, SyncSession, SyncSource};
 use crate::membership::{Member, MemberEvent, MemberState, Membership, MembershipConfig};
 use crate::store::{MerkleIndex, Store, StoreError, StoreKey};
-use crate::wire::{encoded_len, Datagram, Frame, FrameBody, SyncRequest, SyncStart, MAX_DATAGRAM};
+use crate::wire::{
+    encoded_len, Datagram, Frame, FrameBody, SyncAnswer, SyncRequest, SyncStart, MAX_DATAGRAM,
+};
 use core::net::SocketAddr;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -113,6 +115,8 @@ pub(super) struct Session {
     started_ms: u64,
     /// This node's clock when the session started.
     started: Timestamp,
+    /// The peer's tombstone collection horizon, from its first answer.
+    peer_horizon: Option<Timestamp>,
 }
 
 pub(super) struct Cluster {
@@ -326,7 +330,7 @@ impl<S: Store> Node<S> {
         &mut self,
         from: &NodeId,
         request: SyncRequest,
-    ) -> Result<Option<SyncMessage>, StoreError> {
+    ) -> Result<Option<SyncAnswer>, StoreError> {
         if let Some(start) = request.start {
             // Every write from here on is newer than the exchange's start (see `tombstones.rs`).
             self.hlc.observe(start.clock);
@@ -336,7 +340,10 @@ impl<S: Store> Node<S> {
         let (reply, merges) = respond(&self.sync_view(), request.message);
         self.merge_repairs(from, merges)?;
         tracing::trace!(peer = %from, "answered an anti-entropy request");
-        Ok(reply)
+        Ok(reply.map(|message| SyncAnswer {
+            collected_through: self.store.collected_through(),
+            message,
+        }))
     }
 
     /// Merges the states an anti-entropy exchange with `peer` brought.
@@ -359,16 +366,21 @@ impl<S: Store> Node<S> {
     pub fn handle_sync_reply(
         &mut self,
         session: u64,
-        reply: Option<SyncMessage>,
+        reply: Option<SyncAnswer>,
     ) -> Result<(), StoreError> {
         let Some(mut current) = self.cluster.sessions.remove(&session) else {
             return Ok(());
         };
-        let Some(reply) = reply else {
+        let Some(SyncAnswer {
+            collected_through,
+            message,
+        }) = reply
+        else {
             self.cluster.outbox.push(Outbound::SyncDone { session });
             return Ok(());
         };
-        let step = current.sync.handle(&self.sync_view(), reply);
+        current.peer_horizon.get_or_insert(collected_through);
+        let step = current.sync.handle(&self.sync_view(), message);
         self.cluster.stats.sync_rounds += 1;
         self.merge_repairs(&current.peer, step.merge)?;
         match step.send {
@@ -387,11 +399,12 @@ impl<S: Store> Node<S> {
                     self.cluster.sessions.insert(session, current);
                     return Ok(());
                 }
-                self.finish_session(session, &current)
+                // The peer is no longer known: the exchange ends unfinished.
+                self.cluster.outbox.push(Outbound::SyncDone { session });
+                Ok(())
             }
             _ => self.finish_session(session, &current),
         }
-        Ok(())
     }
 
     /// True while this node, restarted empty after losing its data, has not yet completed an
@@ -400,10 +413,13 @@ impl<S: Store> Node<S> {
         self.cluster.resyncing
     }
 
-    fn finish_session(&mut self, session: u64, done: &Session) {
+    fn finish_session(&mut self, session: u64, done: &Session) -> Result<(), StoreError> {
         let stats = done.sync.stats();
         if !stats.aborted {
             self.tombstones.synced_with(&done.peer, done.started);
+            if let Some(horizon) = done.peer_horizon {
+                self.adopt_horizon(horizon)?;
+            }
         }
         if self.cluster.resyncing && !stats.aborted {
             tracing::info!(peer = %done.peer, "resynced from a peer; serving reads again");
@@ -411,6 +427,7 @@ impl<S: Store> Node<S> {
         }
         self.cluster.stats.sync_bytes += stats.bytes();
         self.cluster.outbox.push(Outbound::SyncDone { session });
+        Ok(())
     }
 
     /// Timers: probes, suspicion, re-contact, anti-entropy, rumor retransmission.
@@ -559,6 +576,7 @@ impl<S: Store> Node<S> {
                 sync,
                 started_ms: now_ms,
                 started,
+                peer_horizon: None,
             },
         );
     }

@@ -6,7 +6,7 @@
 
 use super::tombstones::tombstone_of;
 use super::{Merge, Node};
-use crate::clock::NodeId;
+use crate::clock::{NodeId, Timestamp};
 use crate::crdt::KeyState;
 use crate::node::cluster::Outbound;
 use crate::store::{merkle, Store, StoreError, StoreKey, WriteBatch};
@@ -35,7 +35,7 @@ impl<S: Store> Node<S> {
     /// every write that old reached this node before the collection, so the key was deleted.
     pub(super) fn may_be_collected(&self, delta: &KeyState) -> bool {
         let horizon = self.store.collected_through();
-        matches!(delta, KeyState::Register(r) if horizon > crate::clock::Timestamp::ZERO && r.timestamp <= horizon)
+        matches!(delta, KeyState::Register(r) if horizon > Timestamp::ZERO && r.timestamp <= horizon)
     }
 
     /// Tombstones held (collected ones are gone).
@@ -75,6 +75,18 @@ impl<S: Store> Node<S> {
             removals,
             collected_through: Some(through),
             leaves_complete,
+            ..WriteBatch::default()
+        })
+    }
+
+    /// A completed exchange brought everything a peer held, and the peer refuses registers up to
+    /// `horizon` for keys it lacks: so may this node now (see `SyncAnswer`).
+    pub(super) fn adopt_horizon(&mut self, horizon: Timestamp) -> Result<(), StoreError> {
+        if horizon <= self.store.collected_through() {
+            return Ok(());
+        }
+        self.store.apply(WriteBatch {
+            collected_through: Some(horizon),
             ..WriteBatch::default()
         })
     }

@@ -225,9 +225,10 @@ impl TombstoneCollector {
         horizon.min(Timestamp::new(old_enough, u16::MAX))
     }
 
-    /// Whether a collection pass is due at `now_ms` (at most one per second).
+    /// Whether a collection pass is due at `now_ms` (one per second; a pass with nothing to
+    /// collect still keeps track of how long members have been down).
     pub(super) fn pass_due(&mut self, now_ms: u64) -> bool {
-        if now_ms < self.next_pass_ms || self.held.is_empty() {
+        if now_ms < self.next_pass_ms {
             return false;
         }
         self.next_pass_ms = now_ms + PASS_INTERVAL_MS;

@@ -9,11 +9,10 @@
 pub mod broadcast;
 
 use crate::clock::NodeId;
-use crate::gossip::sync::SyncMessage;
 use crate::membership::MembershipConfig;
 use crate::node::{ClusterConfig, Node, Outbound, TombstoneConfig, Write, WriteAck};
 use crate::store::{Leaf, MemoryStore, Store};
-use crate::wire::{self, Frame, SyncRequest};
+use crate::wire::{self, Frame, SyncAnswer, SyncRequest};
 use core::net::SocketAddr;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -101,7 +100,7 @@ enum Event {
     SyncReply {
         to: usize,
         session: u64,
-        reply: Option<SyncMessage>,
+        reply: Option<SyncAnswer>,
     },
 }
 
