@@ -1,8 +1,8 @@
 //! The deterministic simulator: many cores ([`Node`] over [`MemoryStore`]s) driven by a virtual
-//! clock, a seeded random generator and a simulated network with latency, loss, duplication,
-//! partitions, crashes with restart from persisted state, pauses and per-node clock skew. The
-//! protocol code is the production code; only time, randomness and the network are simulated, so
-//! a run is a pure function of its seed.
+//! clock, a seeded random generator and a simulated network with per-link latency, loss,
+//! duplication, reordering and partitions, crashes with restart from persisted state, pauses and
+//! per-node clock skew and drift. The protocol code is the production code; only time, randomness
+//! and the network are simulated, so a run is a pure function of its seed.
 //!
 //! Every datagram goes through the real codec (encode, then decode on delivery), as on a socket.
 
@@ -34,6 +34,11 @@ pub struct SimConfig {
     pub tick_ms: u64,
     /// Each node's clock is off by up to this much, either way (milliseconds).
     pub max_skew_ms: u64,
+    /// Each node's clock runs fast or slow by up to this many parts per million.
+    pub max_drift_ppm: u64,
+    /// Each link (ordered pair of nodes) adds its own fixed delay, up to this much
+    /// (milliseconds), on top of the latency range.
+    pub link_spread_ms: u64,
     /// An anti-entropy request with no reply is failed after this long (milliseconds).
     pub sync_timeout_ms: u64,
     pub anti_entropy_interval_ms: u64,
@@ -50,6 +55,8 @@ impl SimConfig {
             duplicate: 0.0,
             tick_ms: 50,
             max_skew_ms: 0,
+            max_drift_ppm: 0,
+            link_spread_ms: 0,
             sync_timeout_ms: 1_000,
             anti_entropy_interval_ms: 2_000,
             // Short enough that simulated runs of a minute collect.
@@ -75,6 +82,8 @@ struct SimNode {
     store: MemoryStore,
     node: Option<Node<MemoryStore>>,
     skew_ms: i64,
+    /// How fast the clock runs, in parts per million off real time.
+    drift_ppm: i64,
     paused: bool,
     /// Partition group: messages only flow within a group.
     group: u32,
@@ -129,12 +138,18 @@ impl Sim {
             } else {
                 rng.gen_range(-(config.max_skew_ms as i64)..=config.max_skew_ms as i64)
             };
+            let drift_ppm = if config.max_drift_ppm == 0 {
+                0
+            } else {
+                rng.gen_range(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64)
+            };
             nodes.push(SimNode {
                 id: NodeId::new(format!("n{}", i + 1)).unwrap_or_else(|e| panic!("{e}")),
                 addr: addr(i),
                 store: MemoryStore::new(),
                 node: None,
                 skew_ms: skew,
+                drift_ppm,
                 paused: false,
                 group: 0,
             });
@@ -167,8 +182,11 @@ impl Sim {
         self.nodes.is_empty()
     }
 
+    /// Node `i`'s clock: off by its skew, and running fast or slow by its drift.
     fn local_time(&self, i: usize) -> u64 {
-        (self.now as i64 + self.nodes[i].skew_ms).max(0) as u64
+        let node = &self.nodes[i];
+        let drift = self.now as i128 * node.drift_ppm as i128 / 1_000_000;
+        (self.now as i128 + node.skew_ms as i128 + drift).max(0) as u64
     }
 
     fn cluster_config(&mut self, i: usize) -> ClusterConfig {
@@ -295,9 +313,15 @@ impl Sim {
         self.events.insert(id, event);
     }
 
-    fn latency(&mut self) -> u64 {
+    /// The delay of one message from `from` to `to`: the link's own fixed extra delay plus a
+    /// random draw from the latency range (so messages on one link can overtake each other).
+    fn latency(&mut self, from: usize, to: usize) -> u64 {
         let (lo, hi) = self.config.latency_ms;
-        self.rng.gen_range(lo..=hi.max(lo))
+        let link = match self.config.link_spread_ms {
+            0 => 0,
+            spread => mix(self.config.seed ^ ((from as u64) << 32) ^ to as u64) % (spread + 1),
+        };
+        link + self.rng.gen_range(lo..=hi.max(lo))
     }
 
     /// Whether a message from `from` to `to` is lost (partition or random loss).
@@ -396,7 +420,7 @@ impl Sim {
                         },
                     );
                 } else {
-                    let delay = self.latency();
+                    let delay = self.latency(to, from);
                     self.schedule(
                         delay,
                         Event::SyncReply {
@@ -458,7 +482,7 @@ impl Sim {
                     1
                 };
                 for _ in 0..copies {
-                    let delay = self.latency();
+                    let delay = self.latency(from, target);
                     self.schedule(
                         delay,
                         Event::Datagram {
@@ -474,7 +498,7 @@ impl Sim {
                     return;
                 };
                 if !self.lost(from, target) {
-                    let delay = self.latency();
+                    let delay = self.latency(from, target);
                     self.schedule(delay, Event::Frame { to: target, frame });
                 }
             }
@@ -488,7 +512,7 @@ impl Sim {
                 };
                 match self.index_of(to) {
                     Some(target) if !self.lost(from, target) => {
-                        let delay = self.latency();
+                        let delay = self.latency(from, target);
                         self.schedule(
                             delay,
                             Event::SyncRequest {
@@ -524,4 +548,12 @@ impl Sim {
     pub fn read(&self, i: usize, key: &crate::store::StoreKey) -> Option<crate::crdt::KeyState> {
         self.nodes[i].store.get(key).ok().flatten()
     }
+}
+
+/// A fixed pseudo-random function of `x` (SplitMix64's finalizer): per-link properties derived
+/// from the seed without storing one per pair of nodes.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
