@@ -95,6 +95,34 @@ struct Queued {
     fresh: bool,
 }
 
+/// Per origin, the sequence numbers a node has seen: what a pull request carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenSummary {
+    /// Sorted by origin.
+    pub origins: Vec<SeenRange>,
+}
+
+/// The sequence numbers seen from one origin: all up to `contiguous`, plus `above` (sorted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenRange {
+    pub origin: NodeId,
+    pub contiguous: u64,
+    pub above: Vec<u64>,
+}
+
+impl SeenSummary {
+    /// Whether the summarised node has seen rumor `seq` of `origin`.
+    pub fn has_seen(&self, origin: &NodeId, seq: u64) -> bool {
+        match self.origins.binary_search_by(|r| r.origin.cmp(origin)) {
+            Ok(i) => {
+                let range = &self.origins[i];
+                seq <= range.contiguous || range.above.binary_search(&seq).is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 /// The rumor engine of one node.
 pub struct RumorMill {
     config: RumorConfig,
@@ -189,25 +217,63 @@ impl RumorMill {
     /// Pushes every fresh rumor to `fanout` of `peers` (chosen by `pick`, which returns up to
     /// `k` distinct peers from a list), skipping the peer each came from and its origin. Rumors
     /// bound for the same peer travel together (batching under load).
+    ///
+    /// `pick` is asked for two peers more than `fanout` and the excluded ones are dropped from
+    /// its answer, so the cost does not grow with the length of `peers` (the round model passes
+    /// 100,000 of them).
     pub fn flush(
         &mut self,
         peers: &[NodeId],
         mut pick: impl FnMut(&[NodeId], usize) -> Vec<NodeId>,
     ) -> Pushes {
         let mut batches: BTreeMap<NodeId, Vec<Rumor>> = BTreeMap::new();
+        let fanout = self.config.fanout;
         for queued in self.queue.iter_mut().filter(|q| q.fresh) {
             queued.fresh = false;
-            let eligible: Vec<NodeId> = peers
-                .iter()
-                .filter(|p| Some(*p) != queued.from.as_ref() && **p != queued.rumor.origin)
-                .cloned()
-                .collect();
-            for peer in pick(&eligible, self.config.fanout) {
+            let chosen = pick(peers, fanout + 2)
+                .into_iter()
+                .filter(|p| Some(p) != queued.from.as_ref() && *p != queued.rumor.origin)
+                .take(fanout);
+            for peer in chosen {
                 batches.entry(peer).or_default().push(queued.rumor.clone());
             }
         }
         self.retire();
         batches.into_iter().collect()
+    }
+
+    /// What this node has seen, for a pull request (Karp et al., 2000, push-pull): a peer
+    /// answers it with [`RumorMill::answer_pull`]. Its size grows with the origins seen and the
+    /// out-of-order sequence numbers (at most [`SEEN_WINDOW`] per origin), never with writes.
+    pub fn summary(&self) -> SeenSummary {
+        SeenSummary {
+            origins: self
+                .seen
+                .iter()
+                .map(|(origin, seen)| SeenRange {
+                    origin: origin.clone(),
+                    contiguous: seen.contiguous,
+                    above: seen.above.iter().copied().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Answers a pull request from `asker`: the queued rumors its `summary` shows it lacks,
+    /// oldest first, while `fits` accepts them. Answering does not use up piggyback
+    /// transmissions: the asker asked, so nothing is sent blindly.
+    pub fn answer_pull(
+        &self,
+        summary: &SeenSummary,
+        mut fits: impl FnMut(&Rumor) -> bool,
+    ) -> Vec<Rumor> {
+        self.queue
+            .iter()
+            .map(|q| &q.rumor)
+            .filter(|r| !summary.has_seen(&r.origin, r.seq))
+            .filter(|r| fits(r))
+            .cloned()
+            .collect()
     }
 
     /// Rumors to piggyback on a message to `peer`, oldest first, while `fits` accepts them
@@ -352,5 +418,107 @@ mod tests {
         mill.restore(&id("a"), 10);
         assert!(!mill.receive(rumor("a", 7), &id("b"), 3, true));
         assert!(mill.receive(rumor("a", 11), &id("b"), 3, true));
+    }
+
+    #[test]
+    fn a_summary_lists_contiguous_and_out_of_order_sequence_numbers() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        for seq in [1, 2, 3, 5, 7] {
+            mill.receive(rumor("a", seq), &id("b"), 3, true);
+        }
+        mill.publish(rumor("me", 1), 3, true);
+        let summary = mill.summary();
+        assert_eq!(
+            summary.origins,
+            vec![
+                SeenRange {
+                    origin: id("a"),
+                    contiguous: 3,
+                    above: vec![5, 7],
+                },
+                SeenRange {
+                    origin: id("me"),
+                    contiguous: 1,
+                    above: vec![],
+                },
+            ]
+        );
+        for (origin, seq, seen) in [
+            ("a", 3, true),
+            ("a", 4, false),
+            ("a", 7, true),
+            ("a", 8, false),
+            ("me", 1, true),
+            ("z", 1, false),
+        ] {
+            assert_eq!(summary.has_seen(&id(origin), seq), seen, "{origin} {seq}");
+        }
+        assert_eq!(
+            RumorMill::new(RumorConfig::default()).summary(),
+            SeenSummary::default()
+        );
+    }
+
+    #[test]
+    fn a_pull_is_answered_with_exactly_the_queued_rumors_the_asker_lacks() {
+        let mut holder = RumorMill::new(RumorConfig::default());
+        for seq in 1..=4 {
+            holder.publish(rumor("h", seq), 3, true);
+        }
+        holder.receive(rumor("x", 1), &id("x"), 3, true);
+        let mut asker = RumorMill::new(RumorConfig::default());
+        asker.receive(rumor("h", 1), &id("h"), 3, true);
+        asker.receive(rumor("h", 3), &id("h"), 3, true);
+        let answer = holder.answer_pull(&asker.summary(), |_| true);
+        let got: Vec<(&str, u64)> = answer.iter().map(|r| (r.origin.as_str(), r.seq)).collect();
+        assert_eq!(got, vec![("h", 2), ("h", 4), ("x", 1)]);
+        // The asker merges them and has nothing left to ask for.
+        for r in answer {
+            assert!(asker.receive(r, &id("h"), 3, true));
+        }
+        assert!(holder.answer_pull(&asker.summary(), |_| true).is_empty());
+        // The budget is respected, and answering uses up no piggyback transmissions.
+        let mut budget = 1;
+        let one = holder.answer_pull(&SeenSummary::default(), |_| {
+            budget -= 1;
+            budget >= 0
+        });
+        assert_eq!(one.len(), 1);
+        let _ = holder.flush(&[], first_k);
+        let piggybacked = holder.piggyback(&id("p"), |_| true).len();
+        assert_eq!(piggybacked, 5, "every queued rumor still has transmissions");
+    }
+
+    #[test]
+    fn a_rumor_dropped_from_the_queue_is_no_longer_offered_to_pulls() {
+        let mut mill = RumorMill::new(RumorConfig {
+            fanout: 1,
+            retransmit_mult: 1,
+        });
+        mill.publish(rumor("me", 1), 1, true); // one piggyback transmission
+        let _ = mill.flush(&[], first_k);
+        assert_eq!(mill.answer_pull(&SeenSummary::default(), |_| true).len(), 1);
+        assert_eq!(mill.piggyback(&id("p"), |_| true).len(), 1);
+        assert!(mill
+            .answer_pull(&SeenSummary::default(), |_| true)
+            .is_empty());
+    }
+
+    #[test]
+    fn pushes_go_to_fanout_peers_however_long_the_peer_list() {
+        let mut mill = RumorMill::new(RumorConfig {
+            fanout: 3,
+            retransmit_mult: 1,
+        });
+        mill.receive(rumor("n0", 1), &id("n1"), 100_000, true);
+        let peers: Vec<NodeId> = (0..100_000).map(|i| id(&format!("n{i}"))).collect();
+        let mut asked = Vec::new();
+        let pushes = mill.flush(&peers, |list, k| {
+            asked.push((list.len(), k));
+            first_k(list, k)
+        });
+        assert_eq!(asked, vec![(100_000, 5)], "one pick of fanout + 2");
+        let targets: Vec<&str> = pushes.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(targets, vec!["n2", "n3", "n4"], "sender and origin skipped");
     }
 }
