@@ -7,6 +7,8 @@
 //! Every datagram goes through the real codec (encode, then decode on delivery), as on a socket.
 
 pub mod broadcast;
+pub mod figure;
+pub mod rounds;
 
 use crate::clock::NodeId;
 use crate::gossip::sync::SyncMessage;
