@@ -61,6 +61,12 @@ struct SimArgs {
     /// Peers a fresh rumor is pushed to (default 3, the production default).
     #[arg(long)]
     fanout: Option<usize>,
+    /// Peers a node's own writes are pushed to (broadcast; default: --fanout).
+    #[arg(long)]
+    origin_fanout: Option<usize>,
+    /// At most one round of pushes per this many milliseconds (broadcast; default 0: at once).
+    #[arg(long)]
+    push_interval_ms: Option<u64>,
     /// Probability that a message is lost, 0 to 1 (round model).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
@@ -139,9 +145,18 @@ struct ServeArgs {
     /// Milliseconds between re-contacts of dead members and seeds (default 2000).
     #[arg(long, env = "HEARSAY_REJOIN_INTERVAL_MS")]
     rejoin_interval_ms: Option<u64>,
-    /// Peers each new write is pushed to at once (default 3).
+    /// Peers a fresh rumor is pushed to (default 3); 0 leaves relayed rumors to piggybacking
+    /// and anti-entropy.
     #[arg(long, env = "HEARSAY_FANOUT")]
     fanout: Option<usize>,
+    /// Peers this node's own writes are pushed to (default: --fanout). At least the number of
+    /// peers sends every write straight to every member.
+    #[arg(long, env = "HEARSAY_ORIGIN_FANOUT")]
+    origin_fanout: Option<usize>,
+    /// At most one round of pushes per this many milliseconds (default 0: at once). Batches
+    /// writes into fewer datagrams under load at the cost of up to this much latency.
+    #[arg(long, env = "HEARSAY_PUSH_INTERVAL_MS")]
+    push_interval_ms: Option<u64>,
     /// Milliseconds between anti-entropy exchanges with a random peer (default 2000).
     #[arg(long, env = "HEARSAY_ANTI_ENTROPY_INTERVAL_MS")]
     anti_entropy_interval_ms: Option<u64>,
@@ -201,7 +216,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     m.suspicion_mult = args.suspicion_mult.unwrap_or(m.suspicion_mult);
     m.rejoin_interval_ms = args.rejoin_interval_ms.unwrap_or(m.rejoin_interval_ms);
     m.validate().map_err(anyhow::Error::msg)?;
-    timings.rumor.fanout = args.fanout.unwrap_or(timings.rumor.fanout).max(1);
+    apply_rumor_flags(
+        &mut timings.rumor,
+        args.fanout,
+        args.origin_fanout,
+        args.push_interval_ms,
+    );
     timings.anti_entropy_interval_ms = args
         .anti_entropy_interval_ms
         .unwrap_or(timings.anti_entropy_interval_ms)
@@ -323,12 +343,20 @@ fn sim_broadcast(args: &SimArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > 1_000 {
         bail!("--nodes must be between 1 and 1000 for the broadcast workload");
     }
+    let mut rumor = RumorConfig::default();
+    apply_rumor_flags(
+        &mut rumor,
+        args.fanout,
+        args.origin_fanout,
+        args.push_interval_ms,
+    );
     let report = hearsay::sim::broadcast::BroadcastWorkload {
         nodes: args.nodes,
         latency_ms: args.latency_ms,
         rate: args.rate,
         duration_s: args.duration_s,
         seed: args.seed,
+        rumor,
     }
     .run();
     if !args.json {
@@ -339,6 +367,18 @@ fn sim_broadcast(args: &SimArgs) -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// The dissemination flags shared by `serve` and `sim --workload broadcast`.
+fn apply_rumor_flags(
+    rumor: &mut RumorConfig,
+    fanout: Option<usize>,
+    origin_fanout: Option<usize>,
+    push_interval_ms: Option<u64>,
+) {
+    rumor.fanout = fanout.unwrap_or(rumor.fanout);
+    rumor.origin_fanout = origin_fanout.or(rumor.origin_fanout);
+    rumor.push_interval_ms = push_interval_ms.unwrap_or(rumor.push_interval_ms);
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {

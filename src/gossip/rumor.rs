@@ -36,19 +36,40 @@ pub struct Rumor {
 /// Tuning of dissemination.
 #[derive(Clone, Debug)]
 pub struct RumorConfig {
-    /// Peers a new rumor is pushed to at once (default 3). Higher spreads faster and costs more
-    /// messages per write.
+    /// Peers a fresh rumor is pushed to (default 3), and the rumors of this node's own writes
+    /// too unless `origin_fanout` says otherwise. Higher spreads faster and costs more messages
+    /// per write. 0: rumors from peers are not pushed on, only piggybacked on probes and
+    /// answered to pulls (anti-entropy repairs the rest); use with a large `origin_fanout`.
     pub fanout: usize,
+    /// Peers the rumors of this node's own writes are pushed to (default: `fanout`). A value at
+    /// least the number of peers sends every write straight to every member (direct mail,
+    /// Demers et al. 1987): one hop, but n - 1 messages per push round.
+    pub origin_fanout: Option<usize>,
     /// Piggyback transmissions per rumor are `retransmit_mult * ceil(log2(n + 1))` (default 3).
     pub retransmit_mult: u32,
+    /// Rumors received from peers are pushed on in rounds at most this many milliseconds
+    /// apart (default 0: at once). One arriving sooner waits, with the others, for the next
+    /// round: fewer, fuller datagrams under load, for up to this much added latency per hop. A
+    /// node's own writes are always pushed at once, and a node that pushed nothing for this
+    /// long pushes at once, so light traffic never waits.
+    pub push_interval_ms: u64,
 }
 
 impl Default for RumorConfig {
     fn default() -> Self {
         RumorConfig {
             fanout: 3,
+            origin_fanout: None,
             retransmit_mult: 3,
+            push_interval_ms: 0,
         }
+    }
+}
+
+impl RumorConfig {
+    /// Peers the rumors of this node's own writes are pushed to.
+    pub fn origin_fanout(&self) -> usize {
+        self.origin_fanout.unwrap_or(self.fanout)
     }
 }
 
@@ -129,6 +150,10 @@ pub struct RumorMill {
     seen: BTreeMap<NodeId, Seen>,
     /// Rumors still to be pushed or retransmitted, oldest first.
     queue: Vec<Queued>,
+    /// The latest time the node told (milliseconds; see [`RumorMill::tick`]).
+    now_ms: u64,
+    /// No pushes before this time (with a `push_interval_ms`).
+    next_push_ms: u64,
 }
 
 /// What [`RumorMill::flush`] asks the node to send: each peer's batch of fresh rumors.
@@ -140,6 +165,8 @@ impl RumorMill {
             config,
             seen: BTreeMap::new(),
             queue: Vec::new(),
+            now_ms: 0,
+            next_push_ms: 0,
         }
     }
 
@@ -218,28 +245,57 @@ impl RumorMill {
     /// `k` distinct peers from a list), skipping the peer each came from and its origin. Rumors
     /// bound for the same peer travel together (batching under load).
     ///
-    /// `pick` is asked for two peers more than `fanout` and the excluded ones are dropped from
-    /// its answer, so the cost does not grow with the length of `peers` (the round model passes
-    /// 100,000 of them).
+    /// `pick` is asked for two peers more than `fanout` (once per round for own rumors and once
+    /// for relayed ones) and the excluded ones are dropped from its answer, so the cost does not
+    /// grow with the length of `peers` (the round model passes 100,000 of them).
     pub fn flush(
         &mut self,
         peers: &[NodeId],
         mut pick: impl FnMut(&[NodeId], usize) -> Vec<NodeId>,
     ) -> Pushes {
+        let paced = self.config.push_interval_ms > 0;
+        // A node's own writes never wait: the first hop is the one the writer waits on.
+        let relay_due = !paced || self.now_ms >= self.next_push_ms;
         let mut batches: BTreeMap<NodeId, Vec<Rumor>> = BTreeMap::new();
-        let fanout = self.config.fanout;
+        let mut pushed = false;
+        // One choice of peers per round for own rumors and one for relayed ones, so that a
+        // round's rumors share datagrams; each rumor still reaches `fanout` uniformly random
+        // peers.
+        let mut own: Option<Vec<NodeId>> = None;
+        let mut relayed: Option<Vec<NodeId>> = None;
         for queued in self.queue.iter_mut().filter(|q| q.fresh) {
+            if queued.from.is_some() && !relay_due {
+                continue;
+            }
             queued.fresh = false;
-            let chosen = pick(peers, fanout + 2)
-                .into_iter()
-                .filter(|p| Some(p) != queued.from.as_ref() && *p != queued.rumor.origin)
+            pushed |= queued.from.is_some();
+            let (fanout, candidates) = match queued.from {
+                None => (self.config.origin_fanout(), &mut own),
+                Some(_) => (self.config.fanout, &mut relayed),
+            };
+            let candidates = candidates.get_or_insert_with(|| pick(peers, fanout + 2));
+            let chosen = candidates
+                .iter()
+                .filter(|p| Some(*p) != queued.from.as_ref() && **p != queued.rumor.origin)
                 .take(fanout);
             for peer in chosen {
-                batches.entry(peer).or_default().push(queued.rumor.clone());
+                batches
+                    .entry(peer.clone())
+                    .or_default()
+                    .push(queued.rumor.clone());
             }
+        }
+        if paced && pushed {
+            self.next_push_ms = self.now_ms + self.config.push_interval_ms;
         }
         self.retire();
         batches.into_iter().collect()
+    }
+
+    /// Tells the mill the time (milliseconds, the node's clock): pushes held back by
+    /// `push_interval_ms` go out at the first [`RumorMill::flush`] once it is due.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
     }
 
     /// What this node has seen, for a pull request (Karp et al., 2000, push-pull): a peer
@@ -276,12 +332,14 @@ impl RumorMill {
             .collect()
     }
 
-    /// Rumors to piggyback on a message to `peer`, oldest first, while `fits` accepts them
+    /// Rumors to piggyback on a message to `peer`, newest first, while `fits` accepts them
     /// (the caller checks the datagram budget). Each one sent uses up one transmission; rumors
-    /// with none left are dropped.
+    /// with none left are dropped. Newest first: under more writes than the budget carries,
+    /// the rumors sent least (the ones most nodes still lack) go before old ones, which have
+    /// had their chances and which anti-entropy repairs anyway.
     pub fn piggyback(&mut self, peer: &NodeId, mut fits: impl FnMut(&Rumor) -> bool) -> Vec<Rumor> {
         let mut out = Vec::new();
-        for queued in &mut self.queue {
+        for queued in self.queue.iter_mut().rev() {
             if queued.transmits_left == 0
                 || queued.from.as_ref() == Some(peer)
                 || &queued.rumor.origin == peer
@@ -364,6 +422,7 @@ mod tests {
         let mut mill = RumorMill::new(RumorConfig {
             fanout: 1,
             retransmit_mult: 2,
+            ..RumorConfig::default()
         });
         mill.publish(rumor("me", 1), 3, true); // ceil(log2(4)) = 2 rounds, x2 = 4 transmissions
         let _ = mill.flush(&[], first_k);
@@ -494,6 +553,7 @@ mod tests {
         let mut mill = RumorMill::new(RumorConfig {
             fanout: 1,
             retransmit_mult: 1,
+            ..RumorConfig::default()
         });
         mill.publish(rumor("me", 1), 1, true); // one piggyback transmission
         let _ = mill.flush(&[], first_k);
@@ -509,6 +569,7 @@ mod tests {
         let mut mill = RumorMill::new(RumorConfig {
             fanout: 3,
             retransmit_mult: 1,
+            ..RumorConfig::default()
         });
         mill.receive(rumor("n0", 1), &id("n1"), 100_000, true);
         let peers: Vec<NodeId> = (0..100_000).map(|i| id(&format!("n{i}"))).collect();
@@ -520,5 +581,83 @@ mod tests {
         assert_eq!(asked, vec![(100_000, 5)], "one pick of fanout + 2");
         let targets: Vec<&str> = pushes.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(targets, vec!["n2", "n3", "n4"], "sender and origin skipped");
+    }
+
+    #[test]
+    fn own_rumors_and_relayed_rumors_use_their_own_fanouts() {
+        let mut mill = RumorMill::new(RumorConfig {
+            fanout: 0,
+            origin_fanout: Some(10),
+            ..RumorConfig::default()
+        });
+        mill.publish(rumor("me", 1), 5, true);
+        mill.receive(rumor("a", 1), &id("b"), 5, true);
+        let peers = [id("a"), id("b"), id("c"), id("d")];
+        let pushes = mill.flush(&peers, first_k);
+        let targets: Vec<&str> = pushes.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(targets, vec!["a", "b", "c", "d"], "every peer");
+        assert!(
+            pushes
+                .iter()
+                .all(|(_, batch)| batch.len() == 1 && batch[0].origin == id("me")),
+            "a relayed rumor is not pushed with fanout 0"
+        );
+        assert_eq!(
+            mill.piggyback(&id("c"), |_| true).len(),
+            2,
+            "both still piggyback"
+        );
+    }
+
+    #[test]
+    fn a_push_interval_batches_relayed_rumors_but_never_delays_own_writes() {
+        let mut mill = RumorMill::new(RumorConfig {
+            fanout: 1,
+            push_interval_ms: 100,
+            ..RumorConfig::default()
+        });
+        let peers = [id("x")];
+        let seqs = |pushes: &Pushes| -> Vec<(String, u64)> {
+            pushes
+                .iter()
+                .flat_map(|(_, batch)| batch.iter().map(|r| (r.origin.to_string(), r.seq)))
+                .collect()
+        };
+        mill.tick(1_000);
+        mill.receive(rumor("a", 1), &id("b"), 3, true);
+        assert_eq!(seqs(&mill.flush(&peers, first_k)).len(), 1, "idle: at once");
+        mill.tick(1_010);
+        mill.receive(rumor("a", 2), &id("b"), 3, true);
+        mill.tick(1_050);
+        mill.receive(rumor("a", 3), &id("b"), 3, true);
+        assert!(mill.flush(&peers, first_k).is_empty(), "held back");
+        mill.publish(rumor("me", 1), 3, true);
+        assert_eq!(
+            seqs(&mill.flush(&peers, first_k)),
+            vec![("me".to_string(), 1)],
+            "an own write goes at once"
+        );
+        mill.tick(1_100);
+        let round = mill.flush(&peers, first_k);
+        assert_eq!(round.len(), 1, "one datagram");
+        assert_eq!(
+            seqs(&round),
+            vec![("a".to_string(), 2), ("a".to_string(), 3)]
+        );
+        // That round makes the next one due at 1,200.
+        mill.tick(1_150);
+        mill.receive(rumor("a", 4), &id("b"), 3, true);
+        assert!(mill.flush(&peers, first_k).is_empty());
+        mill.tick(1_200);
+        assert_eq!(mill.flush(&peers, first_k).len(), 1);
+    }
+
+    #[test]
+    fn without_a_push_interval_every_flush_pushes() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        for seq in 1..=3 {
+            mill.publish(rumor("me", seq), 2, true);
+            assert_eq!(mill.flush(&[id("x")], first_k).len(), 1, "no clock needed");
+        }
     }
 }

@@ -380,6 +380,7 @@ impl<S: Store> Node<S> {
         if now_ms >= self.cluster.next_sync_ms || !self.cluster.sync_soon.is_empty() {
             self.start_anti_entropy(now_ms);
         }
+        self.cluster.rumors.tick(now_ms);
         self.push_fresh_rumors();
     }
 

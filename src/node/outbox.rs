@@ -1,6 +1,7 @@
 //! Packing what the core sends: membership probes become datagrams that also carry piggybacked
 //! membership updates and rumors up to the datagram budget; fresh rumors are pushed to `fanout`
-//! peers in as few datagrams as fit, and a rumor too large for one travels as a frame.
+//! peers in as few datagrams as fit, topped up with rumors still being retransmitted, and a
+//! rumor too large for one travels as a frame.
 
 use super::cluster::Outbound;
 use super::Node;
@@ -122,6 +123,26 @@ impl<S: Store> Node<S> {
                 size += len;
                 current.rumors.push(rumor);
             }
+            // Top the last datagram up with rumors still being retransmitted: the datagram
+            // goes anyway, so they cost no extra message (counter-based rumor mongering
+            // carried by pushes as well as by probes).
+            let pushed: Vec<(NodeId, u64)> = current
+                .rumors
+                .iter()
+                .map(|r| (r.origin.clone(), r.seq))
+                .collect();
+            let extra = self.cluster.rumors.piggyback(&peer, |rumor| {
+                let len = encoded_len(rumor);
+                let fits = size + len <= MAX_DATAGRAM
+                    && !pushed
+                        .iter()
+                        .any(|(o, s)| *o == rumor.origin && *s == rumor.seq);
+                if fits {
+                    size += len;
+                }
+                fits
+            });
+            current.rumors.extend(extra);
             if !current.rumors.is_empty() {
                 self.cluster.outbox.push(Outbound::Datagram {
                     to,

@@ -11,6 +11,7 @@ pub mod figure;
 pub mod rounds;
 
 use crate::clock::NodeId;
+use crate::gossip::rumor::RumorConfig;
 use crate::gossip::sync::SyncMessage;
 use crate::membership::MembershipConfig;
 use crate::node::{ClusterConfig, Node, Outbound, Write, WriteAck};
@@ -40,6 +41,8 @@ pub struct SimConfig {
     /// An anti-entropy request with no reply is failed after this long (milliseconds).
     pub sync_timeout_ms: u64,
     pub anti_entropy_interval_ms: u64,
+    /// Dissemination settings of every node.
+    pub rumor: RumorConfig,
 }
 
 impl SimConfig {
@@ -54,6 +57,7 @@ impl SimConfig {
             max_skew_ms: 0,
             sync_timeout_ms: 1_000,
             anti_entropy_interval_ms: 2_000,
+            rumor: RumorConfig::default(),
         }
     }
 }
@@ -180,6 +184,7 @@ impl Sim {
         config.seeds = seeds;
         config.membership = MembershipConfig::for_sim();
         config.anti_entropy_interval_ms = self.config.anti_entropy_interval_ms;
+        config.rumor = self.config.rumor.clone();
         config.rng_seed = self.rng.gen();
         config
     }
