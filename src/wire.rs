@@ -9,13 +9,13 @@
 //! from the input it already holds, and frames are bounded before they are read).
 
 use crate::clock::NodeId;
-use crate::gossip::rumor::Rumor;
+use crate::gossip::rumor::{Rumor, SeenSummary};
 use crate::gossip::sync::SyncMessage;
 use crate::membership::{Member, SwimMessage};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The codec version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest datagram payload sent (before sealing), sized to stay under a 1500-byte MTU with
 /// IP/UDP headers and the sealing overhead.
 pub const MAX_DATAGRAM: usize = 1_350;
@@ -35,6 +35,9 @@ pub struct Datagram {
     pub updates: Vec<Member>,
     /// Piggybacked or pushed rumors.
     pub rumors: Vec<Rumor>,
+    /// A pull request: what the sender has seen, on its probes when it fits; the receiver
+    /// answers with the rumors the sender lacks (push-pull).
+    pub pull: Option<SeenSummary>,
 }
 
 /// One TCP frame's content.
@@ -128,6 +131,7 @@ mod tests {
             swim: Some(SwimMessage::Ping { probe: 9 }),
             updates: Vec::new(),
             rumors: Vec::new(),
+            pull: Some(SeenSummary::default()),
         }
     }
 

@@ -238,6 +238,7 @@ impl<S: Store> Node<S> {
             swim,
             updates,
             rumors,
+            pull,
         } = datagram;
         let mut out = Vec::new();
         match swim {
@@ -260,6 +261,9 @@ impl<S: Store> Node<S> {
             });
         }
         self.receive_rumors(&from.id, rumors)?;
+        if let Some(summary) = pull {
+            self.answer_pull(from_addr, &from.id, &summary);
+        }
         self.send_swim(out);
         self.after_membership_change();
         self.push_fresh_rumors();
