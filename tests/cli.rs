@@ -279,3 +279,39 @@ fn sim_rejects_an_unknown_workload_and_a_bad_loss() {
     assert_one_line_error(&["sim", "--workload", "nope"], "unknown workload");
     assert_one_line_error(&["sim", "--loss", "2"], "--loss");
 }
+
+#[test]
+fn sim_broadcast_reports_its_settings_and_paced_pushes_send_fewer_messages() {
+    let base = [
+        "--workload",
+        "broadcast",
+        "--nodes",
+        "8",
+        "--latency-ms",
+        "20",
+        "--rate",
+        "100",
+        "--duration-s",
+        "2",
+        "--seed",
+        "4",
+        "--json",
+    ];
+    let at_once = sim_json(&base);
+    assert_eq!(at_once["fanout"], 3);
+    assert_eq!(at_once["origin_fanout"], 3);
+    assert_eq!(at_once["push_interval_ms"], 0);
+    let mut paced_args = base.to_vec();
+    paced_args.extend(["--push-interval-ms", "100", "--origin-fanout", "5"]);
+    let paced = sim_json(&paced_args);
+    assert_eq!(paced["origin_fanout"], 5);
+    assert_eq!(paced["push_interval_ms"], 100);
+    for report in [&at_once, &paced] {
+        assert_eq!(report["ops"], 200);
+        assert_eq!(report["unfinished"], 0, "every write reached every node");
+    }
+    assert!(
+        paced["messages"].as_u64().unwrap() < at_once["messages"].as_u64().unwrap(),
+        "{paced} vs {at_once}"
+    );
+}
