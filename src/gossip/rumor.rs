@@ -229,6 +229,11 @@ impl RumorMill {
         } else {
             0
         };
+        if self.queue.is_empty() {
+            // Most nodes hold one rumor at a time when writes are rare (and in the round model
+            // of 100,000 nodes): no room for four.
+            self.queue.reserve_exact(1);
+        }
         self.queue.push(Queued {
             rumor,
             from,
