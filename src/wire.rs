@@ -9,7 +9,7 @@
 //! from the input it already holds, and frames are bounded before they are read).
 
 use crate::clock::NodeId;
-use crate::gossip::rumor::{Rumor, SeenSummary};
+use crate::gossip::rumor::Rumor;
 use crate::gossip::sync::SyncMessage;
 use crate::membership::{Member, SwimMessage};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -37,7 +37,7 @@ pub struct Datagram {
     pub rumors: Vec<Rumor>,
     /// A pull request: what the sender has seen, on its probes when it fits; the receiver
     /// answers with the rumors the sender lacks (push-pull).
-    pub pull: Option<SeenSummary>,
+    pub pull: Option<crate::gossip::rumor::SeenSummary>,
 }
 
 /// One TCP frame's content.
@@ -131,7 +131,7 @@ mod tests {
             swim: Some(SwimMessage::Ping { probe: 9 }),
             updates: Vec::new(),
             rumors: Vec::new(),
-            pull: Some(SeenSummary::default()),
+            pull: Some(crate::gossip::rumor::SeenSummary::default()),
         }
     }
 

@@ -11,7 +11,6 @@ pub mod figure;
 pub mod rounds;
 
 use crate::clock::NodeId;
-use crate::gossip::rumor::RumorConfig;
 use crate::gossip::sync::SyncMessage;
 use crate::membership::MembershipConfig;
 use crate::node::{ClusterConfig, Node, Outbound, Write, WriteAck};
@@ -28,6 +27,8 @@ use std::collections::BinaryHeap;
 pub struct SimConfig {
     pub nodes: usize,
     pub seed: u64,
+    /// Dissemination settings of every node.
+    pub rumor: crate::gossip::rumor::RumorConfig,
     /// One-way latency of a message, uniform in this range (milliseconds).
     pub latency_ms: (u64, u64),
     /// Probability that a message is lost.
@@ -41,8 +42,6 @@ pub struct SimConfig {
     /// An anti-entropy request with no reply is failed after this long (milliseconds).
     pub sync_timeout_ms: u64,
     pub anti_entropy_interval_ms: u64,
-    /// Dissemination settings of every node.
-    pub rumor: RumorConfig,
 }
 
 impl SimConfig {
@@ -50,6 +49,7 @@ impl SimConfig {
         SimConfig {
             nodes,
             seed,
+            rumor: Default::default(),
             latency_ms: (1, 20),
             loss: 0.0,
             duplicate: 0.0,
@@ -57,7 +57,6 @@ impl SimConfig {
             max_skew_ms: 0,
             sync_timeout_ms: 1_000,
             anti_entropy_interval_ms: 2_000,
-            rumor: RumorConfig::default(),
         }
     }
 }
@@ -180,11 +179,11 @@ impl Sim {
         };
         let mut config = ClusterConfig::standalone();
         config.gossip_addr = self.nodes[i].addr;
+        config.rumor = self.config.rumor.clone();
         config.http_addr = self.nodes[i].addr;
         config.seeds = seeds;
         config.membership = MembershipConfig::for_sim();
         config.anti_entropy_interval_ms = self.config.anti_entropy_interval_ms;
-        config.rumor = self.config.rumor.clone();
         config.rng_seed = self.rng.gen();
         config
     }
