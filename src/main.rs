@@ -252,6 +252,9 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
 }
 
 fn sim(args: SimArgs) -> anyhow::Result<()> {
+    if args.workload.is_some() && (args.svg.is_some() || args.loss != 0.0) {
+        bail!("--svg and --loss belong to the round model: leave out --workload");
+    }
     if let Some(path) = &args.svg {
         return sim_figure(&args, path);
     }

@@ -278,6 +278,10 @@ fn sim_writes_the_dissemination_figure() {
 fn sim_rejects_an_unknown_workload_and_a_bad_loss() {
     assert_one_line_error(&["sim", "--workload", "nope"], "unknown workload");
     assert_one_line_error(&["sim", "--loss", "2"], "--loss");
+    assert_one_line_error(
+        &["sim", "--workload", "broadcast", "--loss", "0.1"],
+        "round model",
+    );
 }
 
 #[test]
