@@ -71,7 +71,8 @@ impl<S: Store> Node<S> {
             // A probe asks for what this node lacks (Karp et al., 2000: push-pull), when its
             // summary leaves most of the datagram to piggybacked updates and rumors.
             let summary = self.cluster.rumors.summary();
-            if encoded_len(&summary) <= MAX_PULL_SUMMARY {
+            let len = encoded_len(&summary);
+            if len <= MAX_PULL_SUMMARY && encoded_len(&datagram) + len <= MAX_DATAGRAM {
                 datagram.pull = Some(summary);
             }
         }
@@ -306,5 +307,35 @@ mod tests {
         assert!(summary.has_seen(&id("a"), 1));
         let ack = node.datagram(Some(SwimMessage::Ack { probe: 7 }), Some(&b.id), Vec::new());
         assert_eq!(ack.pull, None);
+    }
+
+    #[test]
+    fn a_summary_too_large_for_a_probe_is_left_out() {
+        let (mut node, b) = node_with_a_write();
+        // Rumors from 200 origins (a large cluster): the summary outgrows its share.
+        let rumors = (0..200u64)
+            .map(|i| crate::gossip::rumor::Rumor {
+                origin: id(&format!("origin-with-a-long-name-{i}")),
+                seq: 1,
+                key: crate::store::StoreKey::kv(format!("k{i}")),
+                delta: crate::crdt::KeyState::Register(crate::crdt::LwwRegister::write(
+                    crate::clock::Timestamp::from_raw(i + 10),
+                    id("x"),
+                    None,
+                )),
+            })
+            .collect();
+        node.handle_frame(Frame {
+            from: b.id.clone(),
+            body: FrameBody::Rumors(rumors),
+        })
+        .unwrap();
+        let probe = node.datagram(
+            Some(SwimMessage::Ping { probe: 8 }),
+            Some(&b.id),
+            Vec::new(),
+        );
+        assert_eq!(probe.pull, None);
+        assert!(crate::wire::encode_datagram(&probe).len() <= MAX_DATAGRAM + 1);
     }
 }
