@@ -4,8 +4,11 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hearsay::clock::NodeId;
+use hearsay::gossip::rumor::RumorConfig;
 use hearsay::local_cluster::LocalCluster;
 use hearsay::server::{self, Listeners, ServerConfig};
+use hearsay::sim::figure;
+use hearsay::sim::rounds::{RoundModel, RoundReport};
 use hearsay::store::Durability;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -39,21 +42,37 @@ enum Command {
 
 #[derive(clap::Args)]
 struct SimArgs {
-    /// Workload: `broadcast` (clients write --rate ops/s spread over the nodes).
-    #[arg(long, default_value = "broadcast")]
-    workload: String,
+    /// Workload: `broadcast` (clients write --rate ops/s spread over the nodes). Without it, the
+    /// round model: one update injected at one node, messages delivered the next round.
+    #[arg(long)]
+    workload: Option<String>,
     #[arg(long, default_value_t = 25)]
     nodes: usize,
-    /// One-way latency of every link, in milliseconds.
+    /// One-way latency of every link, in milliseconds (broadcast).
     #[arg(long, default_value_t = 100)]
     latency_ms: u64,
-    /// Client operations per second.
+    /// Client operations per second (broadcast).
     #[arg(long, default_value_t = 100)]
     rate: u64,
     #[arg(long, default_value_t = 20)]
     duration_s: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Peers a fresh rumor is pushed to (default 3, the production default).
+    #[arg(long)]
+    fanout: Option<usize>,
+    /// Peers a node's own writes are pushed to (broadcast; default: --fanout).
+    #[arg(long)]
+    origin_fanout: Option<usize>,
+    /// At most one round of pushes per this many milliseconds (broadcast; default 0: at once).
+    #[arg(long)]
+    push_interval_ms: Option<u64>,
+    /// Probability that a message is lost, 0 to 1 (round model).
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Sweep the round model over n = 10, 30, ..., 100,000 and write the figure to this SVG file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -126,9 +145,18 @@ struct ServeArgs {
     /// Milliseconds between re-contacts of dead members and seeds (default 2000).
     #[arg(long, env = "HEARSAY_REJOIN_INTERVAL_MS")]
     rejoin_interval_ms: Option<u64>,
-    /// Peers each new write is pushed to at once (default 3).
+    /// Peers a fresh rumor is pushed to (default 3); 0 leaves relayed rumors to piggybacking
+    /// and anti-entropy.
     #[arg(long, env = "HEARSAY_FANOUT")]
     fanout: Option<usize>,
+    /// Peers this node's own writes are pushed to (default: --fanout). At least the number of
+    /// peers sends every write straight to every member.
+    #[arg(long, env = "HEARSAY_ORIGIN_FANOUT")]
+    origin_fanout: Option<usize>,
+    /// At most one round of pushes per this many milliseconds (default 0: at once). Batches
+    /// writes into fewer datagrams under load at the cost of up to this much latency.
+    #[arg(long, env = "HEARSAY_PUSH_INTERVAL_MS")]
+    push_interval_ms: Option<u64>,
     /// Milliseconds between anti-entropy exchanges with a random peer (default 2000).
     #[arg(long, env = "HEARSAY_ANTI_ENTROPY_INTERVAL_MS")]
     anti_entropy_interval_ms: Option<u64>,
@@ -196,7 +224,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     m.suspicion_mult = args.suspicion_mult.unwrap_or(m.suspicion_mult);
     m.rejoin_interval_ms = args.rejoin_interval_ms.unwrap_or(m.rejoin_interval_ms);
     m.validate().map_err(anyhow::Error::msg)?;
-    timings.rumor.fanout = args.fanout.unwrap_or(timings.rumor.fanout).max(1);
+    apply_rumor_flags(
+        &mut timings.rumor,
+        args.fanout,
+        args.origin_fanout,
+        args.push_interval_ms,
+    );
     timings.anti_entropy_interval_ms = args
         .anti_entropy_interval_ms
         .unwrap_or(timings.anti_entropy_interval_ms)
@@ -230,21 +263,114 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
 }
 
 fn sim(args: SimArgs) -> anyhow::Result<()> {
-    if args.workload != "broadcast" {
-        bail!(
-            "unknown workload {:?}: the simulator runs `broadcast`",
-            args.workload
+    if args.workload.is_some() && (args.svg.is_some() || args.loss != 0.0) {
+        bail!("--svg and --loss belong to the round model: leave out --workload");
+    }
+    if let Some(path) = &args.svg {
+        return sim_figure(&args, path);
+    }
+    match args.workload.as_deref() {
+        None => sim_rounds(&args),
+        Some("broadcast") => sim_broadcast(&args),
+        Some(other) => bail!(
+            "unknown workload {other:?}: the simulator runs `broadcast`, or the round model without --workload"
+        ),
+    }
+}
+
+/// A round-model run with the driver's measurements of it.
+#[derive(serde::Serialize)]
+struct MeasuredRun {
+    #[serde(flatten)]
+    report: RoundReport,
+    elapsed_ms: u64,
+    /// Peak resident memory of the whole process so far (Linux VmHWM), in KiB.
+    peak_rss_kib: Option<u64>,
+}
+
+#[allow(clippy::disallowed_methods)] // the driver times the run; the model reads no clock
+fn measured_round_model(args: &SimArgs, nodes: usize) -> anyhow::Result<MeasuredRun> {
+    if nodes == 0 || nodes > 1_000_000 {
+        bail!("--nodes must be between 1 and 1,000,000 for the round model");
+    }
+    if !(0.0..=1.0).contains(&args.loss) {
+        bail!("--loss must be between 0 and 1");
+    }
+    let started = std::time::Instant::now();
+    let report = RoundModel {
+        nodes,
+        seed: args.seed,
+        fanout: args.fanout.unwrap_or(RumorConfig::default().fanout).max(1),
+        loss: args.loss,
+    }
+    .run();
+    Ok(MeasuredRun {
+        report,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+fn sim_rounds(args: &SimArgs) -> anyhow::Result<()> {
+    let run = measured_round_model(args, args.nodes)?;
+    if !args.json {
+        let r = &run.report;
+        let rounds = r
+            .rounds_to_full
+            .map_or_else(|| "never".to_string(), |x| x.to_string());
+        println!(
+            "{} nodes: every node held the update after {rounds} rounds (bound {:.2}); {:.2} messages per node carried it, {:.2} pull requests per node; {} ms",
+            r.nodes, r.bound, r.msgs_per_node, r.pull_requests_per_node, run.elapsed_ms
         );
     }
+    println!("{}", serde_json::to_string(&run)?);
+    Ok(())
+}
+
+fn sim_figure(args: &SimArgs, path: &Path) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for nodes in figure::SWEEP {
+        let run = measured_round_model(args, nodes)?;
+        if !args.json {
+            println!(
+                "n = {nodes}: rounds {:?} (bound {:.2}), {:.2} messages per node",
+                run.report.rounds_to_full, run.report.bound, run.report.msgs_per_node
+            );
+        }
+        runs.push(run);
+    }
+    let reports: Vec<RoundReport> = runs.iter().map(|r| r.report.clone()).collect();
+    std::fs::write(path, figure::dissemination_svg(&reports))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{}", serde_json::to_string(&runs)?);
+    Ok(())
+}
+
+/// Peak resident set size from /proc/self/status (`None` off Linux).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn sim_broadcast(args: &SimArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > 1_000 {
         bail!("--nodes must be between 1 and 1000 for the broadcast workload");
     }
+    let mut rumor = RumorConfig::default();
+    apply_rumor_flags(
+        &mut rumor,
+        args.fanout,
+        args.origin_fanout,
+        args.push_interval_ms,
+    );
     let report = hearsay::sim::broadcast::BroadcastWorkload {
         nodes: args.nodes,
         latency_ms: args.latency_ms,
         rate: args.rate,
         duration_s: args.duration_s,
         seed: args.seed,
+        rumor,
     }
     .run();
     if !args.json {
@@ -255,6 +381,18 @@ fn sim(args: SimArgs) -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// The dissemination flags shared by `serve` and `sim --workload broadcast`.
+fn apply_rumor_flags(
+    rumor: &mut RumorConfig,
+    fanout: Option<usize>,
+    origin_fanout: Option<usize>,
+    push_interval_ms: Option<u64>,
+) {
+    rumor.fanout = fanout.unwrap_or(rumor.fanout);
+    rumor.origin_fanout = origin_fanout.or(rumor.origin_fanout);
+    rumor.push_interval_ms = push_interval_ms.unwrap_or(rumor.push_interval_ms);
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {

@@ -36,6 +36,9 @@ pub struct Datagram {
     pub updates: Vec<Member>,
     /// Piggybacked or pushed rumors.
     pub rumors: Vec<Rumor>,
+    /// A pull request: what the sender has seen, on its probes when it fits; the receiver
+    /// answers with the rumors the sender lacks (push-pull).
+    pub pull: Option<crate::gossip::rumor::SeenSummary>,
 }
 
 /// One TCP frame's content.
@@ -169,6 +172,7 @@ mod tests {
             swim: Some(SwimMessage::Ping { probe: 9 }),
             updates: Vec::new(),
             rumors: Vec::new(),
+            pull: Some(crate::gossip::rumor::SeenSummary::default()),
         }
     }
 

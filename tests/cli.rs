@@ -194,6 +194,8 @@ fn sim_prints_its_figures_as_json_on_the_last_line() {
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_hearsay"))
         .args([
             "sim",
+            "--workload",
+            "broadcast",
             "--nodes",
             "5",
             "--latency-ms",
@@ -209,4 +211,111 @@ fn sim_prints_its_figures_as_json_on_the_last_line() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8(again.stdout).unwrap(), stdout);
+}
+
+fn sim_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .arg("sim")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn sim_round_model_reaches_every_node_and_reports_its_costs() {
+    let args = ["--nodes", "300", "--seed", "5", "--loss", "0.1", "--json"];
+    let mut report = sim_json(&args);
+    assert_eq!(report["nodes"], 300);
+    assert_eq!(report["seed"], 5);
+    assert_eq!(report["fanout"], 3, "the production default");
+    assert_eq!(report["loss"], 0.1);
+    assert_eq!(report["informed"], 300, "every node got the update");
+    let rounds = report["rounds_to_full"].as_u64().unwrap();
+    assert!(rounds > 0);
+    let bound = report["bound"].as_f64().unwrap();
+    assert!((bound - (300f64.log(3.0) + 300f64.ln().ln() + 2.0)).abs() < 1e-9);
+    let msgs = report["msgs_per_node"].as_f64().unwrap();
+    let parts = report["pushes_per_node"].as_f64().unwrap()
+        + report["pull_answers_per_node"].as_f64().unwrap();
+    assert!(msgs > 1.0 && (msgs - parts).abs() < 1e-9, "{report}");
+    // One pull request per node per round, the last round excepted.
+    assert_eq!(
+        report["pull_requests_per_node"].as_f64().unwrap(),
+        rounds as f64
+    );
+    assert!(report["elapsed_ms"].is_u64());
+    // The same seed gives the same figures, apart from the driver's measurements.
+    let mut again = sim_json(&args);
+    for field in ["elapsed_ms", "peak_rss_kib"] {
+        report.as_object_mut().unwrap().remove(field);
+        again.as_object_mut().unwrap().remove(field);
+    }
+    assert_eq!(again, report);
+}
+
+#[test]
+fn sim_writes_the_dissemination_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("figure.svg");
+    let runs = sim_json(&["--svg", path_str(&file), "--seed", "1", "--json"]);
+    let runs = runs.as_array().unwrap();
+    let sizes: Vec<u64> = runs.iter().map(|r| r["nodes"].as_u64().unwrap()).collect();
+    assert_eq!(sizes.first(), Some(&10));
+    assert_eq!(sizes.last(), Some(&100_000));
+    assert!(runs.iter().all(|r| r["informed"] == r["nodes"]));
+    let svg = std::fs::read_to_string(&file).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("Karp"));
+}
+
+#[test]
+fn sim_rejects_an_unknown_workload_and_a_bad_loss() {
+    assert_one_line_error(&["sim", "--workload", "nope"], "unknown workload");
+    assert_one_line_error(&["sim", "--loss", "2"], "--loss");
+    assert_one_line_error(
+        &["sim", "--workload", "broadcast", "--loss", "0.1"],
+        "round model",
+    );
+}
+
+#[test]
+fn sim_broadcast_reports_its_settings_and_paced_pushes_send_fewer_messages() {
+    let base = [
+        "--workload",
+        "broadcast",
+        "--nodes",
+        "8",
+        "--latency-ms",
+        "20",
+        "--rate",
+        "100",
+        "--duration-s",
+        "2",
+        "--seed",
+        "4",
+        "--json",
+    ];
+    let at_once = sim_json(&base);
+    assert_eq!(at_once["fanout"], 3);
+    assert_eq!(at_once["origin_fanout"], 3);
+    assert_eq!(at_once["push_interval_ms"], 0);
+    let mut paced_args = base.to_vec();
+    paced_args.extend(["--push-interval-ms", "100", "--origin-fanout", "5"]);
+    let paced = sim_json(&paced_args);
+    assert_eq!(paced["origin_fanout"], 5);
+    assert_eq!(paced["push_interval_ms"], 100);
+    for report in [&at_once, &paced] {
+        assert_eq!(report["ops"], 200);
+        assert_eq!(report["unfinished"], 0, "every write reached every node");
+    }
+    assert!(
+        paced["messages"].as_u64().unwrap() < at_once["messages"].as_u64().unwrap(),
+        "{paced} vs {at_once}"
+    );
 }

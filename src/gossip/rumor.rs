@@ -36,19 +36,40 @@ pub struct Rumor {
 /// Tuning of dissemination.
 #[derive(Clone, Debug)]
 pub struct RumorConfig {
-    /// Peers a new rumor is pushed to at once (default 3). Higher spreads faster and costs more
-    /// messages per write.
+    /// Peers a fresh rumor is pushed to (default 3), and the rumors of this node's own writes
+    /// too unless `origin_fanout` says otherwise. Higher spreads faster and costs more messages
+    /// per write. 0: rumors from peers are not pushed on, only piggybacked on probes and
+    /// answered to pulls (anti-entropy repairs the rest); use with a large `origin_fanout`.
     pub fanout: usize,
+    /// Peers the rumors of this node's own writes are pushed to (default: `fanout`). A value at
+    /// least the number of peers sends every write straight to every member (direct mail,
+    /// Demers et al. 1987): one hop, but n - 1 messages per push round.
+    pub origin_fanout: Option<usize>,
     /// Piggyback transmissions per rumor are `retransmit_mult * ceil(log2(n + 1))` (default 3).
     pub retransmit_mult: u32,
+    /// Rumors received from peers are pushed on in rounds at most this many milliseconds
+    /// apart (default 0: at once). One arriving sooner waits, with the others, for the next
+    /// round: fewer, fuller datagrams under load, for up to this much added latency per hop. A
+    /// node's own writes are always pushed at once, and a node that pushed nothing for this
+    /// long pushes at once, so light traffic never waits.
+    pub push_interval_ms: u64,
 }
 
 impl Default for RumorConfig {
     fn default() -> Self {
         RumorConfig {
             fanout: 3,
+            origin_fanout: None,
             retransmit_mult: 3,
+            push_interval_ms: 0,
         }
+    }
+}
+
+impl RumorConfig {
+    /// Peers the rumors of this node's own writes are pushed to.
+    pub fn origin_fanout(&self) -> usize {
+        self.origin_fanout.unwrap_or(self.fanout)
     }
 }
 
@@ -95,12 +116,44 @@ struct Queued {
     fresh: bool,
 }
 
+/// Per origin, the sequence numbers a node has seen: what a pull request carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenSummary {
+    /// Sorted by origin.
+    pub origins: Vec<SeenRange>,
+}
+
+/// The sequence numbers seen from one origin: all up to `contiguous`, plus `above` (sorted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenRange {
+    pub origin: NodeId,
+    pub contiguous: u64,
+    pub above: Vec<u64>,
+}
+
+impl SeenSummary {
+    /// Whether the summarised node has seen rumor `seq` of `origin`.
+    pub fn has_seen(&self, origin: &NodeId, seq: u64) -> bool {
+        match self.origins.binary_search_by(|r| r.origin.cmp(origin)) {
+            Ok(i) => {
+                let range = &self.origins[i];
+                seq <= range.contiguous || range.above.binary_search(&seq).is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 /// The rumor engine of one node.
 pub struct RumorMill {
     config: RumorConfig,
     seen: BTreeMap<NodeId, Seen>,
     /// Rumors still to be pushed or retransmitted, oldest first.
     queue: Vec<Queued>,
+    /// The latest time the node told (milliseconds; see [`RumorMill::tick`]).
+    now_ms: u64,
+    /// No pushes before this time (with a `push_interval_ms`).
+    next_push_ms: u64,
 }
 
 /// What [`RumorMill::flush`] asks the node to send: each peer's batch of fresh rumors.
@@ -112,6 +165,8 @@ impl RumorMill {
             config,
             seen: BTreeMap::new(),
             queue: Vec::new(),
+            now_ms: 0,
+            next_push_ms: 0,
         }
     }
 
@@ -174,6 +229,11 @@ impl RumorMill {
         } else {
             0
         };
+        if self.queue.is_empty() {
+            // Most nodes hold one rumor at a time when writes are rare (and in the round model
+            // of 100,000 nodes): no room for four.
+            self.queue.reserve_exact(1);
+        }
         self.queue.push(Queued {
             rumor,
             from,
@@ -189,33 +249,102 @@ impl RumorMill {
     /// Pushes every fresh rumor to `fanout` of `peers` (chosen by `pick`, which returns up to
     /// `k` distinct peers from a list), skipping the peer each came from and its origin. Rumors
     /// bound for the same peer travel together (batching under load).
+    ///
+    /// `pick` is asked for two peers more than `fanout` (once per round for own rumors and once
+    /// for relayed ones) and the excluded ones are dropped from its answer, so the cost does not
+    /// grow with the length of `peers` (the round model passes 100,000 of them).
     pub fn flush(
         &mut self,
         peers: &[NodeId],
         mut pick: impl FnMut(&[NodeId], usize) -> Vec<NodeId>,
     ) -> Pushes {
+        let paced = self.config.push_interval_ms > 0;
+        // A node's own writes never wait: the first hop is the one the writer waits on.
+        let relay_due = !paced || self.now_ms >= self.next_push_ms;
         let mut batches: BTreeMap<NodeId, Vec<Rumor>> = BTreeMap::new();
+        let mut pushed = false;
+        // One choice of peers per round for own rumors and one for relayed ones, so that a
+        // round's rumors share datagrams; each rumor still reaches `fanout` uniformly random
+        // peers.
+        let mut own: Option<Vec<NodeId>> = None;
+        let mut relayed: Option<Vec<NodeId>> = None;
         for queued in self.queue.iter_mut().filter(|q| q.fresh) {
+            if queued.from.is_some() && !relay_due {
+                continue;
+            }
             queued.fresh = false;
-            let eligible: Vec<NodeId> = peers
+            pushed |= queued.from.is_some();
+            let (fanout, candidates) = match queued.from {
+                None => (self.config.origin_fanout(), &mut own),
+                Some(_) => (self.config.fanout, &mut relayed),
+            };
+            let candidates = candidates.get_or_insert_with(|| pick(peers, fanout + 2));
+            let chosen = candidates
                 .iter()
                 .filter(|p| Some(*p) != queued.from.as_ref() && **p != queued.rumor.origin)
-                .cloned()
-                .collect();
-            for peer in pick(&eligible, self.config.fanout) {
-                batches.entry(peer).or_default().push(queued.rumor.clone());
+                .take(fanout);
+            for peer in chosen {
+                batches
+                    .entry(peer.clone())
+                    .or_default()
+                    .push(queued.rumor.clone());
             }
+        }
+        if paced && pushed {
+            self.next_push_ms = self.now_ms + self.config.push_interval_ms;
         }
         self.retire();
         batches.into_iter().collect()
     }
 
-    /// Rumors to piggyback on a message to `peer`, oldest first, while `fits` accepts them
+    /// Tells the mill the time (milliseconds, the node's clock): pushes held back by
+    /// `push_interval_ms` go out at the first [`RumorMill::flush`] once it is due.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    /// What this node has seen, for a pull request (Karp et al., 2000, push-pull): a peer
+    /// answers it with [`RumorMill::answer_pull`]. Its size grows with the origins seen and the
+    /// out-of-order sequence numbers (at most [`SEEN_WINDOW`] per origin), never with writes.
+    pub fn summary(&self) -> SeenSummary {
+        SeenSummary {
+            origins: self
+                .seen
+                .iter()
+                .map(|(origin, seen)| SeenRange {
+                    origin: origin.clone(),
+                    contiguous: seen.contiguous,
+                    above: seen.above.iter().copied().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Answers a pull request from `asker`: the queued rumors its `summary` shows it lacks,
+    /// oldest first, while `fits` accepts them. Answering does not use up piggyback
+    /// transmissions: the asker asked, so nothing is sent blindly.
+    pub fn answer_pull(
+        &self,
+        summary: &SeenSummary,
+        mut fits: impl FnMut(&Rumor) -> bool,
+    ) -> Vec<Rumor> {
+        self.queue
+            .iter()
+            .map(|q| &q.rumor)
+            .filter(|r| !summary.has_seen(&r.origin, r.seq))
+            .filter(|r| fits(r))
+            .cloned()
+            .collect()
+    }
+
+    /// Rumors to piggyback on a message to `peer`, newest first, while `fits` accepts them
     /// (the caller checks the datagram budget). Each one sent uses up one transmission; rumors
-    /// with none left are dropped.
+    /// with none left are dropped. Newest first: under more writes than the budget carries,
+    /// the rumors sent least (the ones most nodes still lack) go before old ones, which have
+    /// had their chances and which anti-entropy repairs anyway.
     pub fn piggyback(&mut self, peer: &NodeId, mut fits: impl FnMut(&Rumor) -> bool) -> Vec<Rumor> {
         let mut out = Vec::new();
-        for queued in &mut self.queue {
+        for queued in self.queue.iter_mut().rev() {
             if queued.transmits_left == 0
                 || queued.from.as_ref() == Some(peer)
                 || &queued.rumor.origin == peer
@@ -298,6 +427,7 @@ mod tests {
         let mut mill = RumorMill::new(RumorConfig {
             fanout: 1,
             retransmit_mult: 2,
+            ..RumorConfig::default()
         });
         mill.publish(rumor("me", 1), 3, true); // ceil(log2(4)) = 2 rounds, x2 = 4 transmissions
         let _ = mill.flush(&[], first_k);
@@ -352,5 +482,187 @@ mod tests {
         mill.restore(&id("a"), 10);
         assert!(!mill.receive(rumor("a", 7), &id("b"), 3, true));
         assert!(mill.receive(rumor("a", 11), &id("b"), 3, true));
+    }
+
+    #[test]
+    fn a_summary_lists_contiguous_and_out_of_order_sequence_numbers() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        for seq in [1, 2, 3, 5, 7] {
+            mill.receive(rumor("a", seq), &id("b"), 3, true);
+        }
+        mill.publish(rumor("me", 1), 3, true);
+        let summary = mill.summary();
+        assert_eq!(
+            summary.origins,
+            vec![
+                SeenRange {
+                    origin: id("a"),
+                    contiguous: 3,
+                    above: vec![5, 7],
+                },
+                SeenRange {
+                    origin: id("me"),
+                    contiguous: 1,
+                    above: vec![],
+                },
+            ]
+        );
+        for (origin, seq, seen) in [
+            ("a", 3, true),
+            ("a", 4, false),
+            ("a", 7, true),
+            ("a", 8, false),
+            ("me", 1, true),
+            ("z", 1, false),
+        ] {
+            assert_eq!(summary.has_seen(&id(origin), seq), seen, "{origin} {seq}");
+        }
+        assert_eq!(
+            RumorMill::new(RumorConfig::default()).summary(),
+            SeenSummary::default()
+        );
+    }
+
+    #[test]
+    fn a_pull_is_answered_with_exactly_the_queued_rumors_the_asker_lacks() {
+        let mut holder = RumorMill::new(RumorConfig::default());
+        for seq in 1..=4 {
+            holder.publish(rumor("h", seq), 3, true);
+        }
+        holder.receive(rumor("x", 1), &id("x"), 3, true);
+        let mut asker = RumorMill::new(RumorConfig::default());
+        asker.receive(rumor("h", 1), &id("h"), 3, true);
+        asker.receive(rumor("h", 3), &id("h"), 3, true);
+        let answer = holder.answer_pull(&asker.summary(), |_| true);
+        let got: Vec<(&str, u64)> = answer.iter().map(|r| (r.origin.as_str(), r.seq)).collect();
+        assert_eq!(got, vec![("h", 2), ("h", 4), ("x", 1)]);
+        // The asker merges them and has nothing left to ask for.
+        for r in answer {
+            assert!(asker.receive(r, &id("h"), 3, true));
+        }
+        assert!(holder.answer_pull(&asker.summary(), |_| true).is_empty());
+        // The budget is respected, and answering uses up no piggyback transmissions.
+        let mut budget = 1;
+        let one = holder.answer_pull(&SeenSummary::default(), |_| {
+            budget -= 1;
+            budget >= 0
+        });
+        assert_eq!(one.len(), 1);
+        let _ = holder.flush(&[], first_k);
+        let piggybacked = holder.piggyback(&id("p"), |_| true).len();
+        assert_eq!(piggybacked, 5, "every queued rumor still has transmissions");
+    }
+
+    #[test]
+    fn a_rumor_dropped_from_the_queue_is_no_longer_offered_to_pulls() {
+        let mut mill = RumorMill::new(RumorConfig {
+            fanout: 1,
+            retransmit_mult: 1,
+            ..RumorConfig::default()
+        });
+        mill.publish(rumor("me", 1), 1, true); // one piggyback transmission
+        let _ = mill.flush(&[], first_k);
+        assert_eq!(mill.answer_pull(&SeenSummary::default(), |_| true).len(), 1);
+        assert_eq!(mill.piggyback(&id("p"), |_| true).len(), 1);
+        assert!(mill
+            .answer_pull(&SeenSummary::default(), |_| true)
+            .is_empty());
+    }
+
+    #[test]
+    fn pushes_go_to_fanout_peers_however_long_the_peer_list() {
+        let mut mill = RumorMill::new(RumorConfig {
+            fanout: 3,
+            retransmit_mult: 1,
+            ..RumorConfig::default()
+        });
+        mill.receive(rumor("n0", 1), &id("n1"), 100_000, true);
+        let peers: Vec<NodeId> = (0..100_000).map(|i| id(&format!("n{i}"))).collect();
+        let mut asked = Vec::new();
+        let pushes = mill.flush(&peers, |list, k| {
+            asked.push((list.len(), k));
+            first_k(list, k)
+        });
+        assert_eq!(asked, vec![(100_000, 5)], "one pick of fanout + 2");
+        let targets: Vec<&str> = pushes.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(targets, vec!["n2", "n3", "n4"], "sender and origin skipped");
+    }
+
+    #[test]
+    fn own_rumors_and_relayed_rumors_use_their_own_fanouts() {
+        let mut mill = RumorMill::new(RumorConfig {
+            fanout: 0,
+            origin_fanout: Some(10),
+            ..RumorConfig::default()
+        });
+        mill.publish(rumor("me", 1), 5, true);
+        mill.receive(rumor("a", 1), &id("b"), 5, true);
+        let peers = [id("a"), id("b"), id("c"), id("d")];
+        let pushes = mill.flush(&peers, first_k);
+        let targets: Vec<&str> = pushes.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(targets, vec!["a", "b", "c", "d"], "every peer");
+        assert!(
+            pushes
+                .iter()
+                .all(|(_, batch)| batch.len() == 1 && batch[0].origin == id("me")),
+            "a relayed rumor is not pushed with fanout 0"
+        );
+        assert_eq!(
+            mill.piggyback(&id("c"), |_| true).len(),
+            2,
+            "both still piggyback"
+        );
+    }
+
+    #[test]
+    fn a_push_interval_batches_relayed_rumors_but_never_delays_own_writes() {
+        let mut mill = RumorMill::new(RumorConfig {
+            fanout: 1,
+            push_interval_ms: 100,
+            ..RumorConfig::default()
+        });
+        let peers = [id("x")];
+        let seqs = |pushes: &Pushes| -> Vec<(String, u64)> {
+            pushes
+                .iter()
+                .flat_map(|(_, batch)| batch.iter().map(|r| (r.origin.to_string(), r.seq)))
+                .collect()
+        };
+        mill.tick(1_000);
+        mill.receive(rumor("a", 1), &id("b"), 3, true);
+        assert_eq!(seqs(&mill.flush(&peers, first_k)).len(), 1, "idle: at once");
+        mill.tick(1_010);
+        mill.receive(rumor("a", 2), &id("b"), 3, true);
+        mill.tick(1_050);
+        mill.receive(rumor("a", 3), &id("b"), 3, true);
+        assert!(mill.flush(&peers, first_k).is_empty(), "held back");
+        mill.publish(rumor("me", 1), 3, true);
+        assert_eq!(
+            seqs(&mill.flush(&peers, first_k)),
+            vec![("me".to_string(), 1)],
+            "an own write goes at once"
+        );
+        mill.tick(1_100);
+        let round = mill.flush(&peers, first_k);
+        assert_eq!(round.len(), 1, "one datagram");
+        assert_eq!(
+            seqs(&round),
+            vec![("a".to_string(), 2), ("a".to_string(), 3)]
+        );
+        // That round makes the next one due at 1,200.
+        mill.tick(1_150);
+        mill.receive(rumor("a", 4), &id("b"), 3, true);
+        assert!(mill.flush(&peers, first_k).is_empty());
+        mill.tick(1_200);
+        assert_eq!(mill.flush(&peers, first_k).len(), 1);
+    }
+
+    #[test]
+    fn without_a_push_interval_every_flush_pushes() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        for seq in 1..=3 {
+            mill.publish(rumor("me", seq), 2, true);
+            assert_eq!(mill.flush(&[id("x")], first_k).len(), 1, "no clock needed");
+        }
     }
 }

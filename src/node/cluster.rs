@@ -260,6 +260,7 @@ impl<S: Store> Node<S> {
             swim,
             updates,
             rumors,
+            pull,
         } = datagram;
         let mut out = Vec::new();
         match swim {
@@ -282,6 +283,9 @@ impl<S: Store> Node<S> {
             });
         }
         self.receive_rumors(&from.id, rumors)?;
+        if let Some(summary) = pull {
+            self.answer_pull(from_addr, &from.id, &summary);
+        }
         self.send_swim(out);
         self.after_membership_change();
         self.push_fresh_rumors();
@@ -442,6 +446,7 @@ impl<S: Store> Node<S> {
         if now_ms >= self.cluster.next_sync_ms || !self.cluster.sync_soon.is_empty() {
             self.start_anti_entropy(now_ms);
         }
+        self.cluster.rumors.tick(now_ms);
         self.push_fresh_rumors();
         self.collect_tombstones(now_ms)
     }

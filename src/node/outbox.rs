@@ -1,15 +1,23 @@
 //! Packing what the core sends: membership probes become datagrams that also carry piggybacked
 //! membership updates and rumors up to the datagram budget; fresh rumors are pushed to `fanout`
-//! peers in as few datagrams as fit, and a rumor too large for one travels as a frame.
+//! peers in as few datagrams as fit, topped up with rumors still being retransmitted, and a
+//! rumor too large for one travels as a frame. Probes carry a pull summary; a pull is answered
+//! with the rumors the asker lacks.
 
 use super::cluster::Outbound;
 use super::Node;
 use crate::clock::NodeId;
-use crate::membership::{Member, Outgoing};
+use crate::gossip::rumor::SeenSummary;
+use crate::membership::{Member, Outgoing, SwimMessage};
 use crate::store::Store;
 use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
 use core::net::SocketAddr;
 use rand::seq::SliceRandom;
+
+/// Largest pull summary a probe carries (bytes): a third of the datagram, so that membership
+/// updates and rumors still fit. A node whose summary is larger (hundreds of origins, or many
+/// out-of-order sequence numbers) does not pull; retransmission and anti-entropy still reach it.
+const MAX_PULL_SUMMARY: usize = MAX_DATAGRAM / 3;
 
 impl<S: Store> Node<S> {
     pub(super) fn address_of(&self, id: &NodeId) -> Option<SocketAddr> {
@@ -45,18 +53,29 @@ impl<S: Store> Node<S> {
     /// up to the datagram budget.
     pub(super) fn datagram(
         &mut self,
-        swim: Option<crate::membership::SwimMessage>,
+        swim: Option<SwimMessage>,
         to_id: Option<&NodeId>,
         mut updates: Vec<Member>,
     ) -> Datagram {
         let max = self.cluster.membership.config().max_piggyback;
         updates.extend(self.cluster.membership.updates_to_send(max));
+        let probe = matches!(swim, Some(SwimMessage::Ping { .. }));
         let mut datagram = Datagram {
             from: self.cluster.membership.me().clone(),
             swim,
             updates,
             rumors: Vec::new(),
+            pull: None,
         };
+        if probe {
+            // A probe asks for what this node lacks (Karp et al., 2000: push-pull), when its
+            // summary leaves most of the datagram to piggybacked updates and rumors.
+            let summary = self.cluster.rumors.summary();
+            let len = encoded_len(&summary);
+            if len <= MAX_PULL_SUMMARY && encoded_len(&datagram) + len <= MAX_DATAGRAM {
+                datagram.pull = Some(summary);
+            }
+        }
         if let Some(peer) = to_id {
             let mut size = encoded_len(&datagram);
             datagram.rumors = self.cluster.rumors.piggyback(peer, |rumor| {
@@ -69,6 +88,36 @@ impl<S: Store> Node<S> {
             });
         }
         datagram
+    }
+
+    /// Answers a pull request from `asker` with the queued rumors its summary shows it lacks, in
+    /// one datagram (nothing is sent when it lacks none of them).
+    pub(super) fn answer_pull(&mut self, to: SocketAddr, asker: &NodeId, summary: &SeenSummary) {
+        let mut datagram = Datagram {
+            from: self.cluster.membership.me().clone(),
+            swim: None,
+            updates: Vec::new(),
+            rumors: Vec::new(),
+            pull: None,
+        };
+        let mut size = encoded_len(&datagram);
+        datagram.rumors = self.cluster.rumors.answer_pull(summary, |rumor| {
+            let len = encoded_len(rumor);
+            let fits = size + len <= MAX_DATAGRAM;
+            if fits {
+                size += len;
+            }
+            fits
+        });
+        if datagram.rumors.is_empty() {
+            return;
+        }
+        self.cluster.stats.rumors_pushed += datagram.rumors.len() as u64;
+        self.cluster.outbox.push(Outbound::Datagram {
+            to,
+            to_id: Some(asker.clone()),
+            datagram,
+        });
     }
 
     /// Pushes fresh rumors to `fanout` random alive peers, packed into as few datagrams as fit
@@ -96,6 +145,7 @@ impl<S: Store> Node<S> {
                 swim: None,
                 updates: Vec::new(),
                 rumors: Vec::new(),
+                pull: None,
             };
             let base = encoded_len(&empty);
             let mut current = empty.clone();
@@ -122,6 +172,26 @@ impl<S: Store> Node<S> {
                 size += len;
                 current.rumors.push(rumor);
             }
+            // Top the last datagram up with rumors still being retransmitted: the datagram
+            // goes anyway, so they cost no extra message (counter-based rumor mongering
+            // carried by pushes as well as by probes).
+            let pushed: Vec<(NodeId, u64)> = current
+                .rumors
+                .iter()
+                .map(|r| (r.origin.clone(), r.seq))
+                .collect();
+            let extra = self.cluster.rumors.piggyback(&peer, |rumor| {
+                let len = encoded_len(rumor);
+                let fits = size + len <= MAX_DATAGRAM
+                    && !pushed
+                        .iter()
+                        .any(|(o, s)| *o == rumor.origin && *s == rumor.seq);
+                if fits {
+                    size += len;
+                }
+                fits
+            });
+            current.rumors.extend(extra);
             if !current.rumors.is_empty() {
                 self.cluster.outbox.push(Outbound::Datagram {
                     to,
@@ -130,5 +200,142 @@ impl<S: Store> Node<S> {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ClusterConfig, Node, Write};
+    use super::*;
+    use crate::crdt::Value;
+    use crate::membership::MemberState;
+    use crate::store::MemoryStore;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn member(name: &str, port: u16) -> Member {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Member {
+            id: id(name),
+            gossip_addr: addr,
+            http_addr: addr,
+            state: MemberState::Alive,
+            incarnation: 1,
+        }
+    }
+
+    fn ping(from: &Member, pull: Option<SeenSummary>) -> Datagram {
+        Datagram {
+            from: from.clone(),
+            swim: Some(SwimMessage::Ping { probe: 1 }),
+            updates: Vec::new(),
+            rumors: Vec::new(),
+            pull,
+        }
+    }
+
+    /// Node "a" with one peer "b" and one write of its own.
+    fn node_with_a_write() -> (Node<MemoryStore>, Member) {
+        let mut config = ClusterConfig::standalone();
+        config.gossip_addr = SocketAddr::from(([127, 0, 0, 1], 7101));
+        let mut node = Node::open_in_cluster(MemoryStore::new(), id("a"), config).unwrap();
+        let b = member("b", 7102);
+        node.handle_datagram(1, b.gossip_addr, ping(&b, None))
+            .unwrap();
+        node.handle_write(
+            2,
+            Write::KvPut {
+                key: "k".into(),
+                value: Value {
+                    content_type: "text/plain".into(),
+                    data: b"v".to_vec(),
+                },
+            },
+        )
+        .unwrap();
+        node.take_outbound();
+        (node, b)
+    }
+
+    fn pull_answers(out: &[Outbound]) -> Vec<&Datagram> {
+        out.iter()
+            .filter_map(|o| match o {
+                Outbound::Datagram { datagram, .. } if datagram.swim.is_none() => Some(datagram),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_probe_carrying_a_summary_is_answered_with_what_the_prober_lacks() {
+        let (mut node, b) = node_with_a_write();
+        node.handle_datagram(3, b.gossip_addr, ping(&b, Some(SeenSummary::default())))
+            .unwrap();
+        let out = node.take_outbound();
+        let answers = pull_answers(&out);
+        assert_eq!(answers.len(), 1, "{out:?}");
+        let seqs: Vec<(&str, u64)> = answers[0]
+            .rumors
+            .iter()
+            .map(|r| (r.origin.as_str(), r.seq))
+            .collect();
+        assert_eq!(seqs, vec![("a", 1)]);
+        // A prober that has it gets no answer (the ack still goes).
+        let mut has_it = crate::gossip::rumor::RumorMill::new(Default::default());
+        has_it.receive(answers[0].rumors[0].clone(), &id("a"), 2, true);
+        node.handle_datagram(4, b.gossip_addr, ping(&b, Some(has_it.summary())))
+            .unwrap();
+        let out = node.take_outbound();
+        assert!(pull_answers(&out).is_empty(), "{out:?}");
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Outbound::Datagram { datagram, .. }
+            if matches!(datagram.swim, Some(SwimMessage::Ack { .. })))));
+    }
+
+    #[test]
+    fn probes_carry_this_nodes_summary_and_other_datagrams_do_not() {
+        let (mut node, b) = node_with_a_write();
+        let probe = node.datagram(
+            Some(SwimMessage::Ping { probe: 7 }),
+            Some(&b.id),
+            Vec::new(),
+        );
+        let summary = probe.pull.expect("a probe pulls");
+        assert!(summary.has_seen(&id("a"), 1));
+        let ack = node.datagram(Some(SwimMessage::Ack { probe: 7 }), Some(&b.id), Vec::new());
+        assert_eq!(ack.pull, None);
+    }
+
+    #[test]
+    fn a_summary_too_large_for_a_probe_is_left_out() {
+        let (mut node, b) = node_with_a_write();
+        // Rumors from 200 origins (a large cluster): the summary outgrows its share.
+        let rumors = (0..200u64)
+            .map(|i| crate::gossip::rumor::Rumor {
+                origin: id(&format!("origin-with-a-long-name-{i}")),
+                seq: 1,
+                key: crate::store::StoreKey::kv(format!("k{i}")),
+                delta: crate::crdt::KeyState::Register(crate::crdt::LwwRegister::write(
+                    crate::clock::Timestamp::from_raw(i + 10),
+                    id("x"),
+                    None,
+                )),
+            })
+            .collect();
+        node.handle_frame(Frame {
+            from: b.id.clone(),
+            body: FrameBody::Rumors(rumors),
+        })
+        .unwrap();
+        let probe = node.datagram(
+            Some(SwimMessage::Ping { probe: 8 }),
+            Some(&b.id),
+            Vec::new(),
+        );
+        assert_eq!(probe.pull, None);
+        assert!(crate::wire::encode_datagram(&probe).len() <= MAX_DATAGRAM + 1);
     }
 }

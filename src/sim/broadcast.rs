@@ -4,6 +4,7 @@
 
 use super::{Sim, SimConfig};
 use crate::crdt::{KeyState, Value};
+use crate::gossip::rumor::RumorConfig;
 use crate::node::Write;
 use crate::store::StoreKey;
 use serde::Serialize;
@@ -15,11 +16,17 @@ pub struct BroadcastWorkload {
     pub rate: u64,
     pub duration_s: u64,
     pub seed: u64,
+    /// Dissemination settings of every node.
+    pub rumor: RumorConfig,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BroadcastReport {
     pub nodes: usize,
+    /// The dissemination settings of the run.
+    pub fanout: usize,
+    pub origin_fanout: usize,
+    pub push_interval_ms: u64,
     pub ops: u64,
     pub messages: u64,
     pub msgs_per_op: f64,
@@ -34,6 +41,7 @@ impl BroadcastWorkload {
         let mut config = SimConfig::new(self.nodes, self.seed);
         config.latency_ms = (self.latency_ms, self.latency_ms);
         config.sync_timeout_ms = 10 * self.latency_ms.max(100);
+        config.rumor = self.rumor.clone();
         let mut sim = Sim::new(config);
         // Let membership form before measuring.
         sim.run_for(15_000 + 40 * self.latency_ms);
@@ -80,6 +88,9 @@ impl BroadcastWorkload {
         };
         BroadcastReport {
             nodes: self.nodes,
+            fanout: self.rumor.fanout,
+            origin_fanout: self.rumor.origin_fanout(),
+            push_interval_ms: self.rumor.push_interval_ms,
             ops: total,
             messages,
             msgs_per_op: messages as f64 / total.max(1) as f64,

@@ -7,6 +7,8 @@
 //! Every datagram goes through the real codec (encode, then decode on delivery), as on a socket.
 
 pub mod broadcast;
+pub mod figure;
+pub mod rounds;
 
 use crate::clock::NodeId;
 use crate::membership::MembershipConfig;
@@ -24,6 +26,8 @@ use std::collections::BinaryHeap;
 pub struct SimConfig {
     pub nodes: usize,
     pub seed: u64,
+    /// Dissemination settings of every node.
+    pub rumor: crate::gossip::rumor::RumorConfig,
     /// One-way latency of a message, uniform in this range (milliseconds).
     pub latency_ms: (u64, u64),
     /// Probability that a message is lost.
@@ -50,6 +54,7 @@ impl SimConfig {
         SimConfig {
             nodes,
             seed,
+            rumor: Default::default(),
             latency_ms: (1, 20),
             loss: 0.0,
             duplicate: 0.0,
@@ -197,6 +202,7 @@ impl Sim {
         };
         let mut config = ClusterConfig::standalone();
         config.gossip_addr = self.nodes[i].addr;
+        config.rumor = self.config.rumor.clone();
         config.http_addr = self.nodes[i].addr;
         config.seeds = seeds;
         config.membership = MembershipConfig::for_sim();
