@@ -1,14 +1,32 @@
-//! Deterministic simulation testing: random workloads under random faults (loss, duplication,
-//! latency, skew, partitions, crashes with restarts, pauses), over many seeds, on the production
-//! protocol code. After the faults heal, every node must converge to the same digest, every key
-//! must hold its last acknowledged write, membership must re-form, and rumor bookkeeping must
-//! stay bounded. A failing seed prints the command that replays it.
+//! Deterministic simulation testing: random workloads (kv writes and deletes, set adds and
+//! removes) under random faults (loss, duplication, latency, skew, partitions, crashes with
+//! restarts, pauses), over many seeds, on the production protocol code.
+//!
+//! Oracles, checked at every check point:
+//! - kv, anywhere and at any time: every register a node holds is an acknowledged write with its
+//!   value, and what a node holds for a key never goes back to an older write (so a node that
+//!   has seen a delete never shows the key again until a newer write).
+//! - after each of the first [`HEAL_CHECKS`] heals and at the end, once all nodes converge
+//!   (equal digests, everyone alive in every view) within [`CONVERGE_MS`]: every key holds its
+//!   last acknowledged write (greatest timestamp, node id as tie-break) and a key whose last
+//!   acknowledged write is a delete reads as deleted everywhere; every set equals an add-wins
+//!   oracle on every node.
+//! - at the end: rumor bookkeeping ("seen" memory) stays bounded by the number of members.
+//!
+//! The set oracle follows dots: each acknowledged add is identified by the dot it minted (read
+//! back from the adding node's set), and each add or remove records the dots of its element
+//! visible at its node just before it (what it observed, and so removes or replaces). An add's
+//! dot survives iff no operation observed it, and an element is present iff one of its add dots
+//! survives; each node must hold exactly the surviving dots. A rule that does not depend on dots
+//! backs it up: an element added after every remove of it was issued must be present.
+//!
+//! A failing seed prints the command that replays it.
 //!
 //!     HEARSAY_DST_SEEDS=5000 cargo test --release --test sim_dst     # a longer run
 //!     HEARSAY_DST_SEED=1234 cargo test --test sim_dst                 # replay one seed
 
-use hearsay::clock::{NodeId, Timestamp};
-use hearsay::crdt::{KeyState, Value};
+use hearsay::clock::{Dot, NodeId, Timestamp};
+use hearsay::crdt::{KeyState, OrSet, Value};
 use hearsay::gossip::rumor::SEEN_WINDOW;
 use hearsay::membership::MemberState;
 use hearsay::node::Write;
@@ -16,16 +34,18 @@ use hearsay::sim::{Sim, SimConfig};
 use hearsay::store::StoreKey;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 const NODES: usize = 5;
 const KEYS: usize = 12;
+const SETS: usize = 3;
+const ELEMENTS: usize = 4;
 /// Virtual milliseconds of workload, and the bound on convergence once everything heals.
 const WORKLOAD_MS: u64 = 15_000;
 const CONVERGE_MS: u64 = 40_000;
-
-/// The last acknowledged write of each key: (timestamp, node, value or delete).
-type Oracle = BTreeMap<String, (Timestamp, NodeId, Option<Vec<u8>>)>;
+/// Heals per seed followed by a wait for convergence and the full oracle check (the workload is
+/// held meanwhile); later heals only get the checks that need no convergence.
+const HEAL_CHECKS: usize = 2;
 
 fn run_seed(seed: u64) -> Result<(), String> {
     let mut config = SimConfig::new(NODES, seed);
@@ -37,18 +57,31 @@ fn run_seed(seed: u64) -> Result<(), String> {
     let mut sim = Sim::new(config);
     sim.run_for(3_000);
 
-    let mut oracle = Oracle::new();
-    let start = sim.now();
+    let mut oracle = Oracle::default();
+    let mut end = sim.now() + WORKLOAD_MS;
+    let mut heals_checked = 0;
     // One fault at a time: (ends at, what to undo).
     let mut fault: Option<(u64, Fault)> = None;
-    while sim.now() < start + WORKLOAD_MS {
+    while sim.now() < end {
         sim.run_for(rng.gen_range(5..60));
         if let Some((until, f)) = fault {
             if sim.now() >= until {
+                oracle.check_held(&sim)?;
                 undo(&mut sim, f);
                 fault = None;
+                if heals_checked < HEAL_CHECKS {
+                    heals_checked += 1;
+                    let healed = sim.now();
+                    converge(&mut sim).map_err(|e| format!("after undoing {f:?}: {e}"))?;
+                    oracle
+                        .check_converged(&sim)
+                        .map_err(|e| format!("after undoing {f:?} at {healed} ms: {e}"))?;
+                    // The wait does not count as workload.
+                    end += sim.now() - healed;
+                }
             }
         } else if rng.gen_bool(0.01) {
+            oracle.check_held(&sim)?;
             let f = match rng.gen_range(0..3) {
                 0 => {
                     let groups: Vec<u32> = (0..NODES).map(|_| rng.gen_range(0..2)).collect();
@@ -69,86 +102,17 @@ fn run_seed(seed: u64) -> Result<(), String> {
             fault = Some((sim.now() + rng.gen_range(500..8_000), f));
         }
         let i = rng.gen_range(0..NODES);
-        let key = format!("k{}", rng.gen_range(0..KEYS));
-        let write = match rng.gen_range(0..10) {
-            0 => Write::KvDelete { key: key.clone() },
-            1..=6 => Write::KvPut {
-                key: key.clone(),
-                value: Value {
-                    content_type: "text/plain".into(),
-                    data: format!("{seed}-{}", sim.now()).into_bytes(),
-                },
-            },
-            _ => Write::SetEdit {
-                key: format!("s{}", rng.gen_range(0..3)),
-                add: vec![format!("e{}", rng.gen_range(0..4))],
-                remove: if rng.gen_bool(0.3) {
-                    vec![format!("e{}", rng.gen_range(0..4))]
-                } else {
-                    vec![]
-                },
-            },
-        };
-        let value = match &write {
-            Write::KvPut { value, .. } => Some(Some(value.data.clone())),
-            Write::KvDelete { .. } => Some(None),
-            Write::SetEdit { .. } => None,
-        };
-        if let (Some(ack), Some(value)) = (sim.write(i, write), value) {
-            let entry = (ack.timestamp, ack.node.clone(), value);
-            let newer = oracle
-                .get(&key)
-                .is_none_or(|(t, n, _)| (ack.timestamp, &ack.node) > (*t, n));
-            if newer {
-                oracle.insert(key, entry);
-            }
-        }
+        let write = random_write(&mut rng, format!("{seed}-{}", sim.now()));
+        oracle.write(&mut sim, i, write)?;
     }
     if let Some((_, f)) = fault {
         undo(&mut sim, f);
     }
     sim.heal();
-
-    // Converge within the bound.
-    let deadline = sim.now() + CONVERGE_MS;
-    loop {
-        sim.run_for(500);
-        if converged(&sim) {
-            break;
-        }
-        if sim.now() >= deadline {
-            let digests: Vec<String> = (0..NODES)
-                .map(|i| {
-                    sim.digest(i)
-                        .map(|d| d.hex()[..8].to_string())
-                        .unwrap_or_default()
-                })
-                .collect();
-            return Err(format!(
-                "no convergence {CONVERGE_MS} ms after healing: digests {digests:?}, views {:?}",
-                (0..NODES).map(|i| sim.view(i)).collect::<Vec<_>>()
-            ));
-        }
-    }
-    // No acknowledged write lost, no deleted key back.
-    for (key, (ts, node, value)) in &oracle {
-        for i in 0..NODES {
-            match sim.read(i, &StoreKey::kv(key)) {
-                Some(KeyState::Register(r)) => {
-                    let got = r.value.as_ref().map(|v| v.data.clone());
-                    if (r.timestamp, &r.node) < (*ts, node) || (r.timestamp == *ts && got != *value)
-                    {
-                        return Err(format!("node {i} key {key}: holds {:?}@{} from {}, the last acknowledged write is {:?}@{ts} from {node}", got.map(|g| String::from_utf8_lossy(&g).into_owned()), r.timestamp, r.node, value.as_ref().map(|g| String::from_utf8_lossy(g).into_owned())));
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "node {i} key {key}: expected a register, found {other:?}"
-                    ))
-                }
-            }
-        }
-    }
+    converge(&mut sim).map_err(|e| format!("after the final heal: {e}"))?;
+    oracle
+        .check_converged(&sim)
+        .map_err(|e| format!("after the final heal: {e}"))?;
     for i in 0..NODES {
         let seen = sim.node(i).map_or(0, |n| n.seen_entries());
         if seen > NODES * (SEEN_WINDOW + 1) {
@@ -156,6 +120,42 @@ fn run_seed(seed: u64) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// 40% kv puts, 10% kv deletes, 50% set edits (adds, removes, or both on one set).
+fn random_write(rng: &mut SmallRng, data: String) -> Write {
+    // Distinct elements within a list: adding one element twice in one edit mints two dots,
+    // the first replaced at once.
+    let elements = |rng: &mut SmallRng, n: usize| -> Vec<String> {
+        let first = rng.gen_range(0..ELEMENTS);
+        (0..n)
+            .map(|k| format!("e{}", (first + k) % ELEMENTS))
+            .collect()
+    };
+    let key = format!("k{}", rng.gen_range(0..KEYS));
+    match rng.gen_range(0..10) {
+        0 => Write::KvDelete { key },
+        1..=4 => Write::KvPut {
+            key,
+            value: Value {
+                content_type: "text/plain".into(),
+                data: data.into_bytes(),
+            },
+        },
+        n => {
+            let key = format!("s{}", rng.gen_range(0..SETS));
+            let (adds, removes) = match n {
+                5..=6 => (rng.gen_range(1..=2), 0),
+                7..=8 => (0, rng.gen_range(1..=2)),
+                _ => (1, 1),
+            };
+            Write::SetEdit {
+                key,
+                add: elements(rng, adds),
+                remove: elements(rng, removes),
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -173,6 +173,30 @@ fn undo(sim: &mut Sim, fault: Fault) {
     }
 }
 
+/// Runs until [`converged`], at most [`CONVERGE_MS`].
+fn converge(sim: &mut Sim) -> Result<(), String> {
+    let deadline = sim.now() + CONVERGE_MS;
+    loop {
+        sim.run_for(500);
+        if converged(sim) {
+            return Ok(());
+        }
+        if sim.now() >= deadline {
+            let digests: Vec<String> = (0..NODES)
+                .map(|i| {
+                    sim.digest(i)
+                        .map(|d| d.hex()[..8].to_string())
+                        .unwrap_or_default()
+                })
+                .collect();
+            return Err(format!(
+                "no convergence within {CONVERGE_MS} ms: digests {digests:?}, views {:?}",
+                (0..NODES).map(|i| sim.view(i)).collect::<Vec<_>>()
+            ));
+        }
+    }
+}
+
 /// Equal digests everywhere, and everyone sees everyone alive.
 fn converged(sim: &Sim) -> bool {
     let first = sim.digest(0);
@@ -181,6 +205,233 @@ fn converged(sim: &Sim) -> bool {
             let view = sim.view(i);
             view.len() == NODES && view.iter().all(|(_, s)| *s == MemberState::Alive)
         })
+}
+
+/// A kv write's identity: its timestamp and node, ordered as the LWW register orders them.
+type Stamp = (Timestamp, NodeId);
+
+/// What the acknowledged writes say the cluster must hold.
+#[derive(Default)]
+struct Oracle {
+    /// Every acknowledged kv write: its value, `None` for a delete.
+    kv: BTreeMap<String, BTreeMap<Stamp, Option<Vec<u8>>>>,
+    /// What each node held for each key at the last check point: `(node, key)`.
+    held: BTreeMap<(usize, String), Stamp>,
+    /// Per set key and element.
+    sets: BTreeMap<String, BTreeMap<String, ElementHistory>>,
+    /// Numbers every set operation in the order issued (issue order is simulated-time order).
+    ops: u64,
+}
+
+/// The acknowledged operations on one element of one set.
+#[derive(Default)]
+struct ElementHistory {
+    /// Each add's dot and operation number.
+    adds: Vec<(Dot, u64)>,
+    /// Every dot of the element that some add or remove observed (and so replaced or removed).
+    observed: BTreeSet<Dot>,
+    last_remove: Option<u64>,
+}
+
+impl ElementHistory {
+    /// The add dots no operation observed: exactly the dots a converged replica must hold.
+    fn surviving(&self) -> BTreeSet<Dot> {
+        self.adds
+            .iter()
+            .map(|(d, _)| d)
+            .filter(|d| !self.observed.contains(d))
+            .cloned()
+            .collect()
+    }
+}
+
+fn read_set(sim: &Sim, i: usize, key: &str) -> Result<OrSet, String> {
+    match sim.read(i, &StoreKey::set(key)) {
+        None => Ok(OrSet::new()),
+        Some(KeyState::Set(set)) => Ok(set),
+        Some(other) => Err(format!("node {i} set {key}: not a set: {other:?}")),
+    }
+}
+
+fn show(value: &Option<Vec<u8>>) -> String {
+    match value {
+        Some(v) => format!("{:?}", String::from_utf8_lossy(v)),
+        None => "deleted".into(),
+    }
+}
+
+impl Oracle {
+    /// Issues `write` at node `i` and records it if acknowledged.
+    fn write(&mut self, sim: &mut Sim, i: usize, write: Write) -> Result<(), String> {
+        let (key, value) = match &write {
+            Write::KvPut { key, value } => (key.clone(), Some(value.data.clone())),
+            Write::KvDelete { key } => (key.clone(), None),
+            Write::SetEdit { .. } => return self.set_edit(sim, i, write),
+        };
+        if let Some(ack) = sim.write(i, write) {
+            self.kv
+                .entry(key)
+                .or_default()
+                .insert((ack.timestamp, ack.node), value);
+        }
+        Ok(())
+    }
+
+    fn set_edit(&mut self, sim: &mut Sim, i: usize, edit: Write) -> Result<(), String> {
+        let Write::SetEdit { key, add, remove } = edit.clone() else {
+            return Ok(());
+        };
+        // What the edit observes: the node's set just before it.
+        let before = read_set(sim, i, &key)?;
+        if sim.write(i, edit).is_none() {
+            return Ok(());
+        }
+        let after = read_set(sim, i, &key)?;
+        let history = self.sets.entry(key.clone()).or_default();
+        // Removes apply before adds (`Write::SetEdit`).
+        for element in &remove {
+            self.ops += 1;
+            let h = history.entry(element.clone()).or_default();
+            h.observed.extend(before.dots(element).cloned());
+            h.last_remove = Some(self.ops);
+        }
+        for element in &add {
+            self.ops += 1;
+            let h = history.entry(element.clone()).or_default();
+            if !remove.contains(element) {
+                h.observed.extend(before.dots(element).cloned());
+            }
+            // The add replaced every dot it observed with one new dot of its own.
+            let dots: Vec<&Dot> = after.dots(element).collect();
+            let [dot] = dots[..] else {
+                return Err(format!(
+                    "node {i} set {key}: after adding {element} it holds dots {dots:?}"
+                ));
+            };
+            if dot.node != *sim.id(i) || h.adds.iter().any(|(d, _)| d == dot) {
+                return Err(format!(
+                    "node {i} set {key}: adding {element} minted {dot:?}, not a fresh dot of its own"
+                ));
+            }
+            h.adds.push((dot.clone(), self.ops));
+        }
+        Ok(())
+    }
+
+    /// Checks that need no convergence, on every node (a crashed node's persisted store too):
+    /// each register is an acknowledged write with its value, and no node's register goes back
+    /// to an older write since the last check point.
+    fn check_held(&mut self, sim: &Sim) -> Result<(), String> {
+        for (key, writes) in &self.kv {
+            for i in 0..NODES {
+                let register = match sim.read(i, &StoreKey::kv(key)) {
+                    Some(KeyState::Register(r)) => r,
+                    None if !self.held.contains_key(&(i, key.clone())) => continue,
+                    other => {
+                        return Err(format!(
+                            "node {i} key {key}: expected a register, found {other:?}"
+                        ))
+                    }
+                };
+                let got = register.value.map(|v| v.data);
+                let stamp = (register.timestamp, register.node);
+                match writes.get(&stamp) {
+                    Some(value) if *value == got => {}
+                    _ => {
+                        return Err(format!(
+                            "node {i} key {key}: holds {} at {} from {}, which is no acknowledged write",
+                            show(&got),
+                            stamp.0,
+                            stamp.1
+                        ))
+                    }
+                }
+                if let Some(previous) = self.held.get(&(i, key.clone())) {
+                    if stamp < *previous {
+                        let was = &writes[previous];
+                        let what = if was.is_none() && got.is_some() {
+                            "a deleted key came back"
+                        } else {
+                            "went back to an older write"
+                        };
+                        return Err(format!(
+                            "node {i} key {key}: {what}: held {} at {} from {}, now {} at {} from {}",
+                            show(was),
+                            previous.0,
+                            previous.1,
+                            show(&got),
+                            stamp.0,
+                            stamp.1
+                        ));
+                    }
+                }
+                self.held.insert((i, key.clone()), stamp);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a converged cluster: every key holds its last acknowledged write (a deleted key
+    /// reads as deleted), every set equals the add-wins oracle, on every node.
+    fn check_converged(&mut self, sim: &Sim) -> Result<(), String> {
+        self.check_held(sim)?;
+        for (key, writes) in &self.kv {
+            let Some((last, value)) = writes.last_key_value() else {
+                continue;
+            };
+            for i in 0..NODES {
+                let Some(held) = self.held.get(&(i, key.clone())) else {
+                    return Err(format!("node {i} key {key}: never heard of it"));
+                };
+                if held != last {
+                    let what = if value.is_none() && writes[held].is_some() {
+                        "a deleted key reads as present"
+                    } else {
+                        "lost its last acknowledged write"
+                    };
+                    return Err(format!(
+                        "node {i} key {key}: {what}: holds {} at {} from {}, the last acknowledged write is {} at {} from {}",
+                        show(&writes[held]),
+                        held.0,
+                        held.1,
+                        show(value),
+                        last.0,
+                        last.1
+                    ));
+                }
+            }
+        }
+        for s in 0..SETS {
+            let key = format!("s{s}");
+            let empty = BTreeMap::new();
+            let history = self.sets.get(&key).unwrap_or(&empty);
+            for i in 0..NODES {
+                let set = read_set(sim, i, &key)?;
+                if let Some(stray) = set.elements().find(|e| !history.contains_key(*e)) {
+                    return Err(format!(
+                        "node {i} set {key}: holds {stray}, which was never added"
+                    ));
+                }
+                for (element, h) in history {
+                    let expected = h.surviving();
+                    let got: BTreeSet<Dot> = set.dots(element).cloned().collect();
+                    if got != expected {
+                        return Err(format!(
+                            "node {i} set {key} element {element}: holds dots {got:?}, the add-wins oracle expects {expected:?} (adds {:?}, observed by later operations {:?})",
+                            h.adds, h.observed
+                        ));
+                    }
+                    let last_add = h.adds.iter().map(|(_, op)| *op).max();
+                    if last_add > h.last_remove && !set.contains(element) {
+                        return Err(format!(
+                            "node {i} set {key}: {element} is absent, yet it was added after every remove of it"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[test]
