@@ -13,9 +13,9 @@
 //! - after every heal of a fault (the workload holds meanwhile) and at the end: all nodes
 //!   converge (equal digests, everyone alive in every view) within [`CONVERGE_MS`]; then every
 //!   key holds its last acknowledged write (greatest timestamp, node id breaking ties), so a key
-//!   whose last acknowledged write is a delete reads as deleted everywhere; and every set equals
-//!   an add-wins oracle on every node.
-//! - at the end: rumor bookkeeping ("seen" memory) stays bounded by the number of members.
+//!   whose last acknowledged write is a delete reads as deleted everywhere; every set equals an
+//!   add-wins oracle on every node; rumor bookkeeping ("seen" memory) stays bounded by the
+//!   number of members.
 //!
 //! The set oracle follows dots: each acknowledged add is identified by the dot it minted (read
 //! back from the adding node's set), and each add or remove records the dots of its element
@@ -74,9 +74,7 @@ fn run_seed(seed: u64) -> Result<(Option<Leaf>, SimStats, u64), String> {
                 fault = None;
                 // The workload holds until the cluster converges; the wait does not count.
                 let healed = sim.now();
-                converge(&mut sim, &mut oracle).map_err(|e| format!("after undoing {f:?}: {e}"))?;
-                oracle
-                    .check_converged(&sim)
+                after_heal(&mut sim, &mut oracle)
                     .map_err(|e| format!("after undoing {f:?} at {healed} ms: {e}"))?;
                 end += sim.now() - healed;
             }
@@ -108,17 +106,22 @@ fn run_seed(seed: u64) -> Result<(Option<Leaf>, SimStats, u64), String> {
         undo(&mut sim, f);
     }
     sim.heal();
-    converge(&mut sim, &mut oracle).map_err(|e| format!("after the final heal: {e}"))?;
-    oracle
-        .check_converged(&sim)
-        .map_err(|e| format!("after the final heal: {e}"))?;
+    after_heal(&mut sim, &mut oracle).map_err(|e| format!("after the final heal: {e}"))?;
+    Ok((sim.digest(0), sim.stats.clone(), sim.now()))
+}
+
+/// Once nothing is faulty: convergence within the bound, then the oracles, then bounded rumor
+/// bookkeeping.
+fn after_heal(sim: &mut Sim, oracle: &mut Oracle) -> Result<(), String> {
+    converge(sim, oracle)?;
+    oracle.check_converged(sim)?;
     for i in 0..NODES {
         let seen = sim.node(i).map_or(0, |n| n.seen_entries());
         if seen > NODES * (SEEN_WINDOW + 1) {
             return Err(format!("node {i} remembers {seen} rumor entries"));
         }
     }
-    Ok((sim.digest(0), sim.stats.clone(), sim.now()))
+    Ok(())
 }
 
 /// 40% kv puts, 10% kv deletes, 50% set edits (adds, removes, or both on one set).
@@ -319,23 +322,27 @@ impl Oracle {
         }
         for element in &add {
             self.ops += 1;
+            // Dots belong to the set: no other add of any element minted this one before.
+            let minted = |dot: &Dot| {
+                history
+                    .values()
+                    .flat_map(|h| &h.adds)
+                    .any(|(d, _)| d == dot)
+            };
+            let dot = match after.dots(element).collect::<Vec<_>>()[..] {
+                [dot] if dot.node == *sim.id(i) && !minted(dot) => dot.clone(),
+                ref dots => {
+                    return Err(format!(
+                        "node {i} set {key}: adding {element} left dots {dots:?}, not one fresh dot of its own"
+                    ))
+                }
+            };
             let h = history.entry(element.clone()).or_default();
             if !remove.contains(element) {
                 h.observed.extend(before.dots(element).cloned());
             }
-            // The add replaced every dot it observed with one new dot of its own.
-            let dots: Vec<&Dot> = after.dots(element).collect();
-            let [dot] = dots[..] else {
-                return Err(format!(
-                    "node {i} set {key}: after adding {element} it holds dots {dots:?}"
-                ));
-            };
-            if dot.node != *sim.id(i) || h.adds.iter().any(|(d, _)| d == dot) {
-                return Err(format!(
-                    "node {i} set {key}: adding {element} minted {dot:?}, not a fresh dot of its own"
-                ));
-            }
-            h.adds.push((dot.clone(), self.ops));
+            // The add replaced every dot it observed with its new one.
+            h.adds.push((dot, self.ops));
         }
         Ok(())
     }
