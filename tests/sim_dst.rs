@@ -8,8 +8,9 @@
 //!   one fresh dot of the node's own).
 //! - after every step, and every 500 ms while waiting for convergence, on every node (a crashed
 //!   node's persisted store too): each register is an acknowledged write with its value, and a
-//!   node's register never goes back to an older write; so once a node has seen a delete, the
-//!   key never shows there again until a newer write.
+//!   node's register never goes back to an older write, so once a node has seen a delete, the
+//!   key never shows there again until a newer write; likewise an add's dot that a node dropped
+//!   (its element removed, or re-added) never comes back there.
 //! - after every heal of a fault (the workload holds meanwhile) and at the end: all nodes
 //!   converge (equal digests, everyone alive in every view) within [`CONVERGE_MS`]; then every
 //!   key holds its last acknowledged write (greatest timestamp, node id breaking ties), so a key
@@ -222,6 +223,16 @@ struct Oracle {
     sets: BTreeMap<String, BTreeMap<String, ElementHistory>>,
     /// Numbers every set operation in the order issued (issue order is simulated-time order).
     ops: u64,
+    /// Per set key and node.
+    set_dots: BTreeMap<String, [HeldDots; NODES]>,
+}
+
+#[derive(Default)]
+struct HeldDots {
+    /// The dots held at the last check point.
+    holding: BTreeSet<Dot>,
+    /// Dots held once and gone since (removed or replaced): they must never come back.
+    gone: BTreeSet<Dot>,
 }
 
 #[derive(Default)]
@@ -348,8 +359,9 @@ impl Oracle {
     }
 
     /// Checks that need no convergence, on every node (a crashed node's persisted store too):
-    /// each register is an acknowledged write with its value, and no node's register goes back
-    /// to an older write since the last check point.
+    /// each register is an acknowledged write with its value; no node's register goes back to an
+    /// older write since the last check point; no add dot a node dropped (its element removed or
+    /// re-added) comes back there.
     fn check_held(&mut self, sim: &Sim) -> Result<(), String> {
         for (key, KeyHistory { writes, held }) in &mut self.kv {
             for (i, held) in held.iter_mut().enumerate() {
@@ -395,6 +407,26 @@ impl Oracle {
                     }
                 }
                 *held = Some(stamp);
+            }
+        }
+        for s in 0..SETS {
+            let key = format!("s{s}");
+            let nodes = self.set_dots.entry(key.clone()).or_default();
+            for (i, HeldDots { holding, gone }) in nodes.iter_mut().enumerate() {
+                let set = read_set(sim, i, &key)?;
+                let mut now = BTreeSet::new();
+                for element in set.elements() {
+                    for dot in set.dots(element) {
+                        if gone.contains(dot) {
+                            return Err(format!(
+                                "node {i} set {key}: a removed element came back: {element} by {dot:?}"
+                            ));
+                        }
+                        now.insert(dot.clone());
+                    }
+                }
+                gone.extend(holding.difference(&now).cloned());
+                *holding = now;
             }
         }
         Ok(())
