@@ -72,6 +72,9 @@ pub struct SyncStart {
     /// Stability reports the initiator knows (its own included): node `n` reported holding every
     /// write with a timestamp up to `t`.
     pub stable: Vec<(NodeId, Timestamp)>,
+    /// The newest tombstone the initiator has collected: every member had seen every write up to
+    /// it, so the responder may collect its own tombstones up to it too.
+    pub collected_through: Timestamp,
 }
 
 /// The responder's answer to one request of an exchange.

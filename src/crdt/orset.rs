@@ -28,6 +28,12 @@ impl OrSet {
         self.entries.keys().map(String::as_str)
     }
 
+    /// The dots of the adds that keep `element` in the set, sorted; none when it is absent. A
+    /// remove issued here now would remove exactly these.
+    pub fn dots(&self, element: &str) -> impl Iterator<Item = &Dot> {
+        self.entries.get(element).into_iter().flatten()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -105,10 +111,7 @@ impl OrSet {
     }
 
     fn dots_of(&self, element: &str) -> Vec<Dot> {
-        self.entries
-            .get(element)
-            .map(|d| d.iter().cloned().collect())
-            .unwrap_or_default()
+        self.dots(element).cloned().collect()
     }
 }
 
@@ -143,6 +146,23 @@ mod tests {
         a.merge(&rm);
         assert!(!a.contains("x"));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn dots_name_the_adds_that_keep_an_element() {
+        let dots = |s: &OrSet| s.dots("x").cloned().collect::<Vec<_>>();
+        let mut a = OrSet::new();
+        assert!(dots(&a).is_empty());
+        a.add(&id("a"), "x");
+        a.add(&id("a"), "x");
+        // A re-add replaces the dots it observed.
+        assert_eq!(dots(&a), vec![Dot::new(id("a"), 2)]);
+        let mut b = OrSet::new();
+        a.merge(&b.add(&id("b"), "x"));
+        assert_eq!(dots(&a), vec![Dot::new(id("a"), 2), Dot::new(id("b"), 1)]);
+        a.remove("x");
+        assert!(dots(&a).is_empty());
+        assert_eq!(b.dots("y").count(), 0);
     }
 
     #[test]

@@ -340,6 +340,7 @@ impl<S: Store> Node<S> {
             self.hlc.observe(start.clock);
             self.meta_dirty = true;
             self.tombstones.merge_reports(&start.stable);
+            self.tombstones.collected_by_peer(start.collected_through);
         }
         let (reply, merges) = respond(&self.sync_view(), request.message);
         self.merge_repairs(from, merges)?;
@@ -384,6 +385,7 @@ impl<S: Store> Node<S> {
             return Ok(());
         };
         current.peer_horizon.get_or_insert(collected_through);
+        self.tombstones.collected_by_peer(collected_through);
         let step = current.sync.handle(&self.sync_view(), message);
         self.cluster.stats.sync_rounds += 1;
         self.merge_repairs(&current.peer, step.merge)?;
@@ -564,6 +566,7 @@ impl<S: Store> Node<S> {
         let start = SyncStart {
             clock: started,
             stable,
+            collected_through: self.store.collected_through(),
         };
         self.cluster.outbox.push(Outbound::SyncRequest {
             session,

@@ -87,6 +87,8 @@ pub(super) struct TombstoneCollector {
     /// The node was given seeds: knowing no other member means it has not joined yet, not that
     /// it is alone.
     has_seeds: bool,
+    /// The newest tombstone some peer collected: every member had seen every write up to it.
+    collected_elsewhere: Timestamp,
 }
 
 impl TombstoneCollector {
@@ -99,7 +101,15 @@ impl TombstoneCollector {
             down_since: BTreeMap::new(),
             next_pass_ms: 0,
             has_seeds,
+            collected_elsewhere: Timestamp::ZERO,
         }
+    }
+
+    /// A peer collected tombstones up to `collected_through`: it had found that every member had
+    /// seen every write that old, so this node may collect up to there too. Once one node has
+    /// collected, the others follow within an exchange (their digests agree again sooner).
+    pub(super) fn collected_by_peer(&mut self, collected_through: Timestamp) {
+        self.collected_elsewhere = self.collected_elsewhere.max(collected_through);
     }
 
     /// Tombstones held.
@@ -208,7 +218,7 @@ impl TombstoneCollector {
     }
 
     /// The timestamp up to which every node that counts has seen every write, capped by the
-    /// minimum age.
+    /// minimum age, or up to which a peer already collected.
     pub(super) fn horizon(
         &mut self,
         me: &NodeId,
@@ -222,7 +232,9 @@ impl TombstoneCollector {
             horizon = horizon.min(report);
         }
         let old_enough = now_ms.saturating_sub(self.config.min_age_ms);
-        horizon.min(Timestamp::new(old_enough, u16::MAX))
+        horizon
+            .min(Timestamp::new(old_enough, u16::MAX))
+            .max(self.collected_elsewhere)
     }
 
     /// Whether a collection pass is due at `now_ms` (one per second; a pass with nothing to
@@ -343,6 +355,9 @@ mod tests {
             young.horizon(&me, &members, 100, clock),
             Timestamp::new(10, u16::MAX)
         );
+        // What a peer already collected, every member had seen.
+        young.collected_by_peer(ts(60));
+        assert_eq!(young.horizon(&me, &members, 100, clock), ts(60));
     }
 
     #[test]
