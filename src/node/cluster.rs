@@ -1,28 +1,22 @@
 //! The cluster half of the core: membership (SWIM), rumor mongering of deltas and Merkle
-//! anti-entropy, composed over the node's store. Inputs are decoded messages and timer ticks with
+//! anti-entropy (`anti_entropy.rs`), composed over the node's store. Inputs are decoded messages and timer ticks with
 //! the current time; outputs are [`Outbound`] messages collected in an outbox that the driver
 //! drains (`outbox.rs` packs them into datagrams and frames). Randomness comes from the node's
 //! own seeded generator.
 
+use super::anti_entropy::Session;
 use super::tombstones::TombstoneConfig;
 use super::{Merge, Node};
-use crate::clock::{NodeId, Timestamp};
+use crate::clock::NodeId;
 use crate::crdt::KeyState;
 use crate::gossip::rumor::{Rumor, RumorConfig, RumorMill};
-use crate::gossip::sync::{respond, SyncSession, SyncSource};
 use crate::membership::{Member, MemberEvent, MemberState, Membership, MembershipConfig};
-use crate::store::{MerkleIndex, Store, StoreError, StoreKey};
-use crate::wire::{
-    encoded_len, Datagram, Frame, FrameBody, SyncAnswer, SyncRequest, SyncStart, MAX_DATAGRAM,
-};
+use crate::store::{Store, StoreError, StoreKey};
+use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
 use core::net::SocketAddr;
 use rand::rngs::SmallRng;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// An anti-entropy session with no answer for this long is abandoned.
-const SESSION_TIMEOUT_MS: u64 = 60_000;
 
 /// What the core asks the transport to send.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,16 +103,6 @@ pub struct ClusterStats {
     pub tombstones_held: u64,
 }
 
-pub(super) struct Session {
-    peer: NodeId,
-    sync: SyncSession,
-    started_ms: u64,
-    /// This node's clock when the session started.
-    started: Timestamp,
-    /// The peer's tombstone collection horizon, from its first answer.
-    peer_horizon: Option<Timestamp>,
-}
-
 pub(super) struct Cluster {
     pub(super) membership: Membership,
     pub(super) rumors: RumorMill,
@@ -173,37 +157,7 @@ impl Cluster {
     }
 }
 
-/// The node's replicated state as anti-entropy sees it.
-struct SyncView<'a, S: Store> {
-    merkle: &'a MerkleIndex,
-    store: &'a S,
-}
-
-impl<S: Store> SyncSource for SyncView<'_, S> {
-    fn merkle(&self) -> &MerkleIndex {
-        self.merkle
-    }
-
-    fn leaf_keys(&self, leaf: u16) -> Vec<(StoreKey, [u8; 8])> {
-        self.store.leaf_keys(leaf).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read the key index; anti-entropy skips a leaf");
-            Vec::new()
-        })
-    }
-
-    fn state(&self, key: &StoreKey) -> Option<KeyState> {
-        self.store.get(key).ok().flatten()
-    }
-}
-
 impl<S: Store> Node<S> {
-    fn sync_view(&self) -> SyncView<'_, S> {
-        SyncView {
-            merkle: &self.merkle,
-            store: &self.store,
-        }
-    }
-
     /// Every member this node knows, itself included.
     pub fn members(&self) -> Vec<Member> {
         self.cluster.membership.members().cloned().collect()
@@ -329,113 +283,6 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
-    /// An anti-entropy request from `from`: merge what it brings, answer.
-    pub fn handle_sync_request(
-        &mut self,
-        from: &NodeId,
-        request: SyncRequest,
-    ) -> Result<Option<SyncAnswer>, StoreError> {
-        if let Some(start) = request.start {
-            // Every write from here on is newer than the exchange's start (see `tombstones.rs`).
-            self.hlc.observe(start.clock);
-            self.meta_dirty = true;
-            self.tombstones.merge_reports(&start.stable);
-            self.tombstones.collected_by_peer(start.collected_through);
-        }
-        let (reply, merges) = respond(&self.sync_view(), request.message);
-        self.merge_repairs(from, merges)?;
-        tracing::trace!(peer = %from, "answered an anti-entropy request");
-        Ok(reply.map(|message| SyncAnswer {
-            collected_through: self.store.collected_through(),
-            message,
-        }))
-    }
-
-    /// Merges the states an anti-entropy exchange with `peer` brought.
-    fn merge_repairs(
-        &mut self,
-        peer: &NodeId,
-        merges: Vec<(StoreKey, KeyState)>,
-    ) -> Result<(), StoreError> {
-        let mut refused = Vec::new();
-        for (key, state) in merges {
-            if self.merge_from_peer(key, state, None, &mut refused)? == Merge::Changed {
-                self.cluster.stats.sync_keys_repaired += 1;
-            }
-        }
-        self.tell_to_forget(peer, refused);
-        Ok(())
-    }
-
-    /// The reply to a request of session `session` (`None`: the exchange failed).
-    pub fn handle_sync_reply(
-        &mut self,
-        session: u64,
-        reply: Option<SyncAnswer>,
-    ) -> Result<(), StoreError> {
-        let Some(mut current) = self.cluster.sessions.remove(&session) else {
-            return Ok(());
-        };
-        let Some(SyncAnswer {
-            collected_through,
-            message,
-        }) = reply
-        else {
-            self.cluster.outbox.push(Outbound::SyncDone { session });
-            return Ok(());
-        };
-        current.peer_horizon.get_or_insert(collected_through);
-        self.tombstones.collected_by_peer(collected_through);
-        let step = current.sync.handle(&self.sync_view(), message);
-        self.cluster.stats.sync_rounds += 1;
-        self.merge_repairs(&current.peer, step.merge)?;
-        match step.send {
-            Some(next) if !step.done => {
-                let to_id = current.peer.clone();
-                if let Some(to) = self.address_of(&to_id) {
-                    self.cluster.outbox.push(Outbound::SyncRequest {
-                        session,
-                        to,
-                        to_id,
-                        frame: self.frame(FrameBody::SyncRequest(SyncRequest {
-                            start: None,
-                            message: next,
-                        })),
-                    });
-                    self.cluster.sessions.insert(session, current);
-                    return Ok(());
-                }
-                // The peer is no longer known: the exchange ends unfinished.
-                self.cluster.outbox.push(Outbound::SyncDone { session });
-                Ok(())
-            }
-            _ => self.finish_session(session, &current),
-        }
-    }
-
-    /// True while this node, restarted empty after losing its data, has not yet completed an
-    /// exchange with a peer: its reads would not be authoritative.
-    pub fn is_resyncing(&self) -> bool {
-        self.cluster.resyncing
-    }
-
-    fn finish_session(&mut self, session: u64, done: &Session) -> Result<(), StoreError> {
-        let stats = done.sync.stats();
-        if !stats.aborted {
-            self.tombstones.synced_with(&done.peer, done.started);
-            if let Some(horizon) = done.peer_horizon {
-                self.adopt_horizon(horizon)?;
-            }
-        }
-        if self.cluster.resyncing && !stats.aborted {
-            tracing::info!(peer = %done.peer, "resynced from a peer; serving reads again");
-            self.cluster.resyncing = false;
-        }
-        self.cluster.stats.sync_bytes += stats.bytes();
-        self.cluster.outbox.push(Outbound::SyncDone { session });
-        Ok(())
-    }
-
     /// Timers: probes, suspicion, re-contact, anti-entropy, rumor retransmission.
     pub fn handle_tick(&mut self, now_ms: u64) -> Result<(), StoreError> {
         let mut out = Vec::new();
@@ -497,95 +344,5 @@ impl<S: Store> Node<S> {
                 self.cluster.sync_soon.push(member.id.clone());
             }
         }
-    }
-
-    fn expire_sessions(&mut self, now_ms: u64) {
-        let expired: Vec<u64> = self
-            .cluster
-            .sessions
-            .iter()
-            .filter(|(_, s)| now_ms.saturating_sub(s.started_ms) > SESSION_TIMEOUT_MS)
-            .map(|(id, _)| *id)
-            .collect();
-        for session in expired {
-            self.cluster.sessions.remove(&session);
-            self.cluster.outbox.push(Outbound::SyncDone { session });
-        }
-    }
-
-    fn start_anti_entropy(&mut self, now_ms: u64) {
-        self.cluster.next_sync_ms = now_ms + self.cluster.anti_entropy_interval_ms;
-        let busy: Vec<NodeId> = self
-            .cluster
-            .sessions
-            .values()
-            .map(|s| s.peer.clone())
-            .collect();
-        let peer = loop {
-            match self.cluster.sync_soon.pop() {
-                Some(p) if busy.contains(&p) => continue,
-                Some(p) => break Some(p),
-                None => break None,
-            }
-        };
-        let peer = peer.or_else(|| {
-            let alive: Vec<NodeId> = self
-                .cluster
-                .membership
-                .alive_peers()
-                .into_iter()
-                .filter(|m| m.state == MemberState::Alive && !busy.contains(&m.id))
-                .map(|m| m.id.clone())
-                .collect();
-            let visited = &self.cluster.visited;
-            let fresh: Vec<&NodeId> = alive.iter().filter(|p| !visited.contains(*p)).collect();
-            if fresh.is_empty() {
-                self.cluster.visited.clear();
-                alive.choose(&mut self.cluster.rng).cloned()
-            } else {
-                fresh.choose(&mut self.cluster.rng).map(|p| (*p).clone())
-            }
-        });
-        let Some(peer) = peer else {
-            return;
-        };
-        self.cluster.visited.insert(peer.clone());
-        let Some(to) = self.address_of(&peer) else {
-            return;
-        };
-        let (sync, first) = SyncSession::start(&self.sync_view());
-        let session = self.cluster.next_session;
-        self.cluster.next_session += 1;
-        self.cluster.stats.sync_sessions += 1;
-        let started = self.hlc.tick(now_ms);
-        self.meta_dirty = true;
-        let members = self.members();
-        let stable = self
-            .tombstones
-            .reports_to_send(&self.id, &members, now_ms, started);
-        let start = SyncStart {
-            clock: started,
-            stable,
-            collected_through: self.store.collected_through(),
-        };
-        self.cluster.outbox.push(Outbound::SyncRequest {
-            session,
-            to,
-            to_id: peer.clone(),
-            frame: self.frame(FrameBody::SyncRequest(SyncRequest {
-                start: Some(start),
-                message: first,
-            })),
-        });
-        self.cluster.sessions.insert(
-            session,
-            Session {
-                peer,
-                sync,
-                started_ms: now_ms,
-                started,
-                peer_horizon: None,
-            },
-        );
     }
 }

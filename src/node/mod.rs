@@ -13,6 +13,7 @@ use crate::store::{
 };
 use std::collections::BTreeSet;
 
+mod anti_entropy;
 mod cluster;
 mod collection;
 mod outbox;
