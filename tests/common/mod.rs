@@ -137,6 +137,11 @@ impl Proc {
                     .and_then(|rest| rest.split_whitespace().next())
                     .map(str::to_string)
             };
+            // Only the node's own "serving" line: a "member joined" line, which may come first,
+            // names another node's addresses.
+            if !line.contains(" serving node=") {
+                continue;
+            }
             if let (Some(http), Some(gossip)) = (field("http"), field("gossip")) {
                 proc.base = format!("http://{http}");
                 proc.gossip = gossip;
