@@ -1,7 +1,7 @@
 //! Deterministic simulation testing: random workloads (kv writes and deletes, set adds and
 //! removes) under random faults (loss, duplication, latency with per-link delays, clock skew and
-//! drift, partitions, crashes with restarts, pauses), over many seeds, on the production protocol
-//! code. Tombstones are collected as in production (with a two-second minimum age).
+//! drift, partitions, crashes with restarts, pauses; up to two faults at once, such as a crash
+//! during a partition), over many seeds, on the production protocol code. Tombstones are collected as in production (with a two-second minimum age).
 //!
 //! What is checked:
 //! - right after each acknowledged write, at the node that took it: it reads its own write (a kv
@@ -72,46 +72,57 @@ fn run_seed(seed: u64) -> Result<(Option<Leaf>, SimStats, u64), String> {
 
     let mut oracle = Oracle::default();
     let mut end = sim.now() + WORKLOAD_MS;
-    // One fault at a time: (ends at, what to undo).
-    let mut fault: Option<(u64, Fault)> = None;
+    // Up to two faults at once (a crash during a partition, say): (ends at, what to undo).
+    let mut faults: Vec<(u64, Fault)> = Vec::new();
     while sim.now() < end {
         sim.run_for(rng.gen_range(5..60));
         oracle.check_held(&sim)?;
-        if let Some((until, f)) = fault {
-            if sim.now() >= until {
-                undo(&mut sim, f);
-                fault = None;
-                // The workload holds until the cluster converges; the wait does not count.
-                let healed = sim.now();
-                after_heal(&mut sim, &mut oracle)
-                    .map_err(|e| format!("after undoing {f:?} at {healed} ms: {e}"))?;
-                end += sim.now() - healed;
-            }
-        } else if rng.gen_bool(0.01) {
+        let now = sim.now();
+        let (over, active): (Vec<_>, Vec<_>) = faults.iter().partition(|(until, _)| now >= *until);
+        faults = active;
+        for (_, f) in &over {
+            undo(&mut sim, *f);
+        }
+        if !over.is_empty() && faults.is_empty() {
+            // Everything healed: the workload holds until the cluster converges; the wait does
+            // not count.
+            let healed = sim.now();
+            after_heal(&mut sim, &mut oracle)
+                .map_err(|e| format!("after undoing {over:?} at {healed} ms: {e}"))?;
+            end += sim.now() - healed;
+        } else if faults.len() < 2 && rng.gen_bool(0.01) {
+            let touched = |i: usize| {
+                faults
+                    .iter()
+                    .any(|(_, f)| matches!(f, Fault::Crash(j) | Fault::Pause(j) if *j == i))
+            };
+            let partitioned = faults.iter().any(|(_, f)| matches!(f, Fault::Partition));
+            let i = rng.gen_range(0..NODES);
             let f = match rng.gen_range(0..3) {
-                0 => {
+                0 if !partitioned => {
                     let groups: Vec<u32> = (0..NODES).map(|_| rng.gen_range(0..2)).collect();
                     sim.partition(&groups);
-                    Fault::Partition
+                    Some(Fault::Partition)
                 }
-                1 => {
-                    let i = rng.gen_range(0..NODES);
+                1 if !touched(i) => {
                     sim.crash(i);
-                    Fault::Crash(i)
+                    Some(Fault::Crash(i))
                 }
-                _ => {
-                    let i = rng.gen_range(0..NODES);
+                2 if !touched(i) => {
                     sim.pause(i);
-                    Fault::Pause(i)
+                    Some(Fault::Pause(i))
                 }
+                _ => None,
             };
-            fault = Some((sim.now() + rng.gen_range(500..8_000), f));
+            if let Some(f) = f {
+                faults.push((sim.now() + rng.gen_range(500..8_000), f));
+            }
         }
         let i = rng.gen_range(0..NODES);
         let write = random_write(&mut rng, format!("{seed}-{}", sim.now()));
         oracle.write(&mut sim, i, write)?;
     }
-    if let Some((_, f)) = fault {
+    for (_, f) in faults {
         undo(&mut sim, f);
     }
     sim.heal();

@@ -208,3 +208,26 @@ fn a_minority_keeps_its_tombstones_while_the_majority_collects() {
         assert!(!has_record(&sim, i, "a") && !has_record(&sim, i, "b"));
     }
 }
+
+#[test]
+fn a_restarted_node_without_seeds_waits_to_rejoin_before_collecting() {
+    let mut sim = Sim::new(SimConfig::new(3, 31));
+    sim.run_for(8_000);
+    sim.write(0, put("k", "v"));
+    sim.run_for(500);
+    // n2 and n3 are cut off before the delete reaches them.
+    sim.partition(&[0, 1, 1]);
+    sim.write(0, delete("k"));
+    // n1 (started without seeds) restarts knowing no member: it is not alone, it has not
+    // rejoined yet, so it must keep its tombstone however long it waits.
+    sim.crash(0);
+    sim.restart(0);
+    sim.run_for(30_000);
+    assert_eq!(tombstones_held(&sim, 0), 1, "n1 collected while cut off");
+    assert!((1..3).all(|i| holds(&sim, i, "k")));
+    sim.heal();
+    let collected = run_until(&mut sim, 60_000, |sim| {
+        (0..3).all(|i| !has_record(sim, i, "k")) && same_digests(sim, 0..3)
+    });
+    assert!(collected, "the delete did not win and go everywhere");
+}

@@ -11,7 +11,7 @@ use crate::clock::NodeId;
 use crate::crdt::KeyState;
 use crate::gossip::rumor::{Rumor, RumorConfig, RumorMill};
 use crate::membership::{Member, MemberEvent, MemberState, Membership, MembershipConfig};
-use crate::store::{Store, StoreError, StoreKey};
+use crate::store::{Store, StoreError, StoreKey, WriteBatch};
 use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
 use core::net::SocketAddr;
 use rand::rngs::SmallRng;
@@ -337,6 +337,16 @@ impl<S: Store> Node<S> {
                 }
                 Some(from) => {
                     tracing::info!(member = %member.id, from = %from, to = %member.state, incarnation = member.incarnation, "member state changed")
+                }
+            }
+            if !self.store.clustered() {
+                self.tombstones.met_peers();
+                let marked = self.store.apply(WriteBatch {
+                    clustered: true,
+                    ..WriteBatch::default()
+                });
+                if let Err(e) = marked {
+                    tracing::error!(error = %e, "cannot record that this node joined a cluster");
                 }
             }
             if member.state == MemberState::Alive && !self.cluster.sync_soon.contains(&member.id) {

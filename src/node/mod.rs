@@ -117,7 +117,7 @@ impl<S: Store> Node<S> {
         meta.incarnation += 1;
         let tombstones = tombstones::TombstoneCollector::new(
             config.tombstones.clone(),
-            !config.seeds.is_empty(),
+            !config.seeds.is_empty() || store.clustered(),
         );
         let mut cluster = cluster::Cluster::new(id.clone(), meta.incarnation, config);
         for (origin, seq) in meta.seen.iter() {

@@ -84,15 +84,15 @@ pub(super) struct TombstoneCollector {
     /// Members seen dead or left, since when (local milliseconds).
     down_since: BTreeMap<NodeId, u64>,
     next_pass_ms: u64,
-    /// The node was given seeds: knowing no other member means it has not joined yet, not that
-    /// it is alone.
-    has_seeds: bool,
+    /// The node was given seeds, or its data directory was ever part of a cluster: knowing no
+    /// other member then means it has not (re)joined yet, not that it is alone.
+    expects_peers: bool,
     /// The newest tombstone some peer collected: every member had seen every write up to it.
     collected_elsewhere: Timestamp,
 }
 
 impl TombstoneCollector {
-    pub(super) fn new(config: TombstoneConfig, has_seeds: bool) -> Self {
+    pub(super) fn new(config: TombstoneConfig, expects_peers: bool) -> Self {
         TombstoneCollector {
             config,
             held: BTreeSet::new(),
@@ -100,9 +100,15 @@ impl TombstoneCollector {
             reports: BTreeMap::new(),
             down_since: BTreeMap::new(),
             next_pass_ms: 0,
-            has_seeds,
+            expects_peers,
             collected_elsewhere: Timestamp::ZERO,
         }
+    }
+
+    /// The node has met another member: from now on (and after restarts, which the core
+    /// persists), knowing no member means not joined yet.
+    pub(super) fn met_peers(&mut self) {
+        self.expects_peers = true;
     }
 
     /// A peer collected tombstones up to `collected_through`: it had found that every member had
@@ -207,7 +213,7 @@ impl TombstoneCollector {
         clock: Timestamp,
     ) -> Timestamp {
         let counted = self.counted(me, members, now_ms);
-        if counted.is_empty() && self.has_seeds && members.iter().all(|m| m.id == *me) {
+        if counted.is_empty() && self.expects_peers && members.iter().all(|m| m.id == *me) {
             // Not joined yet.
             return Timestamp::ZERO;
         }

@@ -18,6 +18,7 @@ struct Contents {
     leaves_complete: bool,
     meta: Meta,
     collected_through: Timestamp,
+    clustered: bool,
 }
 
 #[derive(Clone, Default)]
@@ -126,6 +127,10 @@ impl Store for MemoryStore {
         read(&self.contents).collected_through
     }
 
+    fn clustered(&self) -> bool {
+        read(&self.contents).clustered
+    }
+
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
         Ok(read(&self.contents).records.get(&key.encode()).cloned())
     }
@@ -171,6 +176,7 @@ impl Store for MemoryStore {
         if let Some(horizon) = batch.collected_through {
             c.collected_through = horizon;
         }
+        c.clustered |= batch.clustered;
         for key in batch.removals {
             let encoded = key.encode();
             c.key_hashes

@@ -124,6 +124,8 @@ pub struct WriteBatch {
     pub removals: Vec<StoreKey>,
     /// The new collection horizon ([`Store::collected_through`]), applied before the removals.
     pub collected_through: Option<Timestamp>,
+    /// Records that this data directory has been part of a cluster ([`Store::clustered`]).
+    pub clustered: bool,
 }
 
 /// A delta as the write-ahead log keeps it: enough to redo its merge and to restore the clock and
@@ -287,6 +289,10 @@ pub trait Store: Send + 'static {
     /// when none): a register this old or older for a key the store lacks may be a deleted value
     /// coming back, so the core refuses it.
     fn collected_through(&self) -> Timestamp;
+    /// Whether this data directory's node ever met another member. A node that did and knows no
+    /// member after a restart has not rejoined yet; it is not alone, so it must not collect
+    /// tombstones as if it were.
+    fn clustered(&self) -> bool;
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError>;
     /// The keys of Merkle leaf `leaf`, with the first 8 bytes of their item hashes.
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError>;

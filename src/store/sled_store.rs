@@ -2,8 +2,9 @@
 //!
 //! Keys in the tree: `r` + encoded key → record; `l` + leaf index (u16 BE) → Merkle leaf;
 //! `meta/...` → layout version, node metadata, Merkle completeness marker, tombstone collection
-//! horizon (`meta/collected`, 8 bytes BE, absent meaning none collected). A batch from the core
-//! goes to the tree atomically and its deltas to the log; [`Store::commit`] syncs the log.
+//! horizon (`meta/collected`, 8 bytes BE, absent meaning none collected), whether the node ever
+//! met another member (`meta/clustered`). A batch from the core goes to the tree atomically and
+//! its deltas to the log; [`Store::commit`] syncs the log.
 
 use super::migrate::{self, MERKLE_COMPLETE_KEY, RECORD_PREFIX};
 use super::wal::Wal;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 const META_KEY: &[u8] = b"meta/node";
 const COLLECTED_KEY: &[u8] = b"meta/collected";
+const CLUSTERED_KEY: &[u8] = b"meta/clustered";
 const LEAF_PREFIX: u8 = b'l';
 const KEY_HASH_PREFIX: u8 = b'h';
 /// The log is emptied by a checkpoint once it grows past this.
@@ -28,6 +30,7 @@ pub struct SledStore {
     db: sled::Db,
     meta: Meta,
     collected_through: Timestamp,
+    clustered: bool,
     wal: Option<Wal>,
     durability: Durability,
     replay: Vec<LoggedDelta>,
@@ -85,6 +88,7 @@ impl SledStore {
             }
             None => Timestamp::ZERO,
         };
+        let clustered = db.get(CLUSTERED_KEY)?.is_some();
         let (wal, replay) = if durability == Durability::None {
             (None, Vec::new())
         } else {
@@ -100,6 +104,7 @@ impl SledStore {
             db,
             meta,
             collected_through,
+            clustered,
             wal,
             durability,
             replay,
@@ -191,6 +196,10 @@ impl Store for SledStore {
         self.collected_through
     }
 
+    fn clustered(&self) -> bool {
+        self.clustered
+    }
+
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
         SledReader {
             db: self.db.clone(),
@@ -263,6 +272,7 @@ impl Store for SledStore {
             && batch.meta.is_none()
             && batch.removals.is_empty()
             && batch.collected_through.is_none()
+            && !batch.clustered
         {
             for (key, state) in &batch.records {
                 self.db
@@ -277,6 +287,10 @@ impl Store for SledStore {
         if let Some(horizon) = batch.collected_through {
             tree_batch.insert(COLLECTED_KEY, &horizon.raw().to_be_bytes());
             self.collected_through = horizon;
+        }
+        if batch.clustered {
+            tree_batch.insert(CLUSTERED_KEY, b"1");
+            self.clustered = true;
         }
         for key in &batch.removals {
             tree_batch.remove(record_key(key));
