@@ -219,6 +219,7 @@ fn the_tombstone_collection_horizon_and_removals_persist() {
     {
         let mut store = SledStore::open(&path, Durability::Fsync).unwrap();
         assert_eq!(store.collected_through(), Timestamp::ZERO);
+        assert!(!store.clustered());
         store
             .apply(hearsay::store::WriteBatch {
                 records: fixture(),
@@ -229,6 +230,7 @@ fn the_tombstone_collection_horizon_and_removals_persist() {
             .apply(hearsay::store::WriteBatch {
                 removals: vec![StoreKey::kv("deleted")],
                 collected_through: Some(horizon),
+                clustered: true,
                 ..Default::default()
             })
             .unwrap();
@@ -236,6 +238,7 @@ fn the_tombstone_collection_horizon_and_removals_persist() {
     }
     let store = SledStore::open(&path, Durability::Fsync).unwrap();
     assert_eq!(store.collected_through(), horizon);
+    assert!(store.clustered());
     assert!(store.get(&StoreKey::kv("deleted")).unwrap().is_none());
     assert!(store.get(&StoreKey::kv("greeting")).unwrap().is_some());
     let leaf = hearsay::store::merkle::bucket_of(&StoreKey::kv("deleted"));
