@@ -11,8 +11,12 @@
 //! has been seen everywhere (or overwritten) and may go. A tombstone is also kept for at least
 //! `min_age_ms`, which leaves room for membership news and clock skew.
 //!
+//! A node that knows no other member holds everything there is only if it is truly alone (no
+//! seeds, and its directory never met another member); otherwise it has not joined yet.
+//!
 //! **Grace.** A dead or departed member would hold collection back forever; once it has been down
-//! for `grace_ms` it no longer counts. Should it come back, its old state must not bring deleted
+//! for `grace_ms` it no longer counts, but only for a node among a majority of the members (after
+//! a long partition, the minority is the side that was away). Should it come back, its old state must not bring deleted
 //! keys back: the core refuses any register for a key it lacks whose timestamp is at or below the
 //! newest tombstone it ever collected (such a value can only be older than a collected delete),
 //! and tells the sender to forget it. So a node away longer than the grace period keeps only what
