@@ -7,7 +7,7 @@
 use super::cluster::Outbound;
 use super::Node;
 use crate::clock::NodeId;
-use crate::gossip::rumor::SeenSummary;
+use crate::gossip::rumor::{Rumor, SeenSummary};
 use crate::membership::{Member, Outgoing, SwimMessage};
 use crate::store::Store;
 use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
@@ -18,6 +18,18 @@ use rand::seq::SliceRandom;
 /// updates and rumors still fit. A node whose summary is larger (hundreds of origins, or many
 /// out-of-order sequence numbers) does not pull; retransmission and anti-entropy still reach it.
 const MAX_PULL_SUMMARY: usize = MAX_DATAGRAM / 3;
+
+/// Accepts rumors while they still fit in a datagram that is already `size` bytes long.
+fn fitting(mut size: usize) -> impl FnMut(&Rumor) -> bool {
+    move |rumor| {
+        let len = encoded_len(rumor);
+        let fits = size + len <= MAX_DATAGRAM;
+        if fits {
+            size += len;
+        }
+        fits
+    }
+}
 
 impl<S: Store> Node<S> {
     pub(super) fn address_of(&self, id: &NodeId) -> Option<SocketAddr> {
@@ -77,38 +89,29 @@ impl<S: Store> Node<S> {
             }
         }
         if let Some(peer) = to_id {
-            let mut size = encoded_len(&datagram);
-            datagram.rumors = self.cluster.rumors.piggyback(peer, |rumor| {
-                let len = encoded_len(rumor);
-                let fits = size + len <= MAX_DATAGRAM;
-                if fits {
-                    size += len;
-                }
-                fits
-            });
+            let fits = fitting(encoded_len(&datagram));
+            datagram.rumors = self.cluster.rumors.piggyback(peer, fits);
         }
         datagram
     }
 
-    /// Answers a pull request from `asker` with the queued rumors its summary shows it lacks, in
-    /// one datagram (nothing is sent when it lacks none of them).
-    pub(super) fn answer_pull(&mut self, to: SocketAddr, asker: &NodeId, summary: &SeenSummary) {
-        let mut datagram = Datagram {
+    /// A datagram from this node that carries nothing yet.
+    fn bare_datagram(&self) -> Datagram {
+        Datagram {
             from: self.cluster.membership.me().clone(),
             swim: None,
             updates: Vec::new(),
             rumors: Vec::new(),
             pull: None,
-        };
-        let mut size = encoded_len(&datagram);
-        datagram.rumors = self.cluster.rumors.answer_pull(summary, |rumor| {
-            let len = encoded_len(rumor);
-            let fits = size + len <= MAX_DATAGRAM;
-            if fits {
-                size += len;
-            }
-            fits
-        });
+        }
+    }
+
+    /// Answers a pull request from `asker` with the queued rumors its summary shows it lacks, in
+    /// one datagram (nothing is sent when it lacks none of them).
+    pub(super) fn answer_pull(&mut self, to: SocketAddr, asker: &NodeId, summary: &SeenSummary) {
+        let mut datagram = self.bare_datagram();
+        let fits = fitting(encoded_len(&datagram));
+        datagram.rumors = self.cluster.rumors.answer_pull(summary, fits);
         if datagram.rumors.is_empty() {
             return;
         }
@@ -139,14 +142,7 @@ impl<S: Store> Node<S> {
                 continue;
             };
             self.cluster.stats.rumors_pushed += rumors.len() as u64;
-            let me = self.cluster.membership.me().clone();
-            let empty = Datagram {
-                from: me,
-                swim: None,
-                updates: Vec::new(),
-                rumors: Vec::new(),
-                pull: None,
-            };
+            let empty = self.bare_datagram();
             let base = encoded_len(&empty);
             let mut current = empty.clone();
             let mut size = base;
@@ -180,16 +176,12 @@ impl<S: Store> Node<S> {
                 .iter()
                 .map(|r| (r.origin.clone(), r.seq))
                 .collect();
+            let mut fits = fitting(size);
             let extra = self.cluster.rumors.piggyback(&peer, |rumor| {
-                let len = encoded_len(rumor);
-                let fits = size + len <= MAX_DATAGRAM
-                    && !pushed
-                        .iter()
-                        .any(|(o, s)| *o == rumor.origin && *s == rumor.seq);
-                if fits {
-                    size += len;
-                }
-                fits
+                let again = pushed
+                    .iter()
+                    .any(|(o, s)| *o == rumor.origin && *s == rumor.seq);
+                !again && fits(rumor)
             });
             current.rumors.extend(extra);
             if !current.rumors.is_empty() {
