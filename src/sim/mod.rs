@@ -330,6 +330,20 @@ impl Sim {
         link + self.rng.gen_range(lo..=hi.max(lo))
     }
 
+    /// Fails anti-entropy session `session` of node `to` once the request timeout has passed (no
+    /// reply is coming).
+    fn fail_sync(&mut self, to: usize, session: u64) {
+        let timeout = self.config.sync_timeout_ms;
+        self.schedule(
+            timeout,
+            Event::SyncReply {
+                to,
+                session,
+                reply: None,
+            },
+        );
+    }
+
     /// Whether a message from `from` to `to` is lost (partition or random loss).
     fn lost(&mut self, from: usize, to: usize) -> bool {
         self.stats.sent += 1;
@@ -396,16 +410,8 @@ impl Sim {
                 session,
                 message,
             } => {
-                let timeout = self.config.sync_timeout_ms;
                 if !self.is_up(to) {
-                    self.schedule(
-                        timeout,
-                        Event::SyncReply {
-                            to: from,
-                            session,
-                            reply: None,
-                        },
-                    );
+                    self.fail_sync(from, session);
                     return;
                 }
                 self.stats.delivered += 1;
@@ -417,14 +423,7 @@ impl Sim {
                     .flatten();
                 self.after(to);
                 if self.lost(to, from) {
-                    self.schedule(
-                        timeout,
-                        Event::SyncReply {
-                            to: from,
-                            session,
-                            reply: None,
-                        },
-                    );
+                    self.fail_sync(from, session);
                 } else {
                     let delay = self.latency(to, from);
                     self.schedule(
@@ -511,7 +510,6 @@ impl Sim {
             Outbound::SyncRequest {
                 session, to, frame, ..
             } => {
-                let timeout = self.config.sync_timeout_ms;
                 let message = match frame.body {
                     wire::FrameBody::SyncRequest(message) => message,
                     _ => return,
@@ -529,14 +527,7 @@ impl Sim {
                             },
                         );
                     }
-                    _ => self.schedule(
-                        timeout,
-                        Event::SyncReply {
-                            to: from,
-                            session,
-                            reply: None,
-                        },
-                    ),
+                    _ => self.fail_sync(from, session),
                 }
             }
             Outbound::SyncDone { .. } => {}
