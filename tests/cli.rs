@@ -163,27 +163,22 @@ mod reqwest {
 
 #[test]
 fn sim_prints_its_figures_as_json_on_the_last_line() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearsay"))
-        .args([
-            "sim",
-            "--workload",
-            "broadcast",
-            "--nodes",
-            "5",
-            "--latency-ms",
-            "10",
-        ])
-        .args(["--rate", "50", "--duration-s", "2", "--seed", "3", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let last = stdout.lines().last().unwrap();
-    let report: serde_json::Value = serde_json::from_str(last).unwrap();
+    let args = [
+        "--workload",
+        "broadcast",
+        "--nodes",
+        "5",
+        "--latency-ms",
+        "10",
+        "--rate",
+        "50",
+        "--duration-s",
+        "2",
+        "--seed",
+        "3",
+        "--json",
+    ];
+    let report = sim_json(&args);
     assert_eq!(report["ops"], 100);
     assert_eq!(report["unfinished"], 0);
     assert!(report["msgs_per_op"].as_f64().unwrap() > 0.0);
@@ -191,26 +186,7 @@ fn sim_prints_its_figures_as_json_on_the_last_line() {
         report["latency_ms_max"].as_u64().unwrap() >= report["latency_ms_p50"].as_u64().unwrap()
     );
     // The same seed gives the same figures.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_hearsay"))
-        .args([
-            "sim",
-            "--workload",
-            "broadcast",
-            "--nodes",
-            "5",
-            "--latency-ms",
-            "10",
-            "--rate",
-            "50",
-            "--duration-s",
-            "2",
-            "--seed",
-            "3",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8(again.stdout).unwrap(), stdout);
+    assert_eq!(sim_json(&args), report);
 }
 
 fn sim_json(args: &[&str]) -> serde_json::Value {
