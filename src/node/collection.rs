@@ -15,22 +15,19 @@ use crate::wire::{ForgetValue, FrameBody};
 /// Values named per `Forget` frame (keys are at most 1 KiB, so a frame stays near 1 MiB).
 const FORGET_PER_FRAME: usize = 1_000;
 
-impl<S: Store> Node<S> {
-    /// Finds the tombstones the store holds (at start-up).
-    pub(super) fn find_tombstones(&mut self) -> Result<(), StoreError> {
-        let mut found = Vec::new();
-        self.store.for_each_record(&mut |key, state| {
-            if let Some(ts) = tombstone_of(&state) {
-                found.push((key, ts));
-            }
-            Ok(())
-        })?;
-        for (key, ts) in found {
-            self.tombstones.track(&key, None, Some(ts));
+/// The tombstones `store` holds, with their timestamps (read once at start-up).
+pub(super) fn tombstones_in<S: Store>(store: &S) -> Result<super::Tombstones, StoreError> {
+    let mut found = Vec::new();
+    store.for_each_record(&mut |key, state| {
+        if let Some(ts) = tombstone_of(&state) {
+            found.push((key, ts));
         }
         Ok(())
-    }
+    })?;
+    Ok(found)
+}
 
+impl<S: Store> Node<S> {
     /// Whether `delta`, for a key this node lacks, is no newer than a tombstone collected here:
     /// every write that old reached this node before the collection, so the key was deleted.
     pub(super) fn may_be_collected(&self, delta: &KeyState) -> bool {
@@ -53,7 +50,7 @@ impl<S: Store> Node<S> {
         let horizon = self.tombstones.horizon(&self.id, &members, now_ms, clock);
         let due = self.tombstones.take_collectable(horizon);
         let mut through = self.store.collected_through();
-        let mut removals = Vec::new();
+        let mut collected = Vec::new();
         for (ts, key) in due {
             let Some(state) = self.store.get(&key)? else {
                 continue;
@@ -61,22 +58,15 @@ impl<S: Store> Node<S> {
             if tombstone_of(&state) != Some(ts) {
                 continue;
             }
-            self.unindex(&key, &state);
             through = through.max(ts);
-            removals.push(key);
+            collected.push((key, state));
         }
-        if removals.is_empty() {
+        if collected.is_empty() {
             return Ok(());
         }
-        tracing::debug!(count = removals.len(), through = %through, "collected tombstones");
-        self.cluster.stats.tombstones_collected += removals.len() as u64;
-        let leaves_complete = self.stale_leaves();
-        self.store.apply(WriteBatch {
-            removals,
-            collected_through: Some(through),
-            leaves_complete,
-            ..WriteBatch::default()
-        })
+        tracing::debug!(count = collected.len(), through = %through, "collected tombstones");
+        self.cluster.stats.tombstones_collected += collected.len() as u64;
+        self.remove_records(collected, Some(through))
     }
 
     /// A completed exchange brought everything a peer held, and the peer refuses registers up to
@@ -91,11 +81,27 @@ impl<S: Store> Node<S> {
         })
     }
 
-    /// Takes a removed key out of the Merkle index.
-    fn unindex(&mut self, key: &StoreKey, state: &KeyState) {
-        let (bucket, _) = self.merkle.remove(key, merkle::item_hash(key, state));
-        self.dirty_leaves.insert(bucket);
+    /// Removes records, and their Merkle and key-index entries, in one store batch (with the new
+    /// collection horizon when they are collected tombstones).
+    fn remove_records(
+        &mut self,
+        records: Vec<(StoreKey, KeyState)>,
+        collected_through: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let mut removals = Vec::with_capacity(records.len());
+        for (key, state) in records {
+            let (bucket, _) = self.merkle.remove(&key, merkle::item_hash(&key, &state));
+            self.dirty_leaves.insert(bucket);
+            removals.push(key);
+        }
         self.meta_dirty = true;
+        let leaves_complete = self.stale_leaves();
+        self.store.apply(WriteBatch {
+            removals,
+            collected_through,
+            leaves_complete,
+            ..WriteBatch::default()
+        })
     }
 
     /// Merges a state that a peer sent. A refused value is added to `refused`, to be handed back
@@ -145,7 +151,7 @@ impl<S: Store> Node<S> {
     /// A peer refused these values (older than a tombstone it collected): drops each one this
     /// node still holds unchanged.
     pub(super) fn forget(&mut self, values: Vec<ForgetValue>) -> Result<(), StoreError> {
-        let mut removals = Vec::new();
+        let mut forgotten = Vec::new();
         for value in values {
             let Some(state) = self.store.get(&value.key)? else {
                 continue;
@@ -156,22 +162,16 @@ impl<S: Store> Node<S> {
             if r.is_tombstone() || r.timestamp != value.timestamp || r.node != value.node {
                 continue;
             }
-            self.unindex(&value.key, &state);
-            removals.push(value.key);
+            forgotten.push((value.key, state));
         }
-        if removals.is_empty() {
+        if forgotten.is_empty() {
             return Ok(());
         }
         tracing::info!(
-            count = removals.len(),
+            count = forgotten.len(),
             "dropped values older than tombstones a peer collected"
         );
-        self.cluster.stats.values_forgotten += removals.len() as u64;
-        let leaves_complete = self.stale_leaves();
-        self.store.apply(WriteBatch {
-            removals,
-            leaves_complete,
-            ..WriteBatch::default()
-        })
+        self.cluster.stats.values_forgotten += forgotten.len() as u64;
+        self.remove_records(forgotten, None)
     }
 }

@@ -106,19 +106,31 @@ impl<S: Store> Node<S> {
             }
         }
         meta.node_id = Some(id.clone());
-        let (merkle, dirty_leaves, leaves_persisted) = match store.load_leaves()? {
-            Some(leaves) => (MerkleIndex::from_leaves(leaves), BTreeSet::new(), true),
+        // One pass over the records finds the tombstones; a rebuild of the index is that pass.
+        let (merkle, dirty_leaves, leaves_persisted, found) = match store.load_leaves()? {
+            Some(leaves) => {
+                let found = collection::tombstones_in(&store)?;
+                (
+                    MerkleIndex::from_leaves(leaves),
+                    BTreeSet::new(),
+                    true,
+                    found,
+                )
+            }
             None => {
-                let merkle = rebuild_merkle(&mut store)?;
+                let (merkle, found) = rebuild_merkle(&mut store)?;
                 let dirty = (0..=u16::MAX).collect();
-                (merkle, dirty, false)
+                (merkle, dirty, false, found)
             }
         };
         meta.incarnation += 1;
-        let tombstones = tombstones::TombstoneCollector::new(
+        let mut tombstones = tombstones::TombstoneCollector::new(
             config.tombstones.clone(),
             !config.seeds.is_empty() || store.clustered(),
         );
+        for (key, ts) in found {
+            tombstones.track(&key, None, Some(ts));
+        }
         let mut cluster = cluster::Cluster::new(id.clone(), meta.incarnation, config);
         for (origin, seq) in meta.seen.iter() {
             cluster.rumors_mut().restore(origin, seq);
@@ -148,7 +160,6 @@ impl<S: Store> Node<S> {
         }
         // Persist the node id, the clock and the index, then start with an empty log.
         node.checkpoint()?;
-        node.find_tombstones()?;
         Ok(node)
     }
 
@@ -367,12 +378,20 @@ pub fn prefix8(hash: &[u8; 32]) -> [u8; 8] {
     out
 }
 
-/// Rebuilds the Merkle index and the per-leaf key index from the records.
-fn rebuild_merkle<S: Store>(store: &mut S) -> Result<MerkleIndex, StoreError> {
+/// Keys holding a tombstone, with its timestamp.
+type Tombstones = Vec<(StoreKey, Timestamp)>;
+
+/// Rebuilds the Merkle index and the per-leaf key index from the records; also returns the
+/// tombstones among them.
+fn rebuild_merkle<S: Store>(store: &mut S) -> Result<(MerkleIndex, Tombstones), StoreError> {
     const CHUNK: usize = 10_000;
     let mut index = MerkleIndex::default();
     let mut key_hashes = Vec::new();
+    let mut found = Vec::new();
     store.for_each_record(&mut |key, state| {
+        if let Some(ts) = tombstones::tombstone_of(&state) {
+            found.push((key.clone(), ts));
+        }
         let hash = merkle::item_hash(&key, &state);
         index.update_hashed(&key, None, hash);
         key_hashes.push((key, prefix8(&hash)));
@@ -389,7 +408,7 @@ fn rebuild_merkle<S: Store>(store: &mut S) -> Result<MerkleIndex, StoreError> {
         keys = index.root().count,
         "rebuilt the Merkle index from the data"
     );
-    Ok(index)
+    Ok((index, found))
 }
 
 #[cfg(test)]
@@ -498,7 +517,7 @@ mod tests {
                     })
                 })
                 .unwrap();
-            rebuild_merkle(&mut rebuilt).unwrap()
+            rebuild_merkle(&mut rebuilt).unwrap().0
         };
         assert_eq!(merkle.root(), node.digest());
     }

@@ -168,7 +168,8 @@ impl TombstoneCollector {
         now_ms: u64,
         clock: Timestamp,
     ) -> Vec<(NodeId, Timestamp)> {
-        let own = self.stable(me, members, now_ms, clock);
+        let counted = self.counted(me, members, now_ms);
+        let own = self.stable(&counted, me, members, clock);
         self.merge_reports(&[(me.clone(), own)]);
         members
             .iter()
@@ -210,13 +211,12 @@ impl TombstoneCollector {
     /// The timestamp up to which this node holds every write: the least exchange start over the
     /// nodes that count (`clock`, this node's own clock, when it is truly alone).
     fn stable(
-        &mut self,
+        &self,
+        counted: &[NodeId],
         me: &NodeId,
         members: &[Member],
-        now_ms: u64,
         clock: Timestamp,
     ) -> Timestamp {
-        let counted = self.counted(me, members, now_ms);
         if counted.is_empty() && self.expects_peers && members.iter().all(|m| m.id == *me) {
             // Not joined yet.
             return Timestamp::ZERO;
@@ -236,9 +236,10 @@ impl TombstoneCollector {
         now_ms: u64,
         clock: Timestamp,
     ) -> Timestamp {
-        let mut horizon = self.stable(me, members, now_ms, clock);
-        for node in self.counted(me, members, now_ms) {
-            let report = self.reports.get(&node).copied().unwrap_or_default();
+        let counted = self.counted(me, members, now_ms);
+        let mut horizon = self.stable(&counted, me, members, clock);
+        for node in &counted {
+            let report = self.reports.get(node).copied().unwrap_or_default();
             horizon = horizon.min(report);
         }
         let old_enough = now_ms.saturating_sub(self.config.min_age_ms);
