@@ -158,10 +158,10 @@ impl<S: Store> Node<S> {
             if let Some(horizon) = done.peer_horizon {
                 self.adopt_horizon(horizon)?;
             }
-        }
-        if self.cluster.resyncing && !stats.aborted {
-            tracing::info!(peer = %done.peer, "resynced from a peer; serving reads again");
-            self.cluster.resyncing = false;
+            if self.cluster.resyncing {
+                tracing::info!(peer = %done.peer, "resynced from a peer; serving reads again");
+                self.cluster.resyncing = false;
+            }
         }
         self.cluster.stats.sync_bytes += stats.bytes();
         self.cluster.outbox.push(Outbound::SyncDone { session });
