@@ -73,9 +73,9 @@ fn exchange(a: &mut Node<MemoryStore>, b: &mut Node<MemoryStore>, key: &StoreKey
     let from_a = a.store().get(key).unwrap();
     let from_b = b.store().get(key).unwrap();
     if let Some(state) = from_a {
-        b.merge_delta(key.clone(), state, None).unwrap();
+        let _ = b.merge_delta(3_000, key.clone(), state).unwrap();
     }
     if let Some(state) = from_b {
-        a.merge_delta(key.clone(), state, None).unwrap();
+        let _ = a.merge_delta(3_000, key.clone(), state).unwrap();
     }
 }

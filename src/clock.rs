@@ -85,9 +85,9 @@ impl Timestamp {
         (self.0 & LOGICAL_MAX) as u16
     }
 
-    /// The smallest timestamp greater than `self`.
-    fn successor(self) -> Self {
-        Timestamp(self.0.saturating_add(1))
+    /// The smallest timestamp greater than `self`, if any.
+    fn successor(self) -> Option<Self> {
+        self.0.checked_add(1).map(Timestamp)
     }
 }
 
@@ -99,19 +99,44 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// A timestamp further ahead of a node's wall clock than the cluster's skew bound allows: a peer
+/// whose clock runs ahead (or that lies), or this node's own clock, gone back behind timestamps
+/// it already issued. Such a timestamp is never observed and never issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a timestamp {ahead_ms} ms ahead of this node's wall clock (the bound is {bound_ms} ms)")]
+pub struct ClockAhead {
+    /// How far ahead of the wall clock the timestamp is, in milliseconds.
+    pub ahead_ms: u64,
+    /// The bound it exceeds (`--max-clock-skew-ms`).
+    pub bound_ms: u64,
+}
+
+/// The default bound on how far a timestamp may be ahead of a node's wall clock (as
+/// CockroachDB's default maximum offset).
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 500;
+
 /// A hybrid logical clock (Kulkarni et al., 2014). It issues strictly increasing timestamps that
 /// stay close to the wall clock, and never goes backwards, even when the wall clock does.
-#[derive(Clone, Debug, Default)]
+///
+/// It never takes in a timestamp more than `max_ahead_ms` ahead of the wall clock, so one peer
+/// with a bad clock (or one lie) cannot drag it into the future, and it never issues one that far
+/// ahead either: a write stamped so far ahead would beat later writes of every other node. So the
+/// clock never saturates, and a node whose wall clock went back behind what it already issued
+/// refuses to stamp until its wall clock catches up.
+#[derive(Clone, Debug)]
 pub struct Hlc {
     last: Timestamp,
+    max_ahead_ms: u64,
 }
 
 impl Hlc {
     /// A clock that will only issue timestamps above `high_water_mark` (the greatest timestamp this
-    /// node ever issued or observed, as persisted by the store).
-    pub fn restore(high_water_mark: Timestamp) -> Self {
+    /// node ever issued or observed, as persisted by the store), and never more than
+    /// `max_ahead_ms` ahead of the wall clock.
+    pub fn restore(high_water_mark: Timestamp, max_ahead_ms: u64) -> Self {
         Hlc {
             last: high_water_mark,
+            max_ahead_ms,
         }
     }
 
@@ -120,25 +145,55 @@ impl Hlc {
         self.last
     }
 
-    /// Issues a new timestamp for a local event at wall time `wall_ms`.
-    pub fn tick(&mut self, wall_ms: u64) -> Timestamp {
+    /// The bound, in milliseconds, on how far ahead of the wall clock a timestamp may be.
+    pub fn max_ahead_ms(&self) -> u64 {
+        self.max_ahead_ms
+    }
+
+    /// Whether `ts` is within the bound of wall time `wall_ms`.
+    pub fn check(&self, ts: Timestamp, wall_ms: u64) -> Result<(), ClockAhead> {
+        let ahead_ms = ts.wall_ms().saturating_sub(wall_ms);
+        if ahead_ms > self.max_ahead_ms {
+            return Err(ClockAhead {
+                ahead_ms,
+                bound_ms: self.max_ahead_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Issues a new timestamp for a local event at wall time `wall_ms`; refuses when the clock is
+    /// already beyond the bound ahead of the wall clock (the wall clock went back).
+    pub fn tick(&mut self, wall_ms: u64) -> Result<Timestamp, ClockAhead> {
         let wall = Timestamp::new(wall_ms, 0);
-        self.last = if wall > self.last {
+        let next = if wall > self.last {
             wall
         } else {
             // Same millisecond, or the wall clock went backwards: count logically. When the logical
             // counter is exhausted the packed value carries into the milliseconds, which keeps the
             // clock strictly increasing.
-            self.last.successor()
+            self.last.successor().ok_or(ClockAhead {
+                ahead_ms: u64::MAX,
+                bound_ms: self.max_ahead_ms,
+            })?
         };
-        self.last
+        self.check(next, wall_ms)?;
+        self.last = next;
+        Ok(next)
     }
 
-    /// Takes a timestamp seen from another node into account, so later local timestamps exceed it.
-    pub fn observe(&mut self, remote: Timestamp) {
-        if remote > self.last {
-            self.last = remote;
-        }
+    /// Takes a timestamp seen from another node into account, so later local timestamps exceed
+    /// it; refuses one beyond the bound ahead of wall time `wall_ms` (and changes nothing).
+    pub fn observe(&mut self, remote: Timestamp, wall_ms: u64) -> Result<(), ClockAhead> {
+        self.check(remote, wall_ms)?;
+        self.last = self.last.max(remote);
+        Ok(())
+    }
+
+    /// Takes a timestamp from this node's own write-ahead log into account (it issued or observed
+    /// it before a crash, so it was checked then).
+    pub fn recover(&mut self, own: Timestamp) {
+        self.last = self.last.max(own);
     }
 }
 
@@ -207,37 +262,62 @@ mod tests {
 
     #[test]
     fn hlc_is_strictly_increasing_when_the_wall_clock_stalls_or_goes_back() {
-        let mut hlc = Hlc::default();
-        let a = hlc.tick(1_000);
-        let b = hlc.tick(1_000);
-        let c = hlc.tick(500);
+        let mut hlc = Hlc::restore(Timestamp::ZERO, 500);
+        let a = hlc.tick(1_000).unwrap();
+        let b = hlc.tick(1_000).unwrap();
+        let c = hlc.tick(600).unwrap();
         assert!(a < b && b < c);
         assert_eq!(c.wall_ms(), 1_000);
         assert_eq!(c.logical(), 2);
-        let d = hlc.tick(2_000);
+        let d = hlc.tick(2_000).unwrap();
         assert_eq!(d, Timestamp::new(2_000, 0));
     }
 
     #[test]
     fn restored_hlc_never_issues_below_its_high_water_mark() {
-        let mut before = Hlc::default();
-        let issued = before.tick(5_000);
-        let mut after = Hlc::restore(before.high_water_mark());
-        // The wall clock went back by four seconds across the restart.
-        assert!(after.tick(1_000) > issued);
+        let mut before = Hlc::restore(Timestamp::ZERO, 500);
+        let issued = before.tick(5_000).unwrap();
+        let mut after = Hlc::restore(before.high_water_mark(), 500);
+        // The wall clock went back by 400 ms across the restart: within the bound.
+        assert!(after.tick(4_600).unwrap() > issued);
+        // Back by four seconds: it refuses to stamp rather than issue from the future.
+        assert_eq!(
+            after.tick(1_000),
+            Err(ClockAhead {
+                ahead_ms: 4_000,
+                bound_ms: 500
+            })
+        );
+        assert!(after.tick(5_000).unwrap() > issued);
     }
 
     #[test]
     fn observing_a_remote_timestamp_moves_the_clock_past_it() {
-        let mut hlc = Hlc::default();
-        hlc.observe(Timestamp::new(9_000, 7));
-        assert_eq!(hlc.tick(1_000), Timestamp::new(9_000, 8));
+        let mut hlc = Hlc::restore(Timestamp::ZERO, 500);
+        hlc.observe(Timestamp::new(9_000, 7), 8_600).unwrap();
+        assert_eq!(hlc.tick(8_700), Ok(Timestamp::new(9_000, 8)));
     }
 
     #[test]
     fn logical_overflow_carries_into_milliseconds() {
-        let mut hlc = Hlc::restore(Timestamp::new(10, u16::MAX));
-        assert_eq!(hlc.tick(10), Timestamp::new(11, 0));
+        let mut hlc = Hlc::restore(Timestamp::new(10, u16::MAX), 500);
+        assert_eq!(hlc.tick(10), Ok(Timestamp::new(11, 0)));
+    }
+
+    #[test]
+    fn a_timestamp_beyond_the_bound_is_never_observed_and_the_clock_never_saturates() {
+        let mut hlc = Hlc::restore(Timestamp::ZERO, 500);
+        let end_of_time = Timestamp::from_raw(u64::MAX);
+        assert!(hlc.observe(end_of_time, 1_000).is_err());
+        assert!(hlc.observe(Timestamp::new(1_501, 0), 1_000).is_err());
+        hlc.observe(Timestamp::new(1_500, 3), 1_000).unwrap();
+        let a = hlc.tick(1_001).unwrap();
+        let b = hlc.tick(1_002).unwrap();
+        assert!(a < b && b.wall_ms() == 1_500);
+        // A clock restored at the end of time (a store written before the bound existed) refuses
+        // to stamp instead of issuing the same timestamp forever.
+        let mut pinned = Hlc::restore(end_of_time, 500);
+        assert!(pinned.tick(1_000).is_err());
     }
 
     #[test]

@@ -168,6 +168,11 @@ struct ServeArgs {
     /// unreplicated writes older than the collected tombstones are dropped (default 86400000).
     #[arg(long, env = "HEARSAY_TOMBSTONE_GRACE_MS")]
     tombstone_grace_ms: Option<u64>,
+    /// Largest tolerated clock difference between nodes, in milliseconds: a peer's timestamp
+    /// further ahead of this node's clock is refused, and so are client writes while this
+    /// node's own clock is out of bounds (default 500).
+    #[arg(long, env = "HEARSAY_MAX_CLOCK_SKEW_MS")]
+    max_clock_skew_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -237,6 +242,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let t = &mut timings.tombstones;
     t.min_age_ms = args.tombstone_min_age_ms.unwrap_or(t.min_age_ms);
     t.grace_ms = args.tombstone_grace_ms.unwrap_or(t.grace_ms);
+    timings.max_clock_skew_ms = args.max_clock_skew_ms.unwrap_or(timings.max_clock_skew_ms);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listeners = Listeners::bind(args.http, args.gossip).await?;

@@ -6,9 +6,9 @@
 //! through the same queue, and what the core wants sent goes out to the transport after each
 //! group. No protocol decisions live here.
 
-use crate::clock::NodeId;
+use crate::clock::{ClockAhead, NodeId};
 use crate::membership::Member;
-use crate::node::{ClusterStats, Node, Outbound, Write, WriteAck};
+use crate::node::{ClusterStats, Node, Outbound, Refusal, Write, WriteAck, WriteError};
 use crate::store::{Leaf, PendingSync, Store, StoreError, StoreRead};
 use crate::wire::{Datagram, Frame, SyncAnswer, SyncRequest};
 use std::net::SocketAddr;
@@ -30,7 +30,7 @@ pub fn wall_ms() -> u64 {
 }
 
 enum Command {
-    Write(Write, oneshot::Sender<Result<WriteAck, StoreError>>),
+    Write(Write, oneshot::Sender<Result<WriteAck, WriteError>>),
     Digest(oneshot::Sender<Leaf>),
     Members(oneshot::Sender<Vec<Member>>),
     Stats(oneshot::Sender<CoreStats>),
@@ -52,13 +52,30 @@ pub struct CoreStats {
     pub seen_entries: usize,
 }
 
-/// The error a handler gets when the core is gone (shutting down, or stopped by a storage error).
+/// What a handler gets when the core cannot do what it asked.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
+    /// The core is gone (shutting down, or stopped by a storage error).
     #[error("the node is shutting down")]
     Stopped,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This node's clock is out of bounds: it does not stamp writes.
+    #[error("this node's clock is out of bounds: {0}")]
+    ClockSkew(ClockAhead),
+    /// The core refused a write it was asked to make.
+    #[error("the write was not applied ({0:?})")]
+    NotApplied(Refusal),
+}
+
+impl From<WriteError> for CoreError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Store(e) => CoreError::Store(e),
+            WriteError::ClockSkew(ahead) => CoreError::ClockSkew(ahead),
+            WriteError::NotApplied(why) => CoreError::NotApplied(why),
+        }
+    }
 }
 
 /// A cheap, cloneable handle on the core for the HTTP handlers and the transport: it sends
@@ -204,8 +221,8 @@ pub fn start<S: Store>(
 
 /// Acknowledgements waiting for their group's writes to become durable.
 type Acks = Vec<(
-    oneshot::Sender<Result<WriteAck, StoreError>>,
-    Result<WriteAck, StoreError>,
+    oneshot::Sender<Result<WriteAck, WriteError>>,
+    Result<WriteAck, WriteError>,
 )>;
 
 fn run_core<S: Store>(
@@ -261,13 +278,13 @@ fn run_core<S: Store>(
                     Ok(())
                 }
                 Command::Datagram(from, datagram) => node.handle_datagram(now, from, datagram),
-                Command::Frame(frame) => node.handle_frame(frame),
+                Command::Frame(frame) => node.handle_frame(now, frame),
                 Command::SyncRequest(from, request, reply) => {
-                    node.handle_sync_request(&from, request).map(|answer| {
+                    node.handle_sync_request(now, &from, request).map(|answer| {
                         let _ = reply.send(answer);
                     })
                 }
-                Command::SyncReply(session, reply) => node.handle_sync_reply(session, reply),
+                Command::SyncReply(session, reply) => node.handle_sync_reply(now, session, reply),
                 Command::Leave(reply) => {
                     node.leave(now);
                     let _ = reply.send(());
@@ -388,7 +405,7 @@ fn run_syncer(rx: std::sync::mpsc::Receiver<(PendingSync, Acks)>) {
 fn send_acks(acks: Acks, synced: Result<(), StoreError>) {
     for (reply, result) in acks {
         let result = match (&synced, result) {
-            (Err(e), Ok(_)) => Err(StoreError::Io(e.to_string())),
+            (Err(e), Ok(_)) => Err(WriteError::Store(StoreError::Io(e.to_string()))),
             (_, result) => result,
         };
         let _ = reply.send(result);

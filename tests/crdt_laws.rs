@@ -28,9 +28,9 @@ fn register() -> impl Strategy<Value = LwwRegister> {
     })
 }
 
-fn merged<T: Clone>(a: &T, b: &T, merge: impl Fn(&mut T, &T) -> bool) -> T {
+fn merged<T: Clone, R>(a: &T, b: &T, merge: impl Fn(&mut T, &T) -> R) -> T {
     let mut out = a.clone();
-    merge(&mut out, b);
+    let _ = merge(&mut out, b);
     out
 }
 
@@ -115,7 +115,7 @@ fn run(ops: &[Op]) -> (Vec<OrSet>, Vec<OrSet>, Vec<Oracle>) {
             }
             Op::Sync { from, to } => {
                 let source = sets[from].clone();
-                sets[to].merge(&source);
+                let _ = sets[to].merge(&source);
                 let source = oracles[from].clone();
                 oracles[to].merge(&source);
             }
@@ -141,7 +141,7 @@ proptest! {
     fn lww_keeps_the_greatest_timestamp_then_node(regs in proptest::collection::vec(register(), 1..8)) {
         let mut state = regs[0].clone();
         for r in &regs[1..] {
-            state.merge(r);
+            let _ = state.merge(r);
         }
         let best = regs.iter().max_by(|x, y| (x.timestamp, &x.node).cmp(&(y.timestamp, &y.node))).unwrap();
         prop_assert_eq!((state.timestamp, &state.node), (best.timestamp, &best.node));
@@ -167,7 +167,7 @@ proptest! {
         let mut all = OrSet::new();
         let mut oracle = Oracle::default();
         for (set, o) in sets.iter().zip(&oracles) {
-            all.merge(set);
+            let _ = all.merge(set);
             oracle.merge(o);
         }
         prop_assert_eq!(elements(&all), oracle.elements());
@@ -181,7 +181,7 @@ proptest! {
         let (sets, mut deltas, _) = run(&ops);
         let mut from_states = OrSet::new();
         for s in &sets {
-            from_states.merge(s);
+            let _ = from_states.merge(s);
         }
         // Shuffle deterministically and deliver some deltas twice.
         let mut x = seed | 1;
@@ -191,9 +191,9 @@ proptest! {
         }
         let mut from_deltas = OrSet::new();
         for (i, d) in deltas.iter().enumerate() {
-            from_deltas.merge(d);
+            let _ = from_deltas.merge(d);
             if i % 3 == 0 {
-                from_deltas.merge(d);
+                let _ = from_deltas.merge(d);
             }
         }
         prop_assert_eq!(from_deltas, from_states);
@@ -204,9 +204,9 @@ proptest! {
         // A register is its own delta: applying the write as a delta or merging the writer's
         // whole state gives the same result.
         let mut writer = a.clone();
-        writer.merge(&b);
+        let _ = writer.merge(&b);
         let mut receiver = KeyState::Register(a.clone());
-        receiver.merge(&KeyState::Register(b.clone()));
+        let _ = receiver.merge(&KeyState::Register(b.clone()));
         prop_assert_eq!(receiver, KeyState::Register(writer));
     }
 }
@@ -217,14 +217,14 @@ fn remove_only_removes_observed_adds() {
     let mut left = OrSet::new();
     let mut right = OrSet::new();
     let first = left.add(&a, "x");
-    right.merge(&first);
+    let _ = right.merge(&first);
     // Concurrently: right removes the add it saw, left adds x again.
     let removal = right.remove("x");
     let readd = left.add(&a, "x");
     let other = right.add(&b, "y");
-    left.merge(&removal);
-    left.merge(&other);
-    right.merge(&readd);
+    let _ = left.merge(&removal);
+    let _ = left.merge(&other);
+    let _ = right.merge(&readd);
     assert_eq!(elements(&left), vec!["x", "y"]);
     assert_eq!(left, right);
 }

@@ -11,6 +11,9 @@ fn id(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
 }
 
+/// Wall-clock milliseconds at which the fixture's states arrive (after they were written).
+const NOW: u64 = 1_700_000_001_000;
+
 fn fixture() -> Vec<(StoreKey, KeyState)> {
     let value = |s: &str| Value {
         content_type: "text/plain".into(),
@@ -67,7 +70,7 @@ fn a_layout_1_directory_is_upgraded_and_keeps_its_data() {
     // The rebuilt Merkle index equals the one a node that wrote the same states keeps.
     let mut reference = Node::open(MemoryStore::new(), id("n1")).unwrap();
     for (key, state) in fixture() {
-        reference.merge_delta(key, state, None).unwrap();
+        let _ = reference.merge_delta(NOW, key, state).unwrap();
     }
     assert_eq!(node.digest(), reference.digest());
     let digest = node.digest();
@@ -97,7 +100,7 @@ fn a_missing_merkle_index_is_rebuilt_from_the_data() {
         )
         .unwrap();
         for (key, state) in fixture() {
-            node.merge_delta(key, state, None).unwrap();
+            let _ = node.merge_delta(NOW, key, state).unwrap();
         }
         node.store_mut().checkpoint().unwrap();
         node.digest()
@@ -139,7 +142,7 @@ fn memory_store_survives_a_simulated_restart() {
     let store = MemoryStore::new();
     let mut node = Node::open(store.reopen(), id("n1")).unwrap();
     for (key, state) in fixture() {
-        node.merge_delta(key, state, None).unwrap();
+        let _ = node.merge_delta(NOW, key, state).unwrap();
     }
     let digest = node.digest();
     drop(node);

@@ -104,6 +104,15 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         Metrics::raise(&m.tombstones.get_or_create(&EventLabels { event }), total);
     }
     m.tombstones_held.set(c.tombstones_held as i64);
+    // Peer input the core refused joins what the transport dropped.
+    for (reason, total) in [
+        ("clock_skew", c.dropped_clock_skew),
+        ("wrong_kind", c.dropped_wrong_kind),
+        ("invalid", c.dropped_invalid),
+    ] {
+        let labels = crate::metrics::DropLabels { reason };
+        Metrics::raise(&m.cluster_dropped.get_or_create(&labels), total);
+    }
     m.rumor_seen_entries.set(stats.seen_entries as i64);
     state
         .metrics

@@ -56,6 +56,15 @@ impl From<CoreError> for ApiError {
                     e.to_string(),
                 )
             }
+            CoreError::ClockSkew(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "clock_skew",
+                format!("{e}; this node refuses writes until its clock is back in bounds: write to another node"),
+            ),
+            CoreError::NotApplied(_) => {
+                tracing::error!(error = %e, "the core refused a client write");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
         }
     }
 }

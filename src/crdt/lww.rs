@@ -1,6 +1,7 @@
 //! Last-writer-wins register: the value written with the greatest (HLC timestamp, node id) wins.
 //! A delete is a write of "no value" (a tombstone) and wins or loses by the same rule.
 
+use super::Merged;
 use crate::clock::{NodeId, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -36,13 +37,13 @@ impl LwwRegister {
         self.value.is_none()
     }
 
-    /// Keeps the greater of the two writes; returns whether `self` changed.
-    pub fn merge(&mut self, other: &LwwRegister) -> bool {
+    /// Keeps the greater of the two writes.
+    pub fn merge(&mut self, other: &LwwRegister) -> Merged {
         if *other > *self {
             *self = other.clone();
-            true
+            Merged::Changed
         } else {
-            false
+            Merged::Unchanged
         }
     }
 }
@@ -65,22 +66,22 @@ mod tests {
     #[test]
     fn later_timestamp_wins_then_node_id_breaks_ties() {
         let mut a = reg(5, "n1", "old");
-        assert!(a.merge(&reg(6, "n1", "new")));
+        assert_eq!(a.merge(&reg(6, "n1", "new")), Merged::Changed);
         assert_eq!(a.value.as_ref().unwrap().data, b"new");
-        assert!(a.merge(&reg(6, "n2", "tie")));
-        assert!(!a.merge(&reg(6, "n1", "loser")));
+        assert_eq!(a.merge(&reg(6, "n2", "tie")), Merged::Changed);
+        assert_eq!(a.merge(&reg(6, "n1", "loser")), Merged::Unchanged);
         assert_eq!(a.node.as_str(), "n2");
     }
 
     #[test]
     fn later_delete_wins_over_earlier_write() {
         let mut a = reg(5, "n1", "v");
-        a.merge(&LwwRegister::write(
+        let _ = a.merge(&LwwRegister::write(
             Timestamp::from_raw(7),
             NodeId::new("n2").unwrap(),
             None,
         ));
         assert!(a.is_tombstone());
-        assert!(!a.merge(&reg(6, "n3", "stale")));
+        assert_eq!(a.merge(&reg(6, "n3", "stale")), Merged::Unchanged);
     }
 }

@@ -15,6 +15,35 @@ pub use orset::OrSet;
 
 use serde::{Deserialize, Serialize};
 
+/// What a merge did to the replica it was merged into.
+#[must_use = "a merge says whether the replica changed"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merged {
+    Changed,
+    /// The replica already held everything merged in.
+    Unchanged,
+}
+
+impl Merged {
+    pub fn changed(self) -> bool {
+        self == Merged::Changed
+    }
+
+    pub(crate) fn from_changed(changed: bool) -> Self {
+        if changed {
+            Merged::Changed
+        } else {
+            Merged::Unchanged
+        }
+    }
+}
+
+/// Two states of different kinds (a register and a set) cannot be merged: a key's keyspace fixes
+/// its kind, so this can only come from a corrupt or lying peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot merge states of different kinds")]
+pub struct KindMismatch;
+
 /// The replicated state of one key, whichever keyspace it lives in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyState {
@@ -24,12 +53,12 @@ pub enum KeyState {
 
 impl KeyState {
     /// Merges `other` into `self`. States of different kinds never share a key (the keyspace is part
-    /// of the key), so a mismatch means a corrupt peer; it is ignored and reported as no change.
-    pub fn merge(&mut self, other: &KeyState) -> bool {
+    /// of the key), so a mismatch means a corrupt peer: `self` is left as it was.
+    pub fn merge(&mut self, other: &KeyState) -> Result<Merged, KindMismatch> {
         match (self, other) {
-            (KeyState::Register(a), KeyState::Register(b)) => a.merge(b),
-            (KeyState::Set(a), KeyState::Set(b)) => a.merge(b),
-            _ => false,
+            (KeyState::Register(a), KeyState::Register(b)) => Ok(a.merge(b)),
+            (KeyState::Set(a), KeyState::Set(b)) => Ok(a.merge(b)),
+            _ => Err(KindMismatch),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! has seen. A remove only forgets the dots it observed, so a concurrent add (an unseen dot)
 //! survives; removed elements leave no per-element tombstone behind.
 
-use super::CausalContext;
+use super::{CausalContext, Merged};
 use crate::clock::{Dot, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,7 +52,7 @@ impl OrSet {
             context: CausalContext::from_dots(seen),
             entries: BTreeMap::from([(element.to_string(), BTreeSet::from([dot]))]),
         };
-        self.merge(&delta);
+        let _ = self.merge(&delta);
         delta
     }
 
@@ -63,7 +63,7 @@ impl OrSet {
             context: CausalContext::from_dots(self.dots_of(element)),
             entries: BTreeMap::new(),
         };
-        self.merge(&delta);
+        let _ = self.merge(&delta);
         delta
     }
 
@@ -72,8 +72,8 @@ impl OrSet {
         self.context.is_empty() && self.entries.is_empty()
     }
 
-    /// Joins `other` into `self`; returns whether `self` changed.
-    pub fn merge(&mut self, other: &OrSet) -> bool {
+    /// Joins `other` into `self`.
+    pub fn merge(&mut self, other: &OrSet) -> Merged {
         let context_before = self.context.clone();
         let mut changed = false;
         let keys: BTreeSet<String> = self
@@ -107,7 +107,7 @@ impl OrSet {
             }
         }
         self.context.merge(&other.context);
-        changed || context_before != self.context
+        Merged::from_changed(changed || context_before != self.context)
     }
 
     fn dots_of(&self, element: &str) -> Vec<Dot> {
@@ -130,8 +130,8 @@ mod tests {
         let mut b = a.clone();
         let remove = b.remove("x");
         let readd = a.add(&id("a"), "x");
-        b.merge(&readd);
-        a.merge(&remove);
+        let _ = b.merge(&readd);
+        let _ = a.merge(&remove);
         assert!(a.contains("x") && b.contains("x"));
         assert_eq!(a, b);
     }
@@ -141,9 +141,9 @@ mod tests {
         let mut a = OrSet::new();
         let add = a.add(&id("a"), "x");
         let mut b = OrSet::new();
-        b.merge(&add);
+        let _ = b.merge(&add);
         let rm = b.remove("x");
-        a.merge(&rm);
+        let _ = a.merge(&rm);
         assert!(!a.contains("x"));
         assert_eq!(a, b);
     }
@@ -158,7 +158,7 @@ mod tests {
         // A re-add replaces the dots it observed.
         assert_eq!(dots(&a), vec![Dot::new(id("a"), 2)]);
         let mut b = OrSet::new();
-        a.merge(&b.add(&id("b"), "x"));
+        let _ = a.merge(&b.add(&id("b"), "x"));
         assert_eq!(dots(&a), vec![Dot::new(id("a"), 2), Dot::new(id("b"), 1)]);
         a.remove("x");
         assert!(dots(&a).is_empty());

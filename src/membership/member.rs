@@ -59,6 +59,11 @@ impl fmt::Display for MemberState {
     }
 }
 
+/// The greatest incarnation a record may carry. A member raises its own incarnation once per
+/// restart and once per refutation, so no honest record comes near it; a record above it could
+/// never be refuted (its successor would overflow), so it is refused as a lie.
+pub const MAX_INCARNATION: u64 = 1 << 48;
+
 /// One member as some node sees it. The same record is the envelope of every datagram (the sender
 /// describing itself) and the unit of piggybacked gossip (anyone describing anyone).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +93,12 @@ impl Member {
             state: MemberState::Alive,
             incarnation,
         }
+    }
+
+    /// Whether an honest member could have produced this record: its incarnation is at most
+    /// [`MAX_INCARNATION`].
+    pub fn is_plausible(&self) -> bool {
+        self.incarnation <= MAX_INCARNATION
     }
 
     /// The same member with another state at the same incarnation (a verdict about it).

@@ -37,7 +37,7 @@ mod probe;
 mod tests;
 
 pub use config::MembershipConfig;
-pub use member::{Member, MemberEvent, MemberState};
+pub use member::{Member, MemberEvent, MemberState, MAX_INCARNATION};
 pub use message::{Outgoing, SwimMessage};
 
 use crate::clock::NodeId;
@@ -121,6 +121,9 @@ impl Membership {
         if sender.id == self.me.id {
             // Our own datagram came back: that seed is another name for our own address.
             self.seeds.retain(|seed| *seed != from_addr);
+            return;
+        }
+        if !sender.is_plausible() {
             return;
         }
         self.apply(now_ms, sender.clone(), true);
@@ -267,6 +270,10 @@ impl Membership {
     /// Applies one record about a member (an envelope, a piggybacked update or our own verdict):
     /// adopts it if it is news by the precedence rule, queues it for gossip and records the event.
     fn apply(&mut self, now_ms: u64, update: Member, from_envelope: bool) {
+        if !update.is_plausible() {
+            // No honest member sends it; the driver counts such records before they get here.
+            return;
+        }
         if update.id == self.me.id {
             return self.apply_about_me(update);
         }
@@ -320,6 +327,11 @@ impl Membership {
     /// leaving. This is how a restarted node, or a paused one that resumes, clears stale verdicts.
     fn apply_about_me(&mut self, claim: Member) {
         if self.me.state == MemberState::Left || !claim.supersedes(&self.me) {
+            return;
+        }
+        if claim.incarnation >= MAX_INCARNATION {
+            // Its refutation would carry an incarnation no member accepts: only a liar sends
+            // this, and answering it would cut this node off from everyone.
             return;
         }
         self.me.incarnation = claim.incarnation + 1;

@@ -212,6 +212,15 @@ impl Membership {
         if self.me.state == MemberState::Left || self.prober.relays.len() >= MAX_RELAYS {
             return false;
         }
+        // Only a member this node knows at that very address is probed for someone else: the
+        // node is never a reflector that pings any address a stranger names.
+        let known = self
+            .peers
+            .get(&target)
+            .is_some_and(|p| p.member.gossip_addr == target_addr && p.member.state.is_up());
+        if !known {
+            return false;
+        }
         let id = self.prober.fresh_id();
         self.prober.relays.insert(
             id,

@@ -8,7 +8,7 @@
 //! [`Node::handle_sync_reply`].
 
 use super::cluster::Outbound;
-use super::{Merge, Node};
+use super::{Applied, Node};
 use crate::clock::{NodeId, Timestamp};
 use crate::crdt::KeyState;
 use crate::gossip::sync::{respond, SyncSession, SyncSource};
@@ -61,21 +61,39 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// An anti-entropy request from `from`: merge what it brings, answer.
+    /// An anti-entropy request from `from`, received at this node's wall time `now_ms`: merge
+    /// what it brings, answer (`None`: refused, for a stranger or a start stamped beyond the skew
+    /// bound).
     pub fn handle_sync_request(
         &mut self,
+        now_ms: u64,
         from: &NodeId,
         request: SyncRequest,
     ) -> Result<Option<SyncAnswer>, StoreError> {
+        if !self.is_member(from) {
+            self.invalid_input(now_ms, from, "an exchange from a stranger");
+            return Ok(None);
+        }
         if let Some(start) = request.start {
+            let stamps = std::iter::once(start.clock)
+                .chain([start.collected_through])
+                .chain(start.stable.iter().map(|(_, ts)| *ts));
+            for ts in stamps {
+                if let Err(ahead) = self.check_clock(ts, now_ms) {
+                    self.clock_skew_from(now_ms, from, ahead);
+                    return Ok(None);
+                }
+            }
             // Every write from here on is newer than the exchange's start (see `tombstones.rs`).
-            self.hlc.observe(start.clock);
+            self.hlc.recover(start.clock);
             self.meta_dirty = true;
-            self.tombstones.merge_reports(&start.stable);
+            let members = self.members();
+            self.tombstones.merge_reports(&start.stable, &members);
             self.tombstones.collected_by_peer(start.collected_through);
+            self.note_peer_horizon(from, start.collected_through);
         }
         let (reply, merges) = respond(&self.sync_view(), request.message);
-        self.merge_repairs(from, merges)?;
+        self.merge_repairs(now_ms, from, merges)?;
         tracing::trace!(peer = %from, "answered an anti-entropy request");
         Ok(reply.map(|message| SyncAnswer {
             collected_through: self.store.collected_through(),
@@ -86,12 +104,14 @@ impl<S: Store> Node<S> {
     /// Merges the states an anti-entropy exchange with `peer` brought.
     fn merge_repairs(
         &mut self,
+        now_ms: u64,
         peer: &NodeId,
         merges: Vec<(StoreKey, KeyState)>,
     ) -> Result<(), StoreError> {
         let mut refused = Vec::new();
         for (key, state) in merges {
-            if self.merge_from_peer(key, state, None, &mut refused)? == Merge::Changed {
+            let applied = self.merge_from_peer(now_ms, peer, key, state, None, &mut refused)?;
+            if applied == Applied::Changed {
                 self.cluster.stats.sync_keys_repaired += 1;
             }
         }
@@ -99,9 +119,11 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
-    /// The reply to a request of session `session` (`None`: the exchange failed).
+    /// The reply to a request of session `session`, received at this node's wall time `now_ms`
+    /// (`None`: the exchange failed).
     pub fn handle_sync_reply(
         &mut self,
+        now_ms: u64,
         session: u64,
         reply: Option<SyncAnswer>,
     ) -> Result<(), StoreError> {
@@ -116,11 +138,18 @@ impl<S: Store> Node<S> {
             self.cluster.outbox.push(Outbound::SyncDone { session });
             return Ok(());
         };
+        if let Err(ahead) = self.check_clock(collected_through, now_ms) {
+            // An exchange with a peer whose horizon is from the future ends here, unfinished.
+            self.clock_skew_from(now_ms, &current.peer, ahead);
+            self.cluster.outbox.push(Outbound::SyncDone { session });
+            return Ok(());
+        }
         current.peer_horizon.get_or_insert(collected_through);
         self.tombstones.collected_by_peer(collected_through);
+        self.note_peer_horizon(&current.peer, collected_through);
         let step = current.sync.handle(&self.sync_view(), message);
         self.cluster.stats.sync_rounds += 1;
-        self.merge_repairs(&current.peer, step.merge)?;
+        self.merge_repairs(now_ms, &current.peer, step.merge)?;
         match step.send {
             Some(next) if !step.done => {
                 let to_id = current.peer.clone();
@@ -222,11 +251,15 @@ impl<S: Store> Node<S> {
         let Some(to) = self.address_of(&peer) else {
             return;
         };
+        // A clock beyond the bound (the wall clock went back) would stamp the start in the
+        // future, which the peer refuses: wait until the wall clock catches up.
+        let Ok(started) = self.hlc.tick(now_ms) else {
+            return;
+        };
         let (sync, first) = SyncSession::start(&self.sync_view());
         let session = self.cluster.next_session;
         self.cluster.next_session += 1;
         self.cluster.stats.sync_sessions += 1;
-        let started = self.hlc.tick(now_ms);
         self.meta_dirty = true;
         let members = self.members();
         let stable = self

@@ -5,9 +5,10 @@
 //! own seeded generator.
 
 use super::anti_entropy::Session;
+use super::peer_input::RefusalLog;
 use super::tombstones::TombstoneConfig;
-use super::{Merge, Node};
-use crate::clock::NodeId;
+use super::{Applied, Node};
+use crate::clock::{NodeId, Timestamp, DEFAULT_MAX_CLOCK_SKEW_MS};
 use crate::crdt::KeyState;
 use crate::gossip::rumor::{Rumor, RumorConfig, RumorMill};
 use crate::membership::{Member, MemberEvent, MemberState, Membership, MembershipConfig};
@@ -63,6 +64,10 @@ pub struct ClusterConfig {
     /// not authoritative until one anti-entropy exchange with a peer has completed.
     pub resync_first: bool,
     pub tombstones: TombstoneConfig,
+    /// How far ahead of this node's wall clock a peer's timestamp may be (milliseconds, default
+    /// 500); further ahead, the message carrying it is dropped. Larger tolerates worse clocks
+    /// and lets a fast clock's writes beat later writes by up to this much.
+    pub max_clock_skew_ms: u64,
 }
 
 impl ClusterConfig {
@@ -79,6 +84,7 @@ impl ClusterConfig {
             rng_seed: 0,
             resync_first: false,
             tombstones: TombstoneConfig::default(),
+            max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
         }
     }
 }
@@ -101,6 +107,14 @@ pub struct ClusterStats {
     pub values_forgotten: u64,
     /// Tombstones currently held.
     pub tombstones_held: u64,
+    /// Peer messages or states dropped because a timestamp was too far ahead of this node's
+    /// clock.
+    pub dropped_clock_skew: u64,
+    /// Peer states dropped because their kind did not match their keyspace.
+    pub dropped_wrong_kind: u64,
+    /// Peer messages dropped as invalid (from strangers, impossible incarnations, requests to
+    /// forget values the peer cannot have refused).
+    pub dropped_invalid: u64,
 }
 
 pub(super) struct Cluster {
@@ -121,6 +135,10 @@ pub(super) struct Cluster {
     pub(super) stats: ClusterStats,
     /// Reads are not authoritative until a full exchange with a peer completes.
     pub(super) resyncing: bool,
+    /// Per peer, the greatest collection horizon it announced in an exchange (checked against
+    /// this node's clock): it bounds what that peer may ask this node to forget.
+    pub(super) peer_horizons: BTreeMap<NodeId, Timestamp>,
+    pub(super) refusals: RefusalLog,
 }
 
 impl Cluster {
@@ -145,6 +163,8 @@ impl Cluster {
             outbox: Vec::new(),
             stats: ClusterStats::default(),
             resyncing: config.resync_first,
+            peer_horizons: BTreeMap::new(),
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -216,6 +236,15 @@ impl<S: Store> Node<S> {
             rumors,
             pull,
         } = datagram;
+        if !from.is_plausible() {
+            self.invalid_input(now_ms, &from.id, "an impossible incarnation for itself");
+            return Ok(());
+        }
+        let (updates, implausible): (Vec<Member>, Vec<Member>) =
+            updates.into_iter().partition(Member::is_plausible);
+        if !implausible.is_empty() {
+            self.invalid_input(now_ms, &from.id, "an impossible incarnation for a member");
+        }
         let mut out = Vec::new();
         match swim {
             Some(message) => self
@@ -236,7 +265,7 @@ impl<S: Store> Node<S> {
                 datagram,
             });
         }
-        self.receive_rumors(&from.id, rumors)?;
+        self.receive_rumors(now_ms, &from.id, rumors)?;
         if let Some(summary) = pull {
             self.answer_pull(from_addr, &from.id, &summary);
         }
@@ -246,24 +275,46 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
-    /// A one-way frame arrived (rumors too large for datagrams).
-    pub fn handle_frame(&mut self, frame: Frame) -> Result<(), StoreError> {
+    /// A one-way frame (rumors too large for datagrams, or values to forget) arrived at this
+    /// node's wall time `now_ms`. Only members send frames.
+    pub fn handle_frame(&mut self, now_ms: u64, frame: Frame) -> Result<(), StoreError> {
+        if !self.is_member(&frame.from) {
+            self.invalid_input(now_ms, &frame.from, "a frame from a stranger");
+            return Ok(());
+        }
         match frame.body {
             FrameBody::Rumors(rumors) => {
-                self.receive_rumors(&frame.from, rumors)?;
+                self.receive_rumors(now_ms, &frame.from, rumors)?;
                 self.push_fresh_rumors();
             }
-            FrameBody::Forget(values) => self.forget(values)?,
-            FrameBody::SyncRequest(_) | FrameBody::SyncReply(_) => {}
+            FrameBody::Forget(values) => self.forget(now_ms, &frame.from, values)?,
+            FrameBody::SyncRequest(_) | FrameBody::SyncReply(_) => {
+                self.invalid_input(
+                    now_ms,
+                    &frame.from,
+                    "an exchange message as a one-way frame",
+                );
+            }
         }
         Ok(())
     }
 
-    fn receive_rumors(&mut self, from: &NodeId, rumors: Vec<Rumor>) -> Result<(), StoreError> {
+    /// Rumors from `from`: each is checked before it is marked as seen, so a refused one is
+    /// neither merged nor passed on (anti-entropy brings it later if it becomes acceptable).
+    fn receive_rumors(
+        &mut self,
+        now_ms: u64,
+        from: &NodeId,
+        rumors: Vec<Rumor>,
+    ) -> Result<(), StoreError> {
         let members = self.cluster.membership.members().count();
         let mut refused = Vec::new();
         for rumor in rumors {
             self.cluster.stats.rumors_received += 1;
+            if let Err(why) = self.vet(&rumor.key, &rumor.delta, now_ms) {
+                self.refused_input(now_ms, from, why);
+                continue;
+            }
             let small = encoded_len(&rumor) <= MAX_DATAGRAM / 2;
             let (key, delta, origin, seq) = (
                 rumor.key.clone(),
@@ -272,8 +323,15 @@ impl<S: Store> Node<S> {
                 rumor.seq,
             );
             if self.cluster.rumors.receive(rumor, from, members, small) {
-                let merge = self.merge_from_peer(key, delta, Some((origin, seq)), &mut refused)?;
-                if merge == Merge::Changed {
+                let applied = self.merge_from_peer(
+                    now_ms,
+                    from,
+                    key,
+                    delta,
+                    Some((origin, seq)),
+                    &mut refused,
+                )?;
+                if applied == Applied::Changed {
                     self.cluster.stats.rumors_merged += 1;
                 }
                 self.meta_dirty = true;

@@ -5,7 +5,7 @@
 //! Never touches sockets or clocks; removals go to the store as one batch per pass.
 
 use super::tombstones::tombstone_of;
-use super::{Merge, Node};
+use super::{Applied, Node, Refusal, Source};
 use crate::clock::{NodeId, Timestamp};
 use crate::crdt::KeyState;
 use crate::node::cluster::Outbound;
@@ -64,17 +64,33 @@ impl<S: Store> Node<S> {
         if collected.is_empty() {
             return Ok(());
         }
-        tracing::debug!(count = collected.len(), through = %through, "collected tombstones");
-        self.cluster.stats.tombstones_collected += collected.len() as u64;
-        self.remove_records(collected, Some(through))
+        let count = collected.len() as u64;
+        let keys: Vec<(StoreKey, Timestamp)> = collected
+            .iter()
+            .filter_map(|(key, state)| Some((key.clone(), tombstone_of(state)?)))
+            .collect();
+        if let Err(e) = self.remove_records(collected, Some(through)) {
+            // Still held: a later pass tries again.
+            for (key, ts) in keys {
+                self.tombstones.track(&key, None, Some(ts));
+            }
+            return Err(e);
+        }
+        tracing::debug!(count, through = %through, "collected tombstones");
+        self.cluster.stats.tombstones_collected += count;
+        Ok(())
     }
 
     /// A completed exchange brought everything a peer held, and the peer refuses registers up to
     /// `horizon` for keys it lacks: so may this node now (see `SyncAnswer`).
+    /// The horizon was checked against this node's clock on arrival.
     pub(super) fn adopt_horizon(&mut self, horizon: Timestamp) -> Result<(), StoreError> {
         if horizon <= self.store.collected_through() {
             return Ok(());
         }
+        // Local writes from now on are newer than the horizon, so none is ever refused by it.
+        self.hlc.recover(horizon);
+        self.meta_dirty = true;
         self.store.apply(WriteBatch {
             collected_through: Some(horizon),
             ..WriteBatch::default()
@@ -82,53 +98,63 @@ impl<S: Store> Node<S> {
     }
 
     /// Removes records, and their Merkle and key-index entries, in one store batch (with the new
-    /// collection horizon when they are collected tombstones).
+    /// collection horizon when they are collected tombstones). Memory follows only once the store
+    /// has taken the batch.
     fn remove_records(
         &mut self,
         records: Vec<(StoreKey, KeyState)>,
         collected_through: Option<Timestamp>,
     ) -> Result<(), StoreError> {
-        let mut removals = Vec::with_capacity(records.len());
-        for (key, state) in records {
-            let (bucket, _) = self.merkle.remove(&key, merkle::item_hash(&key, &state));
-            self.dirty_leaves.insert(bucket);
-            removals.push(key);
-        }
-        self.meta_dirty = true;
-        let leaves_complete = self.stale_leaves();
+        let removals = records.iter().map(|(key, _)| key.clone()).collect();
+        let leaves_complete = self.leaves_persisted.then_some(false);
         self.store.apply(WriteBatch {
             removals,
             collected_through,
             leaves_complete,
             ..WriteBatch::default()
-        })
+        })?;
+        self.leaves_persisted = false;
+        self.meta_dirty = true;
+        for (key, state) in records {
+            let (bucket, _) = self.merkle.remove(&key, merkle::item_hash(&key, &state));
+            self.dirty_leaves.insert(bucket);
+        }
+        Ok(())
     }
 
-    /// Merges a state that a peer sent. A refused value is added to `refused`, to be handed back
-    /// with [`Node::tell_to_forget`].
+    /// Merges a state that `peer` sent at this node's wall time `now_ms`. A value refused as
+    /// possibly collected is added to `refused`, to be handed back with
+    /// [`Node::tell_to_forget`]; other refusals are counted and logged.
     pub(super) fn merge_from_peer(
         &mut self,
+        now_ms: u64,
+        peer: &NodeId,
         key: StoreKey,
         state: KeyState,
         origin_seq: Option<(NodeId, u64)>,
         refused: &mut Vec<ForgetValue>,
-    ) -> Result<Merge, StoreError> {
+    ) -> Result<Applied, StoreError> {
         let value = match &state {
             KeyState::Register(r) if !r.is_tombstone() => Some((r.timestamp, r.node.clone())),
             _ => None,
         };
-        let merge = self.merge_checked(key.clone(), state, origin_seq)?;
-        if merge == Merge::Refused {
-            self.cluster.stats.stale_values_refused += 1;
-            if let Some((timestamp, node)) = value {
-                refused.push(ForgetValue {
-                    key,
-                    timestamp,
-                    node,
-                });
+        let applied =
+            self.merge_checked(key.clone(), state, origin_seq, Source::Peer { now_ms })?;
+        match applied {
+            Applied::Refused(Refusal::Collected) => {
+                self.cluster.stats.stale_values_refused += 1;
+                if let Some((timestamp, node)) = value {
+                    refused.push(ForgetValue {
+                        key,
+                        timestamp,
+                        node,
+                    });
+                }
             }
+            Applied::Refused(why) => self.refused_input(now_ms, peer, why),
+            Applied::Changed | Applied::Unchanged => {}
         }
-        Ok(merge)
+        Ok(applied)
     }
 
     /// Tells `peer` to drop the values this node refused from it.
@@ -148,11 +174,27 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// A peer refused these values (older than a tombstone it collected): drops each one this
-    /// node still holds unchanged.
-    pub(super) fn forget(&mut self, values: Vec<ForgetValue>) -> Result<(), StoreError> {
+    /// `peer` refused these values (older than a tombstone it collected): drops each one this
+    /// node still holds unchanged, if `peer` is a member that is up and each value is no newer
+    /// than the horizon it announced in an exchange (anything else is a stranger's or a liar's
+    /// request, dropped and counted).
+    pub(super) fn forget(
+        &mut self,
+        now_ms: u64,
+        peer: &NodeId,
+        values: Vec<ForgetValue>,
+    ) -> Result<(), StoreError> {
+        let horizon = self.peer_horizon(peer);
         let mut forgotten = Vec::new();
         for value in values {
+            if horizon.is_none_or(|h| value.timestamp > h) {
+                self.invalid_input(
+                    now_ms,
+                    peer,
+                    "a request to forget a value it cannot have refused",
+                );
+                continue;
+            }
             let Some(state) = self.store.get(&value.key)? else {
                 continue;
             };
@@ -167,11 +209,14 @@ impl<S: Store> Node<S> {
         if forgotten.is_empty() {
             return Ok(());
         }
+        let count = forgotten.len() as u64;
+        self.remove_records(forgotten, None)?;
         tracing::info!(
-            count = forgotten.len(),
+            count,
+            peer = %peer,
             "dropped values older than tombstones a peer collected"
         );
-        self.cluster.stats.values_forgotten += forgotten.len() as u64;
-        self.remove_records(forgotten, None)
+        self.cluster.stats.values_forgotten += count;
+        Ok(())
     }
 }

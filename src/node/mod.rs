@@ -5,7 +5,7 @@
 //! Never touches sockets, threads or the wall clock; never decides when to sync (the driver calls
 //! [`Node::commit`] once per group of writes before acknowledging them).
 
-use crate::clock::{Hlc, NodeId, Timestamp};
+use crate::clock::{ClockAhead, Hlc, NodeId, Timestamp};
 use crate::crdt::{KeyState, LwwRegister, OrSet, Value};
 use crate::store::{
     merkle, Leaf, LoggedDeltaRef, MerkleIndex, Meta, PendingSync, Store, StoreError, StoreKey,
@@ -17,19 +17,44 @@ mod anti_entropy;
 mod cluster;
 mod collection;
 mod outbox;
+mod peer_input;
 mod tombstones;
 
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};
 pub use tombstones::TombstoneConfig;
 
-/// What merging a delta did.
+/// What merging a state into this node did.
+#[must_use = "a refused state must not be acknowledged or counted as merged"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Merge {
+pub enum Applied {
     Changed,
+    /// The node already held everything the state carries.
     Unchanged,
+    /// The state was not merged, and why: nothing changed.
+    Refused(Refusal),
+}
+
+/// Why a state was not merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Of the wrong kind for its keyspace (a set under a kv key): a corrupt or lying peer.
+    WrongKind,
     /// A register for a key this node lacks, no newer than a tombstone it has collected: it may
-    /// be a deleted value coming back, so it is not stored.
-    Refused,
+    /// be a deleted value coming back.
+    Collected,
+    /// Stamped too far ahead of this node's wall clock (`--max-clock-skew-ms`).
+    ClockSkew(ClockAhead),
+}
+
+/// Where a state to merge comes from, which decides what is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A client's write on this node, stamped by its own clock.
+    Local,
+    /// This node's own write-ahead log, redone at start-up.
+    Replay,
+    /// A peer, received at this node's wall time `now_ms`.
+    Peer { now_ms: u64 },
 }
 
 /// A client's write, validated by the API layer.
@@ -57,6 +82,20 @@ pub struct WriteAck {
     pub node: NodeId,
     /// The set's elements after a set edit.
     pub elements: Option<Vec<String>>,
+}
+
+/// Why a client's write was not applied (nothing of it stays behind).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// This node's clock is out of bounds (its wall clock went back behind timestamps it already
+    /// issued): it refuses to stamp writes rather than stamp them in the future.
+    #[error("this node's clock is out of bounds: {0}")]
+    ClockSkew(ClockAhead),
+    /// The core refused the write it was asked to make; reported instead of acknowledged.
+    #[error("the write was not applied ({0:?})")]
+    NotApplied(Refusal),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +170,7 @@ impl<S: Store> Node<S> {
         for (key, ts) in found {
             tombstones.track(&key, None, Some(ts));
         }
+        let max_clock_skew_ms = config.max_clock_skew_ms;
         let mut cluster = cluster::Cluster::new(id.clone(), meta.incarnation, config);
         for (origin, seq) in meta.seen.iter() {
             cluster.rumors_mut().restore(origin, seq);
@@ -138,7 +178,7 @@ impl<S: Store> Node<S> {
         let mut node = Node {
             id,
             cluster,
-            hlc: Hlc::restore(meta.hlc),
+            hlc: Hlc::restore(meta.hlc, max_clock_skew_ms),
             meta,
             meta_dirty: true,
             merkle,
@@ -152,11 +192,13 @@ impl<S: Store> Node<S> {
             tracing::info!(entries = replay.len(), "redoing the write-ahead log");
         }
         for logged in replay {
-            node.hlc.observe(logged.hlc);
+            node.hlc.recover(logged.hlc);
             if let Some((origin, seq)) = &logged.origin_seq {
                 node.meta.seen.advance(origin, *seq);
             }
-            node.merge_delta(logged.key, logged.delta, None)?;
+            // A replayed delta that is refused now (older than a horizon adopted since) was
+            // refused on its way in too, or collected: nothing to redo.
+            let _ = node.merge_checked(logged.key, logged.delta, None, Source::Replay)?;
         }
         // Persist the node id, the clock and the index, then start with an empty log.
         node.checkpoint()?;
@@ -185,9 +227,10 @@ impl<S: Store> Node<S> {
     }
 
     /// Applies a client write at wall time `wall_ms`. The change is visible to readers on return;
-    /// the caller commits the store before acknowledging it.
-    pub fn handle_write(&mut self, wall_ms: u64, write: Write) -> Result<WriteAck, StoreError> {
-        let timestamp = self.hlc.tick(wall_ms);
+    /// the caller commits the store before acknowledging it. A write that is not applied returns
+    /// an error and leaves nothing behind.
+    pub fn handle_write(&mut self, wall_ms: u64, write: Write) -> Result<WriteAck, WriteError> {
+        let timestamp = self.hlc.tick(wall_ms).map_err(WriteError::ClockSkew)?;
         let (key, delta, elements) = match write {
             Write::KvPut { key, value } => (
                 StoreKey::kv(key),
@@ -203,25 +246,26 @@ impl<S: Store> Node<S> {
                 };
                 let mut delta = OrSet::new();
                 for element in &remove {
-                    delta.merge(&set.remove(element));
+                    let _ = delta.merge(&set.remove(element));
                 }
                 for element in &add {
-                    delta.merge(&set.add(&self.id, element));
+                    let _ = delta.merge(&set.add(&self.id, element));
                 }
                 let elements = set.elements().map(str::to_string).collect();
                 (key, KeyState::Set(delta), Some(elements))
             }
         };
         let seq = self.meta.seen.get(&self.id) + 1;
-        self.meta.seen.advance(&self.id, seq);
         let origin = Some((self.id.clone(), seq));
-        if self.has_peers() {
-            self.merge_delta(key.clone(), delta.clone(), origin)?;
-            self.spread_local(key, delta, seq);
-        } else {
-            // Nobody to tell: anti-entropy brings peers up to date when they appear.
-            self.merge_delta(key, delta, origin)?;
+        let applied = self.merge_checked(key.clone(), delta.clone(), origin, Source::Local)?;
+        if let Applied::Refused(why) = applied {
+            return Err(WriteError::NotApplied(why));
         }
+        self.meta.seen.advance(&self.id, seq);
+        if self.has_peers() {
+            self.spread_local(key, delta, seq);
+        }
+        // With nobody to tell, anti-entropy brings peers up to date when they appear.
         Ok(WriteAck {
             timestamp,
             node: self.id.clone(),
@@ -233,38 +277,54 @@ impl<S: Store> Node<S> {
         KeyState::Register(LwwRegister::write(timestamp, self.id.clone(), value))
     }
 
-    /// Merges a delta (local, remote or replayed) into the key's state and hands the result to
-    /// the store. Returns whether the state changed.
+    /// Merges a state received from a peer at wall time `now_ms` (outside any rumor or exchange:
+    /// tools and tests). Returns what happened.
     pub fn merge_delta(
         &mut self,
+        now_ms: u64,
         key: StoreKey,
         delta: KeyState,
-        origin_seq: Option<(NodeId, u64)>,
-    ) -> Result<bool, StoreError> {
-        Ok(self.merge_checked(key, delta, origin_seq)? == Merge::Changed)
+    ) -> Result<Applied, StoreError> {
+        self.merge_checked(key, delta, None, Source::Peer { now_ms })
     }
 
-    /// [`Node::merge_delta`], telling a refused delta apart from one that changed nothing.
+    /// Merges a delta (local, replayed or from a peer) into the key's state and hands the result
+    /// to the store, after the checks its source calls for. Nothing changes in memory before the
+    /// store has taken the change, so a store error leaves no trace.
     pub(crate) fn merge_checked(
         &mut self,
         key: StoreKey,
         delta: KeyState,
         origin_seq: Option<(NodeId, u64)>,
-    ) -> Result<Merge, StoreError> {
+        source: Source,
+    ) -> Result<Applied, StoreError> {
+        if !key.holds(&delta) {
+            return Ok(Applied::Refused(Refusal::WrongKind));
+        }
         if let KeyState::Register(r) = &delta {
-            self.hlc.observe(r.timestamp);
+            match source {
+                Source::Peer { now_ms } => {
+                    if let Err(ahead) = self.hlc.observe(r.timestamp, now_ms) {
+                        return Ok(Applied::Refused(Refusal::ClockSkew(ahead)));
+                    }
+                }
+                Source::Replay => self.hlc.recover(r.timestamp),
+                Source::Local => {}
+            }
         }
         if matches!(&delta, KeyState::Set(s) if s.is_noop_delta()) {
-            return Ok(Merge::Unchanged);
+            return Ok(Applied::Unchanged);
         }
-        let old = self.store.get(&key)?;
+        let stored = self.store.get(&key)?;
+        let old_hash = stored.as_ref().map(|state| merkle::item_hash(&key, state));
+        // A stored state of the wrong kind can only be what a lying peer left before states were
+        // checked: it is replaced, as if absent.
+        let old = stored.filter(|state| key.holds(state));
         if old.is_none() && self.may_be_collected(&delta) {
-            return Ok(Merge::Refused);
+            return Ok(Applied::Refused(Refusal::Collected));
         }
         let old_tombstone = old.as_ref().and_then(tombstones::tombstone_of);
-        let old_hash = old.as_ref().map(|state| merkle::item_hash(&key, state));
-        self.meta.hlc = self.hlc.high_water_mark();
-        let hlc = self.meta.hlc;
+        let hlc = self.hlc.high_water_mark();
         let log = |delta: &KeyState| {
             LoggedDeltaRef {
                 key: &key,
@@ -276,48 +336,35 @@ impl<S: Store> Node<S> {
         };
         // Only a delta that changes the state is logged (duplicates are common: rumors arrive
         // more than once and anti-entropy resends what a peer already merged).
-        let (new, logged) = match old {
-            Some(mut state) => {
-                if !state.merge(&delta) {
-                    return Ok(Merge::Unchanged);
-                }
-                let logged = log(&delta);
-                (state, logged)
-            }
-            None => {
-                let logged = log(&delta);
-                (delta, logged)
-            }
+        let new = match old {
+            Some(mut state) => match state.merge(&delta) {
+                Ok(crate::crdt::Merged::Changed) => state,
+                Ok(crate::crdt::Merged::Unchanged) => return Ok(Applied::Unchanged),
+                Err(_) => return Ok(Applied::Refused(Refusal::WrongKind)),
+            },
+            None => delta.clone(),
         };
-        self.tombstones
-            .track(&key, old_tombstone, tombstones::tombstone_of(&new));
+        let logged = log(&delta);
         let new_hash = merkle::item_hash(&key, &new);
-        let (bucket, _) = self.merkle.update_hashed(&key, old_hash, new_hash);
-        self.dirty_leaves.insert(bucket);
         let key_hash = (key.clone(), prefix8(&new_hash));
-        self.meta_dirty = true;
+        let new_tombstone = tombstones::tombstone_of(&new);
         // The first change after the index was persisted marks the persisted copy stale, in the
         // same atomic batch: a crash from here on rebuilds the index from the records.
-        let leaves_complete = self.stale_leaves();
+        let leaves_complete = self.leaves_persisted.then_some(false);
         self.store.apply(WriteBatch {
-            records: vec![(key, new)],
+            records: vec![(key.clone(), new)],
             key_hashes: vec![key_hash],
             deltas: vec![logged],
             leaves_complete,
             ..WriteBatch::default()
         })?;
-        Ok(Merge::Changed)
-    }
-
-    /// Marks the persisted Merkle leaves stale before the first change after they were
-    /// persisted (applied in the same batch as that change).
-    fn stale_leaves(&mut self) -> Option<bool> {
-        if self.leaves_persisted {
-            self.leaves_persisted = false;
-            Some(false)
-        } else {
-            None
-        }
+        self.leaves_persisted = false;
+        self.meta.hlc = hlc;
+        self.meta_dirty = true;
+        self.tombstones.track(&key, old_tombstone, new_tombstone);
+        let (bucket, _) = self.merkle.update_hashed(&key, old_hash, new_hash);
+        self.dirty_leaves.insert(bucket);
+        Ok(Applied::Changed)
     }
 
     /// Starts making every change so far durable (per the durability mode): the driver calls
@@ -454,7 +501,13 @@ mod tests {
         drop(node);
         let mut again = Node::open(store.reopen(), id("n1")).unwrap();
         assert_eq!(again.digest(), digest);
-        assert!(again.handle_write(1, put("k", "w")).unwrap().timestamp > ack.timestamp);
+        // The wall clock went back 5 s: the restored clock refuses to stamp from the future...
+        assert!(matches!(
+            again.handle_write(1, put("k", "w")),
+            Err(WriteError::ClockSkew(_))
+        ));
+        // ... and within the skew bound it continues above what it issued before the restart.
+        assert!(again.handle_write(4_600, put("k", "w")).unwrap().timestamp > ack.timestamp);
         assert!(matches!(
             Node::open(store.reopen(), id("n2")),
             Err(NodeError::WrongNode { .. })

@@ -317,10 +317,13 @@ mod tests {
                 )),
             })
             .collect();
-        node.handle_frame(Frame {
-            from: b.id.clone(),
-            body: FrameBody::Rumors(rumors),
-        })
+        node.handle_frame(
+            5,
+            Frame {
+                from: b.id.clone(),
+                body: FrameBody::Rumors(rumors),
+            },
+        )
         .unwrap();
         let probe = node.datagram(
             Some(SwimMessage::Ping { probe: 8 }),

@@ -151,9 +151,16 @@ impl TombstoneCollector {
         *mark = (*mark).max(started);
     }
 
-    /// Merges stability reports received from a peer (each only ever grows).
-    pub(super) fn merge_reports(&mut self, reports: &[(NodeId, Timestamp)]) {
+    /// Merges stability reports received from a peer (each only ever grows). Reports about
+    /// nodes that are not `members` here are ignored: a stranger's report would otherwise hold
+    /// collection back forever, and the table would grow with every name a peer invents. (A
+    /// member's own report already accounts for the members it knows and this node does not:
+    /// its stable timestamp waits for its exchanges with them.)
+    pub(super) fn merge_reports(&mut self, reports: &[(NodeId, Timestamp)], members: &[Member]) {
         for (node, ts) in reports {
+            if !members.iter().any(|m| m.id == *node) {
+                continue;
+            }
             let mark = self.reports.entry(node.clone()).or_default();
             *mark = (*mark).max(*ts);
         }
@@ -170,7 +177,8 @@ impl TombstoneCollector {
     ) -> Vec<(NodeId, Timestamp)> {
         let counted = self.counted(me, members, now_ms);
         let own = self.stable(&counted, me, members, clock);
-        self.merge_reports(&[(me.clone(), own)]);
+        let mark = self.reports.entry(me.clone()).or_default();
+        *mark = (*mark).max(own);
         members
             .iter()
             .filter_map(|m| Some((m.id.clone(), *self.reports.get(&m.id)?)))
@@ -190,19 +198,13 @@ impl TombstoneCollector {
         !(expired && (majority || member.state == MemberState::Left))
     }
 
-    /// The nodes that count, other than `me`: the members up or not down for long, and any node
-    /// a report names that is not (yet) a member here.
+    /// The nodes that count, other than `me`: the members up or not down for long.
     fn counted(&mut self, me: &NodeId, members: &[Member], now_ms: u64) -> Vec<NodeId> {
         let majority = in_majority(members);
         let mut counted = Vec::new();
         for member in members.iter().filter(|m| m.id != *me) {
             if self.counts(member, now_ms, majority) {
                 counted.push(member.id.clone());
-            }
-        }
-        for node in self.reports.keys() {
-            if node != me && !members.iter().any(|m| m.id == *node) {
-                counted.push(node.clone());
             }
         }
         counted
@@ -242,10 +244,12 @@ impl TombstoneCollector {
             let report = self.reports.get(node).copied().unwrap_or_default();
             horizon = horizon.min(report);
         }
+        // What a peer collected, everyone had seen; but no tombstone goes before the minimum
+        // age by this node's own clock, whatever a peer says.
         let old_enough = now_ms.saturating_sub(self.config.min_age_ms);
         horizon
-            .min(Timestamp::new(old_enough, u16::MAX))
             .max(self.collected_elsewhere)
+            .min(Timestamp::new(old_enough, u16::MAX))
     }
 
     /// Whether a collection pass is due at `now_ms` (one per second; a pass with nothing to
@@ -352,23 +356,34 @@ mod tests {
             vec![(id("n1"), ts(50))]
         );
         assert_eq!(c.horizon(&me, &members, 100, clock), Timestamp::ZERO);
-        c.merge_reports(&[(id("n2"), ts(40)), (id("n3"), ts(70))]);
+        c.merge_reports(&[(id("n2"), ts(40)), (id("n3"), ts(70))], &members);
         assert_eq!(c.horizon(&me, &members, 100, clock), ts(40));
         // Reports only grow.
-        c.merge_reports(&[(id("n2"), ts(10))]);
+        c.merge_reports(&[(id("n2"), ts(10))], &members);
         assert_eq!(c.horizon(&me, &members, 100, clock), ts(40));
+        // Reports about strangers are ignored: they neither count nor hold collection back.
+        c.merge_reports(&[(id("ghost"), ts(1))], &members);
+        assert_eq!(c.horizon(&me, &members, 100, clock), ts(40));
+        assert!(!c
+            .reports_to_send(&me, &members, 100, clock)
+            .iter()
+            .any(|(n, _)| *n == id("ghost")));
         // The minimum age caps it.
         let mut young = collector(90, 1_000);
         young.synced_with(&id("n2"), ts(50));
         young.synced_with(&id("n3"), ts(60));
-        young.merge_reports(&[(id("n2"), ts(40)), (id("n3"), ts(70))]);
+        young.merge_reports(&[(id("n2"), ts(40)), (id("n3"), ts(70))], &members);
         assert_eq!(
             young.horizon(&me, &members, 100, clock),
             Timestamp::new(10, u16::MAX)
         );
-        // What a peer already collected, every member had seen.
+        // What a peer already collected, every member had seen; the minimum age still applies.
         young.collected_by_peer(ts(60));
-        assert_eq!(young.horizon(&me, &members, 100, clock), ts(60));
+        assert_eq!(
+            young.horizon(&me, &members, 100, clock),
+            Timestamp::new(10, u16::MAX)
+        );
+        assert_eq!(young.horizon(&me, &members, 200, clock), ts(60));
     }
 
     #[test]
@@ -380,7 +395,7 @@ mod tests {
         ];
         let mut c = collector(0, 1_000);
         c.synced_with(&id("n2"), ts(50));
-        c.merge_reports(&[(id("n2"), ts(50))]);
+        c.merge_reports(&[(id("n2"), ts(50))], &members);
         assert_eq!(c.horizon(&me, &members, 100, ts(100)), ts(50));
         members.push(member("n3", MemberState::Dead));
         assert_eq!(c.horizon(&me, &members, 100, ts(100)), Timestamp::ZERO);

@@ -399,8 +399,9 @@ impl Sim {
                     return;
                 }
                 self.stats.delivered += 1;
+                let now = self.local_time(to);
                 if let Some(node) = self.nodes[to].node.as_mut() {
-                    let _ = node.handle_frame(frame);
+                    let _ = node.handle_frame(now, frame);
                 }
                 self.after(to);
             }
@@ -416,10 +417,11 @@ impl Sim {
                 }
                 self.stats.delivered += 1;
                 let from_id = self.nodes[from].id.clone();
+                let now = self.local_time(to);
                 let reply = self.nodes[to]
                     .node
                     .as_mut()
-                    .and_then(|n| n.handle_sync_request(&from_id, message).ok())
+                    .and_then(|n| n.handle_sync_request(now, &from_id, message).ok())
                     .flatten();
                 self.after(to);
                 if self.lost(to, from) {
@@ -445,8 +447,9 @@ impl Sim {
                     self.schedule(self.config.tick_ms, Event::SyncReply { to, session, reply });
                     return;
                 }
+                let now = self.local_time(to);
                 if let Some(node) = self.nodes[to].node.as_mut() {
-                    let _ = node.handle_sync_reply(session, reply);
+                    let _ = node.handle_sync_reply(now, session, reply);
                 }
                 self.after(to);
             }

@@ -68,6 +68,15 @@ impl StoreKey {
         }
     }
 
+    /// Whether `state` is of the kind this key's keyspace holds: a register under `/v1/kv`, a
+    /// set under `/v1/sets`. Anything else can only come from a corrupt or lying peer.
+    pub fn holds(&self, state: &KeyState) -> bool {
+        matches!(
+            (self.space, state),
+            (Keyspace::Kv, KeyState::Register(_)) | (Keyspace::Sets, KeyState::Set(_))
+        )
+    }
+
     /// The byte form used as the storage key and hashed by the Merkle index: keyspace tag, then
     /// the UTF-8 name. Sorting these bytes sorts keys by name within a keyspace.
     pub fn encode(&self) -> Vec<u8> {

@@ -43,7 +43,7 @@
 
 use crate::crdt::KeyState;
 use crate::store::merkle::{self, MerkleIndex, DEPTH, FANOUT, LEAVES};
-use crate::store::{Keyspace, Leaf, StoreKey};
+use crate::store::{Leaf, StoreKey};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -177,10 +177,7 @@ pub use session::SyncSession;
 /// States of the wrong kind for their keyspace come only from a corrupt or hostile peer: merging
 /// one into an absent key would store it as is.
 fn kind_matches(key: &StoreKey, state: &KeyState) -> bool {
-    matches!(
-        (key.space, state),
-        (Keyspace::Kv, KeyState::Register(_)) | (Keyspace::Sets, KeyState::Set(_))
-    )
+    key.holds(state)
 }
 
 fn prefix(hash: &[u8; 32]) -> HashPrefix {

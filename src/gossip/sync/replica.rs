@@ -33,7 +33,8 @@ impl MemoryReplica {
         let leaf = &mut self.leaves[usize::from(merkle::bucket_of(&key))];
         match leaf.get_mut(&key) {
             Some((current, hash)) => {
-                if !current.merge(&state) {
+                // The exchange only hands over states of the right kind for their key.
+                if current.merge(&state) != Ok(crate::crdt::Merged::Changed) {
                     return false;
                 }
                 self.merkle.update(&key, Some(*hash), current);

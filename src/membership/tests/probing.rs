@@ -213,3 +213,18 @@ fn next_wakeup_follows_the_probe_schedule() {
     // Suspected, and a new probe started: its timeout comes before the suspicion's.
     assert_eq!(node.next_wakeup_ms(), 1_400);
 }
+
+#[test]
+fn indirect_probes_go_only_to_members_at_their_known_address() {
+    let mut relay = node_knowing(&[1, 2]);
+    let mut out = Vec::new();
+    for (target, target_addr) in [(id(2), addr(9999)), (id(7), addr(7107))] {
+        let request = SwimMessage::PingReq {
+            probe: 42,
+            target,
+            target_addr,
+        };
+        relay.handle_message(0, &member(1), addr(7101), request, &mut out);
+    }
+    assert!(out.is_empty(), "{out:?}");
+}

@@ -153,3 +153,40 @@ fn leave_marks_self_left_and_tells_a_few_members() {
     );
     assert_eq!(out.len(), 1);
 }
+
+#[test]
+fn records_with_impossible_incarnations_are_ignored() {
+    let mut node = node_knowing(&[1]);
+    let before = node.me().incarnation;
+    // A claim about this node that could never be refuted, and one about a peer.
+    node.apply_updates(
+        10,
+        &[
+            at(0, MemberState::Dead, u64::MAX),
+            at(1, MemberState::Dead, MAX_INCARNATION + 1),
+        ],
+    );
+    assert_eq!(node.me().incarnation, before);
+    assert_eq!(state_of(&node, 1), (MemberState::Alive, 0));
+    // An envelope with one is ignored as a whole (the sender is not learned).
+    let mut out = Vec::new();
+    let liar = Member {
+        incarnation: u64::MAX,
+        ..member(2)
+    };
+    node.handle_message(
+        20,
+        &liar,
+        addr(7102),
+        SwimMessage::Ping { probe: 1 },
+        &mut out,
+    );
+    assert!(node.member(&id(2)).is_none());
+    assert!(out.is_empty());
+    // A claim at the bound cannot be refuted within it, so it is not answered; below, it is.
+    node.apply_updates(30, &[at(0, MemberState::Suspect, MAX_INCARNATION)]);
+    assert_eq!(node.me().incarnation, before);
+    node.apply_updates(40, &[at(0, MemberState::Suspect, MAX_INCARNATION - 1)]);
+    assert_eq!(node.me().incarnation, MAX_INCARNATION);
+    assert!(node.me().is_plausible());
+}

@@ -1,0 +1,213 @@
+//! What a peer sends is validated before it touches state: one core ([`Node`] over a memory store)
+//! driven by hand with well-formed lies from a peer: timestamps at the end of time, states of the
+//! wrong kind, horizons from the future, incarnations that cannot be refuted, `Forget` frames and
+//! indirect probes from strangers. Each test is a bug the core once had.
+
+use hearsay::clock::{NodeId, Timestamp};
+use hearsay::crdt::{KeyState, LwwRegister, OrSet, Value};
+use hearsay::gossip::rumor::Rumor;
+use hearsay::gossip::sync::SyncMessage;
+use hearsay::membership::{Member, MemberState, SwimMessage};
+use hearsay::node::{ClusterConfig, Node, Outbound, Write};
+use hearsay::store::{MemoryStore, Store, StoreKey};
+use hearsay::wire::{Datagram, ForgetValue, Frame, FrameBody, SyncAnswer};
+use std::net::SocketAddr;
+
+/// Wall-clock milliseconds at which these tests run (an arbitrary day in 2026).
+const NOW: u64 = 1_790_000_000_000;
+
+fn id(s: &str) -> NodeId {
+    NodeId::new(s).unwrap()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn member(name: &str, port: u16, incarnation: u64) -> Member {
+    Member::new(id(name), addr(port), addr(port + 1000), incarnation)
+}
+
+fn text(v: &str) -> Value {
+    Value {
+        content_type: "text/plain".into(),
+        data: v.as_bytes().to_vec(),
+    }
+}
+
+fn put(key: &str, v: &str) -> Write {
+    Write::KvPut {
+        key: key.into(),
+        value: text(v),
+    }
+}
+
+fn envelope(from: &Member) -> Datagram {
+    Datagram {
+        from: from.clone(),
+        swim: None,
+        updates: Vec::new(),
+        rumors: Vec::new(),
+        pull: None,
+    }
+}
+
+/// Node "a" on port 7101 that has heard from peer "b" (port 7102).
+fn a_with_peer_b() -> (Node<MemoryStore>, Member) {
+    let mut config = ClusterConfig::standalone();
+    config.gossip_addr = addr(7101);
+    let mut node = Node::open_in_cluster(MemoryStore::new(), id("a"), config).unwrap();
+    let b = member("b", 7102, 1);
+    node.handle_datagram(NOW, b.gossip_addr, envelope(&b))
+        .unwrap();
+    node.take_outbound();
+    (node, b)
+}
+
+fn rumor_from(b: &Member, seq: u64, key: StoreKey, delta: KeyState) -> Datagram {
+    Datagram {
+        rumors: vec![Rumor {
+            origin: b.id.clone(),
+            seq,
+            key,
+            delta,
+        }],
+        ..envelope(b)
+    }
+}
+
+fn register(ts: Timestamp, node: &str, v: &str) -> KeyState {
+    KeyState::Register(LwwRegister::write(ts, id(node), Some(text(v))))
+}
+
+fn value_of(node: &Node<MemoryStore>, key: &str) -> Option<String> {
+    match node.store().get(&StoreKey::kv(key)).unwrap() {
+        Some(KeyState::Register(r)) => r
+            .value
+            .map(|v| String::from_utf8_lossy(&v.data).into_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_register_stamped_at_the_end_of_time_does_not_pin_the_clock() {
+    let (mut a, b) = a_with_peer_b();
+    let end_of_time = register(Timestamp::from_raw(u64::MAX), "b", "doom");
+    let _ = a.handle_datagram(
+        NOW,
+        b.gossip_addr,
+        rumor_from(&b, 1, StoreKey::kv("x"), end_of_time),
+    );
+    // Two later writes of one key: the second must win (before, both got u64::MAX and the value
+    // bytes decided, so "a" lost to "b").
+    let first = a.handle_write(NOW + 1, put("k", "b"));
+    let second = a.handle_write(NOW + 2, put("k", "a"));
+    if let (Ok(first), Ok(second)) = (&first, &second) {
+        assert!(second.timestamp > first.timestamp);
+        assert!(second.timestamp.wall_ms() < NOW + 1_000);
+    }
+    assert!(second.is_ok(), "{second:?}");
+    assert_eq!(value_of(&a, "k").as_deref(), Some("a"));
+    assert_eq!(value_of(&a, "x"), None, "the far-future value is refused");
+}
+
+#[test]
+fn a_set_rumored_under_a_kv_key_is_refused_and_later_puts_are_stored() {
+    let (mut a, b) = a_with_peer_b();
+    let mut set = OrSet::new();
+    let delta = set.add(&id("b"), "e");
+    let _ = a.handle_datagram(
+        NOW,
+        b.gossip_addr,
+        rumor_from(&b, 1, StoreKey::kv("k"), KeyState::Set(delta)),
+    );
+    let ack = a.handle_write(NOW + 1, put("k", "v"));
+    assert!(ack.is_ok(), "{ack:?}");
+    assert_eq!(value_of(&a, "k").as_deref(), Some("v"));
+}
+
+/// Starts an exchange from `a` and returns its session number.
+fn start_exchange(a: &mut Node<MemoryStore>, now: u64) -> u64 {
+    a.handle_tick(now).unwrap();
+    a.take_outbound()
+        .into_iter()
+        .find_map(|o| match o {
+            Outbound::SyncRequest { session, .. } => Some(session),
+            _ => None,
+        })
+        .expect("an anti-entropy exchange starts")
+}
+
+#[test]
+fn a_collection_horizon_from_the_future_is_not_adopted() {
+    let (mut a, _b) = a_with_peer_b();
+    let session = start_exchange(&mut a, NOW);
+    let future = Timestamp::new(NOW + 10 * 60_000, 0);
+    let _ = a.handle_sync_reply(
+        NOW,
+        session,
+        Some(SyncAnswer {
+            collected_through: future,
+            message: SyncMessage::InSync,
+        }),
+    );
+    assert!(a.store().collected_through() < future);
+    let ack = a.handle_write(NOW + 1_000, put("new", "v"));
+    assert!(ack.is_ok(), "{ack:?}");
+    assert_eq!(value_of(&a, "new").as_deref(), Some("v"));
+}
+
+#[test]
+fn a_claim_about_this_node_at_the_last_incarnation_is_refused_without_panicking() {
+    let (mut a, b) = a_with_peer_b();
+    let before = a.incarnation();
+    let doomed = Member {
+        state: MemberState::Dead,
+        ..member("a", 7101, u64::MAX)
+    };
+    let datagram = Datagram {
+        updates: vec![doomed],
+        ..envelope(&b)
+    };
+    a.handle_datagram(NOW, b.gossip_addr, datagram).unwrap();
+    assert_eq!(a.incarnation(), before);
+    let me = a.members().into_iter().find(|m| m.id == id("a")).unwrap();
+    assert_eq!(me.state, MemberState::Alive);
+}
+
+#[test]
+fn a_forget_frame_from_a_stranger_is_ignored() {
+    let (mut a, _b) = a_with_peer_b();
+    let ack = a.handle_write(NOW, put("k", "v")).unwrap();
+    let forged = Frame {
+        from: id("mallory"),
+        body: FrameBody::Forget(vec![ForgetValue {
+            key: StoreKey::kv("k"),
+            timestamp: ack.timestamp,
+            node: ack.node,
+        }]),
+    };
+    let _ = a.handle_frame(NOW, forged);
+    assert_eq!(value_of(&a, "k").as_deref(), Some("v"));
+}
+
+#[test]
+fn an_indirect_probe_of_an_address_that_is_no_member_is_not_relayed() {
+    let (mut a, b) = a_with_peer_b();
+    let victim = addr(9999);
+    let datagram = Datagram {
+        swim: Some(SwimMessage::PingReq {
+            probe: 5,
+            target: id("victim"),
+            target_addr: victim,
+        }),
+        ..envelope(&b)
+    };
+    a.handle_datagram(NOW, b.gossip_addr, datagram).unwrap();
+    let sent_to_victim = a
+        .take_outbound()
+        .into_iter()
+        .filter(|o| matches!(o, Outbound::Datagram { to, .. } if *to == victim))
+        .count();
+    assert_eq!(sent_to_victim, 0);
+}
