@@ -19,4 +19,6 @@ pub mod runtime;
 pub mod server;
 pub mod sim;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 pub mod wire;

@@ -256,69 +256,13 @@ impl Store for SledStore {
     }
 
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.apply_to_tree(&batch)?;
+        // Logged only once the database took the batch: one that failed leaves nothing to redo.
         if let Some(wal) = &mut self.wal {
             for delta in &batch.deltas {
                 wal.append(delta);
             }
         }
-        // The common case, one record alone: plain inserts are much cheaper than a batch. They
-        // are not atomic together, but the persisted Merkle index is already marked stale by
-        // then (see `WriteBatch::leaves_complete`), so a crash between them leads to a rebuild
-        // of the index and of the key hashes from the records.
-        if batch.records.len() <= 1
-            && batch.key_hashes.len() <= 1
-            && batch.leaves.is_empty()
-            && batch.leaves_complete.is_none()
-            && batch.meta.is_none()
-            && batch.removals.is_empty()
-            && batch.collected_through.is_none()
-            && !batch.clustered
-        {
-            for (key, state) in &batch.records {
-                self.db
-                    .insert(record_key(key), record::encode_record(state))?;
-            }
-            for (key, hash) in &batch.key_hashes {
-                self.db.insert(key_hash_key(key), hash)?;
-            }
-            return Ok(());
-        }
-        let mut tree_batch = sled::Batch::default();
-        if let Some(horizon) = batch.collected_through {
-            tree_batch.insert(COLLECTED_KEY, &horizon.raw().to_be_bytes());
-            self.collected_through = horizon;
-        }
-        if batch.clustered {
-            tree_batch.insert(CLUSTERED_KEY, b"1");
-            self.clustered = true;
-        }
-        for key in &batch.removals {
-            tree_batch.remove(record_key(key));
-            tree_batch.remove(key_hash_key(key));
-        }
-        for (key, state) in &batch.records {
-            tree_batch.insert(record_key(key), record::encode_record(state));
-        }
-        for (key, hash) in &batch.key_hashes {
-            tree_batch.insert(key_hash_key(key), hash);
-        }
-        for (index, leaf) in &batch.leaves {
-            if leaf.count == 0 {
-                tree_batch.remove(&leaf_key(*index));
-            } else {
-                tree_batch.insert(&leaf_key(*index), record::to_bytes(leaf));
-            }
-        }
-        match batch.leaves_complete {
-            Some(true) => tree_batch.insert(MERKLE_COMPLETE_KEY, b"1"),
-            Some(false) => tree_batch.remove(MERKLE_COMPLETE_KEY),
-            None => {}
-        }
-        if let Some(meta) = batch.meta {
-            tree_batch.insert(META_KEY, record::to_bytes(&meta));
-            self.meta = meta;
-        }
-        self.db.apply_batch(tree_batch)?;
         Ok(())
     }
 
@@ -354,6 +298,77 @@ impl Store for SledStore {
             // whole file system (sled's files included) to stable storage before the log goes.
             sync_file_system(&self.dir)?;
             wal.reset()?;
+        }
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// The database part of [`Store::apply`]: one atomic sled batch, except for the common case
+    /// of one record alone.
+    fn apply_to_tree(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        // The common case, one record alone: plain inserts are much cheaper than a batch. They
+        // are not atomic together, but the persisted Merkle index is already marked stale by
+        // then (see `WriteBatch::leaves_complete`), so a crash between them leads to a rebuild
+        // of the index and of the key hashes from the records.
+        if batch.records.len() <= 1
+            && batch.key_hashes.len() <= 1
+            && batch.leaves.is_empty()
+            && batch.leaves_complete.is_none()
+            && batch.meta.is_none()
+            && batch.removals.is_empty()
+            && batch.collected_through.is_none()
+            && !batch.clustered
+        {
+            for (key, state) in &batch.records {
+                self.db
+                    .insert(record_key(key), record::encode_record(state))?;
+            }
+            for (key, hash) in &batch.key_hashes {
+                self.db.insert(key_hash_key(key), hash)?;
+            }
+            return Ok(());
+        }
+        let mut tree_batch = sled::Batch::default();
+        if let Some(horizon) = batch.collected_through {
+            tree_batch.insert(COLLECTED_KEY, &horizon.raw().to_be_bytes());
+        }
+        if batch.clustered {
+            tree_batch.insert(CLUSTERED_KEY, b"1");
+        }
+        for key in &batch.removals {
+            tree_batch.remove(record_key(key));
+            tree_batch.remove(key_hash_key(key));
+        }
+        for (key, state) in &batch.records {
+            tree_batch.insert(record_key(key), record::encode_record(state));
+        }
+        for (key, hash) in &batch.key_hashes {
+            tree_batch.insert(key_hash_key(key), hash);
+        }
+        for (index, leaf) in &batch.leaves {
+            if leaf.count == 0 {
+                tree_batch.remove(&leaf_key(*index));
+            } else {
+                tree_batch.insert(&leaf_key(*index), record::to_bytes(leaf));
+            }
+        }
+        match batch.leaves_complete {
+            Some(true) => tree_batch.insert(MERKLE_COMPLETE_KEY, b"1"),
+            Some(false) => tree_batch.remove(MERKLE_COMPLETE_KEY),
+            None => {}
+        }
+        if let Some(meta) = &batch.meta {
+            tree_batch.insert(META_KEY, record::to_bytes(meta));
+        }
+        self.db.apply_batch(tree_batch)?;
+        // What the store keeps in memory follows the database, never leads it.
+        if let Some(horizon) = batch.collected_through {
+            self.collected_through = horizon;
+        }
+        self.clustered |= batch.clustered;
+        if let Some(meta) = &batch.meta {
+            self.meta = meta.clone();
         }
         Ok(())
     }

@@ -15,6 +15,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -78,7 +79,6 @@ impl Wal {
                 ))
             }
         };
-        file.seek(SeekFrom::Start(end))?;
         let wal = Wal {
             file: Arc::new(file),
             generation,
@@ -97,10 +97,12 @@ impl Wal {
         self.pending.extend_from_slice(payload);
     }
 
-    /// Writes pending entries to the file (the page cache: survives a process crash).
+    /// Writes pending entries to the file (the page cache: survives a process crash). They go
+    /// at the log's end by position: after a failed or short write (a full disk), the next
+    /// attempt rewrites them from the same offset, so no torn entry is ever left mid-log.
     pub fn write(&mut self) -> std::io::Result<()> {
         if !self.pending.is_empty() {
-            (&*self.file).write_all(&self.pending)?;
+            self.file.write_all_at(&self.pending, self.end)?;
             self.end += self.pending.len() as u64;
             self.pending.clear();
             self.unsynced = true;
@@ -135,7 +137,6 @@ impl Wal {
         self.generation += 1;
         write_header(&self.file, self.generation)?;
         self.file.sync_data()?;
-        (&*self.file).seek(SeekFrom::Start(HEADER))?;
         self.end = HEADER;
         self.unsynced = false;
         Ok(())
@@ -155,9 +156,7 @@ fn write_header(file: &File, generation: u64) -> std::io::Result<()> {
     let mut header = [0u8; HEADER as usize];
     header[..8].copy_from_slice(MAGIC);
     header[8..].copy_from_slice(&generation.to_le_bytes());
-    let mut f = file;
-    f.seek(SeekFrom::Start(0))?;
-    f.write_all(&header)
+    file.write_all_at(&header, 0)
 }
 
 /// Splits the entries of `generation` into payloads; also returns how many bytes they take.
@@ -234,6 +233,42 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(Wal::open(&path).unwrap().1, vec![b"good".to_vec()]);
+    }
+
+    #[test]
+    fn a_short_write_on_a_full_disk_is_rewritten_from_the_same_offset() {
+        let Some(disk) = crate::testing::SmallDisk::mount(PREALLOCATED + (4 << 20)) else {
+            return;
+        };
+        let path = disk.path().join("wal");
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        // Room for part of one more entry past the preallocated log.
+        let filler = disk.fill(0);
+        let entry = vec![7u8; 64 << 10];
+        let mut written = 0;
+        loop {
+            wal.append(&entry);
+            if wal.write().is_err() {
+                break;
+            }
+            written += 1;
+        }
+        assert!(
+            wal.end > PREALLOCATED - (64 << 10),
+            "the log filled its preallocation"
+        );
+        // Some space back: the pending entries go out whole, after the last good one.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .unwrap()
+            .set_len(0);
+        wal.append(b"after");
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, replay) = Wal::open(&path).unwrap();
+        assert_eq!(replay.len(), written + 2);
+        assert_eq!(replay.last().unwrap(), b"after");
     }
 
     #[test]
