@@ -12,7 +12,7 @@ use crate::node::{ClusterStats, Node, Outbound, Refusal, Write, WriteAck, WriteE
 use crate::store::{Leaf, PendingSync, Store, StoreError, StoreRead};
 use crate::wire::{Datagram, Frame, SyncAnswer, SyncRequest};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -84,8 +84,30 @@ impl From<WriteError> for CoreError {
 pub struct NodeHandle {
     id: NodeId,
     commands: mpsc::Sender<Command>,
-    /// Mirrors [`Node::is_resyncing`] after every group of commands.
-    resyncing: Arc<AtomicBool>,
+    /// What the core says about itself, mirrored after every group of commands.
+    signals: Arc<Signals>,
+}
+
+/// The core's view of its own condition, readable without a round trip to the core thread (the
+/// health endpoint must answer when the core is busy).
+#[derive(Default)]
+struct Signals {
+    /// [`Node::is_resyncing`].
+    resyncing: AtomicBool,
+    /// [`Node::clock_status`]: out of bounds, and the median offset of the peers' clocks.
+    clock_out_of_bounds: AtomicBool,
+    clock_offset_ms: AtomicI64,
+}
+
+impl Signals {
+    fn mirror<S: Store>(&self, node: &Node<S>) {
+        self.resyncing.store(node.is_resyncing(), Ordering::Relaxed);
+        let clock = node.clock_status();
+        self.clock_out_of_bounds
+            .store(clock.out_of_bounds, Ordering::Relaxed);
+        self.clock_offset_ms
+            .store(clock.median_offset_ms, Ordering::Relaxed);
+    }
 }
 
 impl NodeHandle {
@@ -95,7 +117,16 @@ impl NodeHandle {
 
     /// True while the node recovers its data from peers (reads are not authoritative).
     pub fn is_resyncing(&self) -> bool {
-        self.resyncing.load(Ordering::Relaxed)
+        self.signals.resyncing.load(Ordering::Relaxed)
+    }
+
+    /// `Some(median offset of the peers' clocks, ms)` while this node's clock is out of bounds
+    /// with most of the cluster (it then refuses client writes).
+    pub fn clock_skew(&self) -> Option<i64> {
+        self.signals
+            .clock_out_of_bounds
+            .load(Ordering::Relaxed)
+            .then(|| self.signals.clock_offset_ms.load(Ordering::Relaxed))
     }
 
     /// Applies a write and returns once it is durable (per the durability mode).
@@ -194,15 +225,16 @@ pub fn start<S: Store>(
 ) -> (NodeHandle, Arc<dyn StoreRead>) {
     let (commands, rx) = mpsc::channel(4 * MAX_GROUP);
     let reader = node.store().reader();
-    let resyncing = Arc::new(AtomicBool::new(node.is_resyncing()));
+    let signals = Arc::new(Signals::default());
+    signals.mirror(&node);
     let handle = NodeHandle {
         id: node.id().clone(),
         commands: commands.clone(),
-        resyncing: resyncing.clone(),
+        signals: signals.clone(),
     };
     std::thread::Builder::new()
         .name("hearsay-core".into())
-        .spawn(move || run_core(node, rx, outbound, resyncing))
+        .spawn(move || run_core(node, rx, outbound, signals))
         .map(drop)
         .unwrap_or_else(|e| panic!("cannot start the core thread: {e}"));
     tokio::spawn(async move {
@@ -229,7 +261,7 @@ fn run_core<S: Store>(
     mut node: Node<S>,
     mut rx: mpsc::Receiver<Command>,
     outbound: mpsc::UnboundedSender<Outbound>,
-    resyncing: Arc<AtomicBool>,
+    signals: Arc<Signals>,
 ) {
     // The log sync runs on its own thread, so the core applies the next group while the disk
     // syncs this one.
@@ -311,7 +343,7 @@ fn run_core<S: Store>(
         for message in node.take_outbound() {
             let _ = outbound.send(message);
         }
-        resyncing.store(node.is_resyncing(), Ordering::Relaxed);
+        signals.mirror(&node);
         if !acks.is_empty() || node.has_uncommitted() {
             // Group commit: one sync makes every write of the group durable.
             match node.commit() {

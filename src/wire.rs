@@ -16,7 +16,7 @@ use crate::store::StoreKey;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The codec version this build speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest datagram payload sent (before sealing), sized to stay under a 1500-byte MTU with
 /// IP/UDP headers and the sealing overhead.
 pub const MAX_DATAGRAM: usize = 1_350;

@@ -56,7 +56,25 @@ pub async fn leave(State(state): State<AppState>) -> Json<Value> {
 }
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "node": state.node.id().to_string() }))
+    let mut reasons = Vec::new();
+    let mut detail = serde_json::Map::new();
+    if let Some(offset_ms) = state.node.clock_skew() {
+        reasons.push("clock_skew");
+        detail.insert("clock_offset_ms".into(), offset_ms.into());
+    }
+    if state.node.is_resyncing() {
+        reasons.push("resyncing");
+    }
+    let status = if reasons.is_empty() { "ok" } else { "degraded" };
+    let mut body = json!({
+        "status": status,
+        "node": state.node.id().to_string(),
+        "reasons": reasons,
+    });
+    if let Some(map) = body.as_object_mut() {
+        map.extend(detail);
+    }
+    Json(body)
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

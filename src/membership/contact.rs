@@ -24,26 +24,31 @@ impl Membership {
         if !joined && now_ms >= self.next_join_ms {
             self.next_join_ms = now_ms + self.config.join_interval_ms;
             for seed in self.seeds_to_contact() {
-                self.ping(seed, out);
+                self.ping(seed, now_ms, out);
             }
         }
         if now_ms >= self.next_rejoin_ms {
             self.next_rejoin_ms = now_ms + self.config.rejoin_interval_ms;
             if let Some(addr) = self.recontact_candidates(joined).choose(rng) {
-                self.ping(*addr, out);
+                self.ping(*addr, now_ms, out);
             }
         }
     }
 
     /// Tells up to `indirect_probes` (at least one) random members that are up about our news: the
     /// driver piggybacks the freshest updates on these pings, and the Acks carry them back.
-    pub(super) fn tick_announce(&mut self, rng: &mut impl rand::Rng, out: &mut Vec<Outgoing>) {
+    pub(super) fn tick_announce(
+        &mut self,
+        now_ms: u64,
+        rng: &mut impl rand::Rng,
+        out: &mut Vec<Outgoing>,
+    ) {
         if !std::mem::take(&mut self.announce) {
             return;
         }
         let up: Vec<SocketAddr> = self.alive_peers().iter().map(|m| m.gossip_addr).collect();
         for addr in up.choose_multiple(rng, self.config.indirect_probes.max(1)) {
-            self.ping(*addr, out);
+            self.ping(*addr, now_ms, out);
         }
     }
 
@@ -68,7 +73,7 @@ impl Membership {
             return;
         }
         peer.corrected_ms = Some(now_ms);
-        self.ping(from_addr, out);
+        self.ping(from_addr, now_ms, out);
     }
 
     pub(super) fn next_contact_wakeup_ms(&self) -> Option<u64> {
@@ -120,8 +125,8 @@ impl Membership {
         candidates
     }
 
-    fn ping(&mut self, to: SocketAddr, out: &mut Vec<Outgoing>) {
-        let probe = self.prober.fresh_id();
+    fn ping(&mut self, to: SocketAddr, now_ms: u64, out: &mut Vec<Outgoing>) {
+        let probe = self.prober.fresh_id(now_ms);
         out.push(Outgoing {
             to,
             msg: SwimMessage::Ping { probe },

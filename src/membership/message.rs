@@ -15,8 +15,10 @@ pub enum SwimMessage {
     /// Are you there? Answered with `Ack` carrying the same `probe`.
     Ping { probe: u64 },
     /// The answer to a `Ping`, sent by the pinged member, or forwarded by a relay on behalf of the
-    /// member it probed for us.
-    Ack { probe: u64 },
+    /// member it probed for us. `clock_ms` is the sender's wall clock as it sent the Ack (a relay
+    /// puts its own): it fell between the Ping's sending and the Ack's arrival, which bounds the
+    /// sender's clock offset (see [`super::ClockSample`]).
+    Ack { probe: u64, clock_ms: u64 },
     /// Please ping `target` at `target_addr` for me and, if it answers, send me `Ack { probe }`.
     /// Sent to a few members when a direct probe goes unanswered, so that one lossy path does not
     /// get a member suspected.

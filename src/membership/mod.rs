@@ -27,6 +27,7 @@
 //!   after any other input.
 
 mod broadcast;
+mod clock_sample;
 pub mod config;
 mod contact;
 pub mod member;
@@ -36,6 +37,7 @@ mod probe;
 #[cfg(test)]
 mod tests;
 
+pub use clock_sample::ClockSample;
 pub use config::MembershipConfig;
 pub use member::{Member, MemberEvent, MemberState, MAX_INCARNATION};
 pub use message::{Outgoing, SwimMessage};
@@ -55,6 +57,8 @@ pub struct Membership {
     seeds: Vec<SocketAddr>,
     /// Every member ever heard of, except this node. Never shrinks.
     peers: BTreeMap<NodeId, Peer>,
+    /// The latest measurement of each peer's clock against ours (from timed Acks).
+    clocks: BTreeMap<NodeId, ClockSample>,
     prober: Prober,
     broadcasts: Broadcasts,
     events: Vec<MemberEvent>,
@@ -95,6 +99,7 @@ impl Membership {
             config,
             seeds: unique,
             peers: BTreeMap::new(),
+            clocks: BTreeMap::new(),
             prober: Prober::default(),
             broadcasts: Broadcasts::default(),
             events: Vec::new(),
@@ -131,12 +136,15 @@ impl Membership {
             SwimMessage::Ping { probe } => {
                 out.push(Outgoing {
                     to: from_addr,
-                    msg: SwimMessage::Ack { probe },
+                    msg: SwimMessage::Ack {
+                        probe,
+                        clock_ms: now_ms,
+                    },
                 });
                 true
             }
-            SwimMessage::Ack { probe } => {
-                self.handle_ack(probe, out);
+            SwimMessage::Ack { probe, clock_ms } => {
+                self.handle_ack(now_ms, &sender.id, probe, clock_ms, out);
                 false
             }
             SwimMessage::PingReq {
@@ -164,15 +172,13 @@ impl Membership {
         self.expire_suspicions(now_ms);
         self.tick_probe(now_ms, rng, out);
         self.tick_contact(now_ms, rng, out);
-        self.tick_announce(rng, out);
+        self.tick_announce(now_ms, rng, out);
     }
 
     /// Graceful leave: marks this node Left with a higher incarnation, queues that, and sends it
     /// directly to up to `indirect_probes` (at least one) members that are up. Afterwards the node
     /// still answers pings (its envelope says Left) but neither probes nor re-contacts anyone.
     pub fn leave(&mut self, now_ms: u64, rng: &mut impl rand::Rng, out: &mut Vec<Outgoing>) {
-        // Leaving sets no timer; `now_ms` is taken for symmetry with the other inputs.
-        let _ = now_ms;
         if self.me.state == MemberState::Left {
             return;
         }
@@ -186,7 +192,7 @@ impl Membership {
         });
         self.prober.abandon();
         self.announce = true;
-        self.tick_announce(rng, out);
+        self.tick_announce(now_ms, rng, out);
     }
 
     /// Updates to piggyback on the next outgoing datagram, at most `max`; each update is
@@ -238,6 +244,19 @@ impl Membership {
             .map(|peer| &peer.member)
             .filter(|member| member.state.is_up())
             .collect()
+    }
+
+    /// The latest measurement of each peer's clock against this node's (peers that are known;
+    /// see [`ClockSample`]).
+    pub fn clock_samples(&self) -> impl Iterator<Item = (&NodeId, &ClockSample)> {
+        self.clocks.iter()
+    }
+
+    /// Keeps a measurement of `peer`'s clock, if `peer` is a member.
+    fn record_clock(&mut self, peer: &NodeId, sample: ClockSample) {
+        if self.peers.contains_key(peer) {
+            self.clocks.insert(peer.clone(), sample);
+        }
     }
 
     pub fn drain_events(&mut self) -> Vec<MemberEvent> {

@@ -6,7 +6,7 @@
 //! Owns the probe in flight, the round-robin order and the relayed probes; member records and
 //! their precedence belong to the parent module. Sends only through the outbox.
 
-use super::{MemberState, Membership, Outgoing, SwimMessage};
+use super::{ClockSample, MemberState, Membership, Outgoing, SwimMessage};
 use crate::clock::NodeId;
 use core::net::SocketAddr;
 use rand::seq::SliceRandom;
@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 
 /// Relayed probes kept at once; PingReqs beyond it are ignored, so a flood cannot grow memory.
 const MAX_RELAYS: usize = 1024;
+/// Pings whose sending time is remembered (to time their Acks); the oldest go first.
+const MAX_TIMED_PINGS: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(super) struct Prober {
@@ -25,6 +27,8 @@ pub(super) struct Prober {
     last_id: u64,
     /// Our probe number for a relayed Ping -> who asked, and under which number.
     relays: BTreeMap<u64, Relay>,
+    /// Probe number -> when we sent that Ping, to time its Ack (a clock sample).
+    sent_ms: BTreeMap<u64, u64>,
 }
 
 /// Our probe in flight.
@@ -45,11 +49,26 @@ struct Relay {
 }
 
 impl Prober {
-    /// A probe number not used before by this node. Pings sent for other reasons (joining,
-    /// announcing) take one too, so their Acks match nothing and are ignored.
-    pub(super) fn fresh_id(&mut self) -> u64 {
+    /// A probe number not used before by this node, for a Ping sent at `now_ms`. Pings sent for
+    /// other reasons (joining, announcing) take one too: their Acks time the round trip (a clock
+    /// sample) and otherwise match nothing.
+    pub(super) fn fresh_id(&mut self, now_ms: u64) -> u64 {
         self.last_id += 1;
+        if self.sent_ms.len() >= MAX_TIMED_PINGS {
+            self.sent_ms.pop_first();
+        }
+        self.sent_ms.insert(self.last_id, now_ms);
         self.last_id
+    }
+
+    /// When the Ping numbered `probe` was sent, once (a second Ack for it times nothing).
+    pub(super) fn take_sent(&mut self, probe: u64) -> Option<u64> {
+        self.sent_ms.remove(&probe)
+    }
+
+    /// Forgets the sending times of Pings older than `before_ms` (their Acks are lost or late).
+    pub(super) fn forget_sent_before(&mut self, before_ms: u64) {
+        self.sent_ms.retain(|_, sent| *sent >= before_ms);
     }
 
     pub(super) fn abandon(&mut self) {
@@ -79,13 +98,15 @@ impl Membership {
         self.prober
             .relays
             .retain(|_, relay| relay.expires_ms > now_ms);
+        self.prober
+            .forget_sent_before(now_ms.saturating_sub(2 * self.config.probe_interval_ms));
         if self.me.state == MemberState::Left {
             return;
         }
         self.advance_probe(now_ms, rng, out);
         if self.prober.current.is_none() && now_ms >= self.prober.next_probe_ms {
             if let Some(target) = self.next_target(rng) {
-                let id = self.prober.fresh_id();
+                let id = self.prober.fresh_id(now_ms);
                 out.push(Outgoing {
                     to: self.peers[&target].member.gossip_addr,
                     msg: SwimMessage::Ping { probe: id },
@@ -180,13 +201,27 @@ impl Membership {
         }
     }
 
-    pub(super) fn handle_ack(&mut self, probe: u64, out: &mut Vec<Outgoing>) {
+    /// An Ack from `sender`, sent at its wall clock `clock_ms`, arrived at `now_ms`.
+    pub(super) fn handle_ack(
+        &mut self,
+        now_ms: u64,
+        sender: &NodeId,
+        probe: u64,
+        clock_ms: u64,
+        out: &mut Vec<Outgoing>,
+    ) {
+        if let Some(sent_ms) = self.prober.take_sent(probe) {
+            self.record_clock(sender, ClockSample::new(sent_ms, clock_ms, now_ms));
+        }
         if self.prober.current.as_ref().is_some_and(|p| p.id == probe) {
             self.prober.current = None;
         } else if let Some(relay) = self.prober.relays.remove(&probe) {
             out.push(Outgoing {
                 to: relay.requester,
-                msg: SwimMessage::Ack { probe: relay.probe },
+                msg: SwimMessage::Ack {
+                    probe: relay.probe,
+                    clock_ms: now_ms,
+                },
             });
         }
     }
@@ -205,7 +240,10 @@ impl Membership {
         if target == self.me.id {
             out.push(Outgoing {
                 to: from_addr,
-                msg: SwimMessage::Ack { probe },
+                msg: SwimMessage::Ack {
+                    probe,
+                    clock_ms: now_ms,
+                },
             });
             return true;
         }
@@ -221,7 +259,7 @@ impl Membership {
         if !known {
             return false;
         }
-        let id = self.prober.fresh_id();
+        let id = self.prober.fresh_id(now_ms);
         self.prober.relays.insert(
             id,
             Relay {

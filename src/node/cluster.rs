@@ -5,6 +5,7 @@
 //! own seeded generator.
 
 use super::anti_entropy::Session;
+use super::clock_watch::{self, ClockStatus};
 use super::peer_input::RefusalLog;
 use super::tombstones::TombstoneConfig;
 use super::{Applied, Node};
@@ -355,7 +356,43 @@ impl<S: Store> Node<S> {
         }
         self.cluster.rumors.tick(now_ms);
         self.push_fresh_rumors();
+        self.watch_clock();
         self.collect_tombstones(now_ms)
+    }
+
+    /// This node's clock against its peers' (see `clock_watch.rs`).
+    pub fn clock_status(&self) -> ClockStatus {
+        self.clock
+    }
+
+    /// Judges this node's clock from the latest samples, and logs when the verdict changes.
+    fn watch_clock(&mut self) {
+        let membership = &self.cluster.membership;
+        let staying = |peer: &NodeId| {
+            membership
+                .member(peer)
+                .is_some_and(|m| m.state != MemberState::Left)
+        };
+        let bound_ms = self.hlc.max_ahead_ms();
+        let status = clock_watch::judge(membership.clock_samples(), staying, bound_ms);
+        if status.out_of_bounds != self.clock.out_of_bounds {
+            if status.out_of_bounds {
+                tracing::error!(
+                    offset_ms = status.median_offset_ms,
+                    peers_beyond = status.beyond,
+                    peers_measured = status.measured,
+                    bound_ms,
+                    "this node's clock is off from most of the cluster's by more than --max-clock-skew-ms (offset_ms > 0: this clock is behind); refusing client writes until it is fixed"
+                );
+            } else {
+                tracing::warn!(
+                    offset_ms = status.median_offset_ms,
+                    peers_measured = status.measured,
+                    "this node's clock agrees with the cluster's again; accepting writes"
+                );
+            }
+        }
+        self.clock = status;
     }
 
     /// Graceful leave: tell peers this node is leaving.

@@ -14,12 +14,14 @@ use crate::store::{
 use std::collections::BTreeSet;
 
 mod anti_entropy;
+mod clock_watch;
 mod cluster;
 mod collection;
 mod outbox;
 mod peer_input;
 mod tombstones;
 
+pub use clock_watch::ClockStatus;
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};
 pub use tombstones::TombstoneConfig;
 
@@ -120,6 +122,8 @@ pub struct Node<S: Store> {
     store: S,
     cluster: cluster::Cluster,
     tombstones: tombstones::TombstoneCollector,
+    /// This node's clock against its peers', judged at every tick.
+    clock: ClockStatus,
 }
 
 impl<S: Store> Node<S> {
@@ -186,6 +190,7 @@ impl<S: Store> Node<S> {
             leaves_persisted,
             store,
             tombstones,
+            clock: ClockStatus::default(),
         };
         let replay = node.store.take_replay();
         if !replay.is_empty() {
@@ -230,6 +235,12 @@ impl<S: Store> Node<S> {
     /// the caller commits the store before acknowledging it. A write that is not applied returns
     /// an error and leaves nothing behind.
     pub fn handle_write(&mut self, wall_ms: u64, write: Write) -> Result<WriteAck, WriteError> {
+        if self.clock.out_of_bounds {
+            return Err(WriteError::ClockSkew(ClockAhead {
+                ahead_ms: self.clock.median_offset_ms.unsigned_abs(),
+                bound_ms: self.hlc.max_ahead_ms(),
+            }));
+        }
         let timestamp = self.hlc.tick(wall_ms).map_err(WriteError::ClockSkew)?;
         let (key, delta, elements) = match write {
             Write::KvPut { key, value } => (

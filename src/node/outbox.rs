@@ -297,7 +297,14 @@ mod tests {
         );
         let summary = probe.pull.expect("a probe pulls");
         assert!(summary.has_seen(&id("a"), 1));
-        let ack = node.datagram(Some(SwimMessage::Ack { probe: 7 }), Some(&b.id), Vec::new());
+        let ack = node.datagram(
+            Some(SwimMessage::Ack {
+                probe: 7,
+                clock_ms: 0,
+            }),
+            Some(&b.id),
+            Vec::new(),
+        );
         assert_eq!(ack.pull, None);
     }
 

@@ -21,6 +21,10 @@ use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+/// The wall-clock time (milliseconds since the Unix epoch) at which a simulation starts: a day
+/// in 2023, so that clocks minutes behind real time stay well above zero.
+pub const SIM_EPOCH_MS: u64 = 1_700_000_000_000;
+
 /// How the simulated world behaves.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -187,11 +191,13 @@ impl Sim {
         self.nodes.is_empty()
     }
 
-    /// Node `i`'s clock: off by its skew, and running fast or slow by its drift.
+    /// Node `i`'s clock: real time counted from [`SIM_EPOCH_MS`], off by its skew, and running
+    /// fast or slow by its drift.
     fn local_time(&self, i: usize) -> u64 {
         let node = &self.nodes[i];
         let drift = self.now as i128 * node.drift_ppm as i128 / 1_000_000;
-        (self.now as i128 + node.skew_ms as i128 + drift).max(0) as u64
+        let real = i128::from(SIM_EPOCH_MS + self.now);
+        (real + node.skew_ms as i128 + drift).max(0) as u64
     }
 
     fn cluster_config(&mut self, i: usize) -> ClusterConfig {
@@ -239,6 +245,17 @@ impl Sim {
         if self.nodes[i].node.is_none() {
             self.start(i);
         }
+    }
+
+    /// Sets node `i`'s clock to run `skew_ms` ahead of real time (behind when negative), as a
+    /// misconfigured or stepped clock would.
+    pub fn set_skew(&mut self, i: usize, skew_ms: i64) {
+        self.nodes[i].skew_ms = skew_ms;
+    }
+
+    /// Node `i`'s wall clock now (what its core is given as the time).
+    pub fn clock_of(&self, i: usize) -> u64 {
+        self.local_time(i)
     }
 
     /// Freezes node `i` (as SIGSTOP): it neither receives nor fires timers until resumed.

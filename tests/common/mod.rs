@@ -89,12 +89,18 @@ impl Proc {
     /// Starts `hearsay serve` with `args` (plus `--http 127.0.0.1:0`, and `--gossip
     /// 127.0.0.1:0` unless given) and waits until it serves.
     pub fn serve(args: &[&str]) -> Proc {
+        Proc::serve_with_env(args, &[])
+    }
+
+    /// [`Proc::serve`] with extra environment variables for the child.
+    pub fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let gossip: &[&str] = if args.contains(&"--gossip") {
             &[]
         } else {
             &["--gossip", "127.0.0.1:0"]
         };
         let mut child = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--http", "127.0.0.1:0", "--log", "info"])
             .args(gossip)

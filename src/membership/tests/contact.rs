@@ -17,7 +17,10 @@ fn dead_member_is_recontacted_and_revived_by_a_higher_incarnation() {
     // n1 answers at the incarnation we hold as Dead: still Dead, but it is pinged back at once so
     // that the driver can carry the correction to it.
     let mut out = Vec::new();
-    let ack = SwimMessage::Ack { probe: 1 };
+    let ack = SwimMessage::Ack {
+        probe: 1,
+        clock_ms: 0,
+    };
     node.handle_message(10_000, &member(1), addr(7101), ack.clone(), &mut out);
     assert_eq!(state_of(&node, 1), (MemberState::Dead, 0));
     assert_eq!(pings_to(&out, addr(7101)), 1);
@@ -61,14 +64,17 @@ fn seeds_are_pinged_until_joined_and_later_at_low_rate() {
     let mut silent_seed_pings = 0;
     for now in (2_000..22_000).step_by(100) {
         if now == 2_000 {
-            let ack = SwimMessage::Ack { probe: 1 };
+            let ack = SwimMessage::Ack {
+                probe: 1,
+                clock_ms: 0,
+            };
             node.handle_message(now, &member(1), addr(7101), ack, &mut Vec::new());
         }
         let out = tick(&mut node, now, &mut rng);
         silent_seed_pings += pings_to(&out, addr(7102));
         for o in out.iter().filter(|o| o.to == addr(7101)) {
             if let SwimMessage::Ping { probe } = o.msg {
-                let ack = SwimMessage::Ack { probe };
+                let ack = SwimMessage::Ack { probe, clock_ms: 0 };
                 node.handle_message(now, &member(1), addr(7101), ack, &mut Vec::new());
             }
         }

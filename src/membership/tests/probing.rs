@@ -65,13 +65,23 @@ fn relay_pings_the_target_and_forwards_its_ack() {
     assert_eq!(*to, addr(7102));
 
     let mut forwarded = Vec::new();
-    let ack = SwimMessage::Ack { probe: *relayed };
+    let ack = SwimMessage::Ack {
+        probe: *relayed,
+        clock_ms: 5,
+    };
     relay.handle_message(10, &member(2), addr(7102), ack, &mut forwarded);
+    // The forwarded Ack carries the relay's own clock as it forwards it.
     let expected = Outgoing {
         to: addr(7101),
-        msg: SwimMessage::Ack { probe: 42 },
+        msg: SwimMessage::Ack {
+            probe: 42,
+            clock_ms: 10,
+        },
     };
     assert_eq!(forwarded, [expected]);
+    // The target's Ack timed the relay's ping: a sample of the target's clock.
+    let samples: Vec<_> = relay.clock_samples().collect();
+    assert_eq!(samples, [(&id(2), &ClockSample::new(0, 5, 10))]);
 }
 
 #[test]
@@ -90,7 +100,7 @@ fn relayed_ack_prevents_suspicion() {
         600,
         &relay,
         relay.gossip_addr,
-        SwimMessage::Ack { probe },
+        SwimMessage::Ack { probe, clock_ms: 0 },
         &mut ignored,
     );
     tick(&mut node, 1_000, &mut rng);

@@ -16,7 +16,10 @@ fn new_member_is_learned_from_the_envelope_with_its_http_address() {
     );
     let ack = Outgoing {
         to: addr(7101),
-        msg: SwimMessage::Ack { probe: 9 },
+        msg: SwimMessage::Ack {
+            probe: 9,
+            clock_ms: 0,
+        },
     };
     assert_eq!(out, [ack]);
     assert_eq!(node.member(&id(1)), Some(&member(1)));
