@@ -145,6 +145,10 @@ struct ServeArgs {
     /// Milliseconds between re-contacts of dead members and seeds (default 2000).
     #[arg(long, env = "HEARSAY_REJOIN_INTERVAL_MS")]
     rejoin_interval_ms: Option<u64>,
+    /// A member dead or left this long is forgotten: no longer re-contacted, counted in the
+    /// majority or listed (default 259200000, three days).
+    #[arg(long, env = "HEARSAY_DEAD_MEMBER_REAP_MS")]
+    dead_member_reap_ms: Option<u64>,
     /// Peers a fresh rumor is pushed to (default 3); 0 leaves relayed rumors to piggybacking
     /// and anti-entropy.
     #[arg(long, env = "HEARSAY_FANOUT")]
@@ -228,6 +232,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     m.probe_timeout_ms = args.probe_timeout_ms.unwrap_or(m.probe_timeout_ms);
     m.suspicion_mult = args.suspicion_mult.unwrap_or(m.suspicion_mult);
     m.rejoin_interval_ms = args.rejoin_interval_ms.unwrap_or(m.rejoin_interval_ms);
+    m.reap_after_ms = args.dead_member_reap_ms.unwrap_or(m.reap_after_ms);
     m.validate().map_err(anyhow::Error::msg)?;
     apply_rumor_flags(
         &mut timings.rumor,

@@ -7,7 +7,7 @@
 //! group. No protocol decisions live here.
 
 use crate::clock::{ClockAhead, NodeId};
-use crate::membership::Member;
+use crate::membership::{ForceLeaveError, Member};
 use crate::node::{ClusterStats, Node, Outbound, Refusal, Write, WriteAck, WriteError};
 use crate::store::{Leaf, PendingSync, Store, StoreError, StoreRead};
 use crate::wire::{Datagram, Frame, SyncAnswer, SyncRequest};
@@ -33,6 +33,7 @@ enum Command {
     Write(Write, oneshot::Sender<Result<WriteAck, WriteError>>),
     Digest(oneshot::Sender<Leaf>),
     Members(oneshot::Sender<Vec<Member>>),
+    RemoveMember(NodeId, oneshot::Sender<Result<Member, ForceLeaveError>>),
     Stats(oneshot::Sender<CoreStats>),
     Datagram(SocketAddr, Datagram),
     Frame(Frame),
@@ -147,6 +148,16 @@ impl NodeHandle {
     pub async fn members(&self) -> Result<Vec<Member>, CoreError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Members(tx)).await?;
+        rx.await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// Forces member `id` out of the cluster (it is marked left everywhere).
+    pub async fn remove_member(
+        &self,
+        id: NodeId,
+    ) -> Result<Result<Member, ForceLeaveError>, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::RemoveMember(id, tx)).await?;
         rx.await.map_err(|_| CoreError::Stopped)
     }
 
@@ -298,6 +309,10 @@ fn run_core<S: Store>(
                 }
                 Command::Members(reply) => {
                     let _ = reply.send(node.members());
+                    Ok(())
+                }
+                Command::RemoveMember(id, reply) => {
+                    let _ = reply.send(node.remove_member(now, &id));
                     Ok(())
                 }
                 Command::Stats(reply) => {

@@ -2,7 +2,8 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::membership::MemberState;
+use crate::clock::NodeId;
+use crate::membership::{ForceLeaveError, MemberState};
 use crate::metrics::{EventLabels, Metrics, StateLabels};
 use axum::extract::State;
 use axum::http::header;
@@ -46,6 +47,29 @@ pub async fn digest(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         "root": root.hex(),
         "keys": root.count,
     })))
+}
+
+/// `DELETE /v1/cluster/members/{id}`: forces out a member that will never return.
+pub async fn remove_member(
+    State(state): State<AppState>,
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Path(id) = path?;
+    let id = NodeId::new(id).map_err(|e| ApiError::bad_request("bad_node_id", e))?;
+    match state.node.remove_member(id.clone()).await? {
+        Ok(member) => Ok(Json(json!({
+            "id": member.id.to_string(),
+            "state": member.state.to_string(),
+            "incarnation": member.incarnation,
+        }))),
+        Err(ForceLeaveError::Unknown) => Err(ApiError::not_found(format!("no member {id}"))),
+        Err(e @ ForceLeaveError::Alive) => Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "member_alive",
+            e.to_string(),
+        )),
+        Err(e @ ForceLeaveError::Itself) => Err(ApiError::bad_request("itself", e.to_string())),
+    }
 }
 
 /// Answers, then stops the server gracefully (as SIGTERM does).

@@ -52,17 +52,19 @@ const KV_KEY: &str = "/v1/kv/{*key}";
 const SET: &str = "/v1/sets/{key}";
 const SET_ELEMENT: &str = "/v1/sets/{key}/{element}";
 const MEMBERS: &str = "/v1/cluster/members";
+const MEMBER: &str = "/v1/cluster/members/{id}";
 const DIGEST: &str = "/v1/cluster/digest";
 const LEAVE: &str = "/v1/cluster/leave";
 const HEALTH: &str = "/v1/health";
 const METRICS: &str = "/metrics";
 const FAULTS: &str = "/v1/admin/faults";
-const ROUTES: [&str; 10] = [
+const ROUTES: [&str; 11] = [
     KV_LIST,
     KV_KEY,
     SET,
     SET_ELEMENT,
     MEMBERS,
+    MEMBER,
     DIGEST,
     LEAVE,
     HEALTH,
@@ -77,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route(SET, get(sets::get).post(sets::batch))
         .route(SET_ELEMENT, put(sets::add).delete(sets::remove))
         .route(MEMBERS, get(cluster::members))
+        .route(MEMBER, axum::routing::delete(cluster::remove_member))
         .route(DIGEST, get(cluster::digest))
         .route(LEAVE, post(cluster::leave))
         .route(HEALTH, get(cluster::health))

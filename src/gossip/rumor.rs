@@ -189,7 +189,13 @@ impl RumorMill {
         }
     }
 
-    /// Origins with remembered sequence numbers (bounded by the members ever seen).
+    /// Forgets what was seen from `origin` (a member that was reaped): should it come back, its
+    /// rumors are taken as new, and merging one again changes nothing.
+    pub fn forget_origin(&mut self, origin: &NodeId) {
+        self.seen.remove(origin);
+    }
+
+    /// Origins with remembered sequence numbers (bounded by the members known).
     pub fn seen_entries(&self) -> usize {
         self.seen.values().map(|s| 1 + s.above.len()).sum()
     }

@@ -44,6 +44,11 @@ pub struct MembershipConfig {
     /// [`super::Membership::updates_to_send`]). At least 1; one update is under 120 bytes encoded,
     /// so keep `max_piggyback * 120` well inside the datagram budget left by other payloads.
     pub max_piggyback: usize,
+    /// A member Dead or Left this long is forgotten: no longer re-contacted, counted in the
+    /// majority, listed or kept in any table. Milliseconds, > 0. Long, because a partition that
+    /// outlasts it heals only through seeds (both sides forget each other); 3 days by default
+    /// (Serf waits 24 hours to reap, memberlist less).
+    pub reap_after_ms: u64,
 }
 
 impl MembershipConfig {
@@ -59,6 +64,7 @@ impl MembershipConfig {
             join_interval_ms: 500,
             rejoin_interval_ms: 2_000,
             max_piggyback: 8,
+            reap_after_ms: 3 * 24 * 3_600_000,
         }
     }
 
@@ -89,6 +95,7 @@ impl MembershipConfig {
                 "rejoin_interval_ms must be > 0",
             ),
             (self.max_piggyback == 0, "max_piggyback must be >= 1"),
+            (self.reap_after_ms == 0, "reap_after_ms must be > 0"),
         ];
         match problems.iter().find(|(bad, _)| *bad) {
             Some((_, problem)) => Err(problem.to_string()),

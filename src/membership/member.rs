@@ -138,6 +138,8 @@ pub enum MemberEvent {
     /// A known member (or this node, when it leaves) moved to another state; `member` is the new
     /// record.
     StateChanged { member: Member, from: MemberState },
+    /// A member Dead or Left for the reap period was forgotten (its last record).
+    Reaped(Member),
     /// This node heard `claim`, an out-of-date record about itself (Suspect, Dead, Left, or Alive at
     /// a higher incarnation from a previous life), and refuted it by moving to `incarnation`.
     Refuted { claim: Member, incarnation: u64 },

@@ -48,6 +48,17 @@ use core::net::SocketAddr;
 use probe::Prober;
 use std::collections::BTreeMap;
 
+/// Why a member could not be forced out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ForceLeaveError {
+    #[error("no such member")]
+    Unknown,
+    #[error("the member is alive: ask it to leave instead")]
+    Alive,
+    #[error("a node cannot force itself out: make it leave")]
+    Itself,
+}
+
 /// The membership as one node sees it, and the protocol that keeps it current.
 #[derive(Debug)]
 pub struct Membership {
@@ -55,7 +66,8 @@ pub struct Membership {
     config: MembershipConfig,
     /// Addresses to join through, without our own.
     seeds: Vec<SocketAddr>,
-    /// Every member ever heard of, except this node. Never shrinks.
+    /// Every member heard of, except this node; a member dead or gone for `reap_after_ms` is
+    /// forgotten ([`MemberEvent::Reaped`]).
     peers: BTreeMap<NodeId, Peer>,
     /// The latest measurement of each peer's clock against ours (from timed Acks).
     clocks: BTreeMap<NodeId, ClockSample>,
@@ -76,6 +88,8 @@ struct Peer {
     suspect_deadline_ms: Option<u64>,
     /// When we last pinged this member only to carry a correction to it (rate limit).
     corrected_ms: Option<u64>,
+    /// Since when (our clock) the member has been Dead or Left; None while it is up.
+    down_since_ms: Option<u64>,
 }
 
 impl Membership {
@@ -169,6 +183,7 @@ impl Membership {
     /// -> dead, low-rate re-contact of dead members and seeds, join retries, and news to announce.
     /// Calling it early or often is harmless.
     pub fn handle_tick(&mut self, now_ms: u64, rng: &mut impl rand::Rng, out: &mut Vec<Outgoing>) {
+        self.reap(now_ms);
         self.expire_suspicions(now_ms);
         self.tick_probe(now_ms, rng, out);
         self.tick_contact(now_ms, rng, out);
@@ -303,6 +318,7 @@ impl Membership {
                     member: update.clone(),
                     suspect_deadline_ms: None,
                     corrected_ms: None,
+                    down_since_ms: None,
                 },
             );
             self.on_new_state(now_ms, &update.id);
@@ -339,7 +355,49 @@ impl Membership {
             // A Suspect record only replaces another at a higher incarnation: a new suspicion.
             peer.suspect_deadline_ms =
                 (peer.member.state == MemberState::Suspect).then_some(now_ms + timeout);
+            peer.down_since_ms = match peer.member.state {
+                MemberState::Alive | MemberState::Suspect => None,
+                MemberState::Dead | MemberState::Left => Some(peer.down_since_ms.unwrap_or(now_ms)),
+            };
         }
+    }
+
+    /// Forgets the members that have been Dead or Left for `reap_after_ms` (memberlist and Serf
+    /// reap too): they are no longer re-contacted, counted or listed. One that comes back is
+    /// learned again as new, from its own messages.
+    fn reap(&mut self, now_ms: u64) {
+        let after = self.config.reap_after_ms;
+        let gone: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.down_since_ms
+                    .is_some_and(|since| now_ms.saturating_sub(since) >= after)
+            })
+            .map(|p| p.member.id.clone())
+            .collect();
+        for id in gone {
+            if let Some(peer) = self.peers.remove(&id) {
+                self.clocks.remove(&id);
+                self.events.push(MemberEvent::Reaped(peer.member));
+            }
+        }
+    }
+
+    /// Marks `id` as Left, as if it had left gracefully, and tells the cluster (an operator's
+    /// "this member will never return"). A member that is in fact alive refutes it.
+    pub fn force_leave(&mut self, now_ms: u64, id: &NodeId) -> Result<Member, ForceLeaveError> {
+        if *id == self.me.id {
+            return Err(ForceLeaveError::Itself);
+        }
+        let held = self.member(id).ok_or(ForceLeaveError::Unknown)?.clone();
+        if held.state == MemberState::Alive {
+            return Err(ForceLeaveError::Alive);
+        }
+        let verdict = held.with_state(MemberState::Left);
+        self.apply(now_ms, verdict.clone(), false);
+        self.announce = true;
+        Ok(verdict)
     }
 
     /// A record about ourselves: refute it if it would override ours (SWIM §4.2), unless we are

@@ -12,7 +12,9 @@ use super::{Applied, Node};
 use crate::clock::{NodeId, Timestamp, DEFAULT_MAX_CLOCK_SKEW_MS};
 use crate::crdt::KeyState;
 use crate::gossip::rumor::{Rumor, RumorConfig, RumorMill};
-use crate::membership::{Member, MemberEvent, MemberState, Membership, MembershipConfig};
+use crate::membership::{
+    ForceLeaveError, Member, MemberEvent, MemberState, Membership, MembershipConfig,
+};
 use crate::store::{Store, StoreError, StoreKey, WriteBatch};
 use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
 use core::net::SocketAddr;
@@ -405,6 +407,32 @@ impl<S: Store> Node<S> {
         self.meta_dirty = true;
     }
 
+    /// Drops what this node keeps about a member it no longer knows: every table that grows
+    /// with members shrinks with them.
+    fn forget_member(&mut self, id: &NodeId) {
+        self.tombstones.forget_member(id);
+        self.cluster.rumors.forget_origin(id);
+        self.cluster.peer_horizons.remove(id);
+        self.cluster.visited.remove(id);
+        self.cluster.sync_soon.retain(|p| p != id);
+    }
+
+    /// Forces member `id` out of the cluster (`DELETE /v1/cluster/members/{id}`): it is marked
+    /// Left everywhere, as if it had left, stops counting in the majority at once and is
+    /// forgotten after the reap period. For a member that will never return; one that is in
+    /// fact alive refutes it.
+    pub fn remove_member(&mut self, now_ms: u64, id: &NodeId) -> Result<Member, ForceLeaveError> {
+        let removed = self.cluster.membership.force_leave(now_ms, id)?;
+        tracing::warn!(member = %id, "member forced out by an operator");
+        let mut out = Vec::new();
+        self.cluster
+            .membership
+            .handle_tick(now_ms, &mut self.cluster.rng, &mut out);
+        self.send_swim(out);
+        self.after_membership_change();
+        Ok(removed)
+    }
+
     /// This node's incarnation (persisted, so a restart starts above it).
     pub fn incarnation(&self) -> u64 {
         self.cluster.membership.me().incarnation
@@ -418,6 +446,11 @@ impl<S: Store> Node<S> {
                 MemberEvent::Refuted { claim, incarnation } => {
                     tracing::info!(claim = %claim.state, claimed_incarnation = claim.incarnation, incarnation, "refuted an out-of-date verdict about this node");
                     self.meta_dirty = true;
+                    continue;
+                }
+                MemberEvent::Reaped(m) => {
+                    tracing::info!(member = %m.id, state = %m.state, "forgot a member gone for the reap period");
+                    self.forget_member(&m.id);
                     continue;
                 }
             };

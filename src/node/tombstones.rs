@@ -109,6 +109,14 @@ impl TombstoneCollector {
         }
     }
 
+    /// Forgets a member that was reaped (or never to return): its exchange marks, reports and
+    /// down time.
+    pub(super) fn forget_member(&mut self, id: &NodeId) {
+        self.synced.remove(id);
+        self.reports.remove(id);
+        self.down_since.remove(id);
+    }
+
     /// The node has met another member: from now on (and after restarts, which the core
     /// persists), knowing no member means not joined yet.
     pub(super) fn met_peers(&mut self) {

@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub sync_timeout_ms: u64,
     pub anti_entropy_interval_ms: u64,
     pub tombstones: TombstoneConfig,
+    /// Membership timings of every node ([`MembershipConfig::for_sim`] by default).
+    pub membership: MembershipConfig,
 }
 
 impl SimConfig {
@@ -73,6 +75,7 @@ impl SimConfig {
                 min_age_ms: 2_000,
                 ..TombstoneConfig::default()
             },
+            membership: MembershipConfig::for_sim(),
         }
     }
 }
@@ -211,7 +214,7 @@ impl Sim {
         config.rumor = self.config.rumor.clone();
         config.http_addr = self.nodes[i].addr;
         config.seeds = seeds;
-        config.membership = MembershipConfig::for_sim();
+        config.membership = self.config.membership.clone();
         config.anti_entropy_interval_ms = self.config.anti_entropy_interval_ms;
         config.tombstones = self.config.tombstones.clone();
         config.rng_seed = self.rng.gen();
@@ -278,6 +281,22 @@ impl Sim {
         for node in &mut self.nodes {
             node.group = 0;
         }
+    }
+
+    /// An operator at node `i` forces member `id` out (`DELETE /v1/cluster/members/{id}`).
+    pub fn remove_member(
+        &mut self,
+        i: usize,
+        id: &NodeId,
+    ) -> Result<crate::membership::Member, crate::membership::ForceLeaveError> {
+        let now = self.local_time(i);
+        let node = self.nodes[i]
+            .node
+            .as_mut()
+            .ok_or(crate::membership::ForceLeaveError::Unknown)?;
+        let removed = node.remove_member(now, id);
+        self.after(i);
+        removed
     }
 
     /// A client write at node `i`; `None` when the node is down or paused.

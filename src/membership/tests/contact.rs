@@ -102,3 +102,63 @@ fn left_member_is_not_recontacted() {
     );
     assert_eq!(out.iter().filter(|o| o.to == addr(7101)).count(), 0);
 }
+
+#[test]
+fn a_member_down_for_the_reap_period_is_forgotten_and_no_longer_contacted() {
+    let mut node = node_knowing(&[2]);
+    node.apply_updates(
+        0,
+        &[at(1, MemberState::Dead, 0), at(2, MemberState::Left, 0)],
+    );
+    node.drain_events();
+    let mut rng = rng();
+    let mut pings = 0;
+    for now in (0..59_900).step_by(100) {
+        pings += pings_to(&tick(&mut node, now, &mut rng), addr(7101));
+    }
+    assert!(pings > 0, "re-contacted while within the reap period");
+    assert!(node.member(&id(1)).is_some());
+    tick(&mut node, 60_000, &mut rng);
+    assert!(node.member(&id(1)).is_none() && node.member(&id(2)).is_none());
+    let mut reaped: Vec<NodeId> = node
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            MemberEvent::Reaped(m) => Some(m.id),
+            _ => None,
+        })
+        .collect();
+    reaped.sort();
+    assert_eq!(reaped, [id(1), id(2)]);
+    let mut later = 0;
+    for now in (60_000..120_000).step_by(100) {
+        later += pings_to(&tick(&mut node, now, &mut rng), addr(7101));
+    }
+    assert_eq!(later, 0);
+    // Should it come back, it is learned again from its own messages.
+    node.apply_updates(120_000, &[at(1, MemberState::Alive, 1)]);
+    assert_eq!(state_of(&node, 1), (MemberState::Alive, 1));
+}
+
+#[test]
+fn an_operator_forces_out_a_member_that_is_not_alive() {
+    let mut node = node_knowing(&[1, 2]);
+    assert_eq!(node.force_leave(0, &id(0)), Err(ForceLeaveError::Itself));
+    assert_eq!(node.force_leave(0, &id(9)), Err(ForceLeaveError::Unknown));
+    assert_eq!(node.force_leave(0, &id(1)), Err(ForceLeaveError::Alive));
+    node.apply_updates(10, &[at(1, MemberState::Dead, 3)]);
+    node.drain_events();
+    assert_eq!(
+        node.force_leave(20, &id(1)),
+        Ok(at(1, MemberState::Left, 3))
+    );
+    assert_eq!(state_of(&node, 1), (MemberState::Left, 3));
+    // The verdict spreads: it is the first update to piggyback.
+    assert_eq!(node.updates_to_send(8)[0], at(1, MemberState::Left, 3));
+    // And it is forgotten after the reap period, counted from when it went down.
+    let mut rng = rng();
+    tick(&mut node, 60_009, &mut rng);
+    assert!(node.member(&id(1)).is_some());
+    tick(&mut node, 60_010, &mut rng);
+    assert!(node.member(&id(1)).is_none());
+}

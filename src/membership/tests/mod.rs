@@ -33,7 +33,7 @@ fn at(i: u16, state: MemberState, incarnation: u64) -> Member {
 
 /// Explicit round numbers, so that the times in these tests read as arithmetic: a probe every
 /// second, indirect probes after 400 ms, k = 3, 3 s of suspicion (n <= 10), seeds every 500 ms,
-/// re-contact every 2 s, 4 * ceil(log2(n + 1)) sendings per update.
+/// re-contact every 2 s, 4 * ceil(log2(n + 1)) sendings per update, reaping after a minute.
 fn config() -> MembershipConfig {
     MembershipConfig {
         probe_interval_ms: 1_000,
@@ -44,6 +44,7 @@ fn config() -> MembershipConfig {
         join_interval_ms: 500,
         rejoin_interval_ms: 2_000,
         max_piggyback: 8,
+        reap_after_ms: 60_000,
     }
 }
 

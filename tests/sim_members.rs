@@ -1,0 +1,89 @@
+//! Members that never return, in the deterministic simulator. Half of a six-node cluster dies for
+//! good: kept forever, the dead would count in the majority, so the live half would never be a
+//! majority, the tombstone grace period would never apply, and collection would stop for good.
+//! Reaping them after `reap_after_ms`, or an operator forcing them out, lets it resume.
+
+use hearsay::crdt::Value;
+use hearsay::membership::MembershipConfig;
+use hearsay::node::{TombstoneConfig, Write};
+use hearsay::sim::{Sim, SimConfig};
+
+fn put(key: &str) -> Write {
+    Write::KvPut {
+        key: key.into(),
+        value: Value {
+            content_type: "text/plain".into(),
+            data: b"v".to_vec(),
+        },
+    }
+}
+
+const GRACE_MS: u64 = 10_000;
+
+/// Six nodes; a key written and deleted; then n4, n5 and n6 crash for good.
+fn half_dead(seed: u64, reap_after_ms: u64) -> Sim {
+    let mut config = SimConfig::new(6, seed);
+    config.tombstones = TombstoneConfig {
+        min_age_ms: 1_000,
+        grace_ms: GRACE_MS,
+    };
+    config.membership = MembershipConfig {
+        reap_after_ms,
+        ..MembershipConfig::for_sim()
+    };
+    let mut sim = Sim::new(config);
+    sim.run_for(8_000);
+    sim.write(0, put("k")).expect("written");
+    sim.run_for(1_000);
+    sim.write(1, Write::KvDelete { key: "k".into() })
+        .expect("deleted");
+    sim.run_for(1_000);
+    for i in 3..6 {
+        sim.crash(i);
+    }
+    sim
+}
+
+fn tombstones_held(sim: &Sim) -> Vec<usize> {
+    (0..3)
+        .map(|i| sim.node(i).map_or(0, |n| n.tombstones_held()))
+        .collect()
+}
+
+#[test]
+fn without_reaping_the_dead_half_stops_collection() {
+    let mut sim = half_dead(31, u64::MAX / 4);
+    sim.run_for(3 * GRACE_MS);
+    assert_eq!(tombstones_held(&sim), [1, 1, 1]);
+}
+
+#[test]
+fn collection_resumes_once_members_that_never_return_are_reaped() {
+    let mut sim = half_dead(32, 20_000);
+    sim.run_for(20_000 + GRACE_MS + 10_000);
+    assert_eq!(tombstones_held(&sim), [0, 0, 0]);
+    let view = sim.view(0);
+    assert_eq!(view.len(), 3, "the dead are forgotten: {view:?}");
+}
+
+#[test]
+fn a_member_forced_out_stops_counting_in_the_majority_at_once() {
+    let mut sim = half_dead(33, u64::MAX / 4);
+    sim.run_for(10_000);
+    for i in 3..6 {
+        let id = sim.id(i).clone();
+        sim.remove_member(0, &id)
+            .expect("a dead member can be forced out");
+    }
+    sim.run_for(GRACE_MS + 10_000);
+    assert_eq!(tombstones_held(&sim), [0, 0, 0]);
+    // Forced out on n1, it is marked left everywhere.
+    for i in 0..3 {
+        let left = sim
+            .view(i)
+            .iter()
+            .filter(|(_, s)| *s == hearsay::membership::MemberState::Left)
+            .count();
+        assert_eq!(left, 3, "node {i}: {:?}", sim.view(i));
+    }
+}
