@@ -196,11 +196,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let http_addr = listeners.http_addr();
     let gossip_addr = listeners.gossip_addr();
-    // Membership timers need a fine tick; `batch` durability also syncs the log on it.
-    let tick = match config.durability {
-        Durability::Batch => Duration::from_millis(5),
-        _ => Duration::from_millis(20),
-    };
+    // Membership timers need a fine tick.
+    let tick = Duration::from_millis(20);
     let (outbound_tx, outbound_rx) = tokio::sync::mpsc::unbounded_channel();
     let (handle, reader) = runtime::start(node, tick, outbound_tx);
     let metrics = Arc::new(Metrics::new());

@@ -248,7 +248,11 @@ async fn serve_connection(shared: Shared, mut stream: TcpStream, from: SocketAdd
             return;
         }
         match frame.body {
-            FrameBody::Rumors(_) | FrameBody::Forget(_) => shared.core.deliver_frame(from, frame),
+            FrameBody::Rumors(_) | FrameBody::Forget(_) => {
+                if !shared.core.deliver_frame(from, frame) {
+                    shared.drop_counted("overload");
+                }
+            }
             FrameBody::SyncRequest(request) => {
                 let sender = frame.from.clone();
                 let Some(reply) = shared.core.sync_request(sender, request).await else {

@@ -8,8 +8,8 @@
 use crate::clock::{ClockAhead, Hlc, NodeId, Timestamp};
 use crate::crdt::{KeyState, LwwRegister, OrSet, Value};
 use crate::store::{
-    merkle, Leaf, LoggedDeltaRef, MerkleIndex, Meta, PendingSync, Store, StoreError, StoreKey,
-    WriteBatch,
+    merkle, CheckpointWork, Leaf, LoggedDeltaRef, MerkleIndex, Meta, PendingSync, Store,
+    StoreError, StoreKey, WriteBatch,
 };
 use std::collections::BTreeSet;
 
@@ -401,31 +401,50 @@ impl<S: Store> Node<S> {
         self.meta_dirty
     }
 
-    /// Periodic housekeeping: the store's timed sync, and a checkpoint once its log is large.
-    pub fn maintain_store(&mut self) -> Result<(), StoreError> {
-        self.store.tick()?;
-        if self.store.wants_checkpoint() {
-            self.checkpoint()?;
+    /// Starts a checkpoint once the store's log has grown large (call after a commit):
+    /// persists the Merkle index, retires the log, and returns the slow part, which the driver
+    /// runs off the core's thread and reports with [`Node::checkpoint_done`].
+    pub fn begin_checkpoint(&mut self) -> Result<Option<CheckpointWork>, StoreError> {
+        if !self.store.wants_checkpoint() {
+            return Ok(None);
         }
-        Ok(())
+        self.persist_leaves()?;
+        self.store.begin_checkpoint()
     }
 
-    /// Persists the Merkle index and metadata, flushes the database and empties the log.
+    /// The work of the last [`Node::begin_checkpoint`] finished.
+    pub fn checkpoint_done(&mut self, result: Result<(), StoreError>) {
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "checkpoint failed; the log is kept and retried later");
+        }
+        self.store.checkpoint_done(result.is_ok());
+    }
+
+    /// Persists the Merkle index and metadata, flushes the database and empties the logs, in
+    /// place (at start-up and shutdown).
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
-        let leaves = self.merkle.leaves();
-        let changed = std::mem::take(&mut self.dirty_leaves);
-        self.store.apply(WriteBatch {
-            leaves: changed
-                .into_iter()
-                .map(|i| (i, leaves[i as usize]))
-                .collect(),
-            leaves_complete: Some(true),
-            ..WriteBatch::default()
-        })?;
-        self.leaves_persisted = true;
+        self.persist_leaves()?;
         // The checkpoint syncs the whole file system, which covers the pending log sync.
         let _covered = self.commit()?;
         self.store.checkpoint()
+    }
+
+    /// Writes the Merkle leaves changed since they were last persisted, marked complete.
+    fn persist_leaves(&mut self) -> Result<(), StoreError> {
+        let leaves = self.merkle.leaves();
+        let changed: Vec<(u16, Leaf)> = self
+            .dirty_leaves
+            .iter()
+            .map(|&i| (i, leaves[i as usize]))
+            .collect();
+        self.store.apply(WriteBatch {
+            leaves: changed,
+            leaves_complete: Some(true),
+            ..WriteBatch::default()
+        })?;
+        self.dirty_leaves.clear();
+        self.leaves_persisted = true;
+        Ok(())
     }
 }
 

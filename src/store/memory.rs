@@ -212,13 +212,15 @@ impl Store for MemoryStore {
         Ok(PendingSync::Done)
     }
 
-    fn tick(&mut self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
     fn wants_checkpoint(&self) -> bool {
         false
     }
+
+    fn begin_checkpoint(&mut self) -> Result<Option<super::CheckpointWork>, StoreError> {
+        Ok(None)
+    }
+
+    fn checkpoint_done(&mut self, _completed: bool) {}
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         Ok(())

@@ -5,6 +5,7 @@
 //! leaves of the Merkle index, and node metadata. It makes no protocol decisions: the core
 //! ([`crate::node`]) decides what to write and hands it over as one atomic [`WriteBatch`].
 
+mod logs;
 mod memory;
 pub mod merkle;
 pub mod migrate;
@@ -150,22 +151,41 @@ pub struct LoggedDelta {
 }
 
 /// What is left to do, after [`Store::commit`], before the committed writes are durable. A driver
-/// may do it off the core's thread, overlapping the sync with the next group's work.
+/// does it off the core's thread, overlapping the sync with the next group's work.
 #[must_use = "the writes are not durable until the pending sync completes"]
 pub enum PendingSync {
     /// Nothing: the writes are as durable as the durability mode promises.
     Done,
-    /// `fdatasync` this file (the write-ahead log, already written).
+    /// `fdatasync` this file (a write-ahead log, already written) before acknowledging.
     Log(std::sync::Arc<std::fs::File>),
+    /// Acknowledge now, and `fdatasync` this file within a few milliseconds (`batch`
+    /// durability).
+    Soon(std::sync::Arc<std::fs::File>),
 }
 
 impl PendingSync {
-    /// Blocks until the committed writes are durable.
+    /// Blocks until the committed writes are as durable as the mode promises before an
+    /// acknowledgement (a `Soon` sync is left to the caller's timer).
     pub fn complete(self) -> Result<(), StoreError> {
         match self {
-            PendingSync::Done => Ok(()),
+            PendingSync::Done | PendingSync::Soon(_) => Ok(()),
             PendingSync::Log(file) => Ok(file.sync_data()?),
         }
+    }
+}
+
+/// The slow part of a checkpoint (flushing the database, syncing the file system, clearing the
+/// retired log), to run off the core's thread; report its outcome with
+/// [`Store::checkpoint_done`].
+pub struct CheckpointWork(Box<dyn FnOnce() -> Result<(), StoreError> + Send>);
+
+impl CheckpointWork {
+    pub fn new(work: impl FnOnce() -> Result<(), StoreError> + Send + 'static) -> Self {
+        CheckpointWork(Box::new(work))
+    }
+
+    pub fn run(self) -> Result<(), StoreError> {
+        (self.0)()
     }
 }
 
@@ -321,10 +341,15 @@ pub trait Store: Send + 'static {
     /// once the returned [`PendingSync`] completes. One call covers any number of batches
     /// (group commit).
     fn commit(&mut self) -> Result<PendingSync, StoreError>;
-    /// Periodic housekeeping (the timed sync of `batch` mode).
-    fn tick(&mut self) -> Result<(), StoreError>;
-    /// True when the log has grown enough that a checkpoint should empty it.
+    /// True when the log has grown enough that a checkpoint should retire it (and none is under
+    /// way).
     fn wants_checkpoint(&self) -> bool;
-    /// Flushes the database to disk and empties the log.
+    /// Starts a checkpoint without waiting for it: later log entries go to a fresh log, and the
+    /// returned work (run off the core's thread) makes the database durable and clears the
+    /// retired log. `None` when there is nothing to do or a checkpoint is under way.
+    fn begin_checkpoint(&mut self) -> Result<Option<CheckpointWork>, StoreError>;
+    /// The work of the last [`Store::begin_checkpoint`] finished (`completed`: successfully).
+    fn checkpoint_done(&mut self, completed: bool);
+    /// Flushes the database to disk and empties the logs, in place (start-up and shutdown).
     fn checkpoint(&mut self) -> Result<(), StoreError>;
 }

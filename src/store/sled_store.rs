@@ -6,11 +6,11 @@
 //! met another member (`meta/clustered`). A batch from the core goes to the tree atomically and
 //! its deltas to the log; [`Store::commit`] syncs the log.
 
+use super::logs::Logs;
 use super::migrate::{self, MERKLE_COMPLETE_KEY, RECORD_PREFIX};
-use super::wal::Wal;
 use super::{
-    merkle, record, Durability, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, PendingSync,
-    Store, StoreError, StoreKey, StoreRead, WriteBatch,
+    merkle, record, CheckpointWork, Durability, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta,
+    Meta, PendingSync, Store, StoreError, StoreKey, StoreRead, WriteBatch,
 };
 use crate::clock::Timestamp;
 use std::os::fd::AsRawFd;
@@ -22,7 +22,7 @@ const COLLECTED_KEY: &[u8] = b"meta/collected";
 const CLUSTERED_KEY: &[u8] = b"meta/clustered";
 const LEAF_PREFIX: u8 = b'l';
 const KEY_HASH_PREFIX: u8 = b'h';
-/// The log is emptied by a checkpoint once it grows past this.
+/// A checkpoint starts once the active log grows past this.
 const CHECKPOINT_BYTES: u64 = super::wal::PREALLOCATED * 3 / 4;
 
 pub struct SledStore {
@@ -31,7 +31,10 @@ pub struct SledStore {
     meta: Meta,
     collected_through: Timestamp,
     clustered: bool,
-    wal: Option<Wal>,
+    /// The write-ahead logs (none under `none` durability).
+    wal: Option<Logs>,
+    /// A checkpoint's work is running off the core's thread.
+    checkpointing: bool,
     durability: Durability,
     replay: Vec<LoggedDelta>,
 }
@@ -92,7 +95,7 @@ impl SledStore {
         let (wal, replay) = if durability == Durability::None {
             (None, Vec::new())
         } else {
-            let (wal, payloads) = Wal::open(&dir.join("wal.log")).map_err(unwritable)?;
+            let (wal, payloads) = Logs::open(dir).map_err(unwritable)?;
             let replay = payloads
                 .iter()
                 .filter_map(|p| record::from_bytes(p).ok())
@@ -106,6 +109,7 @@ impl SledStore {
             collected_through,
             clustered,
             wal,
+            checkpointing: false,
             durability,
             replay,
         })
@@ -259,8 +263,9 @@ impl Store for SledStore {
         self.apply_to_tree(&batch)?;
         // Logged only once the database took the batch: one that failed leaves nothing to redo.
         if let Some(wal) = &mut self.wal {
+            let log = wal.active();
             for delta in &batch.deltas {
-                wal.append(delta);
+                log.append(delta);
             }
         }
         Ok(())
@@ -270,37 +275,65 @@ impl Store for SledStore {
         let Some(wal) = &mut self.wal else {
             return Ok(PendingSync::Done);
         };
-        wal.write()?;
+        let log = wal.active();
+        log.write()?;
         Ok(match self.durability {
-            Durability::Fsync => PendingSync::Log(wal.file()),
-            _ => PendingSync::Done,
+            Durability::Fsync => PendingSync::Log(log.file()),
+            _ => PendingSync::Soon(log.file()),
         })
     }
 
-    fn tick(&mut self) -> Result<(), StoreError> {
-        let Some(wal) = &mut self.wal else {
-            return Ok(());
-        };
-        wal.sync()?;
-        Ok(())
+    fn wants_checkpoint(&self) -> bool {
+        !self.checkpointing
+            && self
+                .wal
+                .as_ref()
+                .is_some_and(|w| w.len() > CHECKPOINT_BYTES)
     }
 
-    fn wants_checkpoint(&self) -> bool {
-        self.wal
-            .as_ref()
-            .is_some_and(|w| w.len() > CHECKPOINT_BYTES)
+    fn begin_checkpoint(&mut self) -> Result<Option<CheckpointWork>, StoreError> {
+        let Some(wal) = &mut self.wal else {
+            return Ok(None);
+        };
+        if self.checkpointing {
+            return Ok(None);
+        }
+        let Some(retired) = wal.rotate()? else {
+            return Ok(None);
+        };
+        self.checkpointing = true;
+        let (db, dir) = (self.db.clone(), self.dir.clone());
+        Ok(Some(CheckpointWork::new(move || {
+            flush_and_sync(&db, &dir)?;
+            retired.clear()?;
+            Ok(())
+        })))
+    }
+
+    fn checkpoint_done(&mut self, completed: bool) {
+        self.checkpointing = false;
+        if completed {
+            if let Some(wal) = &mut self.wal {
+                wal.spare_cleared();
+            }
+        }
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        flush_and_sync(&self.db, &self.dir)?;
         if let Some(wal) = &mut self.wal {
-            // sled's flush stops at the page cache on some kernels and drives; syncfs pushes the
-            // whole file system (sled's files included) to stable storage before the log goes.
-            sync_file_system(&self.dir)?;
-            wal.reset()?;
+            wal.clear_all()?;
         }
         Ok(())
     }
+}
+
+/// Makes everything the database holds durable: sled's flush stops at the page cache on some
+/// kernels and drives, so `syncfs` then pushes the whole file system (sled's files included) to
+/// stable storage.
+fn flush_and_sync(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    db.flush()?;
+    sync_file_system(dir)
 }
 
 impl SledStore {

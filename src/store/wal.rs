@@ -1,13 +1,14 @@
-//! The write-ahead log that makes `fsync` durability real. sled 0.34's `flush()` relies on
-//! `sync_file_range`, which does not flush a drive's volatile cache (sled #1452, #1351), so every
-//! acknowledged delta is first written here and `fdatasync`ed. At start-up the entries are
-//! merged again (merging is idempotent, so replaying entries the database already holds is
-//! harmless); after a checkpoint (database flushed, file system synced) the log starts over.
+//! One write-ahead log file (the store keeps two and uses them in turn: see `logs.rs`). sled
+//! 0.34's `flush()` relies on `sync_file_range`, which does not flush a drive's volatile cache
+//! (sled #1452, #1351), so every acknowledged delta is first written here and `fdatasync`ed. At
+//! start-up the entries are merged again (merging is idempotent, so replaying entries the database
+//! already holds is harmless).
 //!
 //! The file is preallocated with zeros and overwritten in place, so that `fdatasync` only has to
 //! write data blocks, never the inode (an append changes the file size, which costs a second
-//! synchronous write per sync). Starting over does not clear the file: it bumps the generation in
-//! the header, and every entry's checksum covers the generation, so older entries read as the end.
+//! synchronous write per sync). A log starts over by writing a new generation in its header, not
+//! by clearing the file: every entry's checksum covers the generation, so older entries read as
+//! the end. Generation 0 marks a log with nothing to replay.
 //!
 //! Layout: header = magic `HSYWAL01` + generation (u64 LE); then entries = payload length
 //! (u32 LE), first 8 bytes of BLAKE3(generation LE ‖ payload), payload. Reading stops at the first
@@ -24,7 +25,7 @@ const HEADER: u64 = 16;
 const ENTRY_HEADER: usize = 12;
 /// Entries larger than this are treated as corrupt when reading.
 const MAX_ENTRY: usize = 256 << 20;
-/// Bytes of zeros written when the log is created; the log grows past it if it must.
+/// Bytes of zeros written when a log is created; a log grows past it if it must.
 pub const PREALLOCATED: u64 = 32 << 20;
 
 pub struct Wal {
@@ -49,8 +50,10 @@ fn checksum(generation: u64, payload: &[u8]) -> [u8; 8] {
 }
 
 impl Wal {
-    /// Opens (or creates) the log and returns it with the payloads of its intact entries.
-    pub fn open(path: &Path) -> std::io::Result<(Wal, Vec<Vec<u8>>)> {
+    /// Opens (or creates, at generation `fresh`) a log and returns it with the payloads of its
+    /// intact entries. A log that cannot be preallocated (a nearly full disk) is left short and
+    /// grows as it is written; nothing half-written stays behind.
+    pub fn open(path: &Path, fresh: u64) -> std::io::Result<(Wal, Vec<Vec<u8>>)> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -67,10 +70,14 @@ impl Wal {
                 (generation, payloads, HEADER + end as u64)
             }
             _ if bytes.iter().all(|&b| b == 0) => {
-                // New (or never written): preallocate and stamp generation 1.
-                preallocate(&mut file)?;
-                write_header(&file, 1)?;
-                (1, Vec::new(), HEADER)
+                // New (or never written): preallocate and stamp the fresh generation.
+                if let Err(e) = preallocate(&mut file) {
+                    tracing::warn!(log = %path.display(), error = %e, "cannot preallocate the write-ahead log; it grows as it is written (each sync then costs two writes)");
+                    file.set_len(0)?;
+                }
+                write_header(&file, fresh)?;
+                file.sync_all()?;
+                (fresh, Vec::new(), HEADER)
             }
             _ => {
                 return Err(std::io::Error::new(
@@ -87,6 +94,11 @@ impl Wal {
             unsynced: false,
         };
         Ok((wal, payloads))
+    }
+
+    /// The generation whose entries this log holds (0: none to replay).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn append(&mut self, payload: &[u8]) {
@@ -131,16 +143,24 @@ impl Wal {
         self.end - HEADER + self.pending.len() as u64
     }
 
-    /// Starts the log over. Only call once everything it holds is durable elsewhere.
-    pub fn reset(&mut self) -> std::io::Result<()> {
+    /// Starts the log over at `generation` (its older entries no longer read). Not synced: the
+    /// first sync of new entries covers the header too, and until then nothing here matters.
+    /// Only call once everything the log holds is durable elsewhere.
+    pub fn restart(&mut self, generation: u64) -> std::io::Result<()> {
         self.pending.clear();
-        self.generation += 1;
-        write_header(&self.file, self.generation)?;
-        self.file.sync_data()?;
+        write_header(&self.file, generation)?;
+        self.generation = generation;
         self.end = HEADER;
-        self.unsynced = false;
+        self.unsynced = true;
         Ok(())
     }
+}
+
+/// Marks a log file as holding nothing to replay (generation 0), durably. For a retired log
+/// whose entries a checkpoint made durable in the database; safe on any thread.
+pub fn clear(file: &File) -> std::io::Result<()> {
+    write_header(file, 0)?;
+    file.sync_data()
 }
 
 fn preallocate(file: &mut File) -> std::io::Result<()> {
@@ -162,6 +182,9 @@ fn write_header(file: &File, generation: u64) -> std::io::Result<()> {
 /// Splits the entries of `generation` into payloads; also returns how many bytes they take.
 fn parse(bytes: &[u8], generation: u64) -> (Vec<Vec<u8>>, usize) {
     let mut payloads = Vec::new();
+    if generation == 0 {
+        return (payloads, 0);
+    }
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + ENTRY_HEADER) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -188,7 +211,7 @@ mod tests {
     fn entries_survive_reopen_and_a_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let (mut wal, replay) = Wal::open(&path).unwrap();
+        let (mut wal, replay) = Wal::open(&path, 1).unwrap();
         assert!(replay.is_empty());
         wal.append(b"one");
         wal.append(b"two");
@@ -202,28 +225,34 @@ mod tests {
         w.write_all(&100u32.to_le_bytes()).unwrap();
         w.write_all(b"abcdefghxyz").unwrap();
         drop(f);
-        let (mut wal, replay) = Wal::open(&path).unwrap();
+        let (mut wal, replay) = Wal::open(&path, 1).unwrap();
         assert_eq!(replay, vec![b"one".to_vec(), b"two".to_vec()]);
         // New entries overwrite the torn one.
         wal.append(b"three");
         wal.sync().unwrap();
         drop(wal);
-        let (mut wal, replay) = Wal::open(&path).unwrap();
+        let (mut wal, replay) = Wal::open(&path, 1).unwrap();
         assert_eq!(replay.len(), 3);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), PREALLOCATED);
-        // After a reset the old entries no longer read, though their bytes are still there.
-        wal.reset().unwrap();
+        // After a restart the old entries no longer read, though their bytes are still there.
+        wal.restart(2).unwrap();
         wal.append(b"four");
         wal.sync().unwrap();
         drop(wal);
-        assert_eq!(Wal::open(&path).unwrap().1, vec![b"four".to_vec()]);
+        let (wal, replay) = Wal::open(&path, 1).unwrap();
+        assert_eq!(replay, vec![b"four".to_vec()]);
+        // Cleared, it holds nothing to replay.
+        clear(&wal.file()).unwrap();
+        drop(wal);
+        let (wal, replay) = Wal::open(&path, 1).unwrap();
+        assert_eq!((wal.generation(), replay.len()), (0, 0));
     }
 
     #[test]
     fn a_corrupt_entry_ends_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (mut wal, _) = Wal::open(&path, 1).unwrap();
         wal.append(b"good");
         wal.append(b"flipped");
         wal.sync().unwrap();
@@ -232,7 +261,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(Wal::open(&path).unwrap().1, vec![b"good".to_vec()]);
+        assert_eq!(Wal::open(&path, 1).unwrap().1, vec![b"good".to_vec()]);
     }
 
     #[test]
@@ -241,7 +270,7 @@ mod tests {
             return;
         };
         let path = disk.path().join("wal");
-        let (mut wal, _) = Wal::open(&path).unwrap();
+        let (mut wal, _) = Wal::open(&path, 1).unwrap();
         // Room for part of one more entry past the preallocated log.
         let filler = disk.fill(0);
         let entry = vec![7u8; 64 << 10];
@@ -266,7 +295,7 @@ mod tests {
         wal.append(b"after");
         wal.sync().unwrap();
         drop(wal);
-        let (_, replay) = Wal::open(&path).unwrap();
+        let (_, replay) = Wal::open(&path, 1).unwrap();
         assert_eq!(replay.len(), written + 2);
         assert_eq!(replay.last().unwrap(), b"after");
     }
@@ -276,6 +305,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
         std::fs::write(&path, b"something else entirely").unwrap();
-        assert!(Wal::open(&path).is_err());
+        assert!(Wal::open(&path, 1).is_err());
     }
 }

@@ -1,0 +1,246 @@
+//! How the rest of the process reaches the core: [`NodeHandle`] puts commands on one of two
+//! queues and rings the core's doorbell. Cluster input (the transport's datagrams, frames and
+//! anti-entropy) has its own bounded queue, drained first and dropped (and counted) when full, so
+//! it never waits behind client writes; client commands have theirs, and a handler waits for room.
+//! [`Signals`] mirror what health checks need without a round trip to the core thread.
+
+use crate::clock::{ClockAhead, NodeId};
+use crate::membership::{ForceLeaveError, Member};
+use crate::node::{ClusterStats, Node, Refusal, Write, WriteAck, WriteError};
+use crate::store::{Leaf, Store, StoreError};
+use crate::wire::{Datagram, Frame, SyncAnswer, SyncRequest};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What HTTP handlers and the server ask of the core.
+pub(super) enum ClientCommand {
+    Write(Write, oneshot::Sender<Result<WriteAck, WriteError>>),
+    Digest(oneshot::Sender<Leaf>),
+    Members(oneshot::Sender<Vec<Member>>),
+    RemoveMember(NodeId, oneshot::Sender<Result<Member, ForceLeaveError>>),
+    Stats(oneshot::Sender<CoreStats>),
+    Leave(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What the transport and the driver's own threads hand the core.
+pub(super) enum ClusterCommand {
+    Datagram(SocketAddr, Datagram),
+    Frame(Frame),
+    SyncRequest(NodeId, SyncRequest, oneshot::Sender<Option<SyncAnswer>>),
+    SyncReply(u64, Option<SyncAnswer>),
+    /// The checkpoint work handed to the checkpoint thread finished.
+    CheckpointDone(Result<(), StoreError>),
+}
+
+/// What the metrics endpoint reads from the core.
+#[derive(Clone, Debug)]
+pub struct CoreStats {
+    pub digest: Leaf,
+    pub cluster: ClusterStats,
+    pub members: Vec<Member>,
+    pub seen_entries: usize,
+}
+
+/// What a handler gets when the core cannot do what it asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The core is gone (shutting down, or stopped by a storage error).
+    #[error("the node is shutting down")]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// This node's clock is out of bounds: it does not stamp writes.
+    #[error("this node's clock is out of bounds: {0}")]
+    ClockSkew(ClockAhead),
+    /// The core refused a write it was asked to make.
+    #[error("the write was not applied ({0:?})")]
+    NotApplied(Refusal),
+}
+
+impl From<WriteError> for CoreError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Store(e) => CoreError::Store(e),
+            WriteError::ClockSkew(ahead) => CoreError::ClockSkew(ahead),
+            WriteError::NotApplied(why) => CoreError::NotApplied(why),
+        }
+    }
+}
+
+/// The core's view of its own condition, readable without a round trip to the core thread (the
+/// health endpoint must answer when the core is busy).
+#[derive(Default)]
+pub(super) struct Signals {
+    /// [`Node::is_resyncing`].
+    resyncing: AtomicBool,
+    /// [`Node::clock_status`]: out of bounds, and the median offset of the peers' clocks.
+    clock_out_of_bounds: AtomicBool,
+    clock_offset_ms: AtomicI64,
+}
+
+impl Signals {
+    pub(super) fn mirror<S: Store>(&self, node: &Node<S>) {
+        self.resyncing.store(node.is_resyncing(), Ordering::Relaxed);
+        let clock = node.clock_status();
+        self.clock_out_of_bounds
+            .store(clock.out_of_bounds, Ordering::Relaxed);
+        self.clock_offset_ms
+            .store(clock.median_offset_ms, Ordering::Relaxed);
+    }
+}
+
+/// Wakes the core thread: producers ring after queueing; one pending ring is enough.
+#[derive(Clone)]
+pub(super) struct Doorbell(pub(super) std::sync::mpsc::SyncSender<()>);
+
+impl Doorbell {
+    pub(super) fn ring(&self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// A cheap, cloneable handle on the core for the HTTP handlers and the transport: it sends
+/// commands. (Reads go to the store's reader, which [`super::start`] returns beside it.)
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(super) id: NodeId,
+    pub(super) clients: mpsc::Sender<ClientCommand>,
+    pub(super) cluster: mpsc::Sender<ClusterCommand>,
+    pub(super) doorbell: Doorbell,
+    pub(super) signals: Arc<Signals>,
+}
+
+impl NodeHandle {
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// True while the node recovers its data from peers (reads are not authoritative).
+    pub fn is_resyncing(&self) -> bool {
+        self.signals.resyncing.load(Ordering::Relaxed)
+    }
+
+    /// `Some(median offset of the peers' clocks, ms)` while this node's clock is out of bounds
+    /// with most of the cluster (it then refuses client writes).
+    pub fn clock_skew(&self) -> Option<i64> {
+        self.signals
+            .clock_out_of_bounds
+            .load(Ordering::Relaxed)
+            .then(|| self.signals.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Applies a write and returns once it is durable (per the durability mode).
+    pub async fn write(&self, write: Write) -> Result<WriteAck, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(ClientCommand::Write(write, tx)).await?;
+        Ok(rx.await.map_err(|_| CoreError::Stopped)??)
+    }
+
+    /// The Merkle root of all replicated state.
+    pub async fn digest(&self) -> Result<Leaf, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(ClientCommand::Digest(tx)).await?;
+        rx.await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// Members as this node sees it, itself included.
+    pub async fn members(&self) -> Result<Vec<Member>, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(ClientCommand::Members(tx)).await?;
+        rx.await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// Forces member `id` out of the cluster (it is marked left everywhere).
+    pub async fn remove_member(
+        &self,
+        id: NodeId,
+    ) -> Result<Result<Member, ForceLeaveError>, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(ClientCommand::RemoveMember(id, tx)).await?;
+        rx.await.map_err(|_| CoreError::Stopped)
+    }
+
+    pub async fn stats(&self) -> Result<CoreStats, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(ClientCommand::Stats(tx)).await?;
+        rx.await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// Announces that this node leaves the cluster; returns once the announcement is queued.
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.ask(ClientCommand::Leave(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops the core after checkpointing the store; returns when it is done.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.ask(ClientCommand::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Hands a received datagram to the core; `false` if its cluster queue is full (dropped).
+    pub fn deliver_datagram(&self, from: SocketAddr, datagram: Datagram) -> bool {
+        self.tell(ClusterCommand::Datagram(from, datagram))
+    }
+
+    /// Hands a received one-way frame to the core; `false` if its cluster queue is full
+    /// (dropped: anti-entropy repairs what a dropped rumor carried).
+    pub fn deliver_frame(&self, _from: SocketAddr, frame: Frame) -> bool {
+        self.tell(ClusterCommand::Frame(frame))
+    }
+
+    /// Asks the core to answer an anti-entropy request (`None`: refused, or the core is busy
+    /// or shutting down).
+    pub async fn sync_request(
+        &self,
+        from: NodeId,
+        request: SyncRequest,
+    ) -> Option<Option<SyncAnswer>> {
+        let (tx, rx) = oneshot::channel();
+        if !self.tell(ClusterCommand::SyncRequest(from, request, tx)) {
+            return Some(None);
+        }
+        rx.await.ok()
+    }
+
+    /// Hands the reply of an anti-entropy request (or its failure, `None`) to the core.
+    pub fn sync_reply(&self, session: u64, reply: Option<SyncAnswer>) {
+        let (cluster, doorbell) = (self.cluster.clone(), self.doorbell.clone());
+        // Must not be lost (the session would stay open until it times out), so wait for room.
+        tokio::spawn(async move {
+            if cluster
+                .send(ClusterCommand::SyncReply(session, reply))
+                .await
+                .is_ok()
+            {
+                doorbell.ring();
+            }
+        });
+    }
+
+    /// Queues a client command, waiting for room.
+    async fn ask(&self, command: ClientCommand) -> Result<(), CoreError> {
+        self.clients
+            .send(command)
+            .await
+            .map_err(|_| CoreError::Stopped)?;
+        self.doorbell.ring();
+        Ok(())
+    }
+
+    /// Queues cluster input if there is room.
+    fn tell(&self, command: ClusterCommand) -> bool {
+        let queued = self.cluster.try_send(command).is_ok();
+        if queued {
+            self.doorbell.ring();
+        }
+        queued
+    }
+}

@@ -1,0 +1,291 @@
+//! The driver loop: owns the core ([`Node`]) on a dedicated thread and feeds it, reads the wall
+//! clock, fires its timer, and implements group commit. No protocol decisions live here.
+//!
+//! Each round the core drains its cluster queue first (the transport's input: probes and their
+//! answers never wait behind client writes), fires its timer when due, then applies up to
+//! [`MAX_GROUP`] client commands. One commit covers the round; the sync thread (`release.rs`)
+//! completes its `fdatasync` while the core goes on with the next round, and only then sends the
+//! round's acknowledgements, anti-entropy answers and cluster messages, so nothing leaves the
+//! node before the writes it carries are durable. Checkpoints run on their own thread.
+//!
+//! Files: `handle.rs` (the queues and [`NodeHandle`]), `release.rs` (the sync and checkpoint
+//! threads).
+
+mod handle;
+mod release;
+
+pub use handle::{CoreError, CoreStats, NodeHandle};
+
+use crate::node::{Node, Outbound};
+use crate::store::{PendingSync, Store, StoreRead};
+use handle::{ClientCommand, ClusterCommand, Doorbell, Signals};
+use release::{Group, Release};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Most client commands applied per round (one group commit).
+const MAX_GROUP: usize = 1024;
+/// Most cluster inputs handled per round, so client writes still progress under a flood.
+const MAX_CLUSTER: usize = 4096;
+/// Capacity of each queue. Cluster input beyond it is dropped and counted by the transport;
+/// client handlers wait for room (the HTTP layer bounds how many are in flight).
+const QUEUE: usize = 4096;
+
+/// The wall clock in milliseconds since the Unix epoch: the one place the core's time comes from.
+#[allow(clippy::disallowed_methods)] // the driver's wall clock, by design
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Starts the core thread (its timer fires every `tick`) and its sync and checkpoint threads;
+/// what the core sends goes to `outbound`. Returns the handle on the core and a reader of its
+/// store. Must be called inside a tokio runtime.
+pub fn start<S: Store>(
+    node: Node<S>,
+    tick: Duration,
+    outbound: mpsc::UnboundedSender<Outbound>,
+) -> (NodeHandle, Arc<dyn StoreRead>) {
+    let (clients, client_rx) = mpsc::channel(QUEUE);
+    let (cluster, cluster_rx) = mpsc::channel(QUEUE);
+    let (ring, rung) = std::sync::mpsc::sync_channel(1);
+    let reader = node.store().reader();
+    let signals = Arc::new(Signals::default());
+    signals.mirror(&node);
+    let handle = NodeHandle {
+        id: node.id().clone(),
+        clients,
+        cluster,
+        doorbell: Doorbell(ring),
+        signals: signals.clone(),
+    };
+    let core = Core {
+        clients: client_rx,
+        cluster: cluster_rx,
+        doorbell: rung,
+        signals,
+        tick,
+    };
+    let checkpoints = (handle.cluster.clone(), handle.doorbell.clone());
+    std::thread::Builder::new()
+        .name("hearsay-core".into())
+        .spawn(move || core.run(node, outbound, checkpoints))
+        .map(drop)
+        .unwrap_or_else(|e| panic!("cannot start the core thread: {e}"));
+    (handle, reader)
+}
+
+/// The core thread's end of the queues.
+struct Core {
+    clients: mpsc::Receiver<ClientCommand>,
+    cluster: mpsc::Receiver<ClusterCommand>,
+    doorbell: std::sync::mpsc::Receiver<()>,
+    signals: Arc<Signals>,
+    tick: Duration,
+}
+
+impl Core {
+    #[allow(clippy::disallowed_methods)] // the driver's own timer, not protocol time
+    fn run<S: Store>(
+        mut self,
+        mut node: Node<S>,
+        outbound: mpsc::UnboundedSender<Outbound>,
+        (checkpoint_done, checkpoint_bell): (mpsc::Sender<ClusterCommand>, Doorbell),
+    ) {
+        let (to_syncer, groups) = std::sync::mpsc::channel::<Group>();
+        let (to_checkpointer, checkpoints) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("hearsay-sync".into())
+            .spawn(move || release::run_syncer(groups, outbound))
+            .and_then(|_| {
+                std::thread::Builder::new()
+                    .name("hearsay-checkpoint".into())
+                    .spawn(move || {
+                        release::run_checkpointer(checkpoints, checkpoint_done, checkpoint_bell)
+                    })
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the sync threads");
+            return;
+        }
+        let mut next_tick = Instant::now();
+        loop {
+            self.wait(next_tick);
+            let mut releases = Vec::new();
+            let mut writes = false;
+            let mut shutdown = None;
+            let open = self.cluster_input(&mut node, &mut releases);
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + self.tick;
+                if let Err(e) = node.handle_tick(wall_ms()) {
+                    tracing::error!(error = %e, "storage error while collecting tombstones");
+                }
+            }
+            for _ in 0..MAX_GROUP {
+                let Ok(command) = self.clients.try_recv() else {
+                    break;
+                };
+                writes |= matches!(command, ClientCommand::Write(..));
+                if let Some(reply) = client_command(&mut node, command, &mut releases) {
+                    shutdown = Some(reply);
+                    break;
+                }
+            }
+            releases.extend(node.take_outbound().into_iter().map(Release::Send));
+            self.signals.mirror(&node);
+            let pending = if writes || node.has_uncommitted() {
+                node.commit()
+            } else {
+                Ok(PendingSync::Done)
+            };
+            match pending {
+                Ok(pending) => {
+                    let _ = to_syncer.send(Group { pending, releases });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "commit failed; the writes of this group are not acknowledged and nothing of it is sent");
+                    let failed = Group {
+                        pending: PendingSync::Done,
+                        releases: fail(releases, &e),
+                    };
+                    let _ = to_syncer.send(failed);
+                }
+            }
+            match node.begin_checkpoint() {
+                Ok(Some(work)) => {
+                    let _ = to_checkpointer.send(work);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot start a checkpoint"),
+            }
+            if let Some(reply) = shutdown {
+                if let Err(e) = node.checkpoint() {
+                    tracing::error!(error = %e, "final checkpoint failed; the log will be replayed at the next start");
+                }
+                // Close the store before answering, so the data directory is free once shutdown
+                // returns (readers still held by HTTP handlers keep only their own handles).
+                drop(node);
+                let _ = reply.send(());
+                return;
+            }
+            if !open {
+                return;
+            }
+        }
+    }
+
+    /// Handles the queued cluster input (at most [`MAX_CLUSTER`]); `false` once the queue is
+    /// closed (the node is gone).
+    fn cluster_input<S: Store>(&mut self, node: &mut Node<S>, releases: &mut Vec<Release>) -> bool {
+        for _ in 0..MAX_CLUSTER {
+            let command = match self.cluster.try_recv() {
+                Ok(command) => command,
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            };
+            let now = wall_ms();
+            let result = match command {
+                ClusterCommand::Datagram(from, datagram) => {
+                    node.handle_datagram(now, from, datagram)
+                }
+                ClusterCommand::Frame(frame) => node.handle_frame(now, frame),
+                ClusterCommand::SyncRequest(from, request, reply) => node
+                    .handle_sync_request(now, &from, request)
+                    .map(|answer| releases.push(Release::Answer(reply, answer))),
+                ClusterCommand::SyncReply(session, reply) => {
+                    node.handle_sync_reply(now, session, reply)
+                }
+                ClusterCommand::CheckpointDone(result) => {
+                    node.checkpoint_done(result);
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "storage error while merging cluster input");
+            }
+        }
+        true
+    }
+
+    /// Waits until a queue has something or the timer is due. Under load the next command
+    /// arrives within microseconds, and parking the thread would make it wait for a scheduler
+    /// wake-up (hundreds of microseconds on a busy machine); so it first yields the CPU for a
+    /// short while, staying runnable, and parks only when nothing comes.
+    #[allow(clippy::disallowed_methods)] // the driver's own scheduling, not protocol time
+    fn wait(&self, next_tick: Instant) {
+        const STAY_RUNNABLE: Duration = Duration::from_micros(200);
+        let spin_until = Instant::now() + STAY_RUNNABLE;
+        loop {
+            if !self.cluster.is_empty() || !self.clients.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                return;
+            }
+            if now >= spin_until {
+                let _ = self.doorbell.recv_timeout(next_tick - now);
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Applies one client command; returns the reply channel of a shutdown (which ends the loop).
+fn client_command<S: Store>(
+    node: &mut Node<S>,
+    command: ClientCommand,
+    releases: &mut Vec<Release>,
+) -> Option<tokio::sync::oneshot::Sender<()>> {
+    let now = wall_ms();
+    match command {
+        ClientCommand::Write(write, reply) => {
+            releases.push(Release::Ack(reply, node.handle_write(now, write)));
+        }
+        ClientCommand::Digest(reply) => {
+            let _ = reply.send(node.digest());
+        }
+        ClientCommand::Members(reply) => {
+            let _ = reply.send(node.members());
+        }
+        ClientCommand::RemoveMember(id, reply) => {
+            let _ = reply.send(node.remove_member(now, &id));
+        }
+        ClientCommand::Stats(reply) => {
+            let _ = reply.send(CoreStats {
+                digest: node.digest(),
+                cluster: node.cluster_stats(),
+                members: node.members(),
+                seen_entries: node.seen_entries(),
+            });
+        }
+        ClientCommand::Leave(reply) => {
+            node.leave(now);
+            let _ = reply.send(());
+        }
+        ClientCommand::Shutdown(reply) => return Some(reply),
+    }
+    None
+}
+
+/// A group whose commit failed: errors in place of acknowledgements, refusals in place of
+/// answers, and none of its messages.
+fn fail(releases: Vec<Release>, e: &crate::store::StoreError) -> Vec<Release> {
+    releases
+        .into_iter()
+        .filter_map(|item| match item {
+            Release::Ack(reply, result) => {
+                let failed = result.and(Err(crate::node::WriteError::Store(
+                    crate::store::StoreError::Io(e.to_string()),
+                )));
+                Some(Release::Ack(reply, failed))
+            }
+            Release::Answer(reply, _) => Some(Release::Answer(reply, None)),
+            Release::Send(_) => None,
+        })
+        .collect()
+}
