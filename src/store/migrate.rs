@@ -8,7 +8,7 @@ use crate::crdt::KeyState;
 use std::path::Path;
 
 /// The layout this build writes.
-pub const CURRENT_LAYOUT: u32 = 3;
+pub const CURRENT_LAYOUT: u32 = 4;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
 /// Present when the persisted Merkle leaves cover every record.
@@ -43,6 +43,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
         match layout {
             1 => v1_to_v2(db)?,
             2 => v2_to_v3(db)?,
+            3 => v3_to_v4(db)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "no upgrade step from layout {other}"
@@ -60,6 +61,14 @@ fn decode_layout(bytes: &[u8]) -> Result<u32, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt("bad layout version".into()))?;
     Ok(u32::from_be_bytes(raw))
+}
+
+/// Layout 4 (`migrations/0004_two_write_ahead_logs.md`) keeps the write-ahead log in two files
+/// used in turn (`wal.log`, `wal-2.log`): nothing to rewrite (the existing log becomes the first),
+/// but an older build must refuse the directory, since it would not replay the second file.
+fn v3_to_v4(db: &sled::Db) -> Result<(), StoreError> {
+    db.insert(LAYOUT_KEY, &4u32.to_be_bytes())?;
+    Ok(())
 }
 
 /// Layout 3 (`migrations/0003_tombstone_collection_horizon.md`) adds `meta/collected`, absent
