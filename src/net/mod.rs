@@ -3,4 +3,5 @@
 
 pub mod faults;
 pub mod seal;
+mod tally;
 pub mod transport;

@@ -5,6 +5,7 @@
 
 use super::faults::Faults;
 use super::seal::{SealError, Sealer};
+use super::tally::Tally;
 use crate::clock::NodeId;
 use crate::metrics::{Metrics, TrafficLabels};
 use crate::node::Outbound;
@@ -191,8 +192,9 @@ async fn accept_frames(shared: Shared, tcp: TcpListener) {
             Ok((stream, from)) => {
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                let tally = Tally::open(&shared.metrics, "in", "unauthenticated");
                 tokio::spawn(async move {
-                    serve_connection(shared, stream, from).await;
+                    serve_connection(shared, stream, from, tally).await;
                     drop(slot);
                 });
             }
@@ -241,8 +243,12 @@ async fn write_frame(shared: &Shared, stream: &mut TcpStream, frame: &Frame) -> 
     )
 }
 
-async fn serve_connection(shared: Shared, mut stream: TcpStream, from: SocketAddr) {
+async fn serve_connection(shared: Shared, mut stream: TcpStream, from: SocketAddr, tally: Tally) {
+    let mut tally = Some(tally);
     while let Some(frame) = read_frame(&shared, &mut stream).await {
+        if let Some(pending) = tally.take() {
+            tally = Some(pending.promote("peer"));
+        }
         if shared.faults.drops(&frame.from) {
             shared.drop_counted("fault");
             return;
@@ -300,6 +306,7 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     if let Some(mut stream) = connect(to).await {
+                        let _tally = Tally::open(&shared.metrics, "out", "frames");
                         write_frame(&shared, &mut stream, &frame).await;
                     }
                 });
@@ -350,6 +357,7 @@ async fn run_session(
         shared.core.sync_reply(session, None);
         return;
     };
+    let _tally = Tally::open(&shared.metrics, "out", "sync");
     while let Some(request) = requests.recv().await {
         let reply = if write_frame(&shared, &mut stream, &request).await {
             read_frame(&shared, &mut stream).await
