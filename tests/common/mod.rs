@@ -154,6 +154,11 @@ impl Proc {
         format!("{}{}", self.base, path)
     }
 
+    /// The child's process id (for reading `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (SIGSTOP, SIGCONT, SIGTERM...).
     pub fn signal(&self, signal: i32) {
         // SAFETY: a signal to our own child, which has not been reaped while `self` lives.
