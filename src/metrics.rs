@@ -68,6 +68,8 @@ pub struct Metrics {
     pub cluster_connections: Family<ConnectionLabels, Gauge>,
     /// Cluster TCP connections opened (outbound) or accepted and then authenticated (inbound).
     pub cluster_connections_opened: Family<ConnectionLabels, Counter>,
+    /// Encoded bytes of one-way frames waiting for their pooled connection (capped).
+    pub cluster_frames_queued_bytes: Gauge,
     pub members: Family<StateLabels, Gauge>,
     /// Rumor events: `published`, `pushed`, `received`, `merged`.
     pub rumors: Family<EventLabels, Counter>,
@@ -146,6 +148,12 @@ impl Metrics {
              (in/peer), by direction and role",
             cluster_connections_opened.clone(),
         );
+        let cluster_frames_queued_bytes = Gauge::default();
+        registry.register(
+            "cluster_frames_queued_bytes",
+            "Encoded bytes of one-way frames waiting for their pooled connection to a peer",
+            cluster_frames_queued_bytes.clone(),
+        );
         let members = Family::<StateLabels, Gauge>::default();
         registry.register(
             "members",
@@ -197,6 +205,7 @@ impl Metrics {
             cluster_dropped,
             cluster_connections,
             cluster_connections_opened,
+            cluster_frames_queued_bytes,
             members,
             rumors,
             anti_entropy,

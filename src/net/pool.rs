@@ -1,7 +1,8 @@
 //! Pooled one-way connections: every one-way frame (rumors too large for a datagram, `Forget`)
 //! to a peer goes through one persistent connection to that peer, fed by a bounded queue and
-//! written by one task. A full queue drops the frame and counts it (`queue_full`): anti-entropy
-//! repairs what a dropped rumor carried. A peer that cannot be reached is retried after a
+//! written by one task. Queues are bounded in frames per peer and in bytes over all peers; a
+//! frame that does not fit is dropped and counted (`queue_full`): anti-entropy repairs what a
+//! dropped rumor carried. A peer that cannot be reached is retried after a
 //! backoff that doubles up to a limit, and frames for it meanwhile are dropped and counted
 //! (`unreachable`). A link with nothing to send for a while closes, and its task ends. The pool
 //! never decides what to send or to whom; it never reads from the connection except to notice
@@ -9,7 +10,7 @@
 
 use super::sealed::SealedFrames;
 use super::tally::Tally;
-use crate::wire::Frame;
+use crate::wire::{self, Frame};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,9 +21,11 @@ use tokio::time::Instant;
 /// How links behave; [`Settings::DEFAULT`] in production.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
-    /// Frames waiting for one peer's connection; more are dropped. A frame holds at most a few
-    /// values (each at most the value limit, 1 MiB by default).
+    /// Frames waiting for one peer's connection; more are dropped.
     pub queue: usize,
+    /// Encoded bytes of the frames waiting, over all peers; more are dropped. A frame of rumors
+    /// holds one value (at most the value limit, 1 MiB by default).
+    pub queued_bytes: usize,
     /// Links (peers with a connection or a queue) at once; frames for one more peer are dropped.
     pub links: usize,
     /// A link with nothing to send for this long closes. Shorter than the receiver's idle
@@ -39,6 +42,7 @@ pub struct Settings {
 impl Settings {
     pub const DEFAULT: Settings = Settings {
         queue: 64,
+        queued_bytes: 64 << 20,
         links: 256,
         idle: Duration::from_secs(30),
         backoff: (Duration::from_millis(100), Duration::from_secs(10)),
@@ -51,7 +55,14 @@ impl Settings {
 pub struct Pool {
     frames: SealedFrames,
     settings: Settings,
-    links: HashMap<SocketAddr, mpsc::Sender<Frame>>,
+    links: HashMap<SocketAddr, mpsc::Sender<Queued>>,
+}
+
+/// A frame waiting for its connection, with its encoded size (counted in
+/// `hearsay_cluster_frames_queued_bytes` until the link takes it).
+struct Queued {
+    frame: Frame,
+    size: i64,
 }
 
 impl Pool {
@@ -65,18 +76,30 @@ impl Pool {
 
     /// Queues `frame` for `to`, starting a link if there is none; never waits.
     pub fn send(&mut self, to: SocketAddr, frame: Frame) {
-        let frame = match self.links.get(&to) {
-            None => frame,
-            Some(link) => match link.try_send(frame) {
-                Ok(()) => return,
+        let queued_bytes = &self.frames.metrics().cluster_frames_queued_bytes;
+        let size = wire::encoded_len(&frame) as i64;
+        // Only this task adds to the gauge (links subtract), so checking then adding is exact
+        // enough: the bound can only be undershot.
+        if queued_bytes.get() + size > self.settings.queued_bytes as i64 {
+            self.frames.drop_counted("queue_full");
+            return;
+        }
+        let queued = Queued { frame, size };
+        let queued = match self.links.get(&to) {
+            None => queued,
+            Some(link) => match link.try_send(queued) {
+                Ok(()) => {
+                    queued_bytes.inc_by(size);
+                    return;
+                }
                 Err(TrySendError::Full(_)) => {
                     self.frames.drop_counted("queue_full");
                     return;
                 }
                 // The link closed after being idle: start another.
-                Err(TrySendError::Closed(frame)) => {
+                Err(TrySendError::Closed(queued)) => {
                     self.links.remove(&to);
-                    frame
+                    queued
                 }
             },
         };
@@ -89,7 +112,9 @@ impl Pool {
         }
         let (link, queue) = mpsc::channel(self.settings.queue.max(1));
         // A new channel with room for one frame at least.
-        let _ = link.try_send(frame);
+        if link.try_send(queued).is_ok() {
+            queued_bytes.inc_by(size);
+        }
         tokio::spawn(run_link(self.frames.clone(), self.settings, to, queue));
         self.links.insert(to, link);
     }
@@ -115,14 +140,17 @@ async fn run_link(
     frames: SealedFrames,
     settings: Settings,
     to: SocketAddr,
-    mut queue: mpsc::Receiver<Frame>,
+    mut queue: mpsc::Receiver<Queued>,
 ) {
     let mut conn: Option<(TcpStream, Tally)> = None;
     let mut backoff = settings.backoff.0;
     let mut retry_at: Option<Instant> = None;
     loop {
         let frame = match tokio::time::timeout(settings.idle, queue.recv()).await {
-            Ok(Some(frame)) => frame,
+            Ok(Some(Queued { frame, size })) => {
+                frames.metrics().cluster_frames_queued_bytes.dec_by(size);
+                frame
+            }
             // Closed and drained (the pool let go of the link, or it went idle below).
             Ok(None) => return,
             Err(_idle) => {
@@ -292,6 +320,41 @@ mod tests {
         assert!(full < 200);
         assert_eq!(pool.links.len(), 1);
         held.abort();
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_are_capped_over_all_peers() {
+        // Two peers that never read.
+        let mut peers = Vec::new();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            peers.push(listener.local_addr().unwrap());
+            held.push(tokio::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                std::future::pending::<()>().await;
+                drop(s);
+            }));
+        }
+        let frames = frames();
+        let budget = 3 << 20;
+        let settings = Settings {
+            queue: 64,
+            queued_bytes: budget,
+            ..Settings::DEFAULT
+        };
+        let mut pool = Pool::new(frames.clone(), settings);
+        let big = frame(40_000); // about 1 MB
+        let queued = &frames.metrics().cluster_frames_queued_bytes;
+        for i in 0..100 {
+            pool.send(peers[i % 2], big.clone());
+            assert!(queued.get() <= budget as i64, "{} queued", queued.get());
+            tokio::task::yield_now().await;
+        }
+        assert!(dropped(&frames, "queue_full") >= 50);
+        for h in held {
+            h.abort();
+        }
     }
 
     #[tokio::test]
