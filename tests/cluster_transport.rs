@@ -7,18 +7,15 @@
 
 mod common;
 
+use common::flood::Flood;
 use common::{eventually, path_str, Proc};
 use reqwest::Client;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 const CONVERGE: Duration = Duration::from_secs(30);
-/// A frame length the node accepts (8 MiB, the codec's limit).
-const DECLARED: u32 = 8 << 20;
 
 async fn get_text(c: &Client, url: String) -> Option<String> {
     let resp = c.get(url).send().await.ok()?;
@@ -123,75 +120,6 @@ async fn replicate(c: &Client, from: &Proc, to: &Proc, key: &str, value: &[u8]) 
     }
 }
 
-/// An attacker without the key: keeps `per_target` connections open to each target, each
-/// declaring an 8 MiB frame and sending `body` bytes of it, then trickling a few more bytes now
-/// and then; a connection the node closes is opened again at once. Stops when dropped.
-struct Flood {
-    /// Connections opened so far.
-    opened: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Flood {
-    fn start(targets: Vec<SocketAddr>, per_target: usize, body: usize) -> Flood {
-        let stop = Arc::new(AtomicBool::new(false));
-        let running = stop.clone();
-        let opened = Arc::new(AtomicUsize::new(0));
-        let count = opened.clone();
-        let open = move |to: &SocketAddr| -> Option<TcpStream> {
-            count.fetch_add(1, Ordering::Relaxed);
-            let mut s = TcpStream::connect_timeout(to, Duration::from_secs(1)).ok()?;
-            s.write_all(&DECLARED.to_be_bytes()).ok()?;
-            s.write_all(&vec![0x41; body]).ok()?;
-            s.set_nonblocking(true).ok()?;
-            Some(s)
-        };
-        let thread = std::thread::spawn(move || {
-            let mut conns: Vec<(SocketAddr, Option<TcpStream>)> = targets
-                .iter()
-                .flat_map(|t| std::iter::repeat_n(*t, per_target))
-                .map(|t| (t, None))
-                .collect();
-            while !running.load(Ordering::Relaxed) {
-                for (to, conn) in conns.iter_mut() {
-                    let closed = match conn {
-                        None => true,
-                        Some(s) => {
-                            let mut probe = [0u8; 1];
-                            let gone = !matches!(
-                                s.peek(&mut probe),
-                                Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
-                            );
-                            // The trickle: a few more bytes of the never-ending frame.
-                            gone || s.write_all(&[0x42; 16]).is_err()
-                        }
-                    };
-                    if closed {
-                        *conn = open(to);
-                    }
-                }
-                // Pacing of the attacker, not a wait for anything.
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Flood {
-            opened,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_declaring_huge_frames_cost_no_memory_and_do_not_starve_peers() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,7 +130,9 @@ async fn connections_declaring_huge_frames_cost_no_memory_and_do_not_starve_peer
     let before = [rss_mib(n1.pid()), rss_mib(n2.pid())];
 
     let targets = [&n1, &n2].map(|n| n.gossip.parse::<SocketAddr>().unwrap());
-    let flood = Flood::start(targets.to_vec(), 64, 1024);
+    // Without the key: each connection declares an 8 MiB frame, sends 1 KiB of it, then
+    // trickles.
+    let flood = Flood::start(&targets, 64, 1024, true);
     // Let the attack take hold: every attack connection opened once, and each node holding
     // a dozen of them at least.
     eventually("the attack is under way", CONVERGE, || async {
@@ -211,7 +141,7 @@ async fn connections_declaring_huge_frames_cost_no_memory_and_do_not_starve_peer
             metric(&c, &n1, series).await?,
             metric(&c, &n2, series).await?,
         ];
-        (flood.opened.load(Ordering::Relaxed) >= 128 && held.iter().all(|&n| n >= 12)).then_some(())
+        (flood.opened() >= 128 && held.iter().all(|&n| n >= 12)).then_some(())
     })
     .await;
     let mut worst = Duration::ZERO;
@@ -220,7 +150,7 @@ async fn connections_declaring_huge_frames_cost_no_memory_and_do_not_starve_peer
         worst = worst.max(replicate(&c, &n1, &n2, &format!("big/b{i}"), &value).await);
     }
     let during = [rss_mib(n1.pid()), rss_mib(n2.pid())];
-    let opened = flood.opened.load(Ordering::Relaxed);
+    let opened = flood.opened();
     drop(flood);
     eprintln!(
         "RSS MiB before {before:?}, under attack {during:?} after {opened} attack connections; \

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 #![allow(clippy::disallowed_methods)] // tests and benchmarks measure real time
 
+pub mod flood;
+
 use hearsay::clock::NodeId;
 use hearsay::server::{self, ServerConfig};
 use std::io::{BufRead, BufReader};
