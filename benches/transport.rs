@@ -1,11 +1,12 @@
 //! The cluster transport under a connection flood, with two real node processes (the release
 //! binary) on loopback sharing a cluster key:
 //!
-//! - replication of a 150 KB value (PUT acknowledged on one node until the other serves it),
-//!   both ways, without and with 64 idle connections (each declaring an 8 MiB frame and
-//!   sending nothing more, reopened as soon as the node closes one) on each node;
 //! - resident memory (VmRSS) of both nodes before, during and after 64 connections per node
-//!   that each declare an 8 MiB frame, send 1 MiB of it and then trickle;
+//!   that each declare an 8 MiB frame, send 1 MiB of it and then trickle (each reopened as
+//!   soon as the node closes it);
+//! - replication of a 150 KB value (PUT acknowledged on one node until the other serves it),
+//!   both ways, without and with 64 idle connections per node (each declaring an 8 MiB frame
+//!   and sending nothing more, reopened likewise);
 //! - TCP connections opened to carry 1,000 rumors too large for a datagram.
 //!
 //!     cargo bench --bench transport              # HEARSAY_BENCH_VALUES=20 replications per phase
@@ -55,37 +56,12 @@ async fn main() {
     let targets = nodes.map(|n| n.gossip.parse::<SocketAddr>().unwrap());
     let value: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
 
+    // First, before any large value: 64 connections per node declaring 8 MiB, sending 1 MiB
+    // of it, then trickling.
     let rss_before = rss(&nodes);
-    let quiet = replications(&c, &nodes, "quiet", &value, values).await;
-    println!(
-        "150 KB replication, no flood ({values} values): {}",
-        summary(&quiet)
-    );
-
-    // 64 idle connections per node, for longer than the handshake deadline.
-    let flood = Flood::start(&targets, ATTACKERS, 0, false);
-    let started = Instant::now();
-    let mut flooded = Vec::new();
-    let mut batch = 0;
-    while started.elapsed() < FLOOD_FOR || flooded.len() < values {
-        let name = format!("idle{batch}");
-        flooded.extend(replications(&c, &nodes, &name, &value, 2).await);
-        batch += 1;
-    }
-    let opened = flood.opened();
-    drop(flood);
-    println!(
-        "150 KB replication, {ATTACKERS} idle connections per node ({} values over {:.1} s, \
-         {opened} flood connections opened): {}",
-        flooded.len(),
-        started.elapsed().as_secs_f64(),
-        summary(&flooded)
-    );
-
-    // 64 connections per node declaring 8 MiB, sending 1 MiB of it, then trickling.
     let flood = Flood::start(&targets, ATTACKERS, 1 << 20, true);
     let started = Instant::now();
-    let mut peak = rss(&nodes);
+    let mut peak = rss_before;
     while started.elapsed() < FLOOD_FOR {
         tokio::time::sleep(Duration::from_millis(100)).await;
         for (p, now) in peak.iter_mut().zip(rss(&nodes)) {
@@ -94,13 +70,13 @@ async fn main() {
     }
     let opened = flood.opened();
     drop(flood);
-    // After: the nodes have closed every flood connection (or 10 s passed).
+    // After: the nodes have closed every flood connection (or 10 s passed), plus a second.
     let settle = Instant::now();
-    let series = "hearsay_cluster_connections{direction=\"in\",role=\"unauthenticated\"}";
+    let pending = "hearsay_cluster_connections{direction=\"in\",role=\"unauthenticated\"}";
     while settle.elapsed() < Duration::from_secs(10) {
         let mut open = 0;
         for n in nodes {
-            open += metric(&c, n, series).await.unwrap_or(0);
+            open += metric(&c, n, pending).await.unwrap_or(0);
         }
         if open == 0 {
             break;
@@ -110,7 +86,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = rss(&nodes);
     println!(
-        "RSS MiB (n1, n2): before {}, peak during {:.1} s of {ATTACKERS} connections per node \
+        "RSS MiB (n1/n2): before {}, peak during {:.0} s of {ATTACKERS} connections per node \
          declaring 8 MiB and sending 1 MiB ({opened} opened) {}, after {}",
         pair(rss_before),
         FLOOD_FOR.as_secs_f64(),
@@ -118,12 +94,33 @@ async fn main() {
         pair(rss_after)
     );
 
+    // 150 KB values, spread over as long as a flood lasts, without and with a flood of 64 idle
+    // connections per node (longer than the handshake deadline, so the nodes close some).
+    let quiet = replications(&c, &nodes, "quiet", &value, values).await;
+    println!(
+        "150 KB replication, no flood ({values} values): {}",
+        summary(&quiet)
+    );
+    let flood = Flood::start(&targets, ATTACKERS, 0, false);
+    let flooded = replications(&c, &nodes, "flooded", &value, values).await;
+    let opened = flood.opened();
+    drop(flood);
+    println!(
+        "150 KB replication, {ATTACKERS} idle connections per node ({values} values, \
+         {opened} flood connections opened): {}",
+        summary(&flooded)
+    );
+
     // 1,000 rumors too large for a datagram, from n1 to its only peer.
-    let out = "hearsay_cluster_connections_opened_total{direction=\"out\",role=\"frames\"}";
+    let opened_out = "hearsay_cluster_connections_opened_total{direction=\"out\",role=\"frames\"}";
     let accepted =
         "hearsay_cluster_connections_opened_total{direction=\"in\",role=\"unauthenticated\"}";
-    let out_before = metric(&c, &n1, out).await.unwrap_or(0);
-    let in_before = metric(&c, &n2, accepted).await.unwrap_or(0);
+    let frames_out = "hearsay_cluster_messages_total{kind=\"frame\",direction=\"out\"}";
+    let before = [
+        metric(&c, &n1, opened_out).await.unwrap_or(0),
+        metric(&c, &n2, accepted).await.unwrap_or(0),
+        metric(&c, &n1, frames_out).await.unwrap_or(0),
+    ];
     let started = Instant::now();
     let large = vec![b'r'; 1_000];
     for i in 0..1_000 {
@@ -138,16 +135,24 @@ async fn main() {
     while !serves(&c, &n2, "/v1/kv/rumor/999").await {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let out_opened = metric(&c, &n1, out).await.unwrap_or(0) - out_before;
-    let in_accepted = metric(&c, &n2, accepted).await.unwrap_or(0) - in_before;
+    let took = started.elapsed();
+    let after = [
+        metric(&c, &n1, opened_out).await.unwrap_or(0),
+        metric(&c, &n2, accepted).await.unwrap_or(0),
+        metric(&c, &n1, frames_out).await.unwrap_or(0),
+    ];
+    let total_out = after[0];
+    let [opened, accepted, frames] = [0, 1, 2].map(|i| after[i] - before[i]);
     println!(
-        "1,000 rumors of 1 KB from n1 to n2 in {:.2} s: n1 opened {out_opened} connections for \
-         frames; n2 accepted {in_accepted} connections (anti-entropy sessions included)",
-        started.elapsed().as_secs_f64()
+        "1,000 rumors of 1 KB from n1 to n2 in {:.2} s ({frames} frames): n1 opened {opened} \
+         connections for frames ({total_out} since it started); n2 accepted {accepted} \
+         connections (anti-entropy sessions included)",
+        took.as_secs_f64()
     );
 }
 
-/// `count` values written alternately on each node, each timed until the other serves it.
+/// `count` values written alternately on each node, each timed until the other serves it,
+/// spread over [`FLOOD_FOR`].
 async fn replications(
     c: &Client,
     nodes: &[&Proc; 2],
@@ -171,6 +176,7 @@ async fn replications(
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         times.push(acked.elapsed());
+        tokio::time::sleep(FLOOD_FOR / count as u32).await;
     }
     times
 }
