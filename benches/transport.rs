@@ -122,7 +122,7 @@ async fn main() {
         metric(&c, &n1, frames_out).await.unwrap_or(0),
     ];
     let started = Instant::now();
-    let large = vec![b'r'; 1_000];
+    let large = vec![b'r'; 2_000];
     for i in 0..1_000 {
         let r = c
             .put(n1.url(&format!("/v1/kv/rumor/{i}")))
@@ -144,7 +144,7 @@ async fn main() {
     let total_out = after[0];
     let [opened, accepted, frames] = [0, 1, 2].map(|i| after[i] - before[i]);
     println!(
-        "1,000 rumors of 1 KB from n1 to n2 in {:.2} s ({frames} frames): n1 opened {opened} \
+        "1,000 rumors of 2 KB from n1 to n2 in {:.2} s ({frames} frames): n1 opened {opened} \
          connections for frames ({total_out} since it started); n2 accepted {accepted} \
          connections (anti-entropy sessions included)",
         took.as_secs_f64()
