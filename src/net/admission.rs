@@ -76,14 +76,13 @@ impl Admission {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a new connection as pending; returns its place and whether another pending
-    /// connection was evicted to make room.
-    pub fn admit(&self) -> (Pending, bool) {
+    /// Admits a new connection as pending, evicting the quietest pending connection if the
+    /// table is full.
+    pub fn admit(&self) -> Pending {
         let now = self.events.fetch_add(1, Ordering::Relaxed);
         let evict = Arc::new(Notify::new());
         let heard = Arc::new(AtomicU64::new(now));
         let mut table = self.table();
-        let mut made_room = false;
         if table.pending.len() >= self.limits.pending.max(1) {
             let quietest = table
                 .pending
@@ -94,7 +93,6 @@ impl Admission {
             if let Some(i) = quietest {
                 // Remembered by the notification if the connection is not waiting right now.
                 table.pending.swap_remove(i).evict.notify_one();
-                made_room = true;
             }
         }
         let id = table.next_id;
@@ -104,14 +102,13 @@ impl Admission {
             heard: heard.clone(),
             evict: evict.clone(),
         });
-        let pending = Pending {
+        Pending {
             id,
             heard,
             events: self.events.clone(),
             evict,
             admission: self.clone(),
-        };
-        (pending, made_room)
+        }
     }
 
     /// Pending connections held now.
@@ -173,18 +170,14 @@ mod tests {
             pending: 3,
             peers: 8,
         });
-        let mut held: Vec<Pending> = (0..3)
-            .map(|_| admission.admit())
-            .map(|(p, e)| {
-                assert!(!e);
-                p
-            })
-            .collect();
+        let mut held: Vec<Pending> = (0..3).map(|_| admission.admit()).collect();
+        for p in &held {
+            assert!(!was_evicted(p).await, "room for three");
+        }
         // The oldest keeps talking; the second has been quiet the longest.
         held[0].heard();
         held[2].heard();
-        let (newcomer, made_room) = admission.admit();
-        assert!(made_room);
+        let newcomer = admission.admit();
         assert!(was_evicted(&held[1]).await);
         assert!(!was_evicted(&held[0]).await && !was_evicted(&held[2]).await);
         assert!(!was_evicted(&newcomer).await);
@@ -208,14 +201,14 @@ mod tests {
             pending: 2,
             peers: 1,
         });
-        let first = admission.admit().0.authenticate();
+        let first = admission.admit().authenticate();
         assert!(first.is_some());
         assert_eq!(admission.pending(), 0);
         // Peer places are taken, but strangers are still admitted (and refused only later).
-        let (second, made_room) = admission.admit();
-        assert!(!made_room);
+        let second = admission.admit();
+        assert_eq!(admission.pending(), 1);
         assert!(second.authenticate().is_none(), "no peer place left");
         drop(first);
-        assert!(admission.admit().0.authenticate().is_some());
+        assert!(admission.admit().authenticate().is_some());
     }
 }

@@ -33,7 +33,7 @@ pub async fn accept(shared: Shared, tcp: TcpListener) {
         match tcp.accept().await {
             Ok((stream, from)) => {
                 let _ = stream.set_nodelay(true);
-                let (pending, _made_room) = admission.admit();
+                let pending = admission.admit();
                 let tally = Tally::open(shared.frames.metrics(), "in", "unauthenticated");
                 tokio::spawn(serve(shared.clone(), stream, from, pending, tally));
             }

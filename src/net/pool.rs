@@ -126,7 +126,8 @@ fn closed_by_peer(stream: &TcpStream) -> bool {
     !matches!(stream.try_read(&mut probe), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-async fn connect(to: SocketAddr, timeout: Duration) -> Option<TcpStream> {
+/// Connects to `to` within `timeout`, with Nagle's algorithm off (frames are written whole).
+pub(super) async fn connect(to: SocketAddr, timeout: Duration) -> Option<TcpStream> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(to))
         .await
         .ok()?

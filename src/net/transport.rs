@@ -19,13 +19,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// An anti-entropy request's reply must arrive this long after the request was written (the
 /// responder may take a while to answer a large request).
 const SYNC_REPLY: Duration = Duration::from_secs(30);
+const SYNC_CONNECT: Duration = Duration::from_secs(2);
 
 /// Shared by the transport's tasks.
 #[derive(Clone)]
@@ -204,16 +205,6 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
     }
 }
 
-async fn connect(to: SocketAddr) -> Option<TcpStream> {
-    let timeout = pool::Settings::DEFAULT.connect;
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(to))
-        .await
-        .ok()?
-        .ok()?;
-    let _ = stream.set_nodelay(true);
-    Some(stream)
-}
-
 /// One anti-entropy session's connection: each request from the core is written, its reply
 /// read and handed back to the core, until the core ends the session.
 async fn run_session(
@@ -222,7 +213,7 @@ async fn run_session(
     to: SocketAddr,
     mut requests: mpsc::UnboundedReceiver<Frame>,
 ) {
-    let Some(mut stream) = connect(to).await else {
+    let Some(mut stream) = pool::connect(to, SYNC_CONNECT).await else {
         shared.frames.drop_counted("unreachable");
         shared.core.sync_reply(session, None);
         return;
