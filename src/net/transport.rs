@@ -232,12 +232,13 @@ async fn run_session(
         } else {
             None
         };
-        match reply {
-            Some(Frame {
-                body: FrameBody::SyncReply(reply),
-                ..
-            }) => shared.core.sync_reply(session, reply),
-            _ => {
+        match reply.map(|frame| frame.body) {
+            Some(FrameBody::SyncReply(reply)) => shared.core.sync_reply(session, reply),
+            other => {
+                if other.is_some() {
+                    // A peer answering a request with anything but a reply.
+                    shared.frames.drop_counted("decode");
+                }
                 shared.core.sync_reply(session, None);
                 return;
             }
