@@ -26,8 +26,18 @@ pub struct TrafficLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
-    /// `decode`, `auth`, `stale`, `oversized`, `fault` or `overload`.
+    /// `decode`, `auth`, `stale`, `oversized`, `truncated`, `timeout`, `fault`, `overload`,
+    /// `queue_full` or `unreachable`.
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `in` or `out`.
+    pub direction: &'static str,
+    /// Inbound: `unauthenticated` (no authentic frame yet) or `peer`. Outbound: `frames` (the
+    /// pooled one-way connection to a peer) or `sync` (an anti-entropy session).
+    pub role: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +64,12 @@ pub struct Metrics {
     pub cluster_messages: Family<TrafficLabels, Counter>,
     pub cluster_bytes: Family<TrafficLabels, Counter>,
     pub cluster_dropped: Family<DropLabels, Counter>,
+    /// Open cluster TCP connections by direction and role.
+    pub cluster_connections: Family<ConnectionLabels, Gauge>,
+    /// Cluster TCP connections opened (outbound) or accepted and then authenticated (inbound).
+    pub cluster_connections_opened: Family<ConnectionLabels, Counter>,
+    /// Encoded bytes of one-way frames waiting for their pooled connection (capped).
+    pub cluster_frames_queued_bytes: Gauge,
     pub members: Family<StateLabels, Gauge>,
     /// Rumor events: `published`, `pushed`, `received`, `merged`.
     pub rumors: Family<EventLabels, Counter>,
@@ -119,6 +135,25 @@ impl Metrics {
             "Cluster messages dropped, by reason",
             cluster_dropped.clone(),
         );
+        let cluster_connections = Family::<ConnectionLabels, Gauge>::default();
+        registry.register(
+            "cluster_connections",
+            "Open cluster TCP connections by direction and role",
+            cluster_connections.clone(),
+        );
+        let cluster_connections_opened = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "cluster_connections_opened",
+            "Cluster TCP connections opened or accepted (in/unauthenticated) and authenticated \
+             (in/peer), by direction and role",
+            cluster_connections_opened.clone(),
+        );
+        let cluster_frames_queued_bytes = Gauge::default();
+        registry.register(
+            "cluster_frames_queued_bytes",
+            "Encoded bytes of one-way frames waiting for their pooled connection to a peer",
+            cluster_frames_queued_bytes.clone(),
+        );
         let members = Family::<StateLabels, Gauge>::default();
         registry.register(
             "members",
@@ -168,6 +203,9 @@ impl Metrics {
             cluster_messages,
             cluster_bytes,
             cluster_dropped,
+            cluster_connections,
+            cluster_connections_opened,
+            cluster_frames_queued_bytes,
             members,
             rumors,
             anti_entropy,

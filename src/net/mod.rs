@@ -1,6 +1,12 @@
 //! Networking drivers: the cluster transport (tokio UDP and TCP), the cluster key's sealing,
 //! and injected faults. They move and protect bytes; the protocol lives in the core.
 
+mod admission;
 pub mod faults;
+mod framing;
+mod inbound;
+mod pool;
 pub mod seal;
+mod sealed;
+mod tally;
 pub mod transport;

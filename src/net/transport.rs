@@ -1,59 +1,46 @@
-//! The cluster transport (tokio): one UDP socket for datagrams, one TCP listener for frames, and
-//! outgoing TCP connections for anti-entropy sessions and large rumors. It encodes, seals, sends,
-//! receives, opens, decodes and hands messages to the core; it enforces injected faults and
-//! counts what it drops. It makes no protocol decisions.
+//! The cluster transport (tokio): one UDP socket for datagrams, one TCP listener for frames
+//! ([`super::inbound`]), pooled connections for one-way frames ([`super::pool`]) and one
+//! connection per anti-entropy session. It encodes, seals, sends, receives, opens, decodes and
+//! hands messages to the core; it enforces injected faults and counts what it drops. It makes no
+//! protocol decisions.
 
 use super::faults::Faults;
-use super::seal::{SealError, Sealer};
+use super::inbound;
+use super::pool::{self, Pool};
+use super::seal::Sealer;
+use super::sealed::{Ended, SealedFrames, SEAL_OVERHEAD};
+use super::tally::Tally;
 use crate::clock::NodeId;
-use crate::metrics::{Metrics, TrafficLabels};
+use crate::metrics::Metrics;
 use crate::node::Outbound;
 use crate::runtime::{wall_ms, NodeHandle};
-use crate::wire::{self, Frame, FrameBody, MAX_DATAGRAM_RECEIVED, MAX_FRAME};
+use crate::wire::{self, Frame, FrameBody, MAX_DATAGRAM_RECEIVED};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-/// Sealing adds a nonce and a tag (and the sender's clock) to every message.
-const SEAL_OVERHEAD: usize = 24 + 16 + 8;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A sync round trip or an idle inbound connection longer than this is abandoned.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// An anti-entropy request's reply must arrive this long after the request was written (the
+/// responder may take a while to answer a large request).
+const SYNC_REPLY: Duration = Duration::from_secs(30);
+const SYNC_CONNECT: Duration = Duration::from_secs(2);
 
 /// Shared by the transport's tasks.
 #[derive(Clone)]
-struct Shared {
+pub(super) struct Shared {
     udp: Arc<UdpSocket>,
-    sealer: Sealer,
-    faults: Faults,
-    metrics: Arc<Metrics>,
-    core: NodeHandle,
+    pub(super) frames: SealedFrames,
+    pub(super) faults: Faults,
+    pub(super) core: NodeHandle,
     /// Cluster address → node id, learned from received messages, so that faults also apply to
     /// messages addressed by address only (seeds).
     ids: Arc<RwLock<HashMap<SocketAddr, NodeId>>>,
 }
 
 impl Shared {
-    fn count(&self, kind: &'static str, direction: &'static str, bytes: usize) {
-        let labels = TrafficLabels { kind, direction };
-        self.metrics.cluster_messages.get_or_create(&labels).inc();
-        self.metrics
-            .cluster_bytes
-            .get_or_create(&labels)
-            .inc_by(bytes as u64);
-    }
-
-    fn drop_counted(&self, reason: &'static str) {
-        self.metrics
-            .cluster_dropped
-            .get_or_create(&crate::metrics::DropLabels { reason })
-            .inc();
-    }
-
     fn learn(&self, addr: SocketAddr, id: &NodeId) {
         let known = self
             .ids
@@ -74,20 +61,6 @@ impl Shared {
         }
         let id = self.ids.read().ok().and_then(|m| m.get(&to).cloned());
         id.is_some_and(|id| self.faults.drops(&id))
-    }
-
-    fn open(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        match self.sealer.open(bytes, wall_ms()) {
-            Ok(plain) => Some(plain),
-            Err(SealError::Unauthentic) => {
-                self.drop_counted("auth");
-                None
-            }
-            Err(SealError::Stale) => {
-                self.drop_counted("stale");
-                None
-            }
-        }
     }
 }
 
@@ -122,16 +95,15 @@ pub fn spawn(
     }
     let shared = Shared {
         udp: Arc::new(udp),
-        sealer,
+        frames: SealedFrames::new(sealer, metrics),
         faults,
-        metrics,
         core,
         ids: Arc::default(),
     };
     TransportHandle {
         tasks: vec![
             tokio::spawn(receive_datagrams(shared.clone())),
-            tokio::spawn(accept_frames(shared.clone(), tcp)),
+            tokio::spawn(inbound::accept(shared.clone(), tcp)),
             tokio::spawn(send_outbound(shared, outbound)),
         ],
     }
@@ -150,131 +122,35 @@ async fn receive_datagrams(shared: Shared) {
                 continue;
             }
         };
-        shared.count("datagram", "in", len);
+        shared.frames.count("datagram", "in", len);
         if len > MAX_DATAGRAM_RECEIVED + SEAL_OVERHEAD {
-            shared.drop_counted("oversized");
+            shared.frames.drop_counted("oversized");
             continue;
         }
-        let Some(plain) = shared.open(&buf[..len]) else {
+        let Some(plain) = shared.frames.open(&buf[..len]) else {
             continue;
         };
         let datagram = match wire::decode_datagram(&plain) {
             Ok(d) => d,
             Err(e) => {
                 tracing::debug!(%from, error = %e, "dropping an undecodable datagram");
-                shared.drop_counted("decode");
+                shared.frames.drop_counted("decode");
                 continue;
             }
         };
         if shared.faults.drops(&datagram.from.id) {
-            shared.drop_counted("fault");
+            shared.frames.drop_counted("fault");
             continue;
         }
         shared.learn(datagram.from.gossip_addr, &datagram.from.id);
         if !shared.core.deliver_datagram(from, datagram) {
-            shared.drop_counted("overload");
-        }
-    }
-}
-
-/// Inbound cluster connections served at once; more wait in the listen backlog. Each may hold a
-/// frame buffer of up to [`MAX_FRAME`], so this bounds that memory too.
-const MAX_INBOUND: usize = 64;
-
-async fn accept_frames(shared: Shared, tcp: TcpListener) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        match tcp.accept().await {
-            Ok((stream, from)) => {
-                let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    serve_connection(shared, stream, from).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Reads one length-prefixed sealed frame; `None` on end of stream, timeout or bad input.
-async fn read_frame(shared: &Shared, stream: &mut TcpStream) -> Option<Frame> {
-    let read = async {
-        let len = stream.read_u32().await.ok()? as usize;
-        if len > MAX_FRAME + SEAL_OVERHEAD {
-            shared.drop_counted("oversized");
-            return None;
-        }
-        // Bounded above, so a lying length field cannot make us allocate more than a frame.
-        let mut buf = vec![0u8; len];
-        stream.read_exact(&mut buf).await.ok()?;
-        shared.count("frame", "in", len + 4);
-        let plain = shared.open(&buf)?;
-        match wire::decode_frame(&plain) {
-            Ok(frame) => Some(frame),
-            Err(e) => {
-                tracing::debug!(error = %e, "dropping an undecodable frame");
-                shared.drop_counted("decode");
-                None
-            }
-        }
-    };
-    tokio::time::timeout(IO_TIMEOUT, read).await.ok().flatten()
-}
-
-async fn write_frame(shared: &Shared, stream: &mut TcpStream, frame: &Frame) -> bool {
-    let sealed = shared.sealer.seal(&wire::encode_frame(frame), wall_ms());
-    let mut out = Vec::with_capacity(4 + sealed.len());
-    out.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
-    out.extend_from_slice(&sealed);
-    shared.count("frame", "out", out.len());
-    matches!(
-        tokio::time::timeout(IO_TIMEOUT, stream.write_all(&out)).await,
-        Ok(Ok(()))
-    )
-}
-
-async fn serve_connection(shared: Shared, mut stream: TcpStream, from: SocketAddr) {
-    while let Some(frame) = read_frame(&shared, &mut stream).await {
-        if shared.faults.drops(&frame.from) {
-            shared.drop_counted("fault");
-            return;
-        }
-        match frame.body {
-            FrameBody::Rumors(_) | FrameBody::Forget(_) => {
-                if !shared.core.deliver_frame(from, frame) {
-                    shared.drop_counted("overload");
-                }
-            }
-            FrameBody::SyncRequest(request) => {
-                let sender = frame.from.clone();
-                let Some(reply) = shared.core.sync_request(sender, request).await else {
-                    return;
-                };
-                let frame = Frame {
-                    from: shared.core.id().clone(),
-                    body: FrameBody::SyncReply(reply),
-                };
-                if !write_frame(&shared, &mut stream, &frame).await {
-                    return;
-                }
-            }
-            FrameBody::SyncReply(_) => {
-                shared.drop_counted("decode");
-                return;
-            }
+            shared.frames.drop_counted("overload");
         }
     }
 }
 
 async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Outbound>) {
+    let mut pool = Pool::new(shared.frames.clone(), pool::Settings::DEFAULT);
     // Open anti-entropy sessions: session id → the channel feeding its connection task.
     let mut sessions: HashMap<u64, mpsc::UnboundedSender<wire::Frame>> = HashMap::new();
     while let Some(message) = outbound.recv().await {
@@ -285,28 +161,24 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
                 datagram,
             } => {
                 if shared.blocked(to, to_id.as_ref()) {
-                    shared.drop_counted("fault");
+                    shared.frames.drop_counted("fault");
                     continue;
                 }
                 let sealed = shared
-                    .sealer
+                    .frames
+                    .sealer()
                     .seal(&wire::encode_datagram(&datagram), wall_ms());
-                shared.count("datagram", "out", sealed.len());
+                shared.frames.count("datagram", "out", sealed.len());
                 if let Err(e) = shared.udp.send_to(&sealed, to).await {
                     tracing::debug!(%to, error = %e, "UDP send failed");
                 }
             }
             Outbound::Frame { to, to_id, frame } => {
                 if shared.blocked(to, to_id.as_ref()) {
-                    shared.drop_counted("fault");
+                    shared.frames.drop_counted("fault");
                     continue;
                 }
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    if let Some(mut stream) = connect(to).await {
-                        write_frame(&shared, &mut stream, &frame).await;
-                    }
-                });
+                pool.send(to, frame);
             }
             Outbound::SyncRequest {
                 session,
@@ -315,7 +187,7 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
                 frame,
             } => {
                 if shared.blocked(to, Some(&to_id)) {
-                    shared.drop_counted("fault");
+                    shared.frames.drop_counted("fault");
                     shared.core.sync_reply(session, None);
                     continue;
                 }
@@ -333,15 +205,6 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
     }
 }
 
-async fn connect(to: SocketAddr) -> Option<TcpStream> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to))
-        .await
-        .ok()?
-        .ok()?;
-    let _ = stream.set_nodelay(true);
-    Some(stream)
-}
-
 /// One anti-entropy session's connection: each request from the core is written, its reply
 /// read and handed back to the core, until the core ends the session.
 async fn run_session(
@@ -350,22 +213,32 @@ async fn run_session(
     to: SocketAddr,
     mut requests: mpsc::UnboundedReceiver<Frame>,
 ) {
-    let Some(mut stream) = connect(to).await else {
+    let Some(mut stream) = pool::connect(to, SYNC_CONNECT).await else {
+        shared.frames.drop_counted("unreachable");
         shared.core.sync_reply(session, None);
         return;
     };
+    let _tally = Tally::open(shared.frames.metrics(), "out", "sync");
     while let Some(request) = requests.recv().await {
-        let reply = if write_frame(&shared, &mut stream, &request).await {
-            read_frame(&shared, &mut stream).await
+        let reply = if shared.frames.write(&mut stream, &request, SYNC_REPLY).await {
+            let deadline = Instant::now() + SYNC_REPLY;
+            match shared.frames.read(&mut stream, deadline, || ()).await {
+                Err(Ended::Quiet) => {
+                    shared.frames.drop_counted("timeout");
+                    None
+                }
+                reply => reply.ok(),
+            }
         } else {
             None
         };
-        match reply {
-            Some(Frame {
-                body: FrameBody::SyncReply(reply),
-                ..
-            }) => shared.core.sync_reply(session, reply),
-            _ => {
+        match reply.map(|frame| frame.body) {
+            Some(FrameBody::SyncReply(reply)) => shared.core.sync_reply(session, reply),
+            other => {
+                if other.is_some() {
+                    // A peer answering a request with anything but a reply.
+                    shared.frames.drop_counted("decode");
+                }
                 shared.core.sync_reply(session, None);
                 return;
             }

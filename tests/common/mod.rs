@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 #![allow(clippy::disallowed_methods)] // tests and benchmarks measure real time
 
+pub mod flood;
+
 use hearsay::clock::NodeId;
 use hearsay::server::{self, ServerConfig};
 use std::io::{BufRead, BufReader};
@@ -158,6 +160,11 @@ impl Proc {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The child's process id (for reading `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal (SIGSTOP, SIGCONT, SIGTERM...).

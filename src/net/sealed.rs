@@ -1,0 +1,139 @@
+//! Cluster frames on a TCP stream, end to end: encode, seal, frame and write; read (holding
+//! memory only for bytes that arrived), open, decode. Counts the traffic and every frame it
+//! drops, with its reason. Makes no decision about a connection: callers choose deadlines and
+//! what to do when a frame does not come.
+
+use super::framing::{self, FrameError};
+use super::seal::{SealError, Sealer};
+use crate::metrics::{DropLabels, Metrics, TrafficLabels};
+use crate::runtime::wall_ms;
+use crate::wire::{self, Frame, MAX_FRAME};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// Sealing adds a nonce and a tag (and the sender's clock) to every message.
+pub const SEAL_OVERHEAD: usize = 24 + 16 + 8;
+
+/// Why no frame was read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The peer closed the stream between frames.
+    Closed,
+    /// The deadline passed with no byte of a new frame: the connection was idle.
+    Quiet,
+    /// A frame was dropped (already counted with its reason).
+    Dropped,
+}
+
+/// Seals, frames and counts; cheap to clone.
+#[derive(Clone)]
+pub struct SealedFrames {
+    sealer: Sealer,
+    metrics: Arc<Metrics>,
+}
+
+impl SealedFrames {
+    pub fn new(sealer: Sealer, metrics: Arc<Metrics>) -> Self {
+        SealedFrames { sealer, metrics }
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Counts one message of `kind` (`datagram`, `frame`) in `direction` (`in`, `out`).
+    pub fn count(&self, kind: &'static str, direction: &'static str, bytes: usize) {
+        let labels = TrafficLabels { kind, direction };
+        self.metrics.cluster_messages.get_or_create(&labels).inc();
+        self.metrics
+            .cluster_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes as u64);
+    }
+
+    /// Counts a dropped input (or an outgoing message that could not leave) by reason.
+    pub fn drop_counted(&self, reason: &'static str) {
+        self.metrics
+            .cluster_dropped
+            .get_or_create(&DropLabels { reason })
+            .inc();
+    }
+
+    /// Opens a sealed message, counting a failure.
+    pub fn open(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        match self.sealer.open(bytes, wall_ms()) {
+            Ok(plain) => Some(plain),
+            Err(SealError::Unauthentic) => {
+                self.drop_counted("auth");
+                None
+            }
+            Err(SealError::Stale) => {
+                self.drop_counted("stale");
+                None
+            }
+        }
+    }
+
+    /// Reads one frame that must be complete by `deadline`; `heard` is called whenever bytes
+    /// arrive. A frame cut short, oversized, late once started, unauthentic or undecodable is
+    /// dropped and counted.
+    pub async fn read<S: AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+        deadline: Instant,
+        mut heard: impl FnMut(),
+    ) -> Result<Frame, Ended> {
+        let mut body = Vec::new();
+        let mut started = false;
+        let limit = MAX_FRAME + SEAL_OVERHEAD;
+        let read = framing::read_frame(stream, limit, &mut body, |_| {
+            started = true;
+            heard();
+        });
+        let outcome = tokio::time::timeout_at(deadline, read).await;
+        let reason = match outcome {
+            Ok(Ok(())) => return self.decode(&body),
+            Err(_elapsed) if !started => return Err(Ended::Quiet),
+            Err(_elapsed) => "timeout",
+            Ok(Err(FrameError::Closed)) => return Err(Ended::Closed),
+            Ok(Err(FrameError::Io(_))) if !started => return Err(Ended::Closed),
+            Ok(Err(FrameError::Truncated | FrameError::Io(_))) => "truncated",
+            Ok(Err(FrameError::Oversized(_))) => "oversized",
+        };
+        self.drop_counted(reason);
+        Err(Ended::Dropped)
+    }
+
+    fn decode(&self, sealed: &[u8]) -> Result<Frame, Ended> {
+        self.count("frame", "in", sealed.len() + framing::HEADER);
+        let plain = self.open(sealed).ok_or(Ended::Dropped)?;
+        wire::decode_frame(&plain).map_err(|e| {
+            tracing::debug!(error = %e, "dropping an undecodable frame");
+            self.drop_counted("decode");
+            Ended::Dropped
+        })
+    }
+
+    /// Seals and writes one frame, giving up after `timeout`; `false` when it could not be
+    /// written (the connection is then unusable).
+    pub async fn write<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        frame: &Frame,
+        timeout: Duration,
+    ) -> bool {
+        let sealed = self.sealer.seal(&wire::encode_frame(frame), wall_ms());
+        let out = framing::frame_bytes(&sealed);
+        self.count("frame", "out", out.len());
+        matches!(
+            tokio::time::timeout(timeout, stream.write_all(&out)).await,
+            Ok(Ok(()))
+        )
+    }
+}
