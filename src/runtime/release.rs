@@ -66,20 +66,29 @@ pub(super) fn run_syncer(
         let mut batch = vec![first];
         batch.extend(groups.try_iter());
         let mut now: Vec<Arc<File>> = Vec::new();
-        for group in &batch {
-            match &group.pending {
+        let mut failure = None;
+        let mut releases = Vec::with_capacity(batch.len());
+        for group in batch {
+            match group.pending {
                 PendingSync::Done => {}
-                PendingSync::Log(file) => add_once(&mut now, file),
-                PendingSync::Soon(file) => add_once(&mut unsynced, file),
+                PendingSync::Log(file) => add_once(&mut now, &file),
+                PendingSync::Soon(file) => add_once(&mut unsynced, &file),
+                memory @ PendingSync::Memory(_) => {
+                    if let Err(e) = memory.complete() {
+                        failure.get_or_insert(e);
+                    }
+                }
             }
+            releases.push(group.releases);
         }
-        let synced = now.iter().try_for_each(|file| file.sync_data());
-        if let Err(e) = &synced {
+        if let Err(e) = now.iter().try_for_each(|file| file.sync_data()) {
+            failure.get_or_insert(StoreError::Io(e.to_string()));
+        }
+        if let Some(e) = &failure {
             tracing::error!(error = %e, "log sync failed; the writes of this group are not acknowledged and nothing of it is sent");
         }
-        let failure = synced.err().map(|e| StoreError::Io(e.to_string()));
-        for group in batch {
-            release(group.releases, failure.as_ref(), &outbound);
+        for group in releases {
+            release(group, failure.as_ref(), &outbound);
         }
     }
 }

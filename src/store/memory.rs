@@ -1,15 +1,21 @@
 //! An in-memory store for the simulator and unit tests. Cloning a `MemoryStore` shares its
-//! contents, which is how the simulator "restarts" a node on the state it had persisted.
+//! contents, which is how the simulator restarts a node on what it had persisted.
+//!
+//! By default every applied batch is durable at once. [`MemoryStore::with_crashes`] models a disk
+//! instead: a batch becomes durable only when the sync of its commit completes, and
+//! [`MemoryStore::reopen`] (a restart after a crash) finds only what was durable. Faults can be
+//! injected: syncs that fail, and a full disk on which every write fails. A node's failed group is
+//! rolled back with [`Store::rollback`], which returns the store to what was durable.
 
 use super::{
-    merkle, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, PendingSync, Store, StoreError,
-    StoreKey, StoreRead, WriteBatch,
+    merkle, CheckpointWork, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, PendingSync,
+    Store, StoreError, StoreKey, StoreRead, WriteBatch,
 };
 use crate::clock::Timestamp;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Contents {
     records: BTreeMap<Vec<u8>, KeyState>,
     /// (leaf, encoded key) → item hash prefix.
@@ -21,35 +27,133 @@ struct Contents {
     clustered: bool,
 }
 
-#[derive(Clone, Default)]
-pub struct MemoryStore {
-    contents: Arc<RwLock<Contents>>,
-    meta: Meta,
-}
-
-impl MemoryStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A handle on the same persisted contents, as a restarted node would open them.
-    pub fn reopen(&self) -> Self {
-        let meta = read(&self.contents).meta.clone();
-        MemoryStore {
-            contents: self.contents.clone(),
-            meta,
+impl Contents {
+    fn apply(&mut self, batch: &WriteBatch) {
+        if let Some(horizon) = batch.collected_through {
+            self.collected_through = horizon;
+        }
+        self.clustered |= batch.clustered;
+        for key in &batch.removals {
+            let encoded = key.encode();
+            self.key_hashes
+                .remove(&(merkle::bucket_of(key), encoded.clone()));
+            self.records.remove(&encoded);
+        }
+        for (key, state) in &batch.records {
+            self.records.insert(key.encode(), state.clone());
+        }
+        for (key, hash) in &batch.key_hashes {
+            self.key_hashes
+                .insert((merkle::bucket_of(key), key.encode()), *hash);
+        }
+        if !batch.leaves.is_empty() {
+            let leaves = self
+                .leaves
+                .get_or_insert_with(|| vec![Leaf::default(); merkle::LEAVES]);
+            for (i, leaf) in &batch.leaves {
+                leaves[*i as usize] = *leaf;
+            }
+        }
+        if let Some(complete) = batch.leaves_complete {
+            self.leaves_complete = complete;
+        }
+        if let Some(meta) = &batch.meta {
+            self.meta = meta.clone();
         }
     }
 }
 
-fn read(c: &RwLock<Contents>) -> std::sync::RwLockReadGuard<'_, Contents> {
-    // A panic while holding the lock cannot leave the maps half-updated (each update is a single
-    // insert), so a poisoned lock is still safe to use.
-    c.read().unwrap_or_else(|e| e.into_inner())
+/// What a simulated disk holds, and the faults injected into it.
+#[derive(Default)]
+struct Disk {
+    /// What readers see: every applied batch.
+    applied: Contents,
+    /// What survives a crash, with the crash model: the batches whose sync completed.
+    durable: Option<Contents>,
+    /// Syncs fail (the batches they cover never become durable).
+    fail_syncs: bool,
+    /// The disk is full: every write fails.
+    full: bool,
 }
 
-fn write(c: &RwLock<Contents>) -> std::sync::RwLockWriteGuard<'_, Contents> {
-    c.write().unwrap_or_else(|e| e.into_inner())
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    disk: Arc<RwLock<Disk>>,
+    meta: Meta,
+    /// With the crash model: batches applied since the last commit.
+    uncommitted: Vec<WriteBatch>,
+}
+
+impl MemoryStore {
+    /// A store on which every applied batch is durable at once.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store that models a disk: a batch is durable once the sync of its commit completes, and
+    /// a crash ([`MemoryStore::reopen`]) loses the rest.
+    pub fn with_crashes() -> Self {
+        let store = Self::default();
+        write(&store.disk).durable = Some(Contents::default());
+        store
+    }
+
+    /// The same disk as a restarted node opens it: with the crash model, only what was durable.
+    pub fn reopen(&self) -> Self {
+        let meta = {
+            let mut disk = write(&self.disk);
+            if let Some(durable) = disk.durable.clone() {
+                disk.applied = durable;
+            }
+            disk.applied.meta.clone()
+        };
+        MemoryStore {
+            disk: self.disk.clone(),
+            meta,
+            uncommitted: Vec::new(),
+        }
+    }
+
+    /// From now on, syncs fail (`true`) or succeed again.
+    pub fn fail_syncs(&self, fail: bool) {
+        write(&self.disk).fail_syncs = fail;
+    }
+
+    /// From now on, the disk is full (`true`: every write fails) or has room again.
+    pub fn set_full(&self, full: bool) {
+        write(&self.disk).full = full;
+    }
+}
+
+/// The sync of one commit under the crash model: completing it makes its batches durable.
+pub struct MemorySync {
+    disk: Arc<RwLock<Disk>>,
+    batches: Vec<WriteBatch>,
+}
+
+impl MemorySync {
+    pub fn complete(self) -> Result<(), StoreError> {
+        let mut disk = write(&self.disk);
+        if disk.fail_syncs {
+            return Err(StoreError::Io("sync failed (injected)".into()));
+        }
+        if let Some(durable) = &mut disk.durable {
+            for batch in &self.batches {
+                durable.apply(batch);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read(d: &RwLock<Disk>) -> std::sync::RwLockReadGuard<'_, Disk> {
+    // A panic while holding the lock cannot leave the maps half-updated (each update is a single
+    // insert), so a poisoned lock is still safe to use.
+    d.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(d: &RwLock<Disk>) -> std::sync::RwLockWriteGuard<'_, Disk> {
+    d.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One page of live keys from an iterator over (encoded-key-without-keyspace, state) in key order
@@ -82,12 +186,12 @@ pub(super) fn page_of(
 }
 
 struct MemoryReader {
-    contents: Arc<RwLock<Contents>>,
+    disk: Arc<RwLock<Disk>>,
 }
 
 impl StoreRead for MemoryReader {
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
-        Ok(read(&self.contents).records.get(&key.encode()).cloned())
+        Ok(read(&self.disk).applied.records.get(&key.encode()).cloned())
     }
 
     fn list_live(
@@ -98,8 +202,9 @@ impl StoreRead for MemoryReader {
         limit: usize,
     ) -> Result<KeyPage, StoreError> {
         let (start, from) = super::listing_bounds(space, prefix, after);
-        let contents = read(&self.contents);
-        let iter = contents
+        let disk = read(&self.disk);
+        let iter = disk
+            .applied
             .records
             .range(from..)
             .take_while(|(k, _)| k.starts_with(&start))
@@ -115,7 +220,7 @@ impl StoreRead for MemoryReader {
 impl Store for MemoryStore {
     fn reader(&self) -> Arc<dyn StoreRead> {
         Arc::new(MemoryReader {
-            contents: self.contents.clone(),
+            disk: self.disk.clone(),
         })
     }
 
@@ -124,20 +229,21 @@ impl Store for MemoryStore {
     }
 
     fn collected_through(&self) -> Timestamp {
-        read(&self.contents).collected_through
+        read(&self.disk).applied.collected_through
     }
 
     fn clustered(&self) -> bool {
-        read(&self.contents).clustered
+        read(&self.disk).applied.clustered
     }
 
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
-        Ok(read(&self.contents).records.get(&key.encode()).cloned())
+        Ok(read(&self.disk).applied.records.get(&key.encode()).cloned())
     }
 
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {
-        let c = read(&self.contents);
-        let range = c
+        let disk = read(&self.disk);
+        let range = disk
+            .applied
             .key_hashes
             .range((leaf, Vec::new())..)
             .take_while(|((l, _), _)| *l == leaf);
@@ -147,7 +253,8 @@ impl Store for MemoryStore {
     }
 
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError> {
-        let c = read(&self.contents);
+        let disk = read(&self.disk);
+        let c = &disk.applied;
         Ok(c.leaves.clone().filter(|_| c.leaves_complete))
     }
 
@@ -155,7 +262,8 @@ impl Store for MemoryStore {
         &self,
         f: &mut dyn FnMut(StoreKey, KeyState) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let records: Vec<_> = read(&self.contents)
+        let records: Vec<_> = read(&self.disk)
+            .applied
             .records
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -172,57 +280,55 @@ impl Store for MemoryStore {
     }
 
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
-        let mut c = write(&self.contents);
-        if let Some(horizon) = batch.collected_through {
-            c.collected_through = horizon;
+        let mut disk = write(&self.disk);
+        if disk.full {
+            return Err(StoreError::Io(
+                "No space left on device (os error 28; injected)".into(),
+            ));
         }
-        c.clustered |= batch.clustered;
-        for key in batch.removals {
-            let encoded = key.encode();
-            c.key_hashes
-                .remove(&(merkle::bucket_of(&key), encoded.clone()));
-            c.records.remove(&encoded);
+        disk.applied.apply(&batch);
+        let crashes = disk.durable.is_some();
+        drop(disk);
+        if let Some(meta) = &batch.meta {
+            self.meta = meta.clone();
         }
-        for (key, state) in batch.records {
-            c.records.insert(key.encode(), state);
-        }
-        for (key, hash) in batch.key_hashes {
-            c.key_hashes
-                .insert((merkle::bucket_of(&key), key.encode()), hash);
-        }
-        if !batch.leaves.is_empty() {
-            let leaves = c
-                .leaves
-                .get_or_insert_with(|| vec![Leaf::default(); merkle::LEAVES]);
-            for (i, leaf) in batch.leaves {
-                leaves[i as usize] = leaf;
-            }
-        }
-        if let Some(complete) = batch.leaves_complete {
-            c.leaves_complete = complete;
-        }
-        if let Some(meta) = batch.meta {
-            c.meta = meta.clone();
-            self.meta = meta;
+        if crashes {
+            self.uncommitted.push(batch);
         }
         Ok(())
     }
 
     fn commit(&mut self) -> Result<PendingSync, StoreError> {
-        Ok(PendingSync::Done)
+        if read(&self.disk).durable.is_none() {
+            return Ok(PendingSync::Done);
+        }
+        Ok(PendingSync::Memory(MemorySync {
+            disk: self.disk.clone(),
+            batches: std::mem::take(&mut self.uncommitted),
+        }))
     }
 
     fn wants_checkpoint(&self) -> bool {
         false
     }
 
-    fn begin_checkpoint(&mut self) -> Result<Option<super::CheckpointWork>, StoreError> {
+    fn begin_checkpoint(&mut self) -> Result<Option<CheckpointWork>, StoreError> {
         Ok(None)
     }
 
     fn checkpoint_done(&mut self, _completed: bool) {}
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
+        // Everything applied becomes durable, as a flushed database would.
+        let mut disk = write(&self.disk);
+        if disk.fail_syncs {
+            return Err(StoreError::Io("sync failed (injected)".into()));
+        }
+        self.uncommitted.clear();
+        let applied = disk.applied.clone();
+        if let Some(durable) = &mut disk.durable {
+            *durable = applied;
+        }
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ pub mod record;
 mod sled_store;
 mod wal;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, MemorySync};
 pub use merkle::{Leaf, MerkleIndex};
 pub use sled_store::SledStore;
 
@@ -161,6 +161,8 @@ pub enum PendingSync {
     /// Acknowledge now, and `fdatasync` this file within a few milliseconds (`batch`
     /// durability).
     Soon(std::sync::Arc<std::fs::File>),
+    /// The memory store's modelled sync (see [`MemoryStore::with_crashes`]).
+    Memory(MemorySync),
 }
 
 impl PendingSync {
@@ -170,6 +172,7 @@ impl PendingSync {
         match self {
             PendingSync::Done | PendingSync::Soon(_) => Ok(()),
             PendingSync::Log(file) => Ok(file.sync_data()?),
+            PendingSync::Memory(sync) => sync.complete(),
         }
     }
 }
