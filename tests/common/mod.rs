@@ -236,3 +236,5 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+pub mod raw_http;
