@@ -22,6 +22,8 @@ pub const RESERVED_FILES: u64 = 192;
 /// The default connection cap never exceeds this, however high the open-file limit: each
 /// connection costs buffers, and more clients than this belong behind more nodes.
 pub const MAX_DEFAULT_CONNECTIONS: usize = 16_384;
+/// The most `--http-max-connections` accepted, whatever the open-file limit.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
 /// What a client is told to wait before retrying an `overloaded` request.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -80,6 +82,11 @@ impl HttpLimits {
             if value.is_zero() {
                 return Err(format!("{flag} must be at least 1"));
             }
+        }
+        if self.max_connections > MAX_CONNECTIONS {
+            return Err(format!(
+                "--http-max-connections must be at most {MAX_CONNECTIONS}"
+            ));
         }
         if let Some(files) = open_files {
             let most = most_connections(files);
@@ -217,6 +224,14 @@ mod tests {
             e.contains("--http-max-connections 900") && e.contains("832"),
             "{e}"
         );
+        let absurd = HttpLimits {
+            max_connections: MAX_CONNECTIONS + 1,
+            ..ok.clone()
+        };
+        assert!(absurd
+            .validate(None)
+            .unwrap_err()
+            .contains("--http-max-connections"));
         let no_in_flight = HttpLimits {
             max_in_flight: 0,
             ..ok.clone()

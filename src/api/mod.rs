@@ -1,6 +1,9 @@
 //! The HTTP API (axum): routes, shared state, limits and the metrics middleware. Handlers turn
 //! requests into core commands through [`NodeHandle`] and read the store directly; they make no
-//! replication decisions.
+//! replication decisions. Every request passes, outermost first: `observe` (metrics, JSON
+//! errors), the in-flight limit ([`limits`]), the request-line checks (`guard`), then its
+//! handler. [`serve`] is the accept loop that serves the router under the connection cap and
+//! the header and idle timeouts.
 
 mod admin;
 mod body;
