@@ -247,14 +247,14 @@ pub async fn serve(
             _ = leave.notified() => {}
         }
     };
-    let served = api::serve(listeners.http, app, &config.http, connections, stop).await;
+    api::serve(listeners.http, app, &config.http, connections, stop).await;
     handle.leave().await;
     // Give the transport a moment to send the leave announcement.
     tokio::time::sleep(Duration::from_millis(200)).await;
     handle.shutdown().await;
     transport.stop();
     tracing::info!(node = %config.node_id, "stopped");
-    served
+    Ok(())
 }
 
 /// A node started by [`spawn`].

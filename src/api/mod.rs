@@ -130,15 +130,12 @@ async fn unmatched(uri: Uri) -> ApiError {
         return empty_name("key");
     }
     if let Some(rest) = path.strip_prefix("/v1/sets/") {
+        // `{key}` or `{key}/{element}`, one of them empty.
         let segments: Vec<&str> = rest.split('/').collect();
-        let names = ["key", "element"];
-        if let Some((what, _)) = names
-            .iter()
-            .zip(&segments)
-            .find(|(_, segment)| segment.is_empty())
-            .filter(|_| segments.len() <= names.len())
-        {
-            return empty_name(what);
+        if segments.len() <= 2 {
+            if let Some(i) = segments.iter().position(|s| s.is_empty()) {
+                return empty_name(["key", "element"][i]);
+            }
         }
     }
     ApiError::not_found("no such endpoint")

@@ -32,7 +32,7 @@ pub async fn serve(
     limits: &HttpLimits,
     connections: Gauge,
     stop: impl Future<Output = ()>,
-) -> io::Result<()> {
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stopping, stopped) = watch::channel(false);
     let deadlines = Deadlines {
@@ -85,7 +85,6 @@ pub async fn serve(
     {
         tracing::warn!("HTTP connections still open after the stop grace period; leaving them");
     }
-    Ok(())
 }
 
 /// Accept errors about one connection (it was reset before it was accepted), as opposed to the
