@@ -90,7 +90,10 @@ impl<T> DeadlineIo<T> {
         self.timer.as_mut().reset(Instant::now() + limit);
     }
 
-    /// An error once the deadline of the current phase has passed; arms the timer's wake-up.
+    /// Arms the timer for the current phase, so that its deadline wakes the connection, and gives
+    /// an error once that deadline has passed. Called on every poll: after an answer, hyper may
+    /// write and flush it and then wait on a read it registered while the request was handled,
+    /// so the idle deadline must be armed by the write.
     fn overdue(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
         let phase = self.phase.get();
         if phase == HANDLING {
@@ -110,6 +113,18 @@ impl<T> DeadlineIo<T> {
         };
         Some(io::Error::new(io::ErrorKind::TimedOut, what))
     }
+
+    /// `result`, or the deadline's error in place of waiting any longer.
+    fn within_deadline<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match (self.overdue(cx), result) {
+            (Some(e), Poll::Pending) => Poll::Ready(Err(e)),
+            (_, result) => result,
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
@@ -121,18 +136,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
         let this = &mut *self;
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = read {
-            // The first bytes after an answer start the next request's head.
-            if buf.filled().len() > before && this.phase.get() == IDLE {
-                this.phase.0.store(HEAD, Ordering::Relaxed);
-                this.restart(HEAD);
-            }
-            return read;
+        // The first bytes after an answer start the next request's head.
+        let got_bytes = matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        if got_bytes && this.phase.get() == IDLE {
+            this.phase.0.store(HEAD, Ordering::Relaxed);
         }
-        match this.overdue(cx) {
-            Some(e) => Poll::Ready(Err(e)),
-            None => read,
-        }
+        this.within_deadline(cx, read)
     }
 }
 
@@ -142,13 +151,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Pending => this
-                .overdue(cx)
-                .map_or(Poll::Pending, |e| Poll::Ready(Err(e))),
-            ready => ready,
-        }
+        let written = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.within_deadline(cx, written)
     }
 
     fn poll_write_vectored(
@@ -156,13 +160,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
         cx: &mut Context<'_>,
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, data) {
-            Poll::Pending => this
-                .overdue(cx)
-                .map_or(Poll::Pending, |e| Poll::Ready(Err(e))),
-            ready => ready,
-        }
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, data);
+        self.within_deadline(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -170,13 +169,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Pending => this
-                .overdue(cx)
-                .map_or(Poll::Pending, |e| Poll::Ready(Err(e))),
-            ready => ready,
-        }
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        self.within_deadline(cx, flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -240,6 +234,43 @@ mod tests {
         let started = Instant::now();
         let err = read_some(&mut io).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_after(started.elapsed(), LIMITS.idle);
+        drop(client);
+    }
+
+    /// hyper's order within one poll of a connection: the read registered while the request was
+    /// handled, then the answer written and flushed, then nothing until a wake-up. Only the idle
+    /// timer can wake it, so writing the answer must arm it.
+    #[tokio::test]
+    async fn writing_an_answer_arms_the_idle_deadline_without_another_read() {
+        let (client, server) = tokio::io::duplex(1024);
+        let phase = RequestPhase::new();
+        let mut io = DeadlineIo::new(server, LIMITS, phase.clone());
+        phase.handling();
+        let started = Instant::now();
+        let mut answered = false;
+        let mut buf = [0u8; 64];
+        let idle = std::future::poll_fn(|cx| {
+            let mut read_buf = ReadBuf::new(&mut buf);
+            let read = Pin::new(&mut io).poll_read(cx, &mut read_buf);
+            if answered {
+                return read;
+            }
+            assert!(read.is_pending());
+            phase.answered();
+            let written = Pin::new(&mut io).poll_write(cx, b"HTTP/1.1 200 OK\r\n\r\n");
+            assert!(matches!(written, Poll::Ready(Ok(_))));
+            assert!(matches!(
+                Pin::new(&mut io).poll_flush(cx),
+                Poll::Ready(Ok(()))
+            ));
+            answered = true;
+            Poll::Pending
+        });
+        let result = tokio::time::timeout(LIMITS.idle * 5, idle)
+            .await
+            .expect("the idle deadline woke the connection");
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
         assert_after(started.elapsed(), LIMITS.idle);
         drop(client);
     }
