@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use hearsay::api::limits::open_file_limit;
 use hearsay::clock::NodeId;
 use hearsay::gossip::rumor::RumorConfig;
 use hearsay::local_cluster::LocalCluster;
@@ -10,10 +11,12 @@ use hearsay::server::{self, Listeners, ServerConfig};
 use hearsay::sim::figure;
 use hearsay::sim::rounds::{RoundModel, RoundReport};
 use hearsay::store::Durability;
+use hearsay::wire::MAX_FRAME;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 // glibc's malloc contends on its arena locks under many small concurrent allocations.
 #[global_allocator]
@@ -97,6 +100,12 @@ struct ClusterArgs {
     durability: String,
 }
 
+/// Largest `--max-value-bytes` accepted. A value must be able to replicate: anti-entropy sends a
+/// key's whole state in one cluster frame of at most [`MAX_FRAME`] (8 MiB), together with the
+/// key, the content type and the encoding's overhead. Half a frame leaves ample room for those.
+const MAX_VALUE_BYTES_CAP: usize = 4 << 20;
+const _: () = assert!(MAX_VALUE_BYTES_CAP <= MAX_FRAME / 2);
+
 #[derive(clap::Args)]
 struct ServeArgs {
     /// This node's stable id (letters, digits, '-', '_', '.').
@@ -124,9 +133,26 @@ struct ServeArgs {
     /// survives kill -9) or none (sled's own 500 ms flush).
     #[arg(long, env = "HEARSAY_DURABILITY", default_value = "fsync")]
     durability: Durability,
-    /// Largest value (request body) accepted, in bytes.
+    /// Largest value (request body) accepted, in bytes; at most 4194304 (4 MiB).
     #[arg(long, env = "HEARSAY_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
     max_value_bytes: usize,
+    /// HTTP connections served at once; more wait in the listen backlog [default: the open-file
+    /// limit less 192 for the rest of the node, at most 16384].
+    #[arg(long, env = "HEARSAY_HTTP_MAX_CONNECTIONS")]
+    http_max_connections: Option<usize>,
+    /// HTTP requests handled at once; more get 503 `overloaded` with Retry-After (/v1/health and
+    /// /metrics are not counted) [default: 512].
+    #[arg(long, env = "HEARSAY_HTTP_MAX_IN_FLIGHT")]
+    http_max_in_flight: Option<usize>,
+    /// Milliseconds a client has to send a whole request head [default: 10000].
+    #[arg(long, env = "HEARSAY_HTTP_HEADER_TIMEOUT_MS")]
+    http_header_timeout_ms: Option<u64>,
+    /// Milliseconds a client has to send a whole request body [default: 30000].
+    #[arg(long, env = "HEARSAY_HTTP_BODY_TIMEOUT_MS")]
+    http_body_timeout_ms: Option<u64>,
+    /// Milliseconds a keep-alive connection may stay without a request [default: 60000].
+    #[arg(long, env = "HEARSAY_HTTP_IDLE_TIMEOUT_MS")]
+    http_idle_timeout_ms: Option<u64>,
     /// If the data directory is damaged, move it aside and start empty under the same node id.
     #[arg(long, env = "HEARSAY_RECOVER")]
     recover: bool,
@@ -224,7 +250,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.cluster_key = cluster_key;
     config.fault_injection = args.fault_injection;
     config.durability = args.durability;
+    if args.max_value_bytes > MAX_VALUE_BYTES_CAP {
+        bail!(
+            "--max-value-bytes {} is over the cap of {MAX_VALUE_BYTES_CAP} (4 MiB): a larger value \
+             would not fit in a cluster frame and could never replicate",
+            args.max_value_bytes
+        );
+    }
     config.max_value_bytes = args.max_value_bytes;
+    let http = &mut config.http;
+    http.max_connections = args.http_max_connections.unwrap_or(http.max_connections);
+    http.max_in_flight = args.http_max_in_flight.unwrap_or(http.max_in_flight);
+    for (flag, limit) in [
+        (args.http_header_timeout_ms, &mut http.header_timeout),
+        (args.http_body_timeout_ms, &mut http.body_timeout),
+        (args.http_idle_timeout_ms, &mut http.idle_timeout),
+    ] {
+        *limit = flag.map_or(*limit, Duration::from_millis);
+    }
+    http.validate(open_file_limit())
+        .map_err(anyhow::Error::msg)?;
     config.recover = args.recover;
     let timings = &mut config.cluster;
     let m = &mut timings.membership;

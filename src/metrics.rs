@@ -59,6 +59,10 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_seconds: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    /// HTTP connections open now (at most `--http-max-connections`).
+    pub http_connections: Gauge,
+    /// HTTP requests being handled now (at most `--http-max-in-flight`).
+    pub http_in_flight: Gauge,
     pub keys: Gauge,
     pub store_bytes: Gauge,
     pub cluster_messages: Family<TrafficLabels, Counter>,
@@ -104,6 +108,18 @@ impl Metrics {
             "http_request_duration_seconds",
             "HTTP request latency by method, route and status",
             http_seconds.clone(),
+        );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "HTTP connections open (at most --http-max-connections)",
+            http_connections.clone(),
+        );
+        let http_in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being handled (at most --http-max-in-flight; health and metrics not counted)",
+            http_in_flight.clone(),
         );
         let keys = Gauge::default();
         registry.register(
@@ -213,6 +229,8 @@ impl Metrics {
             rumor_seen_entries,
             http_requests,
             http_seconds,
+            http_connections,
+            http_in_flight,
             keys,
             store_bytes,
         }

@@ -3,7 +3,7 @@
 //! checkpoints the store. Used by `main`, `hearsay cluster` and the integration tests (which bind
 //! port 0, so they never race for ports).
 
-use crate::api::{self, ApiSettings, AppState};
+use crate::api::{self, ApiSettings, AppState, HttpLimits};
 use crate::clock::NodeId;
 use crate::metrics::Metrics;
 use crate::net::faults::Faults;
@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub fault_injection: bool,
     pub durability: Durability,
     pub max_value_bytes: usize,
+    /// Connection cap, requests in flight and timeouts of the HTTP server.
+    pub http: HttpLimits,
     /// Move a damaged data directory aside and start empty under the same node id.
     pub recover: bool,
     /// Timings of membership and anti-entropy (LAN defaults).
@@ -46,6 +48,7 @@ impl ServerConfig {
             fault_injection: false,
             durability: Durability::Fsync,
             max_value_bytes: 1 << 20,
+            http: HttpLimits::default(),
             recover: false,
             cluster: ClusterConfig::standalone(),
         }
@@ -219,10 +222,13 @@ pub async fn serve(
         settings: Arc::new(ApiSettings {
             max_value_bytes: config.max_value_bytes,
             fault_injection: config.fault_injection,
+            body_timeout: config.http.body_timeout,
+            max_in_flight: config.http.max_in_flight,
         }),
         leave: Arc::new(tokio::sync::Notify::new()),
     };
     let leave = state.leave.clone();
+    let connections = state.metrics.http_connections.clone();
     let app = api::router(state);
     tracing::info!(
         node = %config.node_id,
@@ -238,16 +244,14 @@ pub async fn serve(
             _ = leave.notified() => {}
         }
     };
-    let served = axum::serve(listeners.http, app)
-        .with_graceful_shutdown(stop)
-        .await;
+    api::serve(listeners.http, app, &config.http, connections, stop).await;
     handle.leave().await;
     // Give the transport a moment to send the leave announcement.
     tokio::time::sleep(Duration::from_millis(200)).await;
     handle.shutdown().await;
     transport.stop();
     tracing::info!(node = %config.node_id, "stopped");
-    served
+    Ok(())
 }
 
 /// A node started by [`spawn`].

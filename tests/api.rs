@@ -297,7 +297,7 @@ async fn bad_input_gets_a_clear_4xx_json_error() {
         .await
         .unwrap();
     assert_eq!(error_code(resp).await.0, StatusCode::METHOD_NOT_ALLOWED);
-    for path in ["/nope", "/v1", "/v1/kv/", "/v1/sets/a/b/c"] {
+    for path in ["/nope", "/v1", "/v1/sets/a/b/c"] {
         let resp = c.get(server.url(path)).send().await.unwrap();
         assert_eq!(
             error_code(resp).await,
@@ -573,4 +573,254 @@ async fn data_survives_a_clean_restart_and_leave_stops_the_server() {
         .unwrap();
     assert_eq!(d2["root"], digest["root"]);
     again.stop().await;
+}
+
+/// The live keys of the server, to show a refused request stored nothing.
+async fn live_keys(c: &Client, server: &common::TestServer) -> Value {
+    c.get(server.url("/v1/kv"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["keys"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_bodies_must_be_objects_not_arrays() {
+    let server = start(|c| c.fault_injection = true).await;
+    let c = Client::new();
+    // serde reads a struct from a sequence of its fields: an array must not pass for an object.
+    for body in [
+        r#"[["x","y"],["y"]]"#,
+        r#"[["x"]]"#,
+        "[]",
+        "\"add\"",
+        "null",
+    ] {
+        let resp = c
+            .post(server.url("/v1/sets/s"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(resp).await,
+            (StatusCode::BAD_REQUEST, "bad_json".into()),
+            "{body}"
+        );
+    }
+    let resp = c.get(server.url("/v1/sets/s")).send().await.unwrap();
+    assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
+    for body in [r#"[["n2"]]"#, "[]"] {
+        let resp = c
+            .put(server.url("/v1/admin/faults"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(resp).await,
+            (StatusCode::BAD_REQUEST, "bad_json".into()),
+            "{body}"
+        );
+    }
+    let faults: Value = c
+        .get(server.url("/v1/admin/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(faults, json!({"drop": []}));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_percent_escapes_are_refused_not_stored_literally() {
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    for path in [
+        "/v1/kv/%",
+        "/v1/kv/a%ZZ",
+        "/v1/kv/a%2",
+        "/v1/kv/ok/%g0",
+        "/v1/sets/a%/x",
+        "/v1/sets/a/x%",
+    ] {
+        for req in [c.put(server.url(path)).body("v"), c.get(server.url(path))] {
+            let resp = req.send().await.unwrap();
+            assert_eq!(
+                error_code(resp).await,
+                (StatusCode::BAD_REQUEST, "bad_path".into()),
+                "{path}"
+            );
+        }
+    }
+    let resp = c.get(server.url("/v1/kv?prefix=%ZZ")).send().await.unwrap();
+    assert_eq!(
+        error_code(resp).await,
+        (StatusCode::BAD_REQUEST, "bad_query".into())
+    );
+    assert_eq!(live_keys(&c, &server).await, json!([]));
+    let resp = c.get(server.url("/v1/sets/a%25")).send().await.unwrap();
+    assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_keys_and_elements_are_400_empty_name() {
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    let cases = [
+        c.put(server.url("/v1/sets/x/")),
+        c.delete(server.url("/v1/sets/x/")),
+        c.put(server.url("/v1/sets//e")),
+        c.get(server.url("/v1/sets/")),
+        c.post(server.url("/v1/sets/")).body("{}"),
+        c.put(server.url("/v1/kv/")).body("v"),
+        c.get(server.url("/v1/kv/")),
+    ];
+    for req in cases {
+        let resp = req.send().await.unwrap();
+        let url = resp.url().to_string();
+        assert_eq!(
+            error_code(resp).await,
+            (StatusCode::BAD_REQUEST, "empty_name".into()),
+            "{url}"
+        );
+    }
+    let resp = c.get(server.url("/v1/sets/x")).send().await.unwrap();
+    assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_bodies_are_refused_not_stored_as_values() {
+    use common::raw_http;
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    let within = std::time::Duration::from_secs(10);
+    // A transfer coding other than chunked: the body would reach the handler still gzipped.
+    let mut stream = raw_http::connect(&server.base).await;
+    let request = b"PUT /v1/kv/te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let resp = raw_http::exchange(&mut stream, request, within).await;
+    assert_eq!(
+        (resp.status, resp.code().as_str()),
+        (415, "unsupported_encoding"),
+        "{resp:?}"
+    );
+    let mut stream = raw_http::connect(&server.base).await;
+    let request = b"POST /v1/sets/s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: deflate, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    let resp = raw_http::exchange(&mut stream, request, within).await;
+    assert_eq!(
+        (resp.status, resp.code().as_str()),
+        (415, "unsupported_encoding")
+    );
+    // A content coding: the server does not decode it, so it must not store it as the value.
+    for coding in ["gzip", "br", "identity, gzip"] {
+        let resp = c
+            .put(server.url("/v1/kv/ce"))
+            .header("content-encoding", coding)
+            .body(vec![0x1f, 0x8b, 8, 0])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(resp).await,
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding".into()
+            ),
+            "{coding}"
+        );
+    }
+    let resp = c
+        .post(server.url("/v1/sets/s"))
+        .header("content-encoding", "gzip")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(live_keys(&c, &server).await, json!([]));
+    // Identity is no coding at all; plain chunked bodies are decoded by the server.
+    let resp = c
+        .put(server.url("/v1/kv/plain"))
+        .header("content-encoding", "identity")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = raw_http::connect(&server.base).await;
+    let request = b"PUT /v1/kv/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    assert_eq!(
+        raw_http::exchange(&mut stream, request, within)
+            .await
+            .status,
+        200
+    );
+    let value = c.get(server.url("/v1/kv/chunked")).send().await.unwrap();
+    assert_eq!(value.text().await.unwrap(), "hello");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_query_parameters_are_400_bad_query_on_every_route() {
+    let server = start(|c| c.fault_injection = true).await;
+    let c = Client::new();
+    let q = "?bogus=1";
+    let cases = [
+        c.get(server.url(&format!("/v1/kv/k{q}"))),
+        c.put(server.url(&format!("/v1/kv/k{q}"))).body("v"),
+        c.delete(server.url(&format!("/v1/kv/k{q}"))),
+        c.get(server.url(&format!("/v1/kv{q}"))),
+        c.get(server.url(&format!("/v1/sets/s{q}"))),
+        c.post(server.url(&format!("/v1/sets/s{q}")))
+            .body(r#"{"add": ["e"]}"#),
+        c.put(server.url(&format!("/v1/sets/s/e{q}"))),
+        c.delete(server.url(&format!("/v1/sets/s/e{q}"))),
+        c.get(server.url(&format!("/v1/cluster/members{q}"))),
+        c.get(server.url(&format!("/v1/cluster/digest{q}"))),
+        c.post(server.url(&format!("/v1/cluster/leave{q}"))),
+        c.get(server.url(&format!("/v1/health{q}"))),
+        c.get(server.url(&format!("/metrics{q}"))),
+        c.get(server.url(&format!("/v1/admin/faults{q}"))),
+        c.put(server.url(&format!("/v1/admin/faults{q}")))
+            .body(r#"{"drop": ["n2"]}"#),
+        c.delete(server.url(&format!("/v1/admin/faults{q}"))),
+        c.get(server.url("/v1/kv/k?prefix=a")),
+        c.put(server.url("/v1/kv/k?limit=1")).body("v"),
+    ];
+    for req in cases {
+        let resp = req.send().await.unwrap();
+        let url = resp.url().to_string();
+        assert_eq!(
+            error_code(resp).await,
+            (StatusCode::BAD_REQUEST, "bad_query".into()),
+            "{url}"
+        );
+    }
+    // Nothing was written, and the refused leave did not stop the node.
+    assert_eq!(live_keys(&c, &server).await, json!([]));
+    let resp = c.get(server.url("/v1/sets/s")).send().await.unwrap();
+    assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
+    let faults: Value = c
+        .get(server.url("/v1/admin/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(faults, json!({"drop": []}));
+    // Known parameters, and an empty query, still work.
+    for path in ["/v1/kv?prefix=a&limit=5&after=a", "/v1/kv?", "/v1/health?"] {
+        let resp = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+    server.stop().await;
 }

@@ -40,6 +40,53 @@ fn unknown_flag_and_bad_values_are_one_line_errors() {
 }
 
 #[test]
+fn a_max_value_bytes_that_could_not_replicate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = path_str(dir.path());
+    for too_big in ["4194305", "8388608", "1000000000"] {
+        let line = assert_one_line_error(
+            &[
+                "serve",
+                "--max-value-bytes",
+                too_big,
+                "--http",
+                "127.0.0.1:0",
+                "--data",
+                data,
+            ],
+            "--max-value-bytes",
+        );
+        assert!(line.contains("4194304") && line.contains(too_big), "{line}");
+    }
+    // The cap itself is accepted.
+    let node = Proc::serve(&["--max-value-bytes", "4194304", "--data", data]);
+    assert_eq!(reqwest::blocking_get(&node.url("/v1/health")), 200);
+}
+
+#[test]
+fn http_limits_that_cannot_work_are_refused() {
+    for (flag, value) in [
+        ("--http-max-connections", "0"),
+        ("--http-max-in-flight", "0"),
+        ("--http-header-timeout-ms", "0"),
+        ("--http-body-timeout-ms", "0"),
+        ("--http-idle-timeout-ms", "0"),
+    ] {
+        assert_one_line_error(&["serve", flag, value, "--http", "127.0.0.1:0"], flag);
+    }
+    assert_one_line_error(
+        &[
+            "serve",
+            "--http-max-in-flight",
+            "many",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        "many",
+    );
+}
+
+#[test]
 fn unwritable_data_dir_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");

@@ -1,7 +1,7 @@
 //! `/v1/admin/faults`: fault injection for partition tests. Every route answers 404 unless the
 //! node was started with `--fault-injection`.
 
-use super::body::BoundedBody;
+use super::body::{json_object, BoundedBody};
 use super::error::ApiError;
 use super::AppState;
 use crate::clock::NodeId;
@@ -47,12 +47,7 @@ pub async fn put(
     BoundedBody(body): BoundedBody,
 ) -> Result<Json<Value>, ApiError> {
     enabled(&state)?;
-    let request: FaultRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_json",
-            format!("expected {{\"drop\": [node ids]}}: {e}"),
-        )
-    })?;
+    let request: FaultRequest = json_object(&body, r#"{"drop": [node ids]}"#)?;
     let ids = request
         .drop
         .into_iter()

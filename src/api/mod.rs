@@ -1,20 +1,30 @@
 //! The HTTP API (axum): routes, shared state, limits and the metrics middleware. Handlers turn
 //! requests into core commands through [`NodeHandle`] and read the store directly; they make no
-//! replication decisions.
+//! replication decisions. Every request passes, outermost first: `observe` (metrics, JSON
+//! errors), the in-flight limit ([`limits`]), the request-line checks (`guard`), then its
+//! handler. [`serve`] is the accept loop that serves the router under the connection cap and
+//! the header and idle timeouts.
 
 mod admin;
 mod body;
 mod cluster;
+mod deadline_io;
 pub mod error;
+mod guard;
 mod kv;
+pub mod limits;
+mod serve;
 mod sets;
+
+pub use limits::HttpLimits;
+pub use serve::serve;
 
 use crate::metrics::{HttpLabels, Metrics};
 use crate::net::faults::Faults;
 use crate::runtime::NodeHandle;
 use crate::store::StoreRead;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -44,6 +54,10 @@ pub struct AppState {
 pub struct ApiSettings {
     pub max_value_bytes: usize,
     pub fault_injection: bool,
+    /// Longest time a request body may take to arrive, from when its handler starts reading it.
+    pub body_timeout: std::time::Duration,
+    /// Requests handled at once (see [`HttpLimits::max_in_flight`]).
+    pub max_in_flight: usize,
 }
 
 // Route patterns, named once for the router and the metrics labels.
@@ -72,7 +86,19 @@ const ROUTES: [&str; 11] = [
     FAULTS,
 ];
 
+/// The query parameters a route takes; any other is a 400 `bad_query`.
+pub fn query_parameters(route: &str) -> &'static [&'static str] {
+    match route {
+        KV_LIST => &["prefix", "limit", "after"],
+        _ => &[],
+    }
+}
+
 pub fn router(state: AppState) -> Router {
+    let in_flight = limits::InFlight::new(
+        state.settings.max_in_flight,
+        state.metrics.http_in_flight.clone(),
+    );
     Router::new()
         .route(KV_LIST, get(kv::list))
         .route(KV_KEY, get(kv::get).put(kv::put).delete(kv::delete))
@@ -88,9 +114,34 @@ pub fn router(state: AppState) -> Router {
             FAULTS,
             get(admin::get).put(admin::put).delete(admin::delete),
         )
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .fallback(unmatched)
+        .layer(middleware::from_fn(guard::check_request))
+        .layer(middleware::from_fn_with_state(
+            in_flight,
+            limits::limit_in_flight,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// No route matched. A path that names an empty key or element (`/v1/kv/`, `/v1/sets/s/`,
+/// `/v1/sets//e`) is a bad name, not an unknown endpoint: the router never matches an empty
+/// segment.
+async fn unmatched(uri: Uri) -> ApiError {
+    let path = uri.path();
+    if path == "/v1/kv/" {
+        return empty_name("key");
+    }
+    if let Some(rest) = path.strip_prefix("/v1/sets/") {
+        // `{key}` or `{key}/{element}`, one of them empty.
+        let segments: Vec<&str> = rest.split('/').collect();
+        if segments.len() <= 2 {
+            if let Some(i) = segments.iter().position(|s| s.is_empty()) {
+                return empty_name(["key", "element"][i]);
+            }
+        }
+    }
+    ApiError::not_found("no such endpoint")
 }
 
 fn method_label(method: &Method) -> &'static str {
@@ -148,13 +199,14 @@ pub fn authoritative(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn empty_name(what: &str) -> ApiError {
+    ApiError::bad_request("empty_name", format!("the {what} must not be empty"))
+}
+
 /// Checks a key or element name from a path or body.
 pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_name",
-            format!("the {what} must not be empty"),
-        ));
+        return Err(empty_name(what));
     }
     if name.len() > MAX_KEY_BYTES {
         return Err(ApiError::bad_request(

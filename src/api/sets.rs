@@ -1,7 +1,7 @@
 //! `/v1/sets`: add-wins observed-remove sets of strings. Single adds and removes go through the
 //! path; `POST /v1/sets/{key}` applies a batch of both in one write.
 
-use super::body::BoundedBody;
+use super::body::{json_object, BoundedBody};
 use super::error::ApiError;
 use super::{check_name, AppState};
 use crate::crdt::KeyState;
@@ -110,11 +110,6 @@ pub async fn batch(
 ) -> Result<Json<EditReply>, ApiError> {
     let Path(key) = path?;
     // Parsed whatever the Content-Type, so `curl -d` works as well as `-H 'Content-Type: ...'`.
-    let request: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_json",
-            format!("expected {{\"add\": [...], \"remove\": [...]}}: {e}"),
-        )
-    })?;
+    let request: BatchRequest = json_object(&body, r#"{"add": [...], "remove": [...]}"#)?;
     edit(&state, key, request.add, request.remove).await
 }

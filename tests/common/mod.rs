@@ -91,18 +91,51 @@ impl Proc {
     /// Starts `hearsay serve` with `args` (plus `--http 127.0.0.1:0`, and `--gossip
     /// 127.0.0.1:0` unless given) and waits until it serves.
     pub fn serve(args: &[&str]) -> Proc {
-        Proc::serve_with_env(args, &[])
+        Self::serve_with(args, |_| {})
     }
 
     /// [`Proc::serve`] with extra environment variables for the child.
     pub fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::serve_with(args, move |command| {
+            command.envs(env);
+        })
+    }
+
+    /// As [`Proc::serve`], with the process's open-file limit (`RLIMIT_NOFILE`) lowered to
+    /// `limit`, as on a host with a low `ulimit -n`.
+    pub fn serve_with_open_file_limit(args: &[&str], limit: u64) -> Proc {
+        Self::serve_with(args, |command| {
+            use std::os::unix::process::CommandExt;
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child being started.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        })
+    }
+
+    fn serve_with(args: &[&str], tweak: impl FnOnce(&mut Command)) -> Proc {
         let gossip: &[&str] = if args.contains(&"--gossip") {
             &[]
         } else {
             &["--gossip", "127.0.0.1:0"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hearsay"))
-            .envs(env.iter().copied())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hearsay"));
+        tweak(&mut command);
+        let mut child = command
             .arg("serve")
             .args(["--http", "127.0.0.1:0", "--log", "info"])
             .args(gossip)
@@ -249,3 +282,5 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+pub mod raw_http;
