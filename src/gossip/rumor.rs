@@ -189,6 +189,13 @@ impl RumorMill {
         }
     }
 
+    /// Withdraws `origin`'s queued rumors numbered above `seq` (writes undone before they left
+    /// the node): they are neither pushed nor piggybacked.
+    pub fn withdraw(&mut self, origin: &NodeId, seq: u64) {
+        self.queue
+            .retain(|q| !(q.rumor.origin == *origin && q.rumor.seq > seq));
+    }
+
     /// Forgets what was seen from `origin` (a member that was reaped): should it come back, its
     /// rumors are taken as new, and merging one again changes nothing.
     pub fn forget_origin(&mut self, origin: &NodeId) {

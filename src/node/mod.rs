@@ -11,7 +11,7 @@ use crate::store::{
     merkle, CheckpointWork, Leaf, LoggedDeltaRef, MerkleIndex, Meta, PendingSync, Store,
     StoreError, StoreKey, WriteBatch,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 mod anti_entropy;
 mod clock_watch;
@@ -124,6 +124,13 @@ pub struct Node<S: Store> {
     tombstones: tombstones::TombstoneCollector,
     /// This node's clock against its peers', judged at every tick.
     clock: ClockStatus,
+    /// Per commit not yet known to be synced: its number and this node's last own rumor
+    /// sequence number in it.
+    own_seq_at: VecDeque<(u64, u64)>,
+    /// This node's last own rumor sequence number known to be durable.
+    durable_seq: u64,
+    /// A rollback failed: what the store holds is no longer known, so no write is taken.
+    storage_failed: bool,
 }
 
 impl<S: Store> Node<S> {
@@ -191,6 +198,9 @@ impl<S: Store> Node<S> {
             store,
             tombstones,
             clock: ClockStatus::default(),
+            own_seq_at: VecDeque::new(),
+            durable_seq: 0,
+            storage_failed: false,
         };
         let replay = node.store.take_replay();
         if !replay.is_empty() {
@@ -235,6 +245,11 @@ impl<S: Store> Node<S> {
     /// the caller commits the store before acknowledging it. A write that is not applied returns
     /// an error and leaves nothing behind.
     pub fn handle_write(&mut self, wall_ms: u64, write: Write) -> Result<WriteAck, WriteError> {
+        if self.storage_failed {
+            return Err(WriteError::Store(StoreError::Io(
+                "the store failed to undo a failed sync; restart the node".into(),
+            )));
+        }
         if self.clock.out_of_bounds {
             return Err(WriteError::ClockSkew(ClockAhead {
                 ahead_ms: self.clock.median_offset_ms.unsigned_abs(),
@@ -393,7 +408,69 @@ impl<S: Store> Node<S> {
             })?;
             self.meta_dirty = false;
         }
-        self.store.commit()
+        let pending = self.store.commit()?;
+        self.own_seq_at
+            .push_back((self.store.commits(), self.meta.seen.get(&self.id)));
+        Ok(pending)
+    }
+
+    /// The number of the last commit (as the store counts them, from 1).
+    pub fn commits(&self) -> u64 {
+        self.store.commits()
+    }
+
+    /// The syncs of every commit up to number `commit` completed: nothing of them will be rolled
+    /// back.
+    pub fn synced_through(&mut self, commit: u64) {
+        while self
+            .own_seq_at
+            .front()
+            .is_some_and(|(number, _)| *number <= commit)
+        {
+            if let Some((_, seq)) = self.own_seq_at.pop_front() {
+                self.durable_seq = seq;
+            }
+        }
+        self.store.synced_through(commit);
+    }
+
+    /// A sync failed: undoes everything since the last commit known to be durable, in the
+    /// store, in the Merkle index and the tombstone bookkeeping, and withdraws this node's own
+    /// rumors of the undone writes, so none of them takes effect or reaches a peer. (The driver
+    /// answered those writes with errors and sent nothing of their groups.)
+    pub fn rollback(&mut self) -> Result<(), StoreError> {
+        let undone = match self.store.rollback() {
+            Ok(undone) => undone,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot roll back the writes whose sync failed; refusing writes until a restart");
+                self.storage_failed = true;
+                return Err(e);
+            }
+        };
+        tracing::warn!(
+            records = undone.len(),
+            "rolled back the writes whose sync failed"
+        );
+        for crate::store::Undone { key, before, after } in undone {
+            let before_hash = before.as_ref().map(|s| merkle::item_hash(&key, s));
+            let after_hash = after.as_ref().map(|s| merkle::item_hash(&key, s));
+            let bucket = match (before_hash, after_hash) {
+                (old, Some(new)) => self.merkle.update_hashed(&key, old, new).0,
+                (Some(old), None) => self.merkle.remove(&key, old).0,
+                (None, None) => continue,
+            };
+            self.dirty_leaves.insert(bucket);
+            let tomb = |s: &Option<KeyState>| s.as_ref().and_then(tombstones::tombstone_of);
+            self.tombstones.track(&key, tomb(&before), tomb(&after));
+        }
+        self.own_seq_at.clear();
+        self.cluster.rumors.withdraw(&self.id, self.durable_seq);
+        // Exchanges completed since then may have brought states now undone: their marks no
+        // longer say what this node holds.
+        self.tombstones.forget_syncs();
+        self.leaves_persisted = false;
+        self.meta_dirty = true;
+        Ok(())
     }
 
     /// True when changes wait for [`Node::commit`].
@@ -426,7 +503,9 @@ impl<S: Store> Node<S> {
         self.persist_leaves()?;
         // The checkpoint syncs the whole file system, which covers the pending log sync.
         let _covered = self.commit()?;
-        self.store.checkpoint()
+        self.store.checkpoint()?;
+        self.synced_through(self.store.commits());
+        Ok(())
     }
 
     /// Writes the Merkle leaves changed since they were last persisted, marked complete.

@@ -117,6 +117,12 @@ impl TombstoneCollector {
         self.down_since.remove(id);
     }
 
+    /// Forgets every completed exchange (after a rollback undid what some of them brought):
+    /// stability is rebuilt by the next exchanges.
+    pub(super) fn forget_syncs(&mut self) {
+        self.synced.clear();
+    }
+
     /// The node has met another member: from now on (and after restarts, which the core
     /// persists), knowing no member means not joined yet.
     pub(super) fn met_peers(&mut self) {

@@ -33,6 +33,11 @@ pub(super) enum ClusterCommand {
     SyncReply(u64, Option<SyncAnswer>),
     /// The checkpoint work handed to the checkpoint thread finished.
     CheckpointDone(Result<(), StoreError>),
+    /// The sync thread: every commit up to this number is durable.
+    Synced(u64),
+    /// The sync thread: a sync failed; it fails every group from then on until the core, having
+    /// rolled back, sends a group marked as resuming.
+    SyncFailed,
 }
 
 /// What the metrics endpoint reads from the core.

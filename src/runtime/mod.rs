@@ -68,11 +68,12 @@ pub fn start<S: Store>(
         doorbell: rung,
         signals,
         tick,
+        rolled_back: false,
     };
-    let checkpoints = (handle.cluster.clone(), handle.doorbell.clone());
+    let back = (handle.cluster.clone(), handle.doorbell.clone());
     std::thread::Builder::new()
         .name("hearsay-core".into())
-        .spawn(move || core.run(node, outbound, checkpoints))
+        .spawn(move || core.run(node, outbound, back))
         .map(drop)
         .unwrap_or_else(|e| panic!("cannot start the core thread: {e}"));
     (handle, reader)
@@ -85,6 +86,8 @@ struct Core {
     doorbell: std::sync::mpsc::Receiver<()>,
     signals: Arc<Signals>,
     tick: Duration,
+    /// A rollback happened since the last group was sent: the next one resumes the sync thread.
+    rolled_back: bool,
 }
 
 impl Core {
@@ -93,19 +96,21 @@ impl Core {
         mut self,
         mut node: Node<S>,
         outbound: mpsc::UnboundedSender<Outbound>,
-        (checkpoint_done, checkpoint_bell): (mpsc::Sender<ClusterCommand>, Doorbell),
+        (back, bell): (mpsc::Sender<ClusterCommand>, Doorbell),
     ) {
         let (to_syncer, groups) = std::sync::mpsc::channel::<Group>();
         let (to_checkpointer, checkpoints) = std::sync::mpsc::channel();
+        let reports = release::Reports {
+            core: back.clone(),
+            doorbell: bell.clone(),
+        };
         let started = std::thread::Builder::new()
             .name("hearsay-sync".into())
-            .spawn(move || release::run_syncer(groups, outbound))
+            .spawn(move || release::run_syncer(groups, outbound, reports))
             .and_then(|_| {
                 std::thread::Builder::new()
                     .name("hearsay-checkpoint".into())
-                    .spawn(move || {
-                        release::run_checkpointer(checkpoints, checkpoint_done, checkpoint_bell)
-                    })
+                    .spawn(move || release::run_checkpointer(checkpoints, back, bell))
             });
         if let Err(e) = started {
             tracing::error!(error = %e, "cannot start the sync threads");
@@ -118,6 +123,7 @@ impl Core {
             let mut writes = false;
             let mut shutdown = None;
             let open = self.cluster_input(&mut node, &mut releases);
+            let resumes = std::mem::take(&mut self.rolled_back);
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + self.tick;
                 if let Err(e) = node.handle_tick(wall_ms()) {
@@ -136,23 +142,21 @@ impl Core {
             }
             releases.extend(node.take_outbound().into_iter().map(Release::Send));
             self.signals.mirror(&node);
-            let pending = if writes || node.has_uncommitted() {
+            let committing = writes || node.has_uncommitted();
+            let pending = if committing {
                 node.commit()
             } else {
                 Ok(PendingSync::Done)
             };
-            match pending {
-                Ok(pending) => {
-                    let _ = to_syncer.send(Group { pending, releases });
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "commit failed; the writes of this group are not acknowledged and nothing of it is sent");
-                    let failed = Group {
-                        pending: PendingSync::Done,
-                        releases: fail(releases, &e),
-                    };
-                    let _ = to_syncer.send(failed);
-                }
+            // A failed commit fails at the sync thread like a failed sync, in order, so that the
+            // groups before it are released first and the core rolls back after them.
+            if committing || resumes || !releases.is_empty() {
+                let _ = to_syncer.send(Group {
+                    commit: node.commits(),
+                    pending,
+                    resumes,
+                    releases,
+                });
             }
             match node.begin_checkpoint() {
                 Ok(Some(work)) => {
@@ -201,6 +205,21 @@ impl Core {
                 ClusterCommand::CheckpointDone(result) => {
                     node.checkpoint_done(result);
                     Ok(())
+                }
+                ClusterCommand::Synced(commit) => {
+                    node.synced_through(commit);
+                    Ok(())
+                }
+                ClusterCommand::SyncFailed => {
+                    self.rolled_back = true;
+                    // What this round produced so far was built on the undone writes.
+                    drop(node.take_outbound());
+                    for item in releases.iter_mut() {
+                        if let Release::Answer(_, answer) = item {
+                            *answer = None;
+                        }
+                    }
+                    node.rollback()
                 }
             };
             if let Err(e) = result {
@@ -270,22 +289,4 @@ fn client_command<S: Store>(
         ClientCommand::Shutdown(reply) => return Some(reply),
     }
     None
-}
-
-/// A group whose commit failed: errors in place of acknowledgements, refusals in place of
-/// answers, and none of its messages.
-fn fail(releases: Vec<Release>, e: &crate::store::StoreError) -> Vec<Release> {
-    releases
-        .into_iter()
-        .filter_map(|item| match item {
-            Release::Ack(reply, result) => {
-                let failed = result.and(Err(crate::node::WriteError::Store(
-                    crate::store::StoreError::Io(e.to_string()),
-                )));
-                Some(Release::Ack(reply, failed))
-            }
-            Release::Answer(reply, _) => Some(Release::Answer(reply, None)),
-            Release::Send(_) => None,
-        })
-        .collect()
 }

@@ -31,18 +31,58 @@ pub(super) enum Release {
 
 /// A committed group: its pending sync and what waits for it.
 pub(super) struct Group {
-    pub(super) pending: PendingSync,
+    /// The number of the last commit the group includes.
+    pub(super) commit: u64,
+    /// What remains before it is durable, or why its commit failed.
+    pub(super) pending: Result<PendingSync, StoreError>,
+    /// The first group after a rollback: the sync thread stops failing groups.
+    pub(super) resumes: bool,
     pub(super) releases: Vec<Release>,
 }
 
+/// Where the sync thread tells the core thread what became of its syncs.
+pub(super) struct Reports {
+    pub(super) core: mpsc::Sender<ClusterCommand>,
+    pub(super) doorbell: Doorbell,
+}
+
+/// Reports syncs to the core, each commit once.
+struct Reporter {
+    reports: Reports,
+    last_synced: u64,
+}
+
+impl Reporter {
+    fn send(&self, command: ClusterCommand) {
+        if self.reports.core.blocking_send(command).is_ok() {
+            self.reports.doorbell.ring();
+        }
+    }
+
+    fn synced(&mut self, commit: u64) {
+        if commit > self.last_synced {
+            self.last_synced = commit;
+            self.send(ClusterCommand::Synced(commit));
+        }
+    }
+}
+
 /// The sync thread's loop (see the module doc). Every group queued while a sync ran was written
-/// before the next sync starts, so one sync per log file covers all of them.
+/// before the next sync starts, so one sync per log file covers all of them. After a failure,
+/// every group fails until the core has rolled back (it marks the next group as resuming): what
+/// they hold was applied on top of the failed writes.
 pub(super) fn run_syncer(
     groups: std::sync::mpsc::Receiver<Group>,
     outbound: mpsc::UnboundedSender<Outbound>,
+    reports: Reports,
 ) {
     // Log files written under `batch` durability and not yet synced.
     let mut unsynced: Vec<Arc<File>> = Vec::new();
+    let mut failing: Option<StoreError> = None;
+    let mut reports = Reporter {
+        reports,
+        last_synced: 0,
+    };
     loop {
         let first = if unsynced.is_empty() {
             match groups.recv() {
@@ -63,34 +103,76 @@ pub(super) fn run_syncer(
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
         };
-        let mut batch = vec![first];
-        batch.extend(groups.try_iter());
-        let mut now: Vec<Arc<File>> = Vec::new();
-        let mut failure = None;
-        let mut releases = Vec::with_capacity(batch.len());
-        for group in batch {
-            match group.pending {
-                PendingSync::Done => {}
-                PendingSync::Log(file) => add_once(&mut now, &file),
-                PendingSync::Soon(file) => add_once(&mut unsynced, &file),
-                memory @ PendingSync::Memory(_) => {
-                    if let Err(e) = memory.complete() {
-                        failure.get_or_insert(e);
-                    }
+        // Groups waiting for the log files in `files`, released once one sync of each is done.
+        let mut held: Vec<Group> = Vec::new();
+        let mut files: Vec<Arc<File>> = Vec::new();
+        for mut group in std::iter::once(first).chain(groups.try_iter()) {
+            if group.resumes {
+                failing = None;
+            }
+            if let Some(e) = &failing {
+                release(std::mem::take(&mut group.releases), Some(e), &outbound);
+                continue;
+            }
+            let failure = match std::mem::replace(&mut group.pending, Ok(PendingSync::Done)) {
+                Ok(PendingSync::Done) => None,
+                Ok(PendingSync::Log(file)) => {
+                    add_once(&mut files, &file);
+                    None
+                }
+                Ok(PendingSync::Soon(file)) => {
+                    add_once(&mut unsynced, &file);
+                    None
+                }
+                // A memory sync: everything held before it must be durable first.
+                Ok(memory @ PendingSync::Memory(_)) => {
+                    sync_held(&mut held, &mut files, &outbound, &mut reports)
+                        .err()
+                        .or_else(|| memory.complete().err())
+                }
+                Err(e) => Some(e),
+            };
+            match failure {
+                None => held.push(group),
+                Some(e) => {
+                    let e = match sync_held(&mut held, &mut files, &outbound, &mut reports) {
+                        Err(earlier) => earlier,
+                        Ok(()) => e,
+                    };
+                    tracing::error!(error = %e, "a log sync failed: the writes since the last durable commit are refused, undone and sent nowhere");
+                    release(group.releases, Some(&e), &outbound);
+                    reports.send(ClusterCommand::SyncFailed);
+                    failing = Some(e);
                 }
             }
-            releases.push(group.releases);
         }
-        if let Err(e) = now.iter().try_for_each(|file| file.sync_data()) {
-            failure.get_or_insert(StoreError::Io(e.to_string()));
-        }
-        if let Some(e) = &failure {
-            tracing::error!(error = %e, "log sync failed; the writes of this group are not acknowledged and nothing of it is sent");
-        }
-        for group in releases {
-            release(group, failure.as_ref(), &outbound);
+        if let Err(e) = sync_held(&mut held, &mut files, &outbound, &mut reports) {
+            tracing::error!(error = %e, "a log sync failed: the writes since the last durable commit are refused, undone and sent nowhere");
+            reports.send(ClusterCommand::SyncFailed);
+            failing = Some(e);
         }
     }
+}
+
+/// Syncs `files` once each, then releases the `held` groups (or fails them all).
+fn sync_held(
+    held: &mut Vec<Group>,
+    files: &mut Vec<Arc<File>>,
+    outbound: &mpsc::UnboundedSender<Outbound>,
+    reports: &mut Reporter,
+) -> Result<(), StoreError> {
+    let synced = files
+        .drain(..)
+        .try_for_each(|file| file.sync_data())
+        .map_err(|e| StoreError::Io(e.to_string()));
+    let last = held.last().map(|g| g.commit);
+    for group in held.drain(..) {
+        release(group.releases, synced.as_ref().err(), outbound);
+    }
+    if let (Ok(()), Some(commit)) = (&synced, last) {
+        reports.synced(commit);
+    }
+    synced
 }
 
 fn add_once(files: &mut Vec<Arc<File>>, file: &Arc<File>) {

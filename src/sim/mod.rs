@@ -500,7 +500,9 @@ impl Sim {
         };
         if node.has_uncommitted() {
             if let Ok(pending) = node.commit() {
-                let _ = pending.complete();
+                if pending.complete().is_ok() {
+                    node.synced_through(node.commits());
+                }
             }
         }
         let outbound = node.take_outbound();

@@ -60,6 +60,16 @@ impl Logs {
         &mut self.logs[self.active]
     }
 
+    /// Where the next entry goes: (log index, offset).
+    pub fn position(&self) -> (usize, u64) {
+        (self.active, self.logs[self.active].position())
+    }
+
+    /// Drops the entries of log `index` from `offset` on, durably (a rolled-back commit's).
+    pub fn truncate(&mut self, index: usize, offset: u64) -> std::io::Result<()> {
+        self.logs[index].truncate(offset)
+    }
+
     /// Bytes of entries in the active log.
     pub fn len(&self) -> u64 {
         self.logs[self.active].len()

@@ -9,10 +9,11 @@
 
 use super::{
     merkle, CheckpointWork, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, PendingSync,
-    Store, StoreError, StoreKey, StoreRead, WriteBatch,
+    Store, StoreError, StoreKey, StoreRead, Undone, WriteBatch,
 };
 use crate::clock::Timestamp;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 #[derive(Clone, Default)]
@@ -82,6 +83,19 @@ pub struct MemoryStore {
     meta: Meta,
     /// With the crash model: batches applied since the last commit.
     uncommitted: Vec<WriteBatch>,
+    /// Commits made since this handle was opened.
+    commits: u64,
+    /// With the crash model: the keys each commit not yet known to be synced changed.
+    unsynced: Vec<(u64, BTreeSet<StoreKey>)>,
+}
+
+/// The record keys a batch changes.
+fn keys_of(batch: &WriteBatch) -> impl Iterator<Item = &StoreKey> {
+    batch
+        .records
+        .iter()
+        .map(|(key, _)| key)
+        .chain(&batch.removals)
 }
 
 impl MemoryStore {
@@ -110,7 +124,7 @@ impl MemoryStore {
         MemoryStore {
             disk: self.disk.clone(),
             meta,
-            uncommitted: Vec::new(),
+            ..MemoryStore::default()
         }
     }
 
@@ -299,13 +313,56 @@ impl Store for MemoryStore {
     }
 
     fn commit(&mut self) -> Result<PendingSync, StoreError> {
+        self.commits += 1;
         if read(&self.disk).durable.is_none() {
             return Ok(PendingSync::Done);
         }
+        let batches = std::mem::take(&mut self.uncommitted);
+        let keys = batches.iter().flat_map(keys_of).cloned().collect();
+        self.unsynced.push((self.commits, keys));
         Ok(PendingSync::Memory(MemorySync {
             disk: self.disk.clone(),
-            batches: std::mem::take(&mut self.uncommitted),
+            batches,
         }))
+    }
+
+    fn commits(&self) -> u64 {
+        self.commits
+    }
+
+    fn synced_through(&mut self, commit: u64) {
+        self.unsynced.retain(|(number, _)| *number > commit);
+    }
+
+    fn rollback(&mut self) -> Result<Vec<Undone>, StoreError> {
+        let mut disk = write(&self.disk);
+        let Some(durable) = disk.durable.clone() else {
+            return Err(StoreError::Io(
+                "this store makes every write durable at once and cannot roll back".into(),
+            ));
+        };
+        let keys: BTreeSet<StoreKey> = self
+            .unsynced
+            .drain(..)
+            .flat_map(|(_, keys)| keys)
+            .chain(
+                self.uncommitted
+                    .drain(..)
+                    .flat_map(|b| keys_of(&b).cloned().collect::<Vec<_>>()),
+            )
+            .collect();
+        let undone = keys
+            .into_iter()
+            .filter_map(|key| {
+                let encoded = key.encode();
+                let before = disk.applied.records.get(&encoded).cloned();
+                let after = durable.records.get(&encoded).cloned();
+                (before != after).then_some(Undone { key, before, after })
+            })
+            .collect();
+        self.meta = durable.meta.clone();
+        disk.applied = durable;
+        Ok(undone)
     }
 
     fn wants_checkpoint(&self) -> bool {

@@ -11,6 +11,7 @@ pub mod merkle;
 pub mod migrate;
 pub mod record;
 mod sled_store;
+mod undo;
 mod wal;
 
 pub use memory::{MemoryStore, MemorySync};
@@ -192,6 +193,15 @@ impl CheckpointWork {
     }
 }
 
+/// A record changed by [`Store::rollback`]: its state before the undo, and after it (`None`:
+/// absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Undone {
+    pub key: StoreKey,
+    pub before: Option<KeyState>,
+    pub after: Option<KeyState>,
+}
+
 /// The borrowed form of [`LoggedDelta`], encoded identically, so the core logs a delta without
 /// copying it.
 #[derive(Serialize)]
@@ -342,8 +352,17 @@ pub trait Store: Send + 'static {
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
     /// Starts making every applied batch as durable as the durability mode promises; they are
     /// once the returned [`PendingSync`] completes. One call covers any number of batches
-    /// (group commit).
+    /// (group commit). Commits are numbered 1, 2, ... ([`Store::commits`]).
     fn commit(&mut self) -> Result<PendingSync, StoreError>;
+    /// How many commits this store has made since it was opened: the number of the last one.
+    fn commits(&self) -> u64;
+    /// The syncs of every commit up to number `commit` completed: they can no longer be rolled
+    /// back.
+    fn synced_through(&mut self, commit: u64);
+    /// Undoes every batch applied since the last commit whose sync completed (a sync failed),
+    /// durably: the database and the log then hold what they held at that commit. Returns each
+    /// record it changed, with its state before and after the undo.
+    fn rollback(&mut self) -> Result<Vec<Undone>, StoreError>;
     /// True when the log has grown enough that a checkpoint should retire it (and none is under
     /// way).
     fn wants_checkpoint(&self) -> bool;

@@ -8,11 +8,13 @@
 
 use super::logs::Logs;
 use super::migrate::{self, MERKLE_COMPLETE_KEY, RECORD_PREFIX};
+use super::undo::UndoLog;
 use super::{
     merkle, record, CheckpointWork, Durability, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta,
-    Meta, PendingSync, Store, StoreError, StoreKey, StoreRead, WriteBatch,
+    Meta, PendingSync, Store, StoreError, StoreKey, StoreRead, Undone, WriteBatch,
 };
 use crate::clock::Timestamp;
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub struct SledStore {
     wal: Option<Logs>,
     /// A checkpoint's work is running off the core's thread.
     checkpointing: bool,
+    /// What the batches not yet known to be durable overwrote.
+    undo: UndoLog,
     durability: Durability,
     replay: Vec<LoggedDelta>,
 }
@@ -81,16 +85,7 @@ impl SledStore {
             Some(bytes) => record::from_bytes(&bytes)?,
             None => Meta::default(),
         };
-        let collected_through = match db.get(COLLECTED_KEY)? {
-            Some(bytes) => {
-                let raw: [u8; 8] = bytes
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("bad tombstone collection horizon".into()))?;
-                Timestamp::from_raw(u64::from_be_bytes(raw))
-            }
-            None => Timestamp::ZERO,
-        };
+        let collected_through = read_horizon(&db)?;
         let clustered = db.get(CLUSTERED_KEY)?.is_some();
         let (wal, replay) = if durability == Durability::None {
             (None, Vec::new())
@@ -110,9 +105,45 @@ impl SledStore {
             clustered,
             wal,
             checkpointing: false,
+            undo: UndoLog::default(),
             durability,
             replay,
         })
+    }
+}
+
+/// A sled batch that remembers which keys it writes.
+#[derive(Default)]
+struct TreeBatch {
+    batch: sled::Batch,
+    keys: Vec<Vec<u8>>,
+}
+
+impl TreeBatch {
+    fn insert(&mut self, key: impl AsRef<[u8]>, value: impl Into<sled::IVec>) {
+        let key = key.as_ref().to_vec();
+        self.batch.insert(key.as_slice(), value);
+        self.keys.push(key);
+    }
+
+    fn remove(&mut self, key: impl AsRef<[u8]>) {
+        let key = key.as_ref().to_vec();
+        self.batch.remove(key.as_slice());
+        self.keys.push(key);
+    }
+}
+
+/// The tombstone collection horizon (`meta/collected`), [`Timestamp::ZERO`] when absent.
+fn read_horizon(db: &sled::Db) -> Result<Timestamp, StoreError> {
+    match db.get(COLLECTED_KEY)? {
+        Some(bytes) => {
+            let raw: [u8; 8] = bytes
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bad tombstone collection horizon".into()))?;
+            Ok(Timestamp::from_raw(u64::from_be_bytes(raw)))
+        }
+        None => Ok(Timestamp::ZERO),
     }
 }
 
@@ -263,6 +294,9 @@ impl Store for SledStore {
         self.apply_to_tree(&batch)?;
         // Logged only once the database took the batch: one that failed leaves nothing to redo.
         if let Some(wal) = &mut self.wal {
+            if !batch.deltas.is_empty() {
+                self.undo.mark_log(|| wal.position());
+            }
             let log = wal.active();
             for delta in &batch.deltas {
                 log.append(delta);
@@ -272,6 +306,7 @@ impl Store for SledStore {
     }
 
     fn commit(&mut self) -> Result<PendingSync, StoreError> {
+        self.undo.commit();
         let Some(wal) = &mut self.wal else {
             return Ok(PendingSync::Done);
         };
@@ -281,6 +316,68 @@ impl Store for SledStore {
             Durability::Fsync => PendingSync::Log(log.file()),
             _ => PendingSync::Soon(log.file()),
         })
+    }
+
+    fn commits(&self) -> u64 {
+        self.undo.commits()
+    }
+
+    fn synced_through(&mut self, commit: u64) {
+        self.undo.synced_through(commit);
+    }
+
+    fn rollback(&mut self) -> Result<Vec<Undone>, StoreError> {
+        let commits = self.undo.take_all();
+        let mut records: BTreeMap<Vec<u8>, Option<KeyState>> = BTreeMap::new();
+        for (key, _) in commits.iter().flat_map(|c| &c.entries) {
+            if key.first() == Some(&RECORD_PREFIX) && !records.contains_key(key) {
+                let before = self
+                    .db
+                    .get(key)?
+                    .map(|v| record::decode_record(&v))
+                    .transpose()?;
+                records.insert(key.clone(), before);
+            }
+        }
+        // The log first: once its entries are gone, a crash can no longer redo the commits.
+        if let Some(wal) = &mut self.wal {
+            let mut starts: BTreeMap<usize, u64> = BTreeMap::new();
+            for (log, offset) in commits.iter().filter_map(|c| c.log_mark) {
+                let start = starts.entry(log).or_insert(offset);
+                *start = (*start).min(offset);
+            }
+            for (log, offset) in starts {
+                wal.truncate(log, offset)?;
+            }
+        }
+        for (key, old) in commits.iter().rev().flat_map(|c| c.entries.iter().rev()) {
+            match old {
+                Some(value) => self.db.insert(key.as_slice(), value.clone())?,
+                None => self.db.remove(key.as_slice())?,
+            };
+        }
+        flush_and_sync(&self.db, &self.dir)?;
+        self.meta = match self.db.get(META_KEY)? {
+            Some(bytes) => record::from_bytes(&bytes)?,
+            None => Meta::default(),
+        };
+        self.collected_through = read_horizon(&self.db)?;
+        self.clustered = self.db.get(CLUSTERED_KEY)?.is_some();
+        let mut undone = Vec::new();
+        for (tree_key, before) in records {
+            let Some(key) = StoreKey::decode(&tree_key[1..]) else {
+                continue;
+            };
+            let after = self
+                .db
+                .get(&tree_key)?
+                .map(|v| record::decode_record(&v))
+                .transpose()?;
+            if before != after {
+                undone.push(Undone { key, before, after });
+            }
+        }
+        Ok(undone)
     }
 
     fn wants_checkpoint(&self) -> bool {
@@ -354,15 +451,20 @@ impl SledStore {
             && !batch.clustered
         {
             for (key, state) in &batch.records {
-                self.db
-                    .insert(record_key(key), record::encode_record(state))?;
+                let tree_key = record_key(key);
+                let old = self
+                    .db
+                    .insert(tree_key.as_slice(), record::encode_record(state))?;
+                self.undo.record(tree_key, old);
             }
             for (key, hash) in &batch.key_hashes {
-                self.db.insert(key_hash_key(key), hash)?;
+                let tree_key = key_hash_key(key);
+                let old = self.db.insert(tree_key.as_slice(), hash)?;
+                self.undo.record(tree_key, old);
             }
             return Ok(());
         }
-        let mut tree_batch = sled::Batch::default();
+        let mut tree_batch = TreeBatch::default();
         if let Some(horizon) = batch.collected_through {
             tree_batch.insert(COLLECTED_KEY, &horizon.raw().to_be_bytes());
         }
@@ -381,9 +483,9 @@ impl SledStore {
         }
         for (index, leaf) in &batch.leaves {
             if leaf.count == 0 {
-                tree_batch.remove(&leaf_key(*index));
+                tree_batch.remove(leaf_key(*index));
             } else {
-                tree_batch.insert(&leaf_key(*index), record::to_bytes(leaf));
+                tree_batch.insert(leaf_key(*index), record::to_bytes(leaf));
             }
         }
         match batch.leaves_complete {
@@ -394,7 +496,15 @@ impl SledStore {
         if let Some(meta) = &batch.meta {
             tree_batch.insert(META_KEY, record::to_bytes(meta));
         }
-        self.db.apply_batch(tree_batch)?;
+        // What each key held, for a rollback.
+        let mut old = Vec::with_capacity(tree_batch.keys.len());
+        for key in &tree_batch.keys {
+            old.push(self.db.get(key)?);
+        }
+        self.db.apply_batch(tree_batch.batch)?;
+        for (key, value) in tree_batch.keys.into_iter().zip(old) {
+            self.undo.record(key, value);
+        }
         // What the store keeps in memory follows the database, never leads it.
         if let Some(horizon) = batch.collected_through {
             self.collected_through = horizon;
@@ -415,4 +525,92 @@ fn sync_file_system(dir: &Path) -> Result<(), StoreError> {
         return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::NodeId;
+    use crate::crdt::{LwwRegister, Value};
+    use crate::store::LoggedDeltaRef;
+
+    fn register(ts: u64, v: &str) -> KeyState {
+        KeyState::Register(LwwRegister::write(
+            Timestamp::from_raw(ts),
+            NodeId::new("n1").unwrap(),
+            Some(Value {
+                content_type: "text/plain".into(),
+                data: v.as_bytes().to_vec(),
+            }),
+        ))
+    }
+
+    fn write(store: &mut SledStore, key: &str, state: KeyState) {
+        let key = StoreKey::kv(key);
+        let delta = LoggedDeltaRef {
+            key: &key,
+            delta: &state,
+            hlc: Timestamp::ZERO,
+            origin_seq: None,
+        }
+        .encode();
+        store
+            .apply(WriteBatch {
+                records: vec![(key.clone(), state)],
+                key_hashes: vec![(key, [7; 8])],
+                deltas: vec![delta],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_rollback_undoes_the_database_and_the_log_back_to_the_last_synced_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SledStore::open(dir.path(), Durability::Fsync).unwrap();
+        write(&mut store, "a", register(1, "kept"));
+        store.commit().unwrap().complete().unwrap();
+        store.synced_through(store.commits());
+        // Not known to be synced: an overwrite, a new key, a horizon and a removal.
+        write(&mut store, "a", register(2, "undone"));
+        let _in_flight = store.commit().unwrap();
+        write(&mut store, "b", register(3, "undone"));
+        store
+            .apply(WriteBatch {
+                collected_through: Some(Timestamp::from_raw(9)),
+                removals: vec![StoreKey::kv("zzz")],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        let undone = store.rollback().unwrap();
+        let mut keys: Vec<(String, bool)> = undone
+            .iter()
+            .map(|u| (u.key.name.clone(), u.after.is_some()))
+            .collect();
+        keys.sort();
+        assert_eq!(keys, [("a".into(), true), ("b".into(), false)]);
+        assert_eq!(
+            store.get(&StoreKey::kv("a")).unwrap(),
+            Some(register(1, "kept"))
+        );
+        assert_eq!(store.get(&StoreKey::kv("b")).unwrap(), None);
+        assert_eq!(store.collected_through(), Timestamp::ZERO);
+        assert_eq!(
+            store
+                .leaf_keys(merkle::bucket_of(&StoreKey::kv("b")))
+                .unwrap(),
+            []
+        );
+        // The log no longer holds the undone deltas; later ones follow the kept one.
+        write(&mut store, "c", register(4, "later"));
+        store.commit().unwrap().complete().unwrap();
+        drop(store);
+        let mut reopened = SledStore::open(dir.path(), Durability::Fsync).unwrap();
+        let replayed: Vec<String> = reopened
+            .take_replay()
+            .into_iter()
+            .map(|d| d.key.name)
+            .collect();
+        assert_eq!(replayed, ["a", "c"]);
+    }
 }

@@ -138,6 +138,25 @@ impl Wal {
         self.file.clone()
     }
 
+    /// The offset at which the next appended entry will start.
+    pub fn position(&self) -> u64 {
+        self.end + self.pending.len() as u64
+    }
+
+    /// Drops every entry from `offset` on (a rolled-back commit's), durably: the entry header at
+    /// `offset` is zeroed, so reading stops there, and new entries are written from there.
+    pub fn truncate(&mut self, offset: u64) -> std::io::Result<()> {
+        let offset = offset.max(HEADER);
+        self.pending.clear();
+        if offset < self.end {
+            self.file.write_all_at(&[0u8; ENTRY_HEADER], offset)?;
+            self.end = offset;
+        }
+        self.file.sync_data()?;
+        self.unsynced = false;
+        Ok(())
+    }
+
     /// Bytes of entries in the log.
     pub fn len(&self) -> u64 {
         self.end - HEADER + self.pending.len() as u64
