@@ -203,6 +203,11 @@ struct ServeArgs {
     /// node's own clock is out of bounds (default 500).
     #[arg(long, env = "HEARSAY_MAX_CLOCK_SKEW_MS")]
     max_clock_skew_ms: Option<u64>,
+    /// Below this much free space (MiB) on the data directory's file system, writes are refused
+    /// with 507 until space is freed; they resume at one and a half times as much (default
+    /// 128).
+    #[arg(long, env = "HEARSAY_DISK_RESERVE_MB")]
+    disk_reserve_mb: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -293,6 +298,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     t.min_age_ms = args.tombstone_min_age_ms.unwrap_or(t.min_age_ms);
     t.grace_ms = args.tombstone_grace_ms.unwrap_or(t.grace_ms);
     timings.max_clock_skew_ms = args.max_clock_skew_ms.unwrap_or(timings.max_clock_skew_ms);
+    if let Some(mb) = args.disk_reserve_mb {
+        timings.disk_reserve_bytes = mb.saturating_mul(1 << 20);
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listeners = Listeners::bind(args.http, args.gossip).await?;

@@ -89,6 +89,9 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
     if state.node.is_resyncing() {
         reasons.push("resyncing");
     }
+    if state.node.is_disk_full() {
+        reasons.push("disk_full");
+    }
     let status = if reasons.is_empty() { "ok" } else { "degraded" };
     let mut body = json!({
         "status": status,
@@ -151,6 +154,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         ("clock_skew", c.dropped_clock_skew),
         ("wrong_kind", c.dropped_wrong_kind),
         ("invalid", c.dropped_invalid),
+        ("disk_full", c.dropped_disk_full),
     ] {
         let labels = crate::metrics::DropLabels { reason };
         Metrics::raise(&m.cluster_dropped.get_or_create(&labels), total);

@@ -61,6 +61,11 @@ impl From<CoreError> for ApiError {
                 "clock_skew",
                 format!("{e}; this node refuses writes until its clock is back in bounds: write to another node"),
             ),
+            CoreError::DiskFull(_) => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                format!("{e}; free space on this node's disk, or write to another node"),
+            ),
             CoreError::NotApplied(_) => {
                 tracing::error!(error = %e, "the core refused a client write");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())

@@ -74,6 +74,11 @@ impl<S: Store> Node<S> {
             self.invalid_input(now_ms, from, "an exchange from a stranger");
             return Ok(None);
         }
+        if self.is_disk_full() {
+            // It would bring states this node has no room for; the peer retries later.
+            self.cluster.stats.dropped_disk_full += 1;
+            return Ok(None);
+        }
         if let Some(start) = request.start {
             let stamps = std::iter::once(start.clock)
                 .chain([start.collected_through])
@@ -213,6 +218,9 @@ impl<S: Store> Node<S> {
 
     pub(super) fn start_anti_entropy(&mut self, now_ms: u64) {
         self.cluster.next_sync_ms = now_ms + self.cluster.anti_entropy_interval_ms;
+        if self.is_disk_full() {
+            return;
+        }
         let busy: Vec<NodeId> = self
             .cluster
             .sessions

@@ -71,6 +71,10 @@ pub struct ClusterConfig {
     /// 500); further ahead, the message carrying it is dropped. Larger tolerates worse clocks
     /// and lets a fast clock's writes beat later writes by up to this much.
     pub max_clock_skew_ms: u64,
+    /// Below this much free space on the data directory's file system (bytes, default 128 MiB)
+    /// the node refuses writes; it takes them again at one and a half times as much. Leave room
+    /// for the database to compact and for a checkpoint.
+    pub disk_reserve_bytes: u64,
 }
 
 impl ClusterConfig {
@@ -88,6 +92,7 @@ impl ClusterConfig {
             resync_first: false,
             tombstones: TombstoneConfig::default(),
             max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
+            disk_reserve_bytes: 128 << 20,
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct ClusterStats {
     /// Peer messages dropped as invalid (from strangers, impossible incarnations, requests to
     /// forget values the peer cannot have refused).
     pub dropped_invalid: u64,
+    /// Peer states and exchanges refused while the disk was full.
+    pub dropped_disk_full: u64,
 }
 
 pub(super) struct Cluster {
@@ -138,6 +145,7 @@ pub(super) struct Cluster {
     pub(super) stats: ClusterStats,
     /// Reads are not authoritative until a full exchange with a peer completes.
     pub(super) resyncing: bool,
+    pub(super) disk_reserve_bytes: u64,
     /// Per peer, the greatest collection horizon it announced in an exchange (checked against
     /// this node's clock): it bounds what that peer may ask this node to forget.
     pub(super) peer_horizons: BTreeMap<NodeId, Timestamp>,
@@ -166,6 +174,7 @@ impl Cluster {
             outbox: Vec::new(),
             stats: ClusterStats::default(),
             resyncing: config.resync_first,
+            disk_reserve_bytes: config.disk_reserve_bytes,
             peer_horizons: BTreeMap::new(),
             refusals: RefusalLog::default(),
         }
@@ -359,6 +368,7 @@ impl<S: Store> Node<S> {
         self.cluster.rumors.tick(now_ms);
         self.push_fresh_rumors();
         self.watch_clock();
+        self.watch_disk(now_ms, false);
         self.collect_tombstones(now_ms)
     }
 

@@ -17,6 +17,7 @@ mod anti_entropy;
 mod clock_watch;
 mod cluster;
 mod collection;
+mod disk_watch;
 mod outbox;
 mod peer_input;
 mod tombstones;
@@ -46,6 +47,9 @@ pub enum Refusal {
     Collected,
     /// Stamped too far ahead of this node's wall clock (`--max-clock-skew-ms`).
     ClockSkew(ClockAhead),
+    /// This node's disk is below its free-space reserve: peers' states wait (anti-entropy
+    /// brings them once there is room).
+    DiskFull,
 }
 
 /// Where a state to merge comes from, which decides what is checked.
@@ -95,6 +99,10 @@ pub enum WriteError {
     /// issued): it refuses to stamp writes rather than stamp them in the future.
     #[error("this node's clock is out of bounds: {0}")]
     ClockSkew(ClockAhead),
+    /// The data directory's file system is below its free-space reserve: writes wait until
+    /// space is freed.
+    #[error("the disk is full: {free_bytes} bytes free, below the reserve of {reserve_bytes} (--disk-reserve-mb)")]
+    DiskFull { free_bytes: u64, reserve_bytes: u64 },
     /// The core refused the write it was asked to make; reported instead of acknowledged.
     #[error("the write was not applied ({0:?})")]
     NotApplied(Refusal),
@@ -131,6 +139,7 @@ pub struct Node<S: Store> {
     durable_seq: u64,
     /// A rollback failed: what the store holds is no longer known, so no write is taken.
     storage_failed: bool,
+    disk: disk_watch::DiskWatch,
 }
 
 impl<S: Store> Node<S> {
@@ -182,6 +191,7 @@ impl<S: Store> Node<S> {
             tombstones.track(&key, None, Some(ts));
         }
         let max_clock_skew_ms = config.max_clock_skew_ms;
+        let disk_reserve_bytes = config.disk_reserve_bytes;
         let mut cluster = cluster::Cluster::new(id.clone(), meta.incarnation, config);
         for (origin, seq) in meta.seen.iter() {
             cluster.rumors_mut().restore(origin, seq);
@@ -201,7 +211,9 @@ impl<S: Store> Node<S> {
             own_seq_at: VecDeque::new(),
             durable_seq: 0,
             storage_failed: false,
+            disk: disk_watch::DiskWatch::new(disk_reserve_bytes),
         };
+        node.watch_disk(0, true);
         let replay = node.store.take_replay();
         if !replay.is_empty() {
             tracing::info!(entries = replay.len(), "redoing the write-ahead log");
@@ -249,6 +261,12 @@ impl<S: Store> Node<S> {
             return Err(WriteError::Store(StoreError::Io(
                 "the store failed to undo a failed sync; restart the node".into(),
             )));
+        }
+        if self.disk.is_full() {
+            return Err(WriteError::DiskFull {
+                free_bytes: self.disk.free().unwrap_or(0),
+                reserve_bytes: self.disk_reserve_bytes(),
+            });
         }
         if self.clock.out_of_bounds {
             return Err(WriteError::ClockSkew(ClockAhead {
@@ -326,6 +344,9 @@ impl<S: Store> Node<S> {
     ) -> Result<Applied, StoreError> {
         if !key.holds(&delta) {
             return Ok(Applied::Refused(Refusal::WrongKind));
+        }
+        if matches!(source, Source::Peer { .. }) && self.disk.is_full() {
+            return Ok(Applied::Refused(Refusal::DiskFull));
         }
         if let KeyState::Register(r) = &delta {
             match source {
@@ -412,6 +433,33 @@ impl<S: Store> Node<S> {
         self.own_seq_at
             .push_back((self.store.commits(), self.meta.seen.get(&self.id)));
         Ok(pending)
+    }
+
+    /// Whether the data directory's file system is below its free-space reserve (writes and
+    /// peers' states are refused meanwhile).
+    pub fn is_disk_full(&self) -> bool {
+        self.disk.is_full()
+    }
+
+    fn disk_reserve_bytes(&self) -> u64 {
+        self.cluster.disk_reserve_bytes
+    }
+
+    /// Checks the free space when due (or now, with `force`), and logs when the verdict changes.
+    pub(super) fn watch_disk(&mut self, now_ms: u64, force: bool) {
+        let store = &self.store;
+        if let Some(full) = self.disk.check(now_ms, force, || store.free_bytes()) {
+            let free_bytes = self.disk.free().unwrap_or(0);
+            let reserve_bytes = self.disk_reserve_bytes();
+            if full {
+                tracing::error!(free_bytes, reserve_bytes, "the data directory's disk is nearly full: refusing writes (507) until space is freed");
+            } else {
+                tracing::warn!(
+                    free_bytes,
+                    "the data directory's disk has room again: taking writes"
+                );
+            }
+        }
     }
 
     /// The number of the last commit (as the store counts them, from 1).

@@ -45,6 +45,9 @@ impl<S: Store> Node<S> {
         if !key.holds(state) {
             return Err(Refusal::WrongKind);
         }
+        if self.disk.is_full() {
+            return Err(Refusal::DiskFull);
+        }
         if let KeyState::Register(r) = state {
             self.check_clock(r.timestamp, now_ms)
                 .map_err(Refusal::ClockSkew)?;
@@ -68,6 +71,8 @@ impl<S: Store> Node<S> {
                 }
             }
             Refusal::ClockSkew(ahead) => self.clock_skew_from(now_ms, peer, ahead),
+            // Logged once, when the disk filled up.
+            Refusal::DiskFull => stats.dropped_disk_full += 1,
             // Counted where it is answered (the sender is told to forget the value).
             Refusal::Collected => {}
         }

@@ -60,6 +60,9 @@ pub enum CoreError {
     /// This node's clock is out of bounds: it does not stamp writes.
     #[error("this node's clock is out of bounds: {0}")]
     ClockSkew(ClockAhead),
+    /// The data directory's disk is below its free-space reserve.
+    #[error("{0}")]
+    DiskFull(WriteError),
     /// The core refused a write it was asked to make.
     #[error("the write was not applied ({0:?})")]
     NotApplied(Refusal),
@@ -71,6 +74,7 @@ impl From<WriteError> for CoreError {
             WriteError::Store(e) => CoreError::Store(e),
             WriteError::ClockSkew(ahead) => CoreError::ClockSkew(ahead),
             WriteError::NotApplied(why) => CoreError::NotApplied(why),
+            full @ WriteError::DiskFull { .. } => CoreError::DiskFull(full),
         }
     }
 }
@@ -84,6 +88,8 @@ pub(super) struct Signals {
     /// [`Node::clock_status`]: out of bounds, and the median offset of the peers' clocks.
     clock_out_of_bounds: AtomicBool,
     clock_offset_ms: AtomicI64,
+    /// [`Node::is_disk_full`].
+    disk_full: AtomicBool,
 }
 
 impl Signals {
@@ -94,6 +100,7 @@ impl Signals {
             .store(clock.out_of_bounds, Ordering::Relaxed);
         self.clock_offset_ms
             .store(clock.median_offset_ms, Ordering::Relaxed);
+        self.disk_full.store(node.is_disk_full(), Ordering::Relaxed);
     }
 }
 
@@ -135,6 +142,12 @@ impl NodeHandle {
             .clock_out_of_bounds
             .load(Ordering::Relaxed)
             .then(|| self.signals.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// True while the data directory's disk is below its free-space reserve (writes are
+    /// refused).
+    pub fn is_disk_full(&self) -> bool {
+        self.signals.disk_full.load(Ordering::Relaxed)
     }
 
     /// Applies a write and returns once it is durable (per the durability mode).

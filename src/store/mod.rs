@@ -363,6 +363,8 @@ pub trait Store: Send + 'static {
     /// durably: the database and the log then hold what they held at that commit. Returns each
     /// record it changed, with its state before and after the undo.
     fn rollback(&mut self) -> Result<Vec<Undone>, StoreError>;
+    /// Free bytes on the file system holding the data (`None`: not on a disk).
+    fn free_bytes(&self) -> Option<u64>;
     /// True when the log has grown enough that a checkpoint should retire it (and none is under
     /// way).
     fn wants_checkpoint(&self) -> bool;

@@ -380,6 +380,10 @@ impl Store for SledStore {
         Ok(undone)
     }
 
+    fn free_bytes(&self) -> Option<u64> {
+        free_bytes(&self.dir).ok()
+    }
+
     fn wants_checkpoint(&self) -> bool {
         !self.checkpointing
             && self
@@ -515,6 +519,19 @@ impl SledStore {
         }
         Ok(())
     }
+}
+
+/// Bytes available to this process on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs fills the zeroed struct it is given from a NUL-terminated path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 fn sync_file_system(dir: &Path) -> Result<(), StoreError> {
