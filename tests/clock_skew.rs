@@ -32,39 +32,71 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_node_five_minutes_ahead_reports_clock_skew_and_refuses_writes() {
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Three nodes, n3 started five minutes ahead; `extra` goes to every node.
+fn trio_with_n3_ahead(dir: &std::path::Path, extra: &[&str]) -> Option<[Proc; 3]> {
     if !std::path::Path::new(LIBFAKETIME).exists() {
         eprintln!("SKIPPED: {LIBFAKETIME} is missing (apt-get install faketime)");
-        return;
+        return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = |id: &str| path_str(&dir.path().join(id)).to_string();
-    let n1 = Proc::serve(&["--node-id", "n1", "--data", &data("n1")]);
-    let n2 = Proc::serve(&[
-        "--node-id",
-        "n2",
-        "--data",
-        &data("n2"),
-        "--seeds",
-        &n1.gossip,
-    ]);
+    let args = |id: &str, seed: Option<&str>| {
+        let data = path_str(&dir.join(id)).to_string();
+        let mut args = vec!["--node-id".to_string(), id.into(), "--data".into(), data];
+        if let Some(seed) = seed {
+            args.extend(["--seeds".to_string(), seed.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let n1 = Proc::serve(&refs(&args("n1", None)));
+    let n2 = Proc::serve(&refs(&args("n2", Some(&n1.gossip))));
     let ahead = [
         ("LD_PRELOAD", LIBFAKETIME),
         ("FAKETIME", "+300"),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
     ];
-    let n3 = Proc::serve_with_env(
-        &[
-            "--node-id",
-            "n3",
-            "--data",
-            &data("n3"),
-            "--seeds",
-            &n1.gossip,
-        ],
-        &ahead,
-    );
+    let n3 = Proc::serve_with_env(&refs(&args("n3", Some(&n1.gossip))), &ahead);
+    Some([n1, n2, n3])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_cluster_key_a_node_five_minutes_ahead_still_learns_its_clock_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    std::fs::write(&key, "7".repeat(64)).unwrap();
+    // Every message between n3 and the others falls outside the key's freshness window.
+    let extra = ["--cluster-key-file", path_str(&key)];
+    let Some([n1, _n2, n3]) = trio_with_n3_ahead(dir.path(), &extra) else {
+        return;
+    };
+    let c = Client::new();
+    eventually("n3 reports clock_skew", WITHIN, || async {
+        let h = health(&c, &n3).await?;
+        h["reasons"]
+            .to_string()
+            .contains("clock_skew")
+            .then_some(())
+    })
+    .await;
+    let refused = c
+        .put(n3.url("/v1/kv/k"))
+        .body("ahead")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(health(&c, &n1).await.unwrap()["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_five_minutes_ahead_reports_clock_skew_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some([n1, n2, n3]) = trio_with_n3_ahead(dir.path(), &[]) else {
+        return;
+    };
     let c = Client::new();
 
     let report = eventually("n3 reports clock_skew", WITHIN, || async {

@@ -19,8 +19,11 @@ pub const FRESHNESS_MS: u64 = 60_000;
 pub enum SealError {
     #[error("message failed authentication")]
     Unauthentic,
-    #[error("message is stale or from the future (replayed?)")]
-    Stale,
+    /// Authentic, but sealed at `sent_ms`, outside the freshness window: replayed, or from a
+    /// node whose clock is far from this one's. The payload is handed back so that the
+    /// receiver can tell which (it is never merged).
+    #[error("message is stale or from the future (replayed, or a clock is off?)")]
+    Stale { sent_ms: u64, payload: Vec<u8> },
 }
 
 /// Seals and opens cluster messages; a no-op without a key.
@@ -72,7 +75,10 @@ impl Sealer {
         let (sent, payload) = plain.split_at_checked(8).ok_or(SealError::Unauthentic)?;
         let sent = u64::from_le_bytes(sent.try_into().map_err(|_| SealError::Unauthentic)?);
         if sent.abs_diff(now_ms) > FRESHNESS_MS {
-            return Err(SealError::Stale);
+            return Err(SealError::Stale {
+                sent_ms: sent,
+                payload: payload.to_vec(),
+            });
         }
         Ok(payload.to_vec())
     }
@@ -92,7 +98,10 @@ mod tests {
         assert_eq!(b.open(&sealed, 1_000_500), Err(SealError::Unauthentic));
         assert_eq!(
             a.open(&sealed, 1_000_000 + FRESHNESS_MS + 1),
-            Err(SealError::Stale)
+            Err(SealError::Stale {
+                sent_ms: 1_000_000,
+                payload: b"hello".to_vec()
+            })
         );
         assert_ne!(
             a.seal(b"hello", 1),

@@ -67,15 +67,21 @@ impl SealedFrames {
 
     /// Opens a sealed message, counting a failure.
     pub fn open(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        self.open_or_stale(bytes).ok()
+    }
+
+    /// Opens a sealed message, counting a failure; an authentic but stale one is handed back
+    /// with the time its sender sealed it.
+    pub fn open_or_stale(&self, bytes: &[u8]) -> Result<Vec<u8>, Option<(u64, Vec<u8>)>> {
         match self.sealer.open(bytes, wall_ms()) {
-            Ok(plain) => Some(plain),
+            Ok(plain) => Ok(plain),
             Err(SealError::Unauthentic) => {
                 self.drop_counted("auth");
-                None
+                Err(None)
             }
-            Err(SealError::Stale) => {
+            Err(SealError::Stale { sent_ms, payload }) => {
                 self.drop_counted("stale");
-                None
+                Err(Some((sent_ms, payload)))
             }
         }
     }

@@ -127,8 +127,16 @@ async fn receive_datagrams(shared: Shared) {
             shared.frames.drop_counted("oversized");
             continue;
         }
-        let Some(plain) = shared.frames.open(&buf[..len]) else {
-            continue;
+        let plain = match shared.frames.open_or_stale(&buf[..len]) {
+            Ok(plain) => plain,
+            Err(Some((sent_ms, payload))) => {
+                // Authentic but stale: the core learns how far off the sender's clock is.
+                if let Ok(datagram) = wire::decode_datagram(&payload) {
+                    shared.core.deliver_stale(from, datagram.from.id, sent_ms);
+                }
+                continue;
+            }
+            Err(None) => continue,
         };
         let datagram = match wire::decode_datagram(&plain) {
             Ok(d) => d,

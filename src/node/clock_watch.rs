@@ -31,10 +31,14 @@ pub struct ClockStatus {
 }
 
 /// Judges this node's clock from the latest `samples` of the peers for which `counts` holds
-/// (members that did not leave), against a bound of `bound_ms`.
+/// (members that did not leave), against a bound of `bound_ms`. `joined`: some other member is
+/// up; a node that has joined no one and whom every peer it hears from finds far off (its
+/// traffic arrives outside the cluster key's freshness window, so it can join no one either) is
+/// out of bounds too.
 pub fn judge<'a>(
     samples: impl Iterator<Item = (&'a NodeId, &'a ClockSample)>,
     counts: impl Fn(&NodeId) -> bool,
+    joined: bool,
     bound_ms: u64,
 ) -> ClockStatus {
     let mut offsets = Vec::new();
@@ -50,8 +54,8 @@ pub fn judge<'a>(
     let measured = offsets.len();
     ClockStatus {
         // A strict majority of the measured peers and this node: with one peer alone, neither
-        // can tell whose clock is wrong, and neither stops.
-        out_of_bounds: beyond * 2 > measured + 1,
+        // can tell whose clock is wrong, and neither stops while they can talk.
+        out_of_bounds: beyond * 2 > measured + 1 || (!joined && beyond > 0 && beyond == measured),
         measured,
         beyond,
         median_offset_ms: offsets.get(measured / 2).copied().unwrap_or(0),
@@ -79,7 +83,7 @@ mod tests {
 
     fn status(offsets: &[i64]) -> ClockStatus {
         let s = samples(offsets);
-        judge(s.iter().map(|(n, c)| (n, c)), |_| true, 500)
+        judge(s.iter().map(|(n, c)| (n, c)), |_| true, true, 500)
     }
 
     #[test]
@@ -102,7 +106,20 @@ mod tests {
     #[test]
     fn members_that_left_do_not_count() {
         let s = samples(&[-30_000, -30_000]);
-        let only_n0 = judge(s.iter().map(|(n, c)| (n, c)), |n| n.as_str() == "n0", 500);
+        let only_n0 = judge(
+            s.iter().map(|(n, c)| (n, c)),
+            |n| n.as_str() == "n0",
+            true,
+            500,
+        );
         assert_eq!((only_n0.measured, only_n0.out_of_bounds), (1, false));
+        // Joined to no one, and far from the one peer it hears: out of bounds.
+        let alone = judge(
+            s.iter().map(|(n, c)| (n, c)),
+            |n| n.as_str() == "n0",
+            false,
+            500,
+        );
+        assert!(alone.out_of_bounds);
     }
 }

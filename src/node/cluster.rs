@@ -13,7 +13,7 @@ use crate::clock::{NodeId, Timestamp, DEFAULT_MAX_CLOCK_SKEW_MS};
 use crate::crdt::KeyState;
 use crate::gossip::rumor::{Rumor, RumorConfig, RumorMill};
 use crate::membership::{
-    ForceLeaveError, Member, MemberEvent, MemberState, Membership, MembershipConfig,
+    ClockSample, ForceLeaveError, Member, MemberEvent, MemberState, Membership, MembershipConfig,
 };
 use crate::store::{Store, StoreError, StoreKey, WriteBatch};
 use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
@@ -150,7 +150,17 @@ pub(super) struct Cluster {
     /// this node's clock): it bounds what that peer may ask this node to forget.
     pub(super) peer_horizons: BTreeMap<NodeId, Timestamp>,
     pub(super) refusals: RefusalLog,
+    /// Clocks of peers whose authentic messages arrive outside the freshness window (so no
+    /// probe can measure them), and when this node last answered one: at most
+    /// [`MAX_STALE_CLOCKS`].
+    pub(super) stale_clocks: BTreeMap<NodeId, (ClockSample, u64)>,
 }
+
+/// Peers whose stale clocks are remembered.
+const MAX_STALE_CLOCKS: usize = 64;
+/// A peer whose messages arrive stale gets at most one answer this often (milliseconds): a
+/// bare datagram, stale for it too, so that it learns its clock is off.
+const STALE_ANSWER_EVERY_MS: u64 = 5_000;
 
 impl Cluster {
     pub(super) fn new(id: NodeId, incarnation: u64, config: ClusterConfig) -> Self {
@@ -177,6 +187,7 @@ impl Cluster {
             disk_reserve_bytes: config.disk_reserve_bytes,
             peer_horizons: BTreeMap::new(),
             refusals: RefusalLog::default(),
+            stale_clocks: BTreeMap::new(),
         }
     }
 
@@ -377,6 +388,50 @@ impl<S: Store> Node<S> {
         self.clock
     }
 
+    /// An authentic datagram from `peer` (at `from`), sealed at its clock's `sent_ms`, arrived
+    /// at `now_ms` outside the cluster key's freshness window, and was dropped: a replay, or a
+    /// clock far off. Its offset counts for the clock verdict when no probe can measure that
+    /// peer, and the peer gets a bare datagram now and then, stale for it too, so that it
+    /// learns the same about its own clock.
+    pub fn handle_stale(&mut self, now_ms: u64, from: SocketAddr, peer: &NodeId, sent_ms: u64) {
+        if *peer == self.id {
+            return;
+        }
+        // One way: the message took between nothing and about a second to arrive.
+        let sample = ClockSample {
+            offset_ms: (i128::from(sent_ms) - i128::from(now_ms))
+                .clamp(i64::MIN.into(), i64::MAX.into()) as i64
+                + 500,
+            uncertainty_ms: 500,
+            at_ms: now_ms,
+        };
+        if self.cluster.refusals.due(peer, "stale", now_ms) {
+            tracing::warn!(peer = %peer, %from, offset_ms = sample.offset_ms, "dropped cluster traffic sealed outside the freshness window: a replay, or this node's or the peer's clock is far off");
+        }
+        let clocks = &mut self.cluster.stale_clocks;
+        if !clocks.contains_key(peer) && clocks.len() >= MAX_STALE_CLOCKS {
+            let oldest = clocks
+                .iter()
+                .min_by_key(|(_, (s, _))| s.at_ms)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                clocks.remove(&oldest);
+            }
+        }
+        let answered = clocks.get(peer).map_or(0, |(_, at)| *at);
+        let answer = answered == 0 || now_ms >= answered + STALE_ANSWER_EVERY_MS;
+        let last = if answer { now_ms.max(1) } else { answered };
+        clocks.insert(peer.clone(), (sample, last));
+        if answer {
+            let datagram = self.bare_datagram();
+            self.cluster.outbox.push(Outbound::Datagram {
+                to: from,
+                to_id: Some(peer.clone()),
+                datagram,
+            });
+        }
+    }
+
     /// Judges this node's clock from the latest samples, and logs when the verdict changes.
     fn watch_clock(&mut self) {
         let membership = &self.cluster.membership;
@@ -385,8 +440,22 @@ impl<S: Store> Node<S> {
                 .member(peer)
                 .is_some_and(|m| m.state != MemberState::Left)
         };
+        // Probes measure members; a peer no probe reaches (its messages arrive stale) counts by
+        // what its stale messages said.
+        let mut samples: Vec<(NodeId, ClockSample)> = membership
+            .clock_samples()
+            .filter(|(peer, _)| staying(peer))
+            .map(|(peer, s)| (peer.clone(), *s))
+            .collect();
+        for (peer, (sample, _)) in &self.cluster.stale_clocks {
+            if !samples.iter().any(|(p, _)| p == peer) {
+                samples.push((peer.clone(), *sample));
+            }
+        }
         let bound_ms = self.hlc.max_ahead_ms();
-        let status = clock_watch::judge(membership.clock_samples(), staying, bound_ms);
+        let joined = self.has_peers();
+        let samples = samples.iter().map(|(p, s)| (p, s));
+        let status = clock_watch::judge(samples, |_| true, joined, bound_ms);
         if status.out_of_bounds != self.clock.out_of_bounds {
             if status.out_of_bounds {
                 tracing::error!(

@@ -96,7 +96,7 @@ impl<S: Store> Node<S> {
     }
 
     /// A datagram from this node that carries nothing yet.
-    fn bare_datagram(&self) -> Datagram {
+    pub(super) fn bare_datagram(&self) -> Datagram {
         Datagram {
             from: self.cluster.membership.me().clone(),
             swim: None,

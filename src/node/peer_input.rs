@@ -25,7 +25,7 @@ pub(super) struct RefusalLog {
 
 impl RefusalLog {
     /// Whether a refusal of `reason` from `peer` at `now_ms` should be logged.
-    fn due(&mut self, peer: &NodeId, reason: &'static str, now_ms: u64) -> bool {
+    pub(super) fn due(&mut self, peer: &NodeId, reason: &'static str, now_ms: u64) -> bool {
         if self.last.len() >= MAX_LOGGED {
             self.last.clear();
         }

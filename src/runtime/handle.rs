@@ -31,6 +31,9 @@ pub(super) enum ClusterCommand {
     Frame(Frame),
     SyncRequest(NodeId, SyncRequest, oneshot::Sender<Option<SyncAnswer>>),
     SyncReply(u64, Option<SyncAnswer>),
+    /// An authentic datagram from this node id, sealed at this time, arrived outside the
+    /// freshness window.
+    Stale(SocketAddr, NodeId, u64),
     /// The checkpoint work handed to the checkpoint thread finished.
     CheckpointDone(Result<(), StoreError>),
     /// The sync thread: every commit up to this number is durable.
@@ -212,6 +215,12 @@ impl NodeHandle {
     /// (dropped: anti-entropy repairs what a dropped rumor carried).
     pub fn deliver_frame(&self, _from: SocketAddr, frame: Frame) -> bool {
         self.tell(ClusterCommand::Frame(frame))
+    }
+
+    /// Tells the core that an authentic datagram sealed at `sent_ms` by `peer` arrived outside
+    /// the freshness window (dropped if the queue is full).
+    pub fn deliver_stale(&self, from: SocketAddr, peer: NodeId, sent_ms: u64) {
+        self.tell(ClusterCommand::Stale(from, peer, sent_ms));
     }
 
     /// Asks the core to answer an anti-entropy request (`None`: refused, or the core is busy

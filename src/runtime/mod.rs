@@ -202,6 +202,10 @@ impl Core {
                 ClusterCommand::SyncReply(session, reply) => {
                     node.handle_sync_reply(now, session, reply)
                 }
+                ClusterCommand::Stale(from, peer, sent_ms) => {
+                    node.handle_stale(now, from, &peer, sent_ms);
+                    Ok(())
+                }
                 ClusterCommand::CheckpointDone(result) => {
                     node.checkpoint_done(result);
                     Ok(())
