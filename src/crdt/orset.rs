@@ -2,21 +2,85 @@
 //! the dots of the adds that introduced it, and one causal context records every dot the replica
 //! has seen. A remove only forgets the dots it observed, so a concurrent add (an unseen dot)
 //! survives; removed elements leave no per-element tombstone behind.
+//!
+//! Costs, for a set of n elements: a local add or remove takes O(log n); merging a delta takes
+//! O(size of the delta · log n), the size counting the dots of its context; a full-state merge
+//! takes O(n log n). A derived index from dot to element, never encoded and rebuilt on decode,
+//! finds the elements a delta's context covers without walking the others.
 
+use super::context::never_minted;
 use super::CausalContext;
 use crate::clock::{Dot, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(from = "StoredSet")]
 pub struct OrSet {
     context: CausalContext,
     entries: BTreeMap<String, BTreeSet<Dot>>,
+    /// Every (dot, element) pair of `entries`, sorted by dot. Derived: not encoded, rebuilt on
+    /// decode, left out of equality. A dot belongs to one element in any state this code builds;
+    /// the pairs keep a decoded state that says otherwise consistent all the same.
+    #[serde(skip)]
+    by_dot: BTreeSet<(Dot, String)>,
+}
+
+/// The encoded form: the set's own fields, in order, without the index.
+#[derive(Deserialize)]
+#[serde(rename = "OrSet")]
+struct StoredSet {
+    context: CausalContext,
+    entries: BTreeMap<String, BTreeSet<Dot>>,
+}
+
+impl From<StoredSet> for OrSet {
+    fn from(stored: StoredSet) -> Self {
+        let mut entries = stored.entries;
+        // No replica mints a dot with counter 0, and every context covers one, so the first merge
+        // would drop it; decoding drops it at once, and the merge never has to look for it.
+        entries.retain(|_, dots| {
+            let held = !dots.is_empty();
+            dots.retain(|dot| !never_minted(dot));
+            !held || !dots.is_empty()
+        });
+        OrSet::from_parts(stored.context, entries)
+    }
+}
+
+impl PartialEq for OrSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.context == other.context && self.entries == other.entries
+    }
+}
+
+impl Eq for OrSet {}
+
+impl fmt::Debug for OrSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrSet")
+            .field("context", &self.context)
+            .field("entries", &self.entries)
+            .finish()
+    }
 }
 
 impl OrSet {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn from_parts(context: CausalContext, entries: BTreeMap<String, BTreeSet<Dot>>) -> Self {
+        let by_dot = entries
+            .iter()
+            .flat_map(|(element, dots)| dots.iter().map(|dot| (dot.clone(), element.clone())))
+            .collect();
+        OrSet {
+            context,
+            entries,
+            by_dot,
+        }
     }
 
     pub fn contains(&self, element: &str) -> bool {
@@ -46,12 +110,7 @@ impl OrSet {
     /// also covers the element's older dots, so the new dot replaces them everywhere.
     pub fn add(&mut self, node: &NodeId, element: &str) -> OrSet {
         let dot = self.context.next_dot(node);
-        let mut seen: Vec<Dot> = self.dots_of(element);
-        seen.push(dot.clone());
-        let delta = OrSet {
-            context: CausalContext::from_dots(seen),
-            entries: BTreeMap::from([(element.to_string(), BTreeSet::from([dot]))]),
-        };
+        let delta = OrSet::addition(element, dot, self.dots_of(element));
         self.merge(&delta);
         delta
     }
@@ -59,12 +118,52 @@ impl OrSet {
     /// Removes the adds of `element` observed here, applies it to `self` and returns the delta
     /// (empty when the element is absent: there is nothing observed to remove).
     pub fn remove(&mut self, element: &str) -> OrSet {
-        let delta = OrSet {
-            context: CausalContext::from_dots(self.dots_of(element)),
-            entries: BTreeMap::new(),
-        };
+        let delta = OrSet::removal(self.dots_of(element));
         self.merge(&delta);
         delta
+    }
+
+    /// Removes each of `remove`, then adds each of `add` as `node`, applies them to `self` and
+    /// returns one delta with the effect of them all: the join of their deltas, built in one go
+    /// instead of merging each into a growing delta. Its context holds every dot the edit
+    /// observed or minted; each added element keeps the dot of its last add.
+    pub fn edit<'a>(
+        &mut self,
+        node: &NodeId,
+        remove: impl IntoIterator<Item = &'a str>,
+        add: impl IntoIterator<Item = &'a str>,
+    ) -> OrSet {
+        let mut seen = Vec::new();
+        for element in remove {
+            let observed = self.dots_of(element);
+            seen.extend(observed.iter().cloned());
+            self.merge(&OrSet::removal(observed));
+        }
+        let mut added = BTreeMap::new();
+        for element in add {
+            let dot = self.context.next_dot(node);
+            let observed = self.dots_of(element);
+            seen.extend(observed.iter().cloned());
+            seen.push(dot.clone());
+            self.merge(&OrSet::addition(element, dot.clone(), observed));
+            added.insert(element.to_string(), BTreeSet::from([dot]));
+        }
+        OrSet::from_parts(CausalContext::from_dots(seen), added)
+    }
+
+    /// The delta of an add of `element` with the new `dot`, replacing the `observed` ones.
+    fn addition(element: &str, dot: Dot, observed: Vec<Dot>) -> OrSet {
+        let mut seen = observed;
+        seen.push(dot.clone());
+        OrSet::from_parts(
+            CausalContext::from_dots(seen),
+            BTreeMap::from([(element.to_string(), BTreeSet::from([dot]))]),
+        )
+    }
+
+    /// The delta of a remove that observed `observed`.
+    fn removal(observed: Vec<Dot>) -> OrSet {
+        OrSet::from_parts(CausalContext::from_dots(observed), BTreeMap::new())
     }
 
     /// True when merging `self` into anything changes nothing.
@@ -73,45 +172,85 @@ impl OrSet {
     }
 
     /// Joins `other` into `self`; returns whether `self` changed.
+    ///
+    /// A dot survives if both sides hold it, or if the side lacking it never saw it. Elements of
+    /// `self` that `other` lacks can only lose dots `other` saw, so they are found through the
+    /// index from the dots of `other`'s context; the others are the elements `other` holds.
     pub fn merge(&mut self, other: &OrSet) -> bool {
-        let context_before = self.context.clone();
         let mut changed = false;
-        let keys: BTreeSet<String> = self
-            .entries
-            .keys()
-            .chain(other.entries.keys())
-            .cloned()
-            .collect();
-        for key in keys {
-            let empty = BTreeSet::new();
-            let mine = self.entries.get(&key).unwrap_or(&empty);
-            let theirs = other.entries.get(&key).unwrap_or(&empty);
-            // A dot survives if both sides hold it, or if the side lacking it never saw it.
-            let kept: BTreeSet<Dot> = mine
-                .iter()
-                .filter(|d| theirs.contains(d) || !other.context.contains(d))
-                .chain(
-                    theirs
-                        .iter()
-                        .filter(|d| !mine.contains(d) && !self.context.contains(d)),
-                )
-                .cloned()
-                .collect();
-            if &kept != mine {
-                changed = true;
-                if kept.is_empty() {
-                    self.entries.remove(&key);
-                } else {
-                    self.entries.insert(key, kept);
+        let mut forgotten = Vec::new();
+        for range in other.context.ranges() {
+            let (first, last) = range.into_inner();
+            let from = (first, String::new());
+            for (dot, element) in self.by_dot.range(from..) {
+                if *dot > last {
+                    break;
+                }
+                if !other.entries.contains_key(element) {
+                    forgotten.push((element.clone(), dot.clone()));
                 }
             }
         }
-        self.context.merge(&other.context);
-        changed || context_before != self.context
+        for (element, dot) in &forgotten {
+            changed |= self.unlink(element, dot);
+        }
+        for (element, theirs) in &other.entries {
+            let mine = self.entries.get(element);
+            let lost: Vec<Dot> = mine
+                .into_iter()
+                .flatten()
+                .filter(|d| !theirs.contains(d) && other.context.contains(d))
+                .cloned()
+                .collect();
+            // `self.context` is still the one before the merge.
+            let gained: Vec<Dot> = theirs
+                .iter()
+                .filter(|d| !mine.is_some_and(|m| m.contains(d)) && !self.context.contains(d))
+                .cloned()
+                .collect();
+            changed |= !lost.is_empty() || !gained.is_empty();
+            for dot in &lost {
+                self.unlink(element, dot);
+            }
+            for dot in gained {
+                self.link(element, dot);
+            }
+        }
+        self.context.merge(&other.context) || changed
     }
 
     fn dots_of(&self, element: &str) -> Vec<Dot> {
         self.dots(element).cloned().collect()
+    }
+
+    /// Gives `element` the dot `dot`, in the entries and the index.
+    fn link(&mut self, element: &str, dot: Dot) {
+        self.by_dot.insert((dot.clone(), element.to_string()));
+        match self.entries.get_mut(element) {
+            Some(dots) => {
+                dots.insert(dot);
+            }
+            None => {
+                self.entries
+                    .insert(element.to_string(), BTreeSet::from([dot]));
+            }
+        }
+    }
+
+    /// Takes `dot` from `element`, in the entries and the index; an element left without dots
+    /// leaves the set. Returns whether `element` held `dot`.
+    fn unlink(&mut self, element: &str, dot: &Dot) -> bool {
+        let Some(dots) = self.entries.get_mut(element) else {
+            return false;
+        };
+        if !dots.remove(dot) {
+            return false;
+        }
+        if dots.is_empty() {
+            self.entries.remove(element);
+        }
+        self.by_dot.remove(&(dot.clone(), element.to_string()));
+        true
     }
 }
 
@@ -163,6 +302,50 @@ mod tests {
         a.remove("x");
         assert!(dots(&a).is_empty());
         assert_eq!(b.dots("y").count(), 0);
+    }
+
+    #[test]
+    fn a_decoded_set_rebuilds_its_index_and_encodes_as_before() {
+        let mut a = OrSet::new();
+        a.add(&id("a"), "x");
+        a.add(&id("a"), "y");
+        let bytes = postcard::to_stdvec(&a).unwrap();
+        let mut decoded: OrSet = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded.by_dot, a.by_dot);
+        // A remove delta names no element: only the index finds what its dots cover.
+        let mut b = a.clone();
+        let rm = b.remove("x");
+        assert!(decoded.merge(&rm));
+        assert_eq!(decoded, b);
+        assert_eq!(
+            postcard::to_stdvec(&decoded).unwrap(),
+            postcard::to_stdvec(&b).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_edit_is_the_join_of_its_operations() {
+        let mut base = OrSet::new();
+        for e in ["x", "y", "z"] {
+            base.add(&id("a"), e);
+        }
+        base.merge(&OrSet::new().add(&id("b"), "x"));
+        let (remove, add) = (["x", "w", "y"], ["y", "v", "y", "x"]);
+        let mut one_by_one = base.clone();
+        let mut joined = OrSet::new();
+        for e in remove {
+            joined.merge(&one_by_one.remove(e));
+        }
+        for e in add {
+            joined.merge(&one_by_one.add(&id("a"), e));
+        }
+        let mut edited = base.clone();
+        let delta = edited.edit(&id("a"), remove, add);
+        assert_eq!(edited, one_by_one);
+        assert_eq!(delta, joined);
+        assert_eq!(edited.by_dot, one_by_one.by_dot);
+        base.merge(&delta);
+        assert_eq!(base, edited);
     }
 
     #[test]
