@@ -13,14 +13,18 @@ use std::ops::RangeInclusive;
 /// Whoever mints dots: one entry of a version vector.
 pub(super) type Actor = NodeId;
 
-// The only places that look inside a `Dot`.
+// The only places that look inside a `Dot` or build one.
 
-fn actor(dot: &Dot) -> &Actor {
+pub(super) fn actor(dot: &Dot) -> &Actor {
     &dot.node
 }
 
-fn counter(dot: &Dot) -> u64 {
+pub(super) fn counter(dot: &Dot) -> u64 {
     dot.counter
+}
+
+pub(super) fn dot(actor: &Actor, counter: u64) -> Dot {
+    Dot::new(actor.clone(), counter)
 }
 
 /// Counters start at 1; a dot with counter 0 is never minted, yet every context covers it (as a
@@ -31,7 +35,7 @@ pub(super) fn never_minted(dot: &Dot) -> bool {
 
 /// Every possible dot of `actor` with a counter up to `last`, in `Dot` order.
 fn dots_up_to(actor: &Actor, last: u64) -> RangeInclusive<Dot> {
-    Dot::new(actor.clone(), 0)..=Dot::new(actor.clone(), last)
+    dot(actor, 0)..=dot(actor, last)
 }
 
 /// Invariant (kept by every method, and restored on decode): no cloud dot is covered by the
@@ -90,7 +94,7 @@ impl CausalContext {
             .range(dots_up_to(node, u64::MAX))
             .next_back()
             .map_or(0, counter);
-        Dot::new(node.clone(), self.vv.get(node).max(in_cloud) + 1)
+        dot(node, self.vv.get(node).max(in_cloud) + 1)
     }
 
     pub fn insert(&mut self, dot: Dot) {
@@ -129,11 +133,16 @@ impl CausalContext {
         self.vv.is_empty() && self.cloud.is_empty()
     }
 
-    /// The dots of `self` as ranges in `Dot` order, one per vector entry (from counter 0, which
-    /// the vector covers too) and one per cloud dot. Their total length is the number of dots.
-    pub(super) fn ranges(&self) -> impl Iterator<Item = RangeInclusive<Dot>> + '_ {
-        let vector = self.vv.iter().map(|(actor, last)| dots_up_to(actor, last));
-        vector.chain(self.cloud.iter().map(|dot| dot.clone()..=dot.clone()))
+    /// The dots of `self` as runs of counters of one actor, (actor, first, last): one per vector
+    /// entry (from counter 0, which the vector covers too) and one per cloud dot. Their total
+    /// length is the number of dots.
+    pub(super) fn ranges(&self) -> impl Iterator<Item = (&Actor, u64, u64)> + '_ {
+        let vector = self.vv.iter().map(|(actor, last)| (actor, 0, last));
+        vector.chain(
+            self.cloud
+                .iter()
+                .map(|d| (actor(d), counter(d), counter(d))),
+        )
     }
 
     /// Folds cloud dots into the vector where they extend it and drops those it already covers.

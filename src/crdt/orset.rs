@@ -9,43 +9,119 @@
 //! finds the elements a delta's context covers without walking the others.
 
 use super::context::never_minted;
+use super::dot_index::{DotIndex, Name};
 use super::CausalContext;
 use crate::clock::{Dot, NodeId};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(from = "StoredSet")]
 pub struct OrSet {
     context: CausalContext,
-    entries: BTreeMap<String, BTreeSet<Dot>>,
-    /// Every (dot, element) pair of `entries`, sorted by dot. Derived: not encoded, rebuilt on
-    /// decode, left out of equality. A dot belongs to one element in any state this code builds;
-    /// the pairs keep a decoded state that says otherwise consistent all the same.
-    #[serde(skip)]
-    by_dot: BTreeSet<(Dot, String)>,
+    entries: BTreeMap<Name, BTreeSet<Dot>>,
+    /// Derived from `entries`: not encoded, rebuilt on decode, left out of equality.
+    index: DotIndex,
 }
 
-/// The encoded form: the set's own fields, in order, without the index.
+/// The encoded form: the context, then the entries as a map from string to dots.
 #[derive(Deserialize)]
 #[serde(rename = "OrSet")]
 struct StoredSet {
     context: CausalContext,
-    entries: BTreeMap<String, BTreeSet<Dot>>,
+    entries: StoredEntries,
 }
 
 impl From<StoredSet> for OrSet {
     fn from(stored: StoredSet) -> Self {
-        let mut entries = stored.entries;
+        let StoredEntries {
+            mut entries,
+            never_minted_seen,
+        } = stored.entries;
         // No replica mints a dot with counter 0, and every context covers one, so the first merge
         // would drop it; decoding drops it at once, and the merge never has to look for it.
-        entries.retain(|_, dots| {
-            let held = !dots.is_empty();
-            dots.retain(|dot| !never_minted(dot));
-            !held || !dots.is_empty()
-        });
+        if never_minted_seen {
+            entries.retain(|_, dots| {
+                let held = !dots.is_empty();
+                dots.retain(|dot| !never_minted(dot));
+                !held || !dots.is_empty()
+            });
+        }
         OrSet::from_parts(stored.context, entries)
+    }
+}
+
+/// Decodes what a `BTreeMap<String, BTreeSet<Dot>>` encodes (the last of equal keys wins, as
+/// there), building each name once and the map in bulk.
+struct StoredEntries {
+    entries: BTreeMap<Name, BTreeSet<Dot>>,
+    /// Some dot has counter 0.
+    never_minted_seen: bool,
+}
+
+impl<'de> Deserialize<'de> for StoredEntries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = StoredEntries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map from element to dots")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StoredEntries, A::Error> {
+                // The hint comes from the input: trust it only so far.
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+                let mut never_minted_seen = false;
+                while let Some((StoredName(name), dots)) = map.next_entry::<_, BTreeSet<Dot>>()? {
+                    never_minted_seen |= dots.iter().any(never_minted);
+                    entries.push((name, dots));
+                }
+                Ok(StoredEntries {
+                    entries: entries.into_iter().collect(),
+                    never_minted_seen,
+                })
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+/// An element name, decoded straight into a shared [`Name`].
+struct StoredName(Name);
+
+impl<'de> Deserialize<'de> for StoredName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = StoredName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an element name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<StoredName, E> {
+                Ok(StoredName(Name::from(name)))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+/// Writes exactly what deriving `Serialize` on [`StoredSet`] would: records, Merkle item hashes
+/// and the wire all depend on these bytes (a golden vector in `tests/store_migrations.rs` pins
+/// them).
+impl Serialize for OrSet {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Entries<'a>(&'a BTreeMap<Name, BTreeSet<Dot>>);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(self.0.iter().map(|(name, dots)| (&**name, dots)))
+            }
+        }
+        let mut set = serializer.serialize_struct("OrSet", 2)?;
+        set.serialize_field("context", &self.context)?;
+        set.serialize_field("entries", &Entries(&self.entries))?;
+        set.end()
     }
 }
 
@@ -71,15 +147,12 @@ impl OrSet {
         Self::default()
     }
 
-    fn from_parts(context: CausalContext, entries: BTreeMap<String, BTreeSet<Dot>>) -> Self {
-        let by_dot = entries
-            .iter()
-            .flat_map(|(element, dots)| dots.iter().map(|dot| (dot.clone(), element.clone())))
-            .collect();
+    fn from_parts(context: CausalContext, entries: BTreeMap<Name, BTreeSet<Dot>>) -> Self {
+        let index = DotIndex::build(entries.iter());
         OrSet {
             context,
             entries,
-            by_dot,
+            index,
         }
     }
 
@@ -89,7 +162,7 @@ impl OrSet {
 
     /// The live elements, sorted.
     pub fn elements(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
+        self.entries.keys().map(|name| &**name)
     }
 
     /// The dots of the adds that keep `element` in the set, sorted; none when it is absent. A
@@ -110,7 +183,7 @@ impl OrSet {
     /// also covers the element's older dots, so the new dot replaces them everywhere.
     pub fn add(&mut self, node: &NodeId, element: &str) -> OrSet {
         let dot = self.context.next_dot(node);
-        let delta = OrSet::addition(element, dot, self.dots_of(element));
+        let delta = OrSet::addition(self.name(element), dot, self.dots_of(element));
         self.merge(&delta);
         delta
     }
@@ -145,25 +218,34 @@ impl OrSet {
             let observed = self.dots_of(element);
             seen.extend(observed.iter().cloned());
             seen.push(dot.clone());
-            self.merge(&OrSet::addition(element, dot.clone(), observed));
-            added.insert(element.to_string(), BTreeSet::from([dot]));
+            let name = self.name(element);
+            self.merge(&OrSet::addition(name.clone(), dot.clone(), observed));
+            added.insert(name, BTreeSet::from([dot]));
         }
         OrSet::from_parts(CausalContext::from_dots(seen), added)
     }
 
-    /// The delta of an add of `element` with the new `dot`, replacing the `observed` ones.
-    fn addition(element: &str, dot: Dot, observed: Vec<Dot>) -> OrSet {
+    /// The delta of an add of `name` with the new `dot`, replacing the `observed` ones.
+    fn addition(name: Name, dot: Dot, observed: Vec<Dot>) -> OrSet {
         let mut seen = observed;
         seen.push(dot.clone());
         OrSet::from_parts(
             CausalContext::from_dots(seen),
-            BTreeMap::from([(element.to_string(), BTreeSet::from([dot]))]),
+            BTreeMap::from([(name, BTreeSet::from([dot]))]),
         )
     }
 
     /// The delta of a remove that observed `observed`.
     fn removal(observed: Vec<Dot>) -> OrSet {
         OrSet::from_parts(CausalContext::from_dots(observed), BTreeMap::new())
+    }
+
+    /// `element`'s name, shared with the entry when the set holds it.
+    fn name(&self, element: &str) -> Name {
+        match self.entries.get_key_value(element) {
+            Some((name, _)) => name.clone(),
+            None => Name::from(element),
+        }
     }
 
     /// True when merging `self` into anything changes nothing.
@@ -179,23 +261,18 @@ impl OrSet {
     pub fn merge(&mut self, other: &OrSet) -> bool {
         let mut changed = false;
         let mut forgotten = Vec::new();
-        for range in other.context.ranges() {
-            let (first, last) = range.into_inner();
-            let from = (first, String::new());
-            for (dot, element) in self.by_dot.range(from..) {
-                if *dot > last {
-                    break;
-                }
-                if !other.entries.contains_key(element) {
-                    forgotten.push((element.clone(), dot.clone()));
+        for (actor, first, last) in other.context.ranges() {
+            for (dot, name) in self.index.holding(actor, first, last) {
+                if !other.entries.contains_key(&**name) {
+                    forgotten.push((name.clone(), dot));
                 }
             }
         }
-        for (element, dot) in &forgotten {
-            changed |= self.unlink(element, dot);
+        for (name, dot) in &forgotten {
+            changed |= self.unlink(name, dot);
         }
-        for (element, theirs) in &other.entries {
-            let mine = self.entries.get(element);
+        for (name, theirs) in &other.entries {
+            let mine = self.entries.get(name);
             let lost: Vec<Dot> = mine
                 .into_iter()
                 .flatten()
@@ -210,10 +287,10 @@ impl OrSet {
                 .collect();
             changed |= !lost.is_empty() || !gained.is_empty();
             for dot in &lost {
-                self.unlink(element, dot);
+                self.unlink(name, dot);
             }
             for dot in gained {
-                self.link(element, dot);
+                self.link(name, dot);
             }
         }
         self.context.merge(&other.context) || changed
@@ -223,33 +300,25 @@ impl OrSet {
         self.dots(element).cloned().collect()
     }
 
-    /// Gives `element` the dot `dot`, in the entries and the index.
-    fn link(&mut self, element: &str, dot: Dot) {
-        self.by_dot.insert((dot.clone(), element.to_string()));
-        match self.entries.get_mut(element) {
-            Some(dots) => {
-                dots.insert(dot);
-            }
-            None => {
-                self.entries
-                    .insert(element.to_string(), BTreeSet::from([dot]));
-            }
-        }
+    /// Gives `name` the dot `dot`, in the entries and the index.
+    fn link(&mut self, name: &Name, dot: Dot) {
+        self.index.insert(&dot, name);
+        self.entries.entry(name.clone()).or_default().insert(dot);
     }
 
-    /// Takes `dot` from `element`, in the entries and the index; an element left without dots
-    /// leaves the set. Returns whether `element` held `dot`.
-    fn unlink(&mut self, element: &str, dot: &Dot) -> bool {
-        let Some(dots) = self.entries.get_mut(element) else {
+    /// Takes `dot` from `name`, in the entries and the index; an element left without dots
+    /// leaves the set. Returns whether `name` held `dot`.
+    fn unlink(&mut self, name: &Name, dot: &Dot) -> bool {
+        let Some(dots) = self.entries.get_mut(name) else {
             return false;
         };
         if !dots.remove(dot) {
             return false;
         }
         if dots.is_empty() {
-            self.entries.remove(element);
+            self.entries.remove(name);
         }
-        self.by_dot.remove(&(dot.clone(), element.to_string()));
+        self.index.remove(dot, name);
         true
     }
 }
@@ -311,7 +380,7 @@ mod tests {
         a.add(&id("a"), "y");
         let bytes = postcard::to_stdvec(&a).unwrap();
         let mut decoded: OrSet = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!(decoded.by_dot, a.by_dot);
+        assert_eq!(decoded.index.pairs(), a.index.pairs());
         // A remove delta names no element: only the index finds what its dots cover.
         let mut b = a.clone();
         let rm = b.remove("x");
@@ -343,7 +412,7 @@ mod tests {
         let delta = edited.edit(&id("a"), remove, add);
         assert_eq!(edited, one_by_one);
         assert_eq!(delta, joined);
-        assert_eq!(edited.by_dot, one_by_one.by_dot);
+        assert_eq!(edited.index.pairs(), one_by_one.index.pairs());
         base.merge(&delta);
         assert_eq!(base, edited);
     }
