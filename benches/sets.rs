@@ -175,6 +175,16 @@ fn bench_single_add<S: Store>(
             time(|| copy.merge(&delta)).1
         }),
     );
+    let mut replica = set.clone();
+    replica.add(&NodeId::new("n2").expect("node id"), "elsewhere");
+    let replica = KeyState::Set(replica);
+    report(
+        "CRDT: merge a whole replica (one element more)",
+        measure(runs, |_| {
+            let mut copy = KeyState::Set(set.clone());
+            time(|| copy.merge(&replica)).1
+        }),
+    );
     let whole = KeyState::Set(set.clone());
     let (bytes, _) = time(|| record::encode_state(&whole));
     report(

@@ -417,6 +417,40 @@ mod tests {
         assert_eq!(base, edited);
     }
 
+    proptest::proptest! {
+        /// A stale or missing pair would not always change a merge's result (a stale one is
+        /// skipped), but it would grow the index and slow every merge: the index must be exactly
+        /// what the entries rebuild, after every operation.
+        #[test]
+        fn the_index_is_always_what_the_entries_rebuild(
+            ops in proptest::collection::vec((0u8..5, 0usize..3, 0usize..4), 0..40),
+        ) {
+            let nodes = [id("a"), id("b"), id("c")];
+            let mut sets = vec![OrSet::new(); 3];
+            for (kind, r, e) in ops {
+                let element = ["w", "x", "y", "z"][e];
+                let next = (r + 1) % 3;
+                match kind {
+                    0 => drop(sets[r].add(&nodes[r], element)),
+                    1 => drop(sets[r].remove(element)),
+                    2 => {
+                        let delta = sets[r].remove(element);
+                        sets[next].merge(&delta);
+                    }
+                    3 => {
+                        let whole = sets[next].clone();
+                        sets[r].merge(&whole);
+                    }
+                    _ => drop(sets[r].edit(&nodes[r], [element, "x"], ["w", element])),
+                }
+                for set in &sets {
+                    let rebuilt = DotIndex::build(set.entries.iter());
+                    proptest::prop_assert_eq!(set.index.pairs(), rebuilt.pairs());
+                }
+            }
+        }
+    }
+
     #[test]
     fn removing_an_absent_element_is_a_noop_delta() {
         let mut a = OrSet::new();
