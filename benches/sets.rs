@@ -6,19 +6,22 @@
 //!
 //! It measures a batch of HEARSAY_SETS_BATCH adds (default 10,000) to a new set through
 //! `Node::handle_write`, then a single add to a set that already holds HEARSAY_SETS_ELEMENTS
-//! elements (default 100,000) and where that time goes: reading the record, the CRDT operation
-//! and merge, encoding, hashing, writing. Each figure is the median over HEARSAY_SETS_RUNS runs
-//! (default 5), with the minimum and maximum.
+//! elements (default 100,000), then the same add replayed step by step to show where its time
+//! goes (reading the record, the CRDT operation and merge, encoding, hashing, writing, syncing),
+//! then a merge of a whole replica of that set. Each figure is the median over HEARSAY_SETS_RUNS
+//! runs (default 5), with the minimum and maximum.
 //!
 //! The big set is built outside the timed part (minted one add at a time, merged pairwise, merged
 //! into the node once). The whole set is one record, so every write reads, re-encodes, re-hashes
 //! and rewrites all of it; the breakdown shows how much of a single add that is.
 #![allow(clippy::disallowed_methods)] // tests and benchmarks measure real time
 
-use hearsay::clock::NodeId;
+use hearsay::clock::{NodeId, Timestamp};
 use hearsay::crdt::{KeyState, OrSet};
 use hearsay::node::{Node, Write};
-use hearsay::store::{merkle, record, Durability, MemoryStore, SledStore, Store, StoreKey};
+use hearsay::store::{
+    record, Durability, LoggedDeltaRef, MemoryStore, SledStore, Store, StoreKey, WriteBatch,
+};
 use std::time::{Duration, Instant};
 
 fn env(name: &str, default: usize) -> usize {
@@ -118,6 +121,25 @@ fn bench_batch<S: Store>(open: &mut dyn FnMut() -> Node<S>, batch: usize, runs: 
     );
 }
 
+/// The steps of a set write at the node, in its order: the SetEdit arm of `handle_write` (read,
+/// edit, list the elements for the reply), then `merge_checked` (read again, hash the old state,
+/// merge, hash the new state, log and write the record), then the commit.
+const STEPS: [&str; 13] = [
+    "read the record (to build the delta)",
+    "CRDT: the add (OrSet::add, as edit does it)",
+    "list the elements for the reply",
+    "drop that copy of the state",
+    "read the record again (to merge into)",
+    "encode the old state (its item hash)",
+    "blake3 the old state",
+    "CRDT: merge the delta",
+    "encode the new state (its item hash)",
+    "blake3 the new state",
+    "encode the logged delta",
+    "write the record (store apply)",
+    "commit (log write + fdatasync)",
+];
+
 fn bench_single_add<S: Store>(
     open: &mut dyn FnMut() -> Node<S>,
     big: &OrSet,
@@ -130,51 +152,80 @@ fn bench_single_add<S: Store>(
         .expect("prefill");
     node.checkpoint().expect("checkpoint");
     let mut wall = 10u64;
-    let mut tick = || {
-        wall += 1;
-        wall
-    };
     report(
         "single add (handle_write + commit)",
         measure(runs, |run| {
-            write_and_commit(&mut node, tick(), add("big", vec![format!("new{run}")]))
-        }),
-    );
-    report(
-        "  of which handle_write",
-        measure(runs, |run| {
-            let write = add("big", vec![format!("again{run}")]);
-            let (_, elapsed) = time(|| node.handle_write(tick(), write).expect("write"));
-            node.commit().expect("commit").complete().expect("sync");
-            elapsed
+            wall += 1;
+            write_and_commit(&mut node, wall, add("big", vec![format!("new{run}")]))
         }),
     );
 
-    // The parts, each timed alone on the same state.
-    let state = || node.store().get(&key).expect("get").expect("present");
-    report(
-        "read the record (x2 per write)",
-        measure(runs, |_| time(state).1),
-    );
-    let KeyState::Set(set) = state() else {
+    // The same write replayed step by step on the store, each step timed. (The node's Merkle
+    // index is left behind, so this comes last.)
+    let read = |node: &Node<S>| match node.store().get(&key).expect("get") {
+        Some(KeyState::Set(set)) => set,
+        _ => panic!("the set is missing"),
+    };
+    let mut steps: Vec<Vec<Duration>> = vec![Vec::new(); STEPS.len()];
+    for run in 0..runs.max(1) {
+        let element = format!("step{run}");
+        let mut t = Vec::with_capacity(STEPS.len());
+        let (mut set, d) = time(|| read(&node));
+        t.push(d);
+        let (delta, d) = time(|| set.add(node_id, &element));
+        t.push(d);
+        let (elements, d) = time(|| set.elements().map(str::to_string).collect::<Vec<_>>());
+        t.push(d);
+        assert!(elements.contains(&element));
+        t.push(time(|| drop(set)).1);
+        let (old, d) = time(|| KeyState::Set(read(&node)));
+        t.push(d);
+        let (bytes, d) = time(|| record::encode_state(&old));
+        t.push(d);
+        t.push(time(|| blake3::hash(&bytes)).1);
+        let mut new = old;
+        let delta = KeyState::Set(delta);
+        let (changed, d) = time(|| new.merge(&delta));
+        t.push(d);
+        assert!(changed);
+        let (bytes, d) = time(|| record::encode_state(&new));
+        t.push(d);
+        t.push(time(|| blake3::hash(&bytes)).1);
+        let logged = LoggedDeltaRef {
+            key: &key,
+            delta: &delta,
+            hlc: Timestamp::ZERO,
+            origin_seq: Some((node_id, 1)),
+        };
+        let (logged, d) = time(|| logged.encode());
+        t.push(d);
+        let batch = WriteBatch {
+            records: vec![(key.clone(), new)],
+            deltas: vec![logged],
+            ..Default::default()
+        };
+        t.push(time(|| node.store_mut().apply(batch).expect("apply")).1);
+        t.push(time(|| node.commit().expect("commit").complete().expect("sync")).1);
+        for (step, d) in steps.iter_mut().zip(t) {
+            step.push(d);
+        }
+    }
+    println!("  the same write, step by step:");
+    let mut sum = Duration::ZERO;
+    for (name, mut times) in STEPS.iter().zip(steps) {
+        times.sort();
+        let median = times[times.len() / 2];
+        sum += median;
+        report(
+            &format!("  {name}"),
+            (median, times[0], times[times.len() - 1]),
+        );
+    }
+    println!("  {:<44} {:>10}", "  sum of the step medians", ms(sum));
+
+    let KeyState::Set(set) = node.store().get(&key).expect("get").expect("present") else {
         panic!("not a set")
     };
-    report(
-        "CRDT: OrSet::add (the local operation)",
-        measure(runs, |run| {
-            let mut copy = set.clone();
-            time(|| copy.add(node_id, &format!("part{run}"))).1
-        }),
-    );
-    let delta = set.clone().add(node_id, "merged");
-    report(
-        "CRDT: merge the delta into the stored state",
-        measure(runs, |_| {
-            let mut copy = KeyState::Set(set.clone());
-            let delta = KeyState::Set(delta.clone());
-            time(|| copy.merge(&delta)).1
-        }),
-    );
     let mut replica = set.clone();
     replica.add(&NodeId::new("n2").expect("node id"), "elsewhere");
     let replica = KeyState::Set(replica);
@@ -183,54 +234,6 @@ fn bench_single_add<S: Store>(
         measure(runs, |_| {
             let mut copy = KeyState::Set(set.clone());
             time(|| copy.merge(&replica)).1
-        }),
-    );
-    let whole = KeyState::Set(set.clone());
-    let (bytes, _) = time(|| record::encode_state(&whole));
-    report(
-        &format!("encode the state ({} KB)", bytes.len() / 1000),
-        measure(runs, |_| time(|| record::encode_state(&whole)).1),
-    );
-    report(
-        "hash the encoded state (blake3)",
-        measure(runs, |_| time(|| blake3::hash(&bytes)).1),
-    );
-    report(
-        "item hash = encode + hash (x2 per write)",
-        measure(runs, |_| time(|| merkle::item_hash(&key, &whole)).1),
-    );
-    report(
-        "decode the record",
-        measure(runs, |_| {
-            let encoded = record::encode_record(&whole);
-            time(|| record::decode_record(&encoded).expect("decode")).1
-        }),
-    );
-    report(
-        "clone the state",
-        measure(runs, |_| time(|| whole.clone()).1),
-    );
-    report(
-        "drop the state",
-        measure(runs, |_| {
-            let copy = whole.clone();
-            time(|| drop(copy)).1
-        }),
-    );
-    report(
-        "store the record (apply)",
-        measure(runs, |_| {
-            let batch = hearsay::store::WriteBatch {
-                records: vec![(key.clone(), whole.clone())],
-                ..Default::default()
-            };
-            time(|| node.store_mut().apply(batch).expect("apply")).1
-        }),
-    );
-    report(
-        "commit with nothing to log",
-        measure(runs, |_| {
-            time(|| node.commit().expect("commit").complete().expect("sync")).1
         }),
     );
 }

@@ -134,8 +134,8 @@ impl CausalContext {
     }
 
     /// The dots of `self` as runs of counters of one actor, (actor, first, last): one per vector
-    /// entry (from counter 0, which the vector covers too) and one per cloud dot. Their total
-    /// length is the number of dots.
+    /// entry (from counter 0, which the vector covers too) and one per cloud dot. Together they
+    /// cover the context's dots and nothing else, and there are as many runs as entries.
     pub(super) fn ranges(&self) -> impl Iterator<Item = (&Actor, u64, u64)> + '_ {
         let vector = self.vv.iter().map(|(actor, last)| (actor, 0, last));
         vector.chain(
