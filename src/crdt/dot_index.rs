@@ -2,17 +2,56 @@
 //! and counter, so that a merge finds the elements a delta's context covers without walking the
 //! set. Never encoded: the set rebuilds it from its entries on decode.
 //!
-//! Actors are numbered within the index, so its keys compare as integers and hold no copy of a
-//! node id, and element names are shared with the set's entries: building, cloning and dropping
-//! the index allocates only the tree's own nodes, nothing per element.
+//! Actors are numbered within the index and element names up to 22 bytes are kept inline, so a
+//! key holds no pointer: cloning or dropping the index copies or frees only the tree's own nodes,
+//! and it touches none of the set's other allocations (a shared, reference-counted name would
+//! make each clone and drop write to every element's name).
 
 use super::context::{actor, counter, dot, Actor};
 use crate::clock::Dot;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-/// An element's name, shared between the set's entries and its index.
-pub(super) type Name = Arc<str>;
+const INLINE: usize = 22;
+
+/// An element name as the index keeps it. Names of up to [`INLINE`] bytes are always inline and
+/// longer ones always boxed, so equal names have equal forms. The order is not the names' order:
+/// it only breaks ties between elements that hold the same dot.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum IndexedName {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Boxed(Box<str>),
+}
+
+impl IndexedName {
+    /// The least name in the index's order.
+    const MIN: IndexedName = IndexedName::Inline {
+        len: 0,
+        bytes: [0; INLINE],
+    };
+
+    fn new(name: &str) -> Self {
+        if name.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+            IndexedName::Inline {
+                len: name.len() as u8,
+                bytes,
+            }
+        } else {
+            IndexedName::Boxed(name.into())
+        }
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            // The bytes were copied from a `str` up to a length that fits, so they are UTF-8.
+            IndexedName::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            IndexedName::Boxed(name) => name,
+        }
+    }
+}
 
 #[derive(Clone, Default)]
 pub(super) struct DotIndex {
@@ -22,16 +61,18 @@ pub(super) struct DotIndex {
     /// (actor number, counter, element) for each dot each element holds. A dot belongs to one
     /// element in any state this code builds; a decoded state that says otherwise is indexed
     /// faithfully all the same.
-    held: BTreeSet<(u32, u64, Name)>,
+    held: BTreeSet<(u32, u64, IndexedName)>,
 }
 
 impl DotIndex {
-    pub(super) fn build<'a>(entries: impl Iterator<Item = (&'a Name, &'a BTreeSet<Dot>)>) -> Self {
+    pub(super) fn build<'a>(
+        entries: impl Iterator<Item = (&'a String, &'a BTreeSet<Dot>)>,
+    ) -> Self {
         let mut index = DotIndex::default();
         let mut held = Vec::new();
         for (name, dots) in entries {
             for d in dots {
-                held.push((index.number(actor(d)), counter(d), name.clone()));
+                held.push((index.number(actor(d)), counter(d), IndexedName::new(name)));
             }
         }
         // Collecting sorts once and builds the tree in bulk.
@@ -49,14 +90,14 @@ impl DotIndex {
         n
     }
 
-    pub(super) fn insert(&mut self, d: &Dot, name: &Name) {
+    pub(super) fn insert(&mut self, d: &Dot, name: &str) {
         let n = self.number(actor(d));
-        self.held.insert((n, counter(d), name.clone()));
+        self.held.insert((n, counter(d), IndexedName::new(name)));
     }
 
-    pub(super) fn remove(&mut self, d: &Dot, name: &Name) {
+    pub(super) fn remove(&mut self, d: &Dot, name: &str) {
         if let Some(&n) = self.actors.get(actor(d)) {
-            self.held.remove(&(n, counter(d), name.clone()));
+            self.held.remove(&(n, counter(d), IndexedName::new(name)));
         }
     }
 
@@ -66,23 +107,47 @@ impl DotIndex {
         actor: &'a Actor,
         first: u64,
         last: u64,
-    ) -> impl Iterator<Item = (Dot, &'a Name)> + 'a {
+    ) -> impl Iterator<Item = (Dot, &'a str)> + 'a {
         let number = self.actors.get(actor).copied();
         number.into_iter().flat_map(move |n| {
             self.held
-                .range((n, first, Name::default())..)
+                .range((n, first, IndexedName::MIN)..)
                 .take_while(move |(m, c, _)| *m == n && *c <= last)
-                .map(move |(_, c, name)| (dot(actor, *c), name))
+                .map(move |(_, c, name)| (dot(actor, *c), name.as_str()))
         })
     }
 
     /// Every (dot, element) pair, for tests to compare indexes whatever their numbering.
     #[cfg(test)]
-    pub(super) fn pairs(&self) -> BTreeSet<(Dot, Name)> {
+    pub(super) fn pairs(&self) -> BTreeSet<(Dot, String)> {
         let actors: BTreeMap<u32, &Actor> = self.actors.iter().map(|(a, &n)| (n, a)).collect();
         self.held
             .iter()
-            .map(|(n, c, name)| (dot(actors[n], *c), name.clone()))
+            .map(|(n, c, name)| (dot(actors[n], *c), name.as_str().to_string()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_their_text_inline_or_boxed_and_the_least_sorts_first() {
+        for name in [
+            "",
+            "x",
+            "exactly-22-bytes-long!",
+            "twenty-three bytes long",
+            "é∂",
+        ] {
+            let indexed = IndexedName::new(name);
+            assert_eq!(indexed.as_str(), name);
+            assert!(IndexedName::MIN <= indexed);
+            assert_eq!(
+                matches!(indexed, IndexedName::Boxed(_)),
+                name.len() > INLINE
+            );
+        }
     }
 }

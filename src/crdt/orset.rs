@@ -9,41 +9,40 @@
 //! finds the elements a delta's context covers without walking the others.
 
 use super::context::never_minted;
-use super::dot_index::{DotIndex, Name};
+use super::dot_index::DotIndex;
 use super::CausalContext;
 use crate::clock::{Dot, NodeId};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-#[derive(Clone, Default, Deserialize)]
+/// Encoded as the context, then the entries (a map from element to dots): records, Merkle item
+/// hashes and the wire depend on these bytes, pinned by a golden vector in
+/// `tests/store_migrations.rs`.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(from = "StoredSet")]
 pub struct OrSet {
     context: CausalContext,
-    entries: BTreeMap<Name, BTreeSet<Dot>>,
+    entries: BTreeMap<String, BTreeSet<Dot>>,
     /// Derived from `entries`: not encoded, rebuilt on decode, left out of equality.
+    #[serde(skip)]
     index: DotIndex,
 }
 
-/// The encoded form: the context, then the entries as a map from string to dots.
+/// The encoded form, without the index.
 #[derive(Deserialize)]
 #[serde(rename = "OrSet")]
 struct StoredSet {
     context: CausalContext,
-    entries: StoredEntries,
+    entries: BTreeMap<String, BTreeSet<Dot>>,
 }
 
 impl From<StoredSet> for OrSet {
     fn from(stored: StoredSet) -> Self {
-        let StoredEntries {
-            mut entries,
-            never_minted_seen,
-        } = stored.entries;
+        let mut entries = stored.entries;
         // No replica mints a dot with counter 0, and every context covers one, so the first merge
         // would drop it; decoding drops it at once, and the merge never has to look for it.
-        if never_minted_seen {
+        if entries.values().flatten().any(never_minted) {
             entries.retain(|_, dots| {
                 let held = !dots.is_empty();
                 dots.retain(|dot| !never_minted(dot));
@@ -51,77 +50,6 @@ impl From<StoredSet> for OrSet {
             });
         }
         OrSet::from_parts(stored.context, entries)
-    }
-}
-
-/// Decodes what a `BTreeMap<String, BTreeSet<Dot>>` encodes (the last of equal keys wins, as
-/// there), building each name once and the map in bulk.
-struct StoredEntries {
-    entries: BTreeMap<Name, BTreeSet<Dot>>,
-    /// Some dot has counter 0.
-    never_minted_seen: bool,
-}
-
-impl<'de> Deserialize<'de> for StoredEntries {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntriesVisitor;
-        impl<'de> Visitor<'de> for EntriesVisitor {
-            type Value = StoredEntries;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map from element to dots")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StoredEntries, A::Error> {
-                // The hint comes from the input: trust it only so far.
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
-                let mut never_minted_seen = false;
-                while let Some((StoredName(name), dots)) = map.next_entry::<_, BTreeSet<Dot>>()? {
-                    never_minted_seen |= dots.iter().any(never_minted);
-                    entries.push((name, dots));
-                }
-                Ok(StoredEntries {
-                    entries: entries.into_iter().collect(),
-                    never_minted_seen,
-                })
-            }
-        }
-        deserializer.deserialize_map(EntriesVisitor)
-    }
-}
-
-/// An element name, decoded straight into a shared [`Name`].
-struct StoredName(Name);
-
-impl<'de> Deserialize<'de> for StoredName {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NameVisitor;
-        impl Visitor<'_> for NameVisitor {
-            type Value = StoredName;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an element name")
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<StoredName, E> {
-                Ok(StoredName(Name::from(name)))
-            }
-        }
-        deserializer.deserialize_str(NameVisitor)
-    }
-}
-
-/// Writes exactly what deriving `Serialize` on [`StoredSet`] would: records, Merkle item hashes
-/// and the wire all depend on these bytes (a golden vector in `tests/store_migrations.rs` pins
-/// them).
-impl Serialize for OrSet {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Entries<'a>(&'a BTreeMap<Name, BTreeSet<Dot>>);
-        impl Serialize for Entries<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_map(self.0.iter().map(|(name, dots)| (&**name, dots)))
-            }
-        }
-        let mut set = serializer.serialize_struct("OrSet", 2)?;
-        set.serialize_field("context", &self.context)?;
-        set.serialize_field("entries", &Entries(&self.entries))?;
-        set.end()
     }
 }
 
@@ -147,7 +75,7 @@ impl OrSet {
         Self::default()
     }
 
-    fn from_parts(context: CausalContext, entries: BTreeMap<Name, BTreeSet<Dot>>) -> Self {
+    fn from_parts(context: CausalContext, entries: BTreeMap<String, BTreeSet<Dot>>) -> Self {
         let index = DotIndex::build(entries.iter());
         OrSet {
             context,
@@ -162,7 +90,7 @@ impl OrSet {
 
     /// The live elements, sorted.
     pub fn elements(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(|name| &**name)
+        self.entries.keys().map(String::as_str)
     }
 
     /// The dots of the adds that keep `element` in the set, sorted; none when it is absent. A
@@ -183,7 +111,7 @@ impl OrSet {
     /// also covers the element's older dots, so the new dot replaces them everywhere.
     pub fn add(&mut self, node: &NodeId, element: &str) -> OrSet {
         let dot = self.context.next_dot(node);
-        let delta = OrSet::addition(self.name(element), dot, self.dots_of(element));
+        let delta = OrSet::addition(element, dot, self.dots_of(element));
         self.merge(&delta);
         delta
     }
@@ -218,34 +146,25 @@ impl OrSet {
             let observed = self.dots_of(element);
             seen.extend(observed.iter().cloned());
             seen.push(dot.clone());
-            let name = self.name(element);
-            self.merge(&OrSet::addition(name.clone(), dot.clone(), observed));
-            added.insert(name, BTreeSet::from([dot]));
+            self.merge(&OrSet::addition(element, dot.clone(), observed));
+            added.insert(element.to_string(), BTreeSet::from([dot]));
         }
         OrSet::from_parts(CausalContext::from_dots(seen), added)
     }
 
-    /// The delta of an add of `name` with the new `dot`, replacing the `observed` ones.
-    fn addition(name: Name, dot: Dot, observed: Vec<Dot>) -> OrSet {
+    /// The delta of an add of `element` with the new `dot`, replacing the `observed` ones.
+    fn addition(element: &str, dot: Dot, observed: Vec<Dot>) -> OrSet {
         let mut seen = observed;
         seen.push(dot.clone());
         OrSet::from_parts(
             CausalContext::from_dots(seen),
-            BTreeMap::from([(name, BTreeSet::from([dot]))]),
+            BTreeMap::from([(element.to_string(), BTreeSet::from([dot]))]),
         )
     }
 
     /// The delta of a remove that observed `observed`.
     fn removal(observed: Vec<Dot>) -> OrSet {
         OrSet::from_parts(CausalContext::from_dots(observed), BTreeMap::new())
-    }
-
-    /// `element`'s name, shared with the entry when the set holds it.
-    fn name(&self, element: &str) -> Name {
-        match self.entries.get_key_value(element) {
-            Some((name, _)) => name.clone(),
-            None => Name::from(element),
-        }
     }
 
     /// True when merging `self` into anything changes nothing.
@@ -262,17 +181,17 @@ impl OrSet {
         let mut changed = false;
         let mut forgotten = Vec::new();
         for (actor, first, last) in other.context.ranges() {
-            for (dot, name) in self.index.holding(actor, first, last) {
-                if !other.entries.contains_key(&**name) {
-                    forgotten.push((name.clone(), dot));
+            for (dot, element) in self.index.holding(actor, first, last) {
+                if !other.entries.contains_key(element) {
+                    forgotten.push((element.to_string(), dot));
                 }
             }
         }
-        for (name, dot) in &forgotten {
-            changed |= self.unlink(name, dot);
+        for (element, dot) in &forgotten {
+            changed |= self.unlink(element, dot);
         }
-        for (name, theirs) in &other.entries {
-            let mine = self.entries.get(name);
+        for (element, theirs) in &other.entries {
+            let mine = self.entries.get(element);
             let lost: Vec<Dot> = mine
                 .into_iter()
                 .flatten()
@@ -287,10 +206,10 @@ impl OrSet {
                 .collect();
             changed |= !lost.is_empty() || !gained.is_empty();
             for dot in &lost {
-                self.unlink(name, dot);
+                self.unlink(element, dot);
             }
             for dot in gained {
-                self.link(name, dot);
+                self.link(element, dot);
             }
         }
         self.context.merge(&other.context) || changed
@@ -300,25 +219,33 @@ impl OrSet {
         self.dots(element).cloned().collect()
     }
 
-    /// Gives `name` the dot `dot`, in the entries and the index.
-    fn link(&mut self, name: &Name, dot: Dot) {
-        self.index.insert(&dot, name);
-        self.entries.entry(name.clone()).or_default().insert(dot);
+    /// Gives `element` the dot `dot`, in the entries and the index.
+    fn link(&mut self, element: &str, dot: Dot) {
+        self.index.insert(&dot, element);
+        match self.entries.get_mut(element) {
+            Some(dots) => {
+                dots.insert(dot);
+            }
+            None => {
+                self.entries
+                    .insert(element.to_string(), BTreeSet::from([dot]));
+            }
+        }
     }
 
-    /// Takes `dot` from `name`, in the entries and the index; an element left without dots
-    /// leaves the set. Returns whether `name` held `dot`.
-    fn unlink(&mut self, name: &Name, dot: &Dot) -> bool {
-        let Some(dots) = self.entries.get_mut(name) else {
+    /// Takes `dot` from `element`, in the entries and the index; an element left without dots
+    /// leaves the set. Returns whether `element` held `dot`.
+    fn unlink(&mut self, element: &str, dot: &Dot) -> bool {
+        let Some(dots) = self.entries.get_mut(element) else {
             return false;
         };
         if !dots.remove(dot) {
             return false;
         }
         if dots.is_empty() {
-            self.entries.remove(name);
+            self.entries.remove(element);
         }
-        self.index.remove(dot, name);
+        self.index.remove(dot, element);
         true
     }
 }
