@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 const NODES: [&str; 3] = ["a", "b", "c"];
-const ELEMENTS: [&str; 4] = ["w", "x", "y", "z"];
+/// The last is longer than the OR-set's index keeps inline.
+const ELEMENTS: [&str; 4] = ["w", "x", "y", "z-a-name-of-more-than-22-bytes"];
 
 fn node(i: usize) -> NodeId {
     NodeId::new(NODES[i % NODES.len()]).unwrap()

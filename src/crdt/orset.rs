@@ -355,7 +355,7 @@ mod tests {
             let nodes = [id("a"), id("b"), id("c")];
             let mut sets = vec![OrSet::new(); 3];
             for (kind, r, e) in ops {
-                let element = ["w", "x", "y", "z"][e];
+                let element = ["w", "x", "y", "z-a-name-of-more-than-22-bytes"][e];
                 let next = (r + 1) % 3;
                 match kind {
                     0 => drop(sets[r].add(&nodes[r], element)),
