@@ -24,6 +24,10 @@ use hearsay::store::{
 };
 use std::time::{Duration, Instant};
 
+// The allocator the server runs with: decoding, cloning and dropping a big set is mostly allocation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
