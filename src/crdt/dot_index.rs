@@ -1,6 +1,6 @@
 //! The OR-set's derived index from dot to element: which elements hold each dot, sorted by actor
 //! and counter, so that a merge finds the elements a delta's context covers without walking the
-//! set. Never encoded: the set rebuilds it from its entries on decode.
+//! set. Never encoded: the set builds it as it decodes its entries.
 //!
 //! Actors are numbered within the index and element names up to 22 bytes are kept inline, so a
 //! key holds no pointer: cloning or dropping the index copies or frees only the tree's own nodes,
@@ -64,20 +64,58 @@ pub(super) struct DotIndex {
     held: BTreeSet<(u32, u64, IndexedName)>,
 }
 
+/// Builds an index one element at a time, sorting once at the end: decoding feeds it each entry
+/// while the entry is fresh in the cache, instead of walking the set again afterwards.
+#[derive(Default)]
+pub(super) struct IndexBuilder {
+    index: DotIndex,
+    held: Vec<(u32, u64, IndexedName)>,
+    /// Most dots come from few actors, in runs: the number is looked up once per run.
+    last: Option<(Actor, u32)>,
+}
+
+impl IndexBuilder {
+    pub(super) fn add(&mut self, name: &str, dots: &BTreeSet<Dot>) {
+        for d in dots {
+            let n = match &self.last {
+                Some((a, n)) if a == actor(d) => *n,
+                _ => {
+                    let n = self.index.number(actor(d));
+                    self.last = Some((actor(d).clone(), n));
+                    n
+                }
+            };
+            self.held.push((n, counter(d), IndexedName::new(name)));
+        }
+    }
+
+    pub(super) fn finish(mut self) -> DotIndex {
+        // Collecting sorts once and builds the tree in bulk.
+        self.index.held = self.held.into_iter().collect();
+        self.index
+    }
+}
+
 impl DotIndex {
     pub(super) fn build<'a>(
         entries: impl Iterator<Item = (&'a String, &'a BTreeSet<Dot>)>,
     ) -> Self {
-        let mut index = DotIndex::default();
-        let mut held = Vec::new();
+        let mut builder = IndexBuilder::default();
         for (name, dots) in entries {
-            for d in dots {
-                held.push((index.number(actor(d)), counter(d), IndexedName::new(name)));
-            }
+            builder.add(name, dots);
         }
-        // Collecting sorts once and builds the tree in bulk.
-        index.held = held.into_iter().collect();
-        index
+        builder.finish()
+    }
+
+    /// Whether some element holds a dot with counter 0, which no replica mints (such dots sort
+    /// first among their actor's).
+    pub(super) fn holds_counter_zero(&self) -> bool {
+        self.actors.values().any(|&n| {
+            self.held
+                .range((n, 0, IndexedName::MIN)..)
+                .next()
+                .is_some_and(|(m, c, _)| *m == n && *c == 0)
+        })
     }
 
     fn number(&mut self, actor: &Actor) -> u32 {

@@ -5,13 +5,14 @@
 //!
 //! Costs, for a set of n elements: a local add or remove takes O(log n); merging a delta takes
 //! O(size of the delta · log n), the size counting the dots of its context; a full-state merge
-//! takes O(n log n). A derived index from dot to element, never encoded and rebuilt on decode,
+//! takes O(n log n). A derived index from dot to element, never encoded and built while decoding,
 //! finds the elements a delta's context covers without walking the others.
 
 use super::context::never_minted;
-use super::dot_index::DotIndex;
+use super::dot_index::{DotIndex, IndexBuilder};
 use super::CausalContext;
 use crate::clock::{Dot, NodeId};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -24,7 +25,7 @@ use std::fmt;
 pub struct OrSet {
     context: CausalContext,
     entries: BTreeMap<String, BTreeSet<Dot>>,
-    /// Derived from `entries`: not encoded, rebuilt on decode, left out of equality.
+    /// Derived from `entries`: not encoded, built while decoding, left out of equality.
     #[serde(skip)]
     index: DotIndex,
 }
@@ -34,22 +35,62 @@ pub struct OrSet {
 #[serde(rename = "OrSet")]
 struct StoredSet {
     context: CausalContext,
-    entries: BTreeMap<String, BTreeSet<Dot>>,
+    entries: StoredEntries,
 }
 
 impl From<StoredSet> for OrSet {
     fn from(stored: StoredSet) -> Self {
-        let mut entries = stored.entries;
+        let StoredEntries { mut entries, index } = stored.entries;
         // No replica mints a dot with counter 0, and every context covers one, so the first merge
         // would drop it; decoding drops it at once, and the merge never has to look for it.
-        if entries.values().flatten().any(never_minted) {
+        if index.holds_counter_zero() {
             entries.retain(|_, dots| {
                 let held = !dots.is_empty();
                 dots.retain(|dot| !never_minted(dot));
                 !held || !dots.is_empty()
             });
+            return OrSet::from_parts(stored.context, entries);
         }
-        OrSet::from_parts(stored.context, entries)
+        OrSet {
+            context: stored.context,
+            entries,
+            index,
+        }
+    }
+}
+
+/// Decodes what a `BTreeMap<String, BTreeSet<Dot>>` encodes (the last of equal keys wins, as
+/// there), indexing each entry as it arrives.
+struct StoredEntries {
+    entries: BTreeMap<String, BTreeSet<Dot>>,
+    index: DotIndex,
+}
+
+impl<'de> Deserialize<'de> for StoredEntries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = StoredEntries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map from element to dots")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StoredEntries, A::Error> {
+                let mut entries = BTreeMap::new();
+                let mut index = IndexBuilder::default();
+                let mut repeated = false;
+                while let Some((element, dots)) = map.next_entry::<String, BTreeSet<Dot>>()? {
+                    index.add(&element, &dots);
+                    repeated |= entries.insert(element, dots).is_some();
+                }
+                // A repeated element indexed dots that its last entry replaced.
+                let index = match repeated {
+                    true => DotIndex::build(entries.iter()),
+                    false => index.finish(),
+                };
+                Ok(StoredEntries { entries, index })
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
     }
 }
 
@@ -317,6 +358,28 @@ mod tests {
             postcard::to_stdvec(&decoded).unwrap(),
             postcard::to_stdvec(&b).unwrap()
         );
+    }
+
+    #[test]
+    fn a_repeated_element_decodes_as_its_last_entry_with_a_matching_index() {
+        // No replica encodes an element twice; a map decoder keeps the last, and so does this.
+        struct Repeated(Vec<(&'static str, BTreeSet<Dot>)>);
+        impl Serialize for Repeated {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+            }
+        }
+        let (a1, a2) = (Dot::new(id("a"), 1), Dot::new(id("a"), 2));
+        let context = CausalContext::from_dots([a1.clone(), a2.clone()]);
+        let entries = Repeated(vec![
+            ("x", BTreeSet::from([a1])),
+            ("x", BTreeSet::from([a2.clone()])),
+        ]);
+        let bytes = postcard::to_stdvec(&(&context, &entries)).unwrap();
+        let decoded: OrSet = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded.dots("x").collect::<Vec<_>>(), vec![&a2]);
+        let rebuilt = DotIndex::build(decoded.entries.iter());
+        assert_eq!(decoded.index.pairs(), rebuilt.pairs());
     }
 
     #[test]
