@@ -6,6 +6,7 @@
 //! deltas and states may arrive in any order, any number of times (see `tests/crdt_laws.rs`).
 
 mod context;
+mod dot_index;
 mod lww;
 mod orset;
 

@@ -288,13 +288,13 @@ impl<S: Store> Node<S> {
                     Some(KeyState::Set(set)) => set,
                     _ => OrSet::new(),
                 };
-                let mut delta = OrSet::new();
-                for element in &remove {
-                    let _ = delta.merge(&set.remove(element));
-                }
-                for element in &add {
-                    let _ = delta.merge(&set.add(&self.id, element));
-                }
+                // One delta for the whole edit: merging each element's delta into a growing one
+                // cost the square of the batch.
+                let delta = set.edit(
+                    &self.id,
+                    remove.iter().map(String::as_str),
+                    add.iter().map(String::as_str),
+                );
                 let elements = set.elements().map(str::to_string).collect();
                 (key, KeyState::Set(delta), Some(elements))
             }
