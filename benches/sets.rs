@@ -16,7 +16,7 @@
 //! and rewrites all of it; the breakdown shows how much of a single add that is.
 #![allow(clippy::disallowed_methods)] // tests and benchmarks measure real time
 
-use hearsay::clock::{NodeId, Timestamp};
+use hearsay::clock::{NodeId, ReplicaId, Timestamp};
 use hearsay::crdt::{KeyState, OrSet};
 use hearsay::node::{Node, Write};
 use hearsay::store::{
@@ -73,7 +73,7 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 /// A set holding `n` elements, each added once by `node` (dots 1..=n), as sequential adds would
 /// leave it. Minted one add at a time on a set that never holds more than one element, then merged
 /// pairwise, so building it stays cheap whatever a merge into a big set costs.
-fn big_set(node: &NodeId, n: usize) -> OrSet {
+fn big_set(node: &ReplicaId, n: usize) -> OrSet {
     let mut mint = OrSet::new();
     let mut level: Vec<OrSet> = (0..n)
         .map(|i| {
@@ -177,7 +177,8 @@ fn bench_single_add<S: Store>(
         let mut t = Vec::with_capacity(STEPS.len());
         let (mut set, d) = time(|| read(&node));
         t.push(d);
-        let (delta, d) = time(|| set.add(node_id, &element));
+        let actor = ReplicaId::new(node_id.clone(), 0);
+        let (delta, d) = time(|| set.add(&actor, &element));
         t.push(d);
         let (elements, d) = time(|| set.elements().map(str::to_string).collect::<Vec<_>>());
         t.push(d);
@@ -200,7 +201,7 @@ fn bench_single_add<S: Store>(
             key: &key,
             delta: &delta,
             hlc: Timestamp::ZERO,
-            origin_seq: Some((node_id, 1)),
+            origin_seq: Some((&actor, 1)),
         };
         let (logged, d) = time(|| logged.encode());
         t.push(d);
@@ -232,7 +233,10 @@ fn bench_single_add<S: Store>(
         panic!("not a set")
     };
     let mut replica = set.clone();
-    replica.add(&NodeId::new("n2").expect("node id"), "elsewhere");
+    replica.add(
+        &ReplicaId::new(NodeId::new("n2").expect("node id"), 0),
+        "elsewhere",
+    );
     let replica = KeyState::Set(replica);
     report(
         "CRDT: merge a whole replica (one element more)",
@@ -267,7 +271,7 @@ fn main() {
     println!(" sled store, durability {:?}", Durability::default());
     bench_batch(&mut sled, batch, runs);
 
-    let (big, built) = time(|| big_set(&node_id, elements));
+    let (big, built) = time(|| big_set(&ReplicaId::new(node_id.clone(), 0), elements));
     assert_eq!(big.len(), elements);
     println!(
         "\nsingle add to a set of {elements} elements, median of {runs} runs (set built in {})",

@@ -1,4 +1,5 @@
-//! Clocks and causality: node ids, the hybrid logical clock (HLC), dots and version vectors.
+//! Clocks and causality: node ids, replica ids, the hybrid logical clock (HLC), dots and version
+//! vectors.
 //!
 //! Pure: the wall clock is never read here. Callers pass the current wall time in milliseconds, so
 //! the same code runs under the real clock and the simulator's. Owns no I/O and no persistence; the
@@ -49,6 +50,33 @@ impl std::str::FromStr for NodeId {
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// One lifetime of a node's data: its node id and the storage epoch of its data directory. A new
+/// or recovered directory gets a new epoch (random, never 0; 0 is the epoch of directories that
+/// predate epochs), so a node that comes back empty under its old id never mints a dot or a rumor
+/// sequence number its peers have already seen from an earlier lifetime.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReplicaId {
+    pub node: NodeId,
+    pub epoch: u64,
+}
+
+impl ReplicaId {
+    pub fn new(node: NodeId, epoch: u64) -> Self {
+        ReplicaId { node, epoch }
+    }
+}
+
+/// `n1` for the first lifetime of a directory that predates epochs, `n1~3f2a…` otherwise.
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.epoch == 0 {
+            write!(f, "{}", self.node)
+        } else {
+            write!(f, "{}~{:016x}", self.node, self.epoch)
+        }
     }
 }
 
@@ -197,41 +225,42 @@ impl Hlc {
     }
 }
 
-/// One event of one node: the `counter`-th event that `node` generated (counters start at 1).
+/// One event of one replica: the `counter`-th event that `replica` generated (counters start at
+/// 1).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Dot {
-    pub node: NodeId,
+    pub replica: ReplicaId,
     pub counter: u64,
 }
 
 impl Dot {
-    pub fn new(node: NodeId, counter: u64) -> Self {
-        Dot { node, counter }
+    pub fn new(replica: ReplicaId, counter: u64) -> Self {
+        Dot { replica, counter }
     }
 }
 
-/// For each node, the greatest counter such that all of that node's events up to it are included.
+/// For each replica, the greatest counter such that all of its events up to it are included.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<NodeId, u64>);
+pub struct VersionVector(BTreeMap<ReplicaId, u64>);
 
 impl VersionVector {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The greatest contiguous counter seen from `node` (0 when none).
-    pub fn get(&self, node: &NodeId) -> u64 {
-        self.0.get(node).copied().unwrap_or(0)
+    /// The greatest contiguous counter seen from `replica` (0 when none).
+    pub fn get(&self, replica: &ReplicaId) -> u64 {
+        self.0.get(replica).copied().unwrap_or(0)
     }
 
     pub fn contains(&self, dot: &Dot) -> bool {
-        dot.counter <= self.get(&dot.node)
+        dot.counter <= self.get(&dot.replica)
     }
 
-    /// Raises the entry of `node` to at least `counter`.
-    pub fn advance(&mut self, node: &NodeId, counter: u64) {
-        if counter > self.get(node) {
-            self.0.insert(node.clone(), counter);
+    /// Raises the entry of `replica` to at least `counter`.
+    pub fn advance(&mut self, replica: &ReplicaId, counter: u64) {
+        if counter > self.get(replica) {
+            self.0.insert(replica.clone(), counter);
         }
     }
 
@@ -247,7 +276,7 @@ impl VersionVector {
         other.0.iter().all(|(node, &c)| self.get(node) >= c)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, u64)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&ReplicaId, u64)> {
         self.0.iter().map(|(n, &c)| (n, c))
     }
 
@@ -330,8 +359,8 @@ mod tests {
 
     #[test]
     fn version_vector_merge_is_pointwise_max() {
-        let a = NodeId::new("a").unwrap();
-        let b = NodeId::new("b").unwrap();
+        let a = ReplicaId::new(NodeId::new("a").unwrap(), 0);
+        let b = ReplicaId::new(NodeId::new("a").unwrap(), 7);
         let mut x = VersionVector::new();
         x.advance(&a, 3);
         let mut y = VersionVector::new();

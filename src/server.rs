@@ -169,6 +169,7 @@ pub fn open_node(
     cluster.http_addr = listeners.http_addr();
     cluster.seeds = resolve_seeds(&config.seeds)?;
     cluster.rng_seed = rand::RngCore::next_u64(&mut rand::rngs::OsRng);
+    cluster.opened_at_ms = runtime::wall_ms();
     // With peers to resync from, a recovered node does not serve reads until it has.
     cluster.resync_first |= recovered && !cluster.seeds.is_empty();
     Ok(Node::open_in_cluster(

@@ -5,7 +5,7 @@
 //! straightforward reference implementation kept here, on random states and deltas, down to the
 //! encoded bytes.
 
-use hearsay::clock::{Dot, NodeId, Timestamp, VersionVector};
+use hearsay::clock::{Dot, NodeId, ReplicaId, Timestamp, VersionVector};
 use hearsay::crdt::{KeyState, LwwRegister, OrSet, Value};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,12 @@ const ELEMENTS: [&str; 4] = ["w", "x", "y", "z-a-name-of-more-than-22-bytes"];
 
 fn node(i: usize) -> NodeId {
     NodeId::new(NODES[i % NODES.len()]).unwrap()
+}
+
+/// The replicas that mint dots: n1 and n2 in epoch 0, and n1 again in a later epoch (its data
+/// lost and started over), a replica of its own.
+fn actor(i: usize) -> ReplicaId {
+    ReplicaId::new(node(i % 2), (i / 2 % 2) as u64)
 }
 
 fn register() -> impl Strategy<Value = LwwRegister> {
@@ -100,7 +106,7 @@ fn run(ops: &[Op]) -> (Vec<OrSet>, Vec<OrSet>, Vec<Oracle>) {
     for op in ops {
         match *op {
             Op::Add { replica, element } => {
-                deltas.push(sets[replica].add(&node(replica), ELEMENTS[element]));
+                deltas.push(sets[replica].add(&actor(replica), ELEMENTS[element]));
                 counter += 1;
                 let o = &mut oracles[replica];
                 o.added.insert((replica, counter));
@@ -151,8 +157,8 @@ struct RefSet {
 }
 
 // The only places here that look inside a `Dot`.
-fn actor_of(dot: &Dot) -> &NodeId {
-    &dot.node
+fn actor_of(dot: &Dot) -> &ReplicaId {
+    &dot.replica
 }
 
 fn counter_of(dot: &Dot) -> u64 {
@@ -173,7 +179,7 @@ impl RefContext {
         self.vv.contains(dot) || self.cloud.contains(dot)
     }
 
-    fn next_dot(&self, node: &NodeId) -> Dot {
+    fn next_dot(&self, node: &ReplicaId) -> Dot {
         let in_cloud = self
             .cloud
             .iter()
@@ -213,7 +219,7 @@ impl RefSet {
             .collect()
     }
 
-    fn add(&mut self, node: &NodeId, element: &str) -> RefSet {
+    fn add(&mut self, node: &ReplicaId, element: &str) -> RefSet {
         let dot = self.context.next_dot(node);
         let mut seen = self.dots_of(element);
         seen.push(dot.clone());
@@ -284,7 +290,7 @@ fn to_ref(set: &OrSet) -> RefSet {
 }
 
 fn any_dot() -> impl Strategy<Value = Dot> {
-    (0usize..3, 0u64..9).prop_map(|(n, c)| Dot::new(node(n), c))
+    (0usize..3, 0u64..9).prop_map(|(n, c)| Dot::new(actor(n), c))
 }
 
 /// Any state as it could arrive encoded: a context with a version vector and a cloud (which may
@@ -304,7 +310,7 @@ fn ref_set(max_elements: usize) -> impl Strategy<Value = RefSet> {
         .prop_map(|(vv, cloud, elements, consistent)| {
             let mut set = RefSet::default();
             for (n, counter) in vv.into_iter().enumerate() {
-                set.context.vv.advance(&node(n), counter);
+                set.context.vv.advance(&actor(n), counter);
             }
             set.context.cloud.extend(cloud);
             for (element, dots) in elements {
@@ -383,8 +389,8 @@ proptest! {
                     prop_assert_eq!(changed, slow.merge(&to_ref(&delta)), "changed, merging {:?}", delta);
                 }
                 Step::Add(n, e) => {
-                    let delta = fast.add(&node(n), ELEMENTS[e]);
-                    prop_assert_eq!(to_ref(&delta), slow.add(&node(n), ELEMENTS[e]));
+                    let delta = fast.add(&actor(n), ELEMENTS[e]);
+                    prop_assert_eq!(to_ref(&delta), slow.add(&actor(n), ELEMENTS[e]));
                 }
                 Step::Remove(e) => {
                     let delta = fast.remove(ELEMENTS[e]);
@@ -392,14 +398,14 @@ proptest! {
                 }
                 Step::Edit { node: n, remove, add } => {
                     let names = |list: &[usize]| list.iter().map(|&e| ELEMENTS[e]).collect::<Vec<_>>();
-                    let delta = fast.edit(&node(n), names(&remove), names(&add));
+                    let delta = fast.edit(&actor(n), names(&remove), names(&add));
                     // The reference joins each operation's delta into a growing one.
                     let mut joined = RefSet::default();
                     for e in names(&remove) {
                         joined.merge(&slow.remove(e));
                     }
                     for e in names(&add) {
-                        joined.merge(&slow.add(&node(n), e));
+                        joined.merge(&slow.add(&actor(n), e));
                     }
                     prop_assert_eq!(to_ref(&delta), joined);
                 }
@@ -508,7 +514,7 @@ proptest! {
 
 #[test]
 fn remove_only_removes_observed_adds() {
-    let (a, b) = (node(0), node(1));
+    let (a, b) = (actor(0), actor(1));
     let mut left = OrSet::new();
     let mut right = OrSet::new();
     let first = left.add(&a, "x");

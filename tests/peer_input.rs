@@ -3,7 +3,7 @@
 //! wrong kind, horizons from the future, incarnations that cannot be refuted, `Forget` frames and
 //! indirect probes from strangers. Each test is a bug the core once had.
 
-use hearsay::clock::{NodeId, Timestamp};
+use hearsay::clock::{NodeId, ReplicaId, Timestamp};
 use hearsay::crdt::{KeyState, LwwRegister, OrSet, Value};
 use hearsay::gossip::rumor::Rumor;
 use hearsay::gossip::sync::SyncMessage;
@@ -67,7 +67,7 @@ fn a_with_peer_b() -> (Node<MemoryStore>, Member) {
 fn rumor_from(b: &Member, seq: u64, key: StoreKey, delta: KeyState) -> Datagram {
     Datagram {
         rumors: vec![Rumor {
-            origin: b.id.clone(),
+            origin: ReplicaId::new(b.id.clone(), 1),
             seq,
             key,
             delta,
@@ -115,7 +115,7 @@ fn a_register_stamped_at_the_end_of_time_does_not_pin_the_clock() {
 fn a_set_rumored_under_a_kv_key_is_refused_and_later_puts_are_stored() {
     let (mut a, b) = a_with_peer_b();
     let mut set = OrSet::new();
-    let delta = set.add(&id("b"), "e");
+    let delta = set.add(&ReplicaId::new(id("b"), 1), "e");
     let _ = a.handle_datagram(
         NOW,
         b.gossip_addr,

@@ -382,7 +382,7 @@ impl Oracle {
                     .any(|(d, _)| d == dot)
             };
             let dot = match after.dots(element).collect::<Vec<_>>()[..] {
-                [dot] if dot.node == *sim.id(i) && !minted(dot) => dot.clone(),
+                [dot] if dot.replica.node == *sim.id(i) && !minted(dot) => dot.clone(),
                 ref dots => {
                     return Err(format!(
                         "node {i} set {key}: adding {element} left dots {dots:?}, not one fresh dot of its own"

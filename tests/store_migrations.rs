@@ -2,13 +2,18 @@
 //! place, and the current record encoding is pinned by a golden vector so an accidental format
 //! change fails here instead of in a user's data directory.
 
-use hearsay::clock::{NodeId, Timestamp};
+use hearsay::clock::{NodeId, ReplicaId, Timestamp};
 use hearsay::crdt::{KeyState, LwwRegister, OrSet, Value};
 use hearsay::node::Node;
 use hearsay::store::{migrate, record, Durability, MemoryStore, SledStore, Store, StoreKey};
 
 fn id(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
+}
+
+/// The replica of node `s` in epoch 0: what every dot was before storage epochs.
+fn actor(s: &str) -> ReplicaId {
+    ReplicaId::new(id(s), 0)
 }
 
 /// Wall-clock milliseconds at which the fixture's states arrive (after they were written).
@@ -20,9 +25,9 @@ fn fixture() -> Vec<(StoreKey, KeyState)> {
         data: s.as_bytes().to_vec(),
     };
     let mut set = OrSet::new();
-    set.add(&id("n1"), "x");
-    set.add(&id("n2"), "y");
-    set.add(&id("n1"), "z");
+    set.add(&actor("n1"), "x");
+    set.add(&actor("n2"), "y");
+    set.add(&actor("n1"), "z");
     set.remove("z");
     vec![
         (
@@ -122,17 +127,22 @@ fn a_missing_merkle_index_is_rebuilt_from_the_data() {
     assert_eq!(node.digest().count, 3);
 }
 
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[test]
 fn record_encoding_matches_its_golden_vector() {
-    // Format 1 of a record (migrations/0002). If this changes, add a layout and a migration.
+    // Format 2 of a record (migrations/0005). If this changes, add a layout and a migration.
     let (_, state) = &fixture()[0];
-    let hex: String = record::encode_record(state)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(hex, GOLDEN_GREETING);
+    assert_eq!(hex_of(&record::encode_record(state)), GOLDEN_GREETING);
     assert_eq!(
         &record::decode_record(&hex_bytes(GOLDEN_GREETING)).unwrap(),
+        state
+    );
+    // Format 1 (migrations/0002, before epochs) still reads.
+    assert_eq!(
+        &record::decode_record(&hex_bytes(GOLDEN_GREETING_BEFORE_EPOCHS)).unwrap(),
         state
     );
 }
@@ -141,13 +151,13 @@ fn record_encoding_matches_its_golden_vector() {
 /// kept by two concurrent adds and one removed element.
 fn golden_set() -> KeyState {
     let mut set = OrSet::new();
-    set.add(&id("n1"), "x");
-    set.add(&id("n1"), "gone");
+    set.add(&actor("n1"), "x");
+    set.add(&actor("n1"), "gone");
     let mut other = OrSet::new();
-    let _ = set.merge(&other.add(&id("n2"), "x"));
+    let _ = set.merge(&other.add(&actor("n2"), "x"));
     let mut far = OrSet::new();
-    far.add(&id("n3"), "w");
-    let _ = set.merge(&far.add(&id("n3"), "v"));
+    far.add(&actor("n3"), "w");
+    let _ = set.merge(&far.add(&actor("n3"), "v"));
     set.remove("gone");
     KeyState::Set(set)
 }
@@ -156,13 +166,12 @@ fn golden_set() -> KeyState {
 fn set_record_encoding_matches_its_golden_vector() {
     // The OR-set's in-memory form may change; its record, Merkle item hash and wire bytes may not.
     let state = golden_set();
-    let hex: String = record::encode_record(&state)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(hex, GOLDEN_SET);
+    assert_eq!(hex_of(&record::encode_record(&state)), GOLDEN_SET);
     let decoded = record::decode_record(&hex_bytes(GOLDEN_SET)).unwrap();
     assert_eq!(decoded, state);
+    // Before epochs, its dots named bare node ids; read, they are epoch 0's.
+    let before = record::decode_record(&hex_bytes(GOLDEN_SET_BEFORE_EPOCHS)).unwrap();
+    assert_eq!(before, state);
     let KeyState::Set(set) = decoded else {
         panic!("not a set")
     };
@@ -182,8 +191,13 @@ fn memory_store_survives_a_simulated_restart() {
     assert_eq!(node.digest(), digest);
 }
 
-const GOLDEN_GREETING: &str = "0100838080c0d6fcf3c501026e32010a746578742f706c61696e0568656c6c6f";
-const GOLDEN_SET: &str = "010102026e3102026e320101026e330202017601026e3302017802026e3101026e3201";
+const GOLDEN_GREETING: &str = "0200838080c0d6fcf3c501026e32010a746578742f706c61696e0568656c6c6f";
+const GOLDEN_SET: &str =
+    "020102026e310002026e32000101026e33000202017601026e330002017802026e310001026e320001";
+const GOLDEN_GREETING_BEFORE_EPOCHS: &str =
+    "0100838080c0d6fcf3c501026e32010a746578742f706c61696e0568656c6c6f";
+const GOLDEN_SET_BEFORE_EPOCHS: &str =
+    "010102026e3102026e320101026e330202017601026e3302017802026e3101026e3201";
 
 fn hex_bytes(hex: &str) -> Vec<u8> {
     (0..hex.len())

@@ -5,18 +5,18 @@
 //! Costs, for a context whose cloud holds c dots: `contains`, `next_dot` and `insert` take
 //! O(log c); `merge` takes O(size of the other context · log c), whatever the size of this one.
 
-use crate::clock::{Dot, NodeId, VersionVector};
+use crate::clock::{Dot, ReplicaId, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
 
 /// Whoever mints dots: one entry of a version vector.
-pub(super) type Actor = NodeId;
+pub(super) type Actor = ReplicaId;
 
 // The only places that look inside a `Dot` or build one.
 
 pub(super) fn actor(dot: &Dot) -> &Actor {
-    &dot.node
+    &dot.replica
 }
 
 pub(super) fn counter(dot: &Dot) -> u64 {
@@ -86,9 +86,9 @@ impl CausalContext {
         self.vv.contains(dot) || self.cloud.contains(dot)
     }
 
-    /// The next dot for `node`. Only a node mints its own dots, and it mints them in order, so its
-    /// own entry is always contiguous.
-    pub fn next_dot(&self, node: &NodeId) -> Dot {
+    /// The next dot for `node`. Only a replica mints its own dots, and it mints them in order, so
+    /// its own entry is always contiguous.
+    pub fn next_dot(&self, node: &ReplicaId) -> Dot {
         let in_cloud = self
             .cloud
             .range(dots_up_to(node, u64::MAX))
@@ -178,14 +178,18 @@ impl CausalContext {
 mod tests {
     use super::*;
 
+    fn replica(node: &str) -> ReplicaId {
+        ReplicaId::new(crate::clock::NodeId::new(node).unwrap(), 0)
+    }
+
     fn dot(node: &str, counter: u64) -> Dot {
-        Dot::new(NodeId::new(node).unwrap(), counter)
+        Dot::new(replica(node), counter)
     }
 
     #[test]
     fn merge_compacts_what_fills_a_gap_and_reports_only_new_dots() {
         let mut a = CausalContext::from_dots([dot("a", 1), dot("a", 3), dot("b", 2)]);
-        assert_eq!(a.next_dot(&NodeId::new("a").unwrap()), dot("a", 4));
+        assert_eq!(a.next_dot(&replica("a")), dot("a", 4));
         assert!(!a.merge(&CausalContext::from_dots([dot("a", 3)])));
         assert!(a.merge(&CausalContext::from_dots([dot("a", 2), dot("b", 1)])));
         assert_eq!(
@@ -205,7 +209,7 @@ mod tests {
     fn decoding_compacts_a_context() {
         // A cloud dot the vector covers and one that extends it, as no replica would encode them.
         let mut vv = VersionVector::new();
-        vv.advance(&NodeId::new("a").unwrap(), 2);
+        vv.advance(&replica("a"), 2);
         let stored = StoredContext {
             vv,
             cloud: [dot("a", 1), dot("a", 3), dot("a", 5)].into(),

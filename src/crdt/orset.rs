@@ -11,7 +11,7 @@
 use super::context::never_minted;
 use super::dot_index::{DotIndex, IndexBuilder};
 use super::{CausalContext, Merged};
-use crate::clock::{Dot, NodeId};
+use crate::clock::{Dot, ReplicaId};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -150,7 +150,7 @@ impl OrSet {
 
     /// Adds `element` as `node`, applies it to `self` and returns the delta. The delta's context
     /// also covers the element's older dots, so the new dot replaces them everywhere.
-    pub fn add(&mut self, node: &NodeId, element: &str) -> OrSet {
+    pub fn add(&mut self, node: &ReplicaId, element: &str) -> OrSet {
         let dot = self.context.next_dot(node);
         let delta = OrSet::addition(element, dot, self.dots_of(element));
         let _ = self.merge(&delta);
@@ -171,7 +171,7 @@ impl OrSet {
     /// observed or minted; each added element keeps the dot of its last add.
     pub fn edit<'a>(
         &mut self,
-        node: &NodeId,
+        node: &ReplicaId,
         remove: impl IntoIterator<Item = &'a str>,
         add: impl IntoIterator<Item = &'a str>,
     ) -> OrSet {
@@ -296,8 +296,8 @@ impl OrSet {
 mod tests {
     use super::*;
 
-    fn id(s: &str) -> NodeId {
-        NodeId::new(s).unwrap()
+    fn id(s: &str) -> ReplicaId {
+        ReplicaId::new(crate::clock::NodeId::new(s).unwrap(), 0)
     }
 
     #[test]

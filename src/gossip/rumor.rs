@@ -11,7 +11,7 @@
 //!
 //! Owns no sockets and no clock; it never merges state itself (the node does).
 
-use crate::clock::NodeId;
+use crate::clock::{NodeId, ReplicaId};
 use crate::crdt::KeyState;
 use crate::store::StoreKey;
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,8 @@ pub const MAX_QUEUED: usize = 8192;
 /// One delta in flight.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rumor {
-    pub origin: NodeId,
+    /// The replica that made the write (its node id and storage epoch).
+    pub origin: ReplicaId,
     pub seq: u64,
     pub key: StoreKey,
     pub delta: KeyState,
@@ -126,14 +127,14 @@ pub struct SeenSummary {
 /// The sequence numbers seen from one origin: all up to `contiguous`, plus `above` (sorted).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenRange {
-    pub origin: NodeId,
+    pub origin: ReplicaId,
     pub contiguous: u64,
     pub above: Vec<u64>,
 }
 
 impl SeenSummary {
     /// Whether the summarised node has seen rumor `seq` of `origin`.
-    pub fn has_seen(&self, origin: &NodeId, seq: u64) -> bool {
+    pub fn has_seen(&self, origin: &ReplicaId, seq: u64) -> bool {
         match self.origins.binary_search_by(|r| r.origin.cmp(origin)) {
             Ok(i) => {
                 let range = &self.origins[i];
@@ -147,7 +148,7 @@ impl SeenSummary {
 /// The rumor engine of one node.
 pub struct RumorMill {
     config: RumorConfig,
-    seen: BTreeMap<NodeId, Seen>,
+    seen: BTreeMap<ReplicaId, Seen>,
     /// Rumors still to be pushed or retransmitted, oldest first.
     queue: Vec<Queued>,
     /// The latest time the node told (milliseconds; see [`RumorMill::tick`]).
@@ -176,12 +177,12 @@ impl RumorMill {
 
     /// The highest contiguous sequence number seen from each origin (persisted by the node, so
     /// that a restarted node neither re-forwards old rumors nor reuses its own numbers).
-    pub fn contiguous(&self) -> impl Iterator<Item = (&NodeId, u64)> {
+    pub fn contiguous(&self) -> impl Iterator<Item = (&ReplicaId, u64)> {
         self.seen.iter().map(|(n, s)| (n, s.contiguous))
     }
 
     /// Marks everything up to `seq` from `origin` as seen (restoring persisted state).
-    pub fn restore(&mut self, origin: &NodeId, seq: u64) {
+    pub fn restore(&mut self, origin: &ReplicaId, seq: u64) {
         let seen = self.seen.entry(origin.clone()).or_default();
         if seq > seen.contiguous {
             seen.contiguous = seq;
@@ -191,15 +192,15 @@ impl RumorMill {
 
     /// Withdraws `origin`'s queued rumors numbered above `seq` (writes undone before they left
     /// the node): they are neither pushed nor piggybacked.
-    pub fn withdraw(&mut self, origin: &NodeId, seq: u64) {
+    pub fn withdraw(&mut self, origin: &ReplicaId, seq: u64) {
         self.queue
             .retain(|q| !(q.rumor.origin == *origin && q.rumor.seq > seq));
     }
 
-    /// Forgets what was seen from `origin` (a member that was reaped): should it come back, its
-    /// rumors are taken as new, and merging one again changes nothing.
-    pub fn forget_origin(&mut self, origin: &NodeId) {
-        self.seen.remove(origin);
+    /// Forgets what was seen from every lifetime of `node` (a member that was reaped): should it
+    /// come back, its rumors are taken as new, and merging one again changes nothing.
+    pub fn forget_origin(&mut self, node: &NodeId) {
+        self.seen.retain(|origin, _| origin.node != *node);
     }
 
     /// Origins with remembered sequence numbers (bounded by the members known).
@@ -294,7 +295,7 @@ impl RumorMill {
             let candidates = candidates.get_or_insert_with(|| pick(peers, fanout + 2));
             let chosen = candidates
                 .iter()
-                .filter(|p| Some(*p) != queued.from.as_ref() && **p != queued.rumor.origin)
+                .filter(|p| Some(*p) != queued.from.as_ref() && **p != queued.rumor.origin.node)
                 .take(fanout);
             for peer in chosen {
                 batches
@@ -360,7 +361,7 @@ impl RumorMill {
         for queued in self.queue.iter_mut().rev() {
             if queued.transmits_left == 0
                 || queued.from.as_ref() == Some(peer)
-                || &queued.rumor.origin == peer
+                || queued.rumor.origin.node == *peer
             {
                 continue;
             }
@@ -389,9 +390,13 @@ mod tests {
         NodeId::new(s).unwrap()
     }
 
+    fn replica(s: &str) -> ReplicaId {
+        ReplicaId::new(id(s), 0)
+    }
+
     fn rumor(origin: &str, seq: u64) -> Rumor {
         Rumor {
-            origin: id(origin),
+            origin: replica(origin),
             seq,
             key: StoreKey::kv(format!("k{seq}")),
             delta: KeyState::Register(LwwRegister::write(
@@ -471,7 +476,7 @@ mod tests {
         }
         let c: Vec<u64> = mill
             .contiguous()
-            .filter(|(n, _)| n.as_str() == "c")
+            .filter(|(n, _)| n.node.as_str() == "c")
             .map(|(_, s)| s)
             .collect();
         assert_eq!(c, vec![3000]);
@@ -492,7 +497,7 @@ mod tests {
     #[test]
     fn restored_sequence_numbers_count_as_seen() {
         let mut mill = RumorMill::new(RumorConfig::default());
-        mill.restore(&id("a"), 10);
+        mill.restore(&replica("a"), 10);
         assert!(!mill.receive(rumor("a", 7), &id("b"), 3, true));
         assert!(mill.receive(rumor("a", 11), &id("b"), 3, true));
     }
@@ -509,12 +514,12 @@ mod tests {
             summary.origins,
             vec![
                 SeenRange {
-                    origin: id("a"),
+                    origin: replica("a"),
                     contiguous: 3,
                     above: vec![5, 7],
                 },
                 SeenRange {
-                    origin: id("me"),
+                    origin: replica("me"),
                     contiguous: 1,
                     above: vec![],
                 },
@@ -528,7 +533,11 @@ mod tests {
             ("me", 1, true),
             ("z", 1, false),
         ] {
-            assert_eq!(summary.has_seen(&id(origin), seq), seen, "{origin} {seq}");
+            assert_eq!(
+                summary.has_seen(&replica(origin), seq),
+                seen,
+                "{origin} {seq}"
+            );
         }
         assert_eq!(
             RumorMill::new(RumorConfig::default()).summary(),
@@ -547,7 +556,10 @@ mod tests {
         asker.receive(rumor("h", 1), &id("h"), 3, true);
         asker.receive(rumor("h", 3), &id("h"), 3, true);
         let answer = holder.answer_pull(&asker.summary(), |_| true);
-        let got: Vec<(&str, u64)> = answer.iter().map(|r| (r.origin.as_str(), r.seq)).collect();
+        let got: Vec<(&str, u64)> = answer
+            .iter()
+            .map(|r| (r.origin.node.as_str(), r.seq))
+            .collect();
         assert_eq!(got, vec![("h", 2), ("h", 4), ("x", 1)]);
         // The asker merges them and has nothing left to ask for.
         for r in answer {
@@ -617,7 +629,7 @@ mod tests {
         assert!(
             pushes
                 .iter()
-                .all(|(_, batch)| batch.len() == 1 && batch[0].origin == id("me")),
+                .all(|(_, batch)| batch.len() == 1 && batch[0].origin == replica("me")),
             "a relayed rumor is not pushed with fanout 0"
         );
         assert_eq!(

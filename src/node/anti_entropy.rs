@@ -94,7 +94,8 @@ impl<S: Store> Node<S> {
             self.meta_dirty = true;
             let members = self.members();
             self.tombstones.merge_reports(&start.stable, &members);
-            self.tombstones.collected_by_peer(start.collected_through);
+            self.tombstones
+                .collected_by_peer(&self.id, start.collected_through);
             self.note_peer_horizon(from, start.collected_through);
         }
         let (reply, merges) = respond(&self.sync_view(), request.message);
@@ -150,7 +151,8 @@ impl<S: Store> Node<S> {
             return Ok(());
         }
         current.peer_horizon.get_or_insert(collected_through);
-        self.tombstones.collected_by_peer(collected_through);
+        self.tombstones
+            .collected_by_peer(&self.id, collected_through);
         self.note_peer_horizon(&current.peer, collected_through);
         let step = current.sync.handle(&self.sync_view(), message);
         self.cluster.stats.sync_rounds += 1;

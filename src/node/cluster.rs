@@ -67,6 +67,9 @@ pub struct ClusterConfig {
     /// not authoritative until one anti-entropy exchange with a peer has completed.
     pub resync_first: bool,
     pub tombstones: TombstoneConfig,
+    /// The wall-clock time the node is opened at (milliseconds): a new data directory's clock
+    /// starts above it plus the skew bound.
+    pub opened_at_ms: u64,
     /// How far ahead of this node's wall clock a peer's timestamp may be (milliseconds, default
     /// 500); further ahead, the message carrying it is dropped. Larger tolerates worse clocks
     /// and lets a fast clock's writes beat later writes by up to this much.
@@ -91,6 +94,7 @@ impl ClusterConfig {
             rng_seed: 0,
             resync_first: false,
             tombstones: TombstoneConfig::default(),
+            opened_at_ms: 0,
             max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
             disk_reserve_bytes: 128 << 20,
         }
@@ -208,7 +212,7 @@ impl<S: Store> Node<S> {
 
     pub fn cluster_stats(&self) -> ClusterStats {
         let mut stats = self.cluster.stats.clone();
-        stats.rumors_published = self.meta.seen.get(&self.id);
+        stats.rumors_published = self.meta.seen.get(&self.replica);
         stats.tombstones_held = self.tombstones.held() as u64;
         stats
     }
@@ -235,7 +239,7 @@ impl<S: Store> Node<S> {
     pub(super) fn spread_local(&mut self, key: StoreKey, delta: KeyState, seq: u64) {
         let members = self.cluster.membership.members().count();
         let rumor = Rumor {
-            origin: self.id.clone(),
+            origin: self.replica.clone(),
             seq,
             key,
             delta,

@@ -6,7 +6,7 @@
 
 use super::tombstones::tombstone_of;
 use super::{Applied, Node, Refusal, Source};
-use crate::clock::{NodeId, Timestamp};
+use crate::clock::{NodeId, ReplicaId, Timestamp};
 use crate::crdt::KeyState;
 use crate::node::cluster::Outbound;
 use crate::store::{merkle, Store, StoreError, StoreKey, WriteBatch};
@@ -131,7 +131,7 @@ impl<S: Store> Node<S> {
         peer: &NodeId,
         key: StoreKey,
         state: KeyState,
-        origin_seq: Option<(NodeId, u64)>,
+        origin_seq: Option<(ReplicaId, u64)>,
         refused: &mut Vec<ForgetValue>,
     ) -> Result<Applied, StoreError> {
         let value = match &state {
@@ -184,7 +184,11 @@ impl<S: Store> Node<S> {
         peer: &NodeId,
         values: Vec<ForgetValue>,
     ) -> Result<(), StoreError> {
-        let horizon = self.peer_horizon(peer);
+        // Only a node left out of a collection can hold a value a peer refuses as collected: one
+        // that was counted held the deletes too (see `tombstones.rs`, the latch).
+        let horizon = self
+            .peer_horizon(peer)
+            .map(|h| h.min(self.tombstones.forgettable_through()));
         let mut forgotten = Vec::new();
         for value in values {
             if horizon.is_none_or(|h| value.timestamp > h) {

@@ -5,7 +5,7 @@
 //! Never touches sockets, threads or the wall clock; never decides when to sync (the driver calls
 //! [`Node::commit`] once per group of writes before acknowledging them).
 
-use crate::clock::{ClockAhead, Hlc, NodeId, Timestamp};
+use crate::clock::{ClockAhead, Hlc, NodeId, ReplicaId, Timestamp};
 use crate::crdt::{KeyState, LwwRegister, OrSet, Value};
 use crate::store::{
     merkle, CheckpointWork, Leaf, LoggedDeltaRef, MerkleIndex, Meta, PendingSync, Store,
@@ -118,6 +118,9 @@ pub enum NodeError {
 
 pub struct Node<S: Store> {
     id: NodeId,
+    /// This lifetime of the node: its id and its data directory's storage epoch. Dots and rumor
+    /// sequence numbers are minted under it.
+    replica: ReplicaId,
     hlc: Hlc,
     meta: Meta,
     /// `meta` changed since it was last handed to the store.
@@ -164,7 +167,23 @@ impl<S: Store> Node<S> {
                 });
             }
         }
+        // A new (or recovered, or replaced) data directory is a new lifetime of this node: a new
+        // storage epoch, so that none of its dots or rumor sequence numbers can be one its peers
+        // saw from an earlier lifetime; and a clock that starts above every timestamp the earlier
+        // lifetime can have issued (at most the skew bound ahead of its wall clock, which was
+        // behind this one's).
+        let fresh = meta.node_id.is_none();
+        let mut hlc_floor = Timestamp::ZERO;
+        if fresh {
+            meta.epoch = new_epoch(config.rng_seed);
+            hlc_floor = Timestamp::new(config.opened_at_ms + config.max_clock_skew_ms, 0);
+            tracing::info!(
+                epoch = format!("{:016x}", meta.epoch),
+                "a new data directory: a new storage epoch"
+            );
+        }
         meta.node_id = Some(id.clone());
+        let replica = ReplicaId::new(id.clone(), meta.epoch);
         // One pass over the records finds the tombstones; a rebuild of the index is that pass.
         let (merkle, dirty_leaves, leaves_persisted, found) = match store.load_leaves()? {
             Some(leaves) => {
@@ -190,6 +209,7 @@ impl<S: Store> Node<S> {
         for (key, ts) in found {
             tombstones.track(&key, None, Some(ts));
         }
+        tombstones.restore_own(&id, meta.stable_reported, meta.forgettable_through);
         let max_clock_skew_ms = config.max_clock_skew_ms;
         let disk_reserve_bytes = config.disk_reserve_bytes;
         let mut cluster = cluster::Cluster::new(id.clone(), meta.incarnation, config);
@@ -198,8 +218,9 @@ impl<S: Store> Node<S> {
         }
         let mut node = Node {
             id,
+            replica,
             cluster,
-            hlc: Hlc::restore(meta.hlc, max_clock_skew_ms),
+            hlc: Hlc::restore(meta.hlc.max(hlc_floor), max_clock_skew_ms),
             meta,
             meta_dirty: true,
             merkle,
@@ -234,6 +255,11 @@ impl<S: Store> Node<S> {
 
     pub fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// This lifetime of the node: its id and its data directory's storage epoch.
+    pub fn replica(&self) -> &ReplicaId {
+        &self.replica
     }
 
     pub fn store(&self) -> &S {
@@ -291,7 +317,7 @@ impl<S: Store> Node<S> {
                 // One delta for the whole edit: merging each element's delta into a growing one
                 // cost the square of the batch.
                 let delta = set.edit(
-                    &self.id,
+                    &self.replica,
                     remove.iter().map(String::as_str),
                     add.iter().map(String::as_str),
                 );
@@ -299,13 +325,13 @@ impl<S: Store> Node<S> {
                 (key, KeyState::Set(delta), Some(elements))
             }
         };
-        let seq = self.meta.seen.get(&self.id) + 1;
-        let origin = Some((self.id.clone(), seq));
+        let seq = self.meta.seen.get(&self.replica) + 1;
+        let origin = Some((self.replica.clone(), seq));
         let applied = self.merge_checked(key.clone(), delta.clone(), origin, Source::Local)?;
         if let Applied::Refused(why) = applied {
             return Err(WriteError::NotApplied(why));
         }
-        self.meta.seen.advance(&self.id, seq);
+        self.meta.seen.advance(&self.replica, seq);
         if self.has_peers() {
             self.spread_local(key, delta, seq);
         }
@@ -339,7 +365,7 @@ impl<S: Store> Node<S> {
         &mut self,
         key: StoreKey,
         delta: KeyState,
-        origin_seq: Option<(NodeId, u64)>,
+        origin_seq: Option<(ReplicaId, u64)>,
         source: Source,
     ) -> Result<Applied, StoreError> {
         if !key.holds(&delta) {
@@ -423,6 +449,8 @@ impl<S: Store> Node<S> {
                 self.meta.seen.advance(origin, seq);
             }
             self.meta.incarnation = self.meta.incarnation.max(self.incarnation());
+            self.meta.stable_reported = self.tombstones.own_report(&self.id);
+            self.meta.forgettable_through = self.tombstones.forgettable_through();
             self.store.apply(WriteBatch {
                 meta: Some(self.meta.clone()),
                 ..WriteBatch::default()
@@ -431,7 +459,7 @@ impl<S: Store> Node<S> {
         }
         let pending = self.store.commit()?;
         self.own_seq_at
-            .push_back((self.store.commits(), self.meta.seen.get(&self.id)));
+            .push_back((self.store.commits(), self.meta.seen.get(&self.replica)));
         Ok(pending)
     }
 
@@ -512,7 +540,9 @@ impl<S: Store> Node<S> {
             self.tombstones.track(&key, tomb(&before), tomb(&after));
         }
         self.own_seq_at.clear();
-        self.cluster.rumors.withdraw(&self.id, self.durable_seq);
+        self.cluster
+            .rumors
+            .withdraw(&self.replica, self.durable_seq);
         // Exchanges completed since then may have brought states now undone: their marks no
         // longer say what this node holds.
         self.tombstones.forget_syncs();
@@ -573,6 +603,14 @@ impl<S: Store> Node<S> {
         self.leaves_persisted = true;
         Ok(())
     }
+}
+
+/// A storage epoch drawn from `seed` (the driver's fresh entropy): never 0, the epoch of
+/// directories that predate epochs.
+fn new_epoch(seed: u64) -> u64 {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ 0x6570_6f63_6800_0000);
+    rng.gen_range(1..=u64::MAX)
 }
 
 /// The first 8 bytes of an item hash: what the per-leaf key index and anti-entropy compare.
@@ -644,7 +682,7 @@ mod tests {
         assert_eq!(node.digest().count, 1);
         assert_ne!(node.digest(), empty);
         node.commit().unwrap().complete().unwrap();
-        assert_eq!(node.store().meta().seen.get(&id("n1")), 2);
+        assert_eq!(node.store().meta().seen.get(node.replica()), 2);
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl<S: Store> Node<S> {
             // Top the last datagram up with rumors still being retransmitted: the datagram
             // goes anyway, so they cost no extra message (counter-based rumor mongering
             // carried by pushes as well as by probes).
-            let pushed: Vec<(NodeId, u64)> = current
+            let pushed: Vec<(crate::clock::ReplicaId, u64)> = current
                 .rumors
                 .iter()
                 .map(|r| (r.origin.clone(), r.seq))
@@ -271,7 +271,7 @@ mod tests {
         let seqs: Vec<(&str, u64)> = answers[0]
             .rumors
             .iter()
-            .map(|r| (r.origin.as_str(), r.seq))
+            .map(|r| (r.origin.node.as_str(), r.seq))
             .collect();
         assert_eq!(seqs, vec![("a", 1)]);
         // A prober that has it gets no answer (the ack still goes).
@@ -296,7 +296,7 @@ mod tests {
             Vec::new(),
         );
         let summary = probe.pull.expect("a probe pulls");
-        assert!(summary.has_seen(&id("a"), 1));
+        assert!(summary.has_seen(node.replica(), 1));
         let ack = node.datagram(
             Some(SwimMessage::Ack {
                 probe: 7,
@@ -314,7 +314,10 @@ mod tests {
         // Rumors from 200 origins (a large cluster): the summary outgrows its share.
         let rumors = (0..200u64)
             .map(|i| crate::gossip::rumor::Rumor {
-                origin: id(&format!("origin-with-a-long-name-{i}")),
+                origin: crate::clock::ReplicaId::new(
+                    id(&format!("origin-with-a-long-name-{i}")),
+                    i,
+                ),
                 seq: 1,
                 key: crate::store::StoreKey::kv(format!("k{i}")),
                 delta: crate::crdt::KeyState::Register(crate::crdt::LwwRegister::write(

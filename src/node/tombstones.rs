@@ -93,6 +93,9 @@ pub(super) struct TombstoneCollector {
     expects_peers: bool,
     /// The newest tombstone some peer collected: every member had seen every write up to it.
     collected_elsewhere: Timestamp,
+    /// Values no newer than this may be forgotten when a peer asks (see
+    /// [`TombstoneCollector::collected_by_peer`]).
+    forgettable_through: Timestamp,
 }
 
 impl TombstoneCollector {
@@ -106,7 +109,26 @@ impl TombstoneCollector {
             next_pass_ms: 0,
             expects_peers,
             collected_elsewhere: Timestamp::ZERO,
+            forgettable_through: Timestamp::ZERO,
         }
+    }
+
+    /// Restores, at start-up, the greatest stable timestamp this node (`me`) ever reported and
+    /// the forgettable mark, both persisted.
+    pub(super) fn restore_own(&mut self, me: &NodeId, reported: Timestamp, forgettable: Timestamp) {
+        let mark = self.reports.entry(me.clone()).or_default();
+        *mark = (*mark).max(reported);
+        self.forgettable_through = self.forgettable_through.max(forgettable);
+    }
+
+    /// The greatest stable timestamp this node (`me`) ever reported.
+    pub(super) fn own_report(&self, me: &NodeId) -> Timestamp {
+        self.reports.get(me).copied().unwrap_or_default()
+    }
+
+    /// Up to where a peer may make this node forget values it refused as collected.
+    pub(super) fn forgettable_through(&self) -> Timestamp {
+        self.forgettable_through
     }
 
     /// Forgets a member that was reaped (or never to return): its exchange marks, reports and
@@ -132,8 +154,18 @@ impl TombstoneCollector {
     /// A peer collected tombstones up to `collected_through`: it had found that every member had
     /// seen every write that old, so this node may collect up to there too. Once one node has
     /// collected, the others follow within an exchange (their digests agree again sooner).
-    pub(super) fn collected_by_peer(&mut self, collected_through: Timestamp) {
+    ///
+    /// **The forget latch.** If that horizon is above every stable timestamp this node (`me`)
+    /// ever reported, the collection did not count this node (it was away longer than the grace
+    /// period): it may hold old values of keys whose deletes it never saw, and a peer that
+    /// refuses one may make it forget it, up to that horizon. A node that was counted held every
+    /// write up to the horizon, the deletes included, so a value it still holds there is live,
+    /// and a request to forget it is a lie: refused.
+    pub(super) fn collected_by_peer(&mut self, me: &NodeId, collected_through: Timestamp) {
         self.collected_elsewhere = self.collected_elsewhere.max(collected_through);
+        if collected_through > self.own_report(me) {
+            self.forgettable_through = self.forgettable_through.max(collected_through);
+        }
     }
 
     /// Tombstones held.
@@ -392,7 +424,7 @@ mod tests {
             Timestamp::new(10, u16::MAX)
         );
         // What a peer already collected, every member had seen; the minimum age still applies.
-        young.collected_by_peer(ts(60));
+        young.collected_by_peer(&me, ts(60));
         assert_eq!(
             young.horizon(&me, &members, 100, clock),
             Timestamp::new(10, u16::MAX)
@@ -426,5 +458,28 @@ mod tests {
         );
         let mut alone = TombstoneCollector::new(TombstoneConfig::default(), false);
         assert_eq!(alone.horizon(&me, &members[..1], 100_000, ts(99)), ts(99));
+    }
+
+    #[test]
+    fn only_a_horizon_this_node_was_not_counted_in_lets_peers_make_it_forget() {
+        let me = id("n1");
+        let members = [member("n1", MemberState::Alive), member("n2", MemberState::Alive)];
+        let mut c = collector(0, 1_000);
+        c.synced_with(&id("n2"), ts(50));
+        // This node reported holding every write up to 50.
+        assert_eq!(c.reports_to_send(&me, &members, 100, ts(100))[0], (id("n1"), ts(50)));
+        // A horizon it was counted in: it held every delete up to there, so a value it still
+        // holds is live, and a peer asking it to forget one is lying.
+        c.collected_by_peer(&me, ts(40));
+        assert_eq!(c.forgettable_through(), Timestamp::ZERO);
+        // A horizon above anything it reported: collections happened without it.
+        c.collected_by_peer(&me, ts(70));
+        assert_eq!(c.forgettable_through(), ts(70));
+        // Persisted and restored across a restart, with what it reported.
+        let mut again = collector(0, 1_000);
+        again.restore_own(&me, c.own_report(&me), c.forgettable_through());
+        assert_eq!(again.own_report(&me), ts(50));
+        again.collected_by_peer(&me, ts(45));
+        assert_eq!(again.forgettable_through(), ts(70));
     }
 }

@@ -218,6 +218,7 @@ impl Sim {
         config.anti_entropy_interval_ms = self.config.anti_entropy_interval_ms;
         config.tombstones = self.config.tombstones.clone();
         config.rng_seed = self.rng.gen();
+        config.opened_at_ms = self.local_time(i);
         config
     }
 

@@ -222,7 +222,7 @@ fn node_id(i: usize) -> NodeId {
 /// The one update of the run: a small register write at `origin`.
 fn update(origin: &NodeId) -> Rumor {
     Rumor {
-        origin: origin.clone(),
+        origin: crate::clock::ReplicaId::new(origin.clone(), 0),
         seq: 1,
         key: StoreKey::kv("k"),
         delta: KeyState::Register(LwwRegister::write(

@@ -8,21 +8,24 @@ use crate::crdt::KeyState;
 use std::path::Path;
 
 /// The layout this build writes.
-pub const CURRENT_LAYOUT: u32 = 4;
+pub const CURRENT_LAYOUT: u32 = 5;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
+/// The node metadata ([`super::Meta`]).
+pub const META_KEY: &[u8] = b"meta/node";
 /// Present when the persisted Merkle leaves cover every record.
 pub const MERKLE_COMPLETE_KEY: &[u8] = b"meta/merkle";
 /// Prefix of record keys (followed by the encoded `StoreKey`).
 pub const RECORD_PREFIX: u8 = b'r';
 
-/// Reads the layout, upgrades it to [`CURRENT_LAYOUT`], and stamps a fresh database.
-pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+/// Reads the layout, upgrades it to [`CURRENT_LAYOUT`], and stamps a fresh database. Returns
+/// the layout found.
+pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<u32, StoreError> {
     let found = match db.get(LAYOUT_KEY)? {
         Some(v) => decode_layout(&v)?,
         None if db.is_empty() => {
             db.insert(LAYOUT_KEY, &CURRENT_LAYOUT.to_be_bytes())?;
-            return Ok(());
+            return Ok(CURRENT_LAYOUT);
         }
         None => {
             return Err(StoreError::Damaged {
@@ -44,6 +47,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
             1 => v1_to_v2(db)?,
             2 => v2_to_v3(db)?,
             3 => v3_to_v4(db)?,
+            4 => v4_to_v5(db)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "no upgrade step from layout {other}"
@@ -53,7 +57,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
         layout += 1;
         tracing::info!(dir = %dir.display(), layout, "upgraded the data directory layout");
     }
-    Ok(())
+    Ok(found)
 }
 
 fn decode_layout(bytes: &[u8]) -> Result<u32, StoreError> {
@@ -61,6 +65,22 @@ fn decode_layout(bytes: &[u8]) -> Result<u32, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt("bad layout version".into()))?;
     Ok(u32::from_be_bytes(raw))
+}
+
+/// Layout 5 (`migrations/0005_storage_epochs.md`): dots name replica ids (node id and storage
+/// epoch), so states are encoded differently. Records keep their format-1 encoding until they
+/// are next written (they are read through `legacy`); the metadata is converted here, and the
+/// Merkle leaves, which hash the encoding, are rebuilt at start-up.
+fn v4_to_v5(db: &sled::Db) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    if let Some(bytes) = db.get(META_KEY)? {
+        let meta = super::legacy::decode_meta(&bytes)?;
+        batch.insert(META_KEY, record::to_bytes(&meta));
+    }
+    batch.remove(MERKLE_COMPLETE_KEY);
+    batch.insert(LAYOUT_KEY, &5u32.to_be_bytes());
+    db.apply_batch(batch)?;
+    Ok(())
 }
 
 /// Layout 4 (`migrations/0004_two_write_ahead_logs.md`) keeps the write-ahead log in two files
@@ -88,8 +108,11 @@ fn v1_to_v2(db: &sled::Db) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     for item in db.scan_prefix([RECORD_PREFIX]) {
         let (key, value) = item?;
-        let state: KeyState = record::from_bytes(&value)?;
-        batch.insert(key, record::encode_record(&state));
+        // Checked, then kept as it is behind format byte 1 (the encoding before epochs).
+        super::legacy::decode_state(&value)?;
+        let mut record = vec![record::RECORD_FORMAT_BEFORE_EPOCHS];
+        record.extend_from_slice(&value);
+        batch.insert(key, record);
     }
     batch.remove(MERKLE_COMPLETE_KEY);
     batch.insert(LAYOUT_KEY, &2u32.to_be_bytes());
@@ -97,10 +120,11 @@ fn v1_to_v2(db: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes a record in layout 1. Kept for the upgrade tests, which build a layout-1 directory.
+/// Writes a record in layout 1 (`state` must be of epoch 0, as everything then was). Kept for
+/// the upgrade tests, which build a layout-1 directory.
 pub fn write_layout1_record(db: &sled::Db, key: &super::StoreKey, state: &KeyState) {
     let mut k = vec![RECORD_PREFIX];
     k.extend(key.encode());
-    let _ = db.insert(k, record::to_bytes(state));
+    let _ = db.insert(k, super::legacy::encode_state(state));
     let _ = db.insert(LAYOUT_KEY, &1u32.to_be_bytes());
 }

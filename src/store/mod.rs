@@ -5,6 +5,7 @@
 //! leaves of the Merkle index, and node metadata. It makes no protocol decisions: the core
 //! ([`crate::node`]) decides what to write and hands it over as one atomic [`WriteBatch`].
 
+mod legacy;
 mod logs;
 mod memory;
 pub mod merkle;
@@ -18,7 +19,7 @@ pub use memory::{MemoryStore, MemorySync};
 pub use merkle::{Leaf, MerkleIndex};
 pub use sled_store::SledStore;
 
-use crate::clock::{NodeId, Timestamp, VersionVector};
+use crate::clock::{NodeId, ReplicaId, Timestamp, VersionVector};
 use crate::crdt::KeyState;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -105,12 +106,21 @@ pub struct Meta {
     pub node_id: Option<NodeId>,
     /// The greatest HLC timestamp issued or observed: the clock restarts above it.
     pub hlc: Timestamp,
-    /// Per origin node, the highest delta sequence number merged here (this node's own entry is
-    /// its last local write).
+    /// Per origin replica, the highest delta sequence number merged here (this node's own entry
+    /// is its last local write).
     pub seen: VersionVector,
     /// This node's last membership incarnation: a restart continues above it, so the node can
     /// refute verdicts made about its previous run.
     pub incarnation: u64,
+    /// The storage epoch of this data directory: with the node id, its replica identity. Chosen
+    /// at random (never 0) when the directory is created; 0 for a directory that predates epochs.
+    pub epoch: u64,
+    /// The greatest stable timestamp this node ever reported (see `node/tombstones.rs`): a
+    /// collection horizon above it means collections happened without this node.
+    pub stable_reported: Timestamp,
+    /// Values no newer than this may be forgotten when a peer that collected tombstones asks:
+    /// raised only when this node learns of a horizon it was not counted in.
+    pub forgettable_through: Timestamp,
 }
 
 /// Everything one step of the core writes, applied atomically.
@@ -147,8 +157,8 @@ pub struct LoggedDelta {
     pub delta: KeyState,
     /// The HLC high-water mark once the delta was applied.
     pub hlc: Timestamp,
-    /// The origin node and its sequence number for this delta, when it has one.
-    pub origin_seq: Option<(NodeId, u64)>,
+    /// The origin replica and its sequence number for this delta, when it has one.
+    pub origin_seq: Option<(ReplicaId, u64)>,
 }
 
 /// What is left to do, after [`Store::commit`], before the committed writes are durable. A driver
@@ -209,12 +219,28 @@ pub struct LoggedDeltaRef<'a> {
     pub key: &'a StoreKey,
     pub delta: &'a KeyState,
     pub hlc: Timestamp,
-    pub origin_seq: Option<(&'a NodeId, u64)>,
+    pub origin_seq: Option<(&'a ReplicaId, u64)>,
 }
+
+/// The first byte of a write-ahead log entry written since storage epochs. Entries written
+/// before began with their key's keyspace index (0 or 1), so the two never mix up.
+const LOGGED_FORMAT: u8 = 2;
 
 impl LoggedDeltaRef<'_> {
     pub fn encode(&self) -> Vec<u8> {
-        record::to_bytes(self)
+        let mut out = vec![LOGGED_FORMAT];
+        out.extend(record::to_bytes(self));
+        out
+    }
+}
+
+impl LoggedDelta {
+    /// Decodes a write-ahead log entry, written now or before storage epochs.
+    pub fn decode(bytes: &[u8]) -> Result<LoggedDelta, StoreError> {
+        match bytes.split_first() {
+            Some((&LOGGED_FORMAT, rest)) => record::from_bytes(rest),
+            _ => legacy::decode_logged(bytes),
+        }
     }
 }
 

@@ -2,14 +2,17 @@
 //!
 //! A record is one format byte followed by the postcard encoding of its [`KeyState`]. The format
 //! byte lets a later layout change the encoding while still reading the old one; `migrations/`
-//! lists every change.
+//! lists every change. Format 1 (layouts 2 to 4) predates storage epochs: its dots name bare node
+//! ids, and it is read through [`super::legacy`]; format 2 (layout 5) names replica ids.
 
 use super::StoreError;
 use crate::crdt::KeyState;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The format byte of records written by this build.
-pub const RECORD_FORMAT: u8 = 1;
+pub const RECORD_FORMAT: u8 = 2;
+/// The format of records written before storage epochs.
+pub const RECORD_FORMAT_BEFORE_EPOCHS: u8 = 1;
 
 /// The canonical bytes of a state (also what the Merkle index hashes).
 pub fn encode_state(state: &KeyState) -> Vec<u8> {
@@ -25,6 +28,7 @@ pub fn encode_record(state: &KeyState) -> Vec<u8> {
 pub fn decode_record(bytes: &[u8]) -> Result<KeyState, StoreError> {
     match bytes.split_first() {
         Some((&RECORD_FORMAT, rest)) => from_bytes(rest),
+        Some((&RECORD_FORMAT_BEFORE_EPOCHS, rest)) => super::legacy::decode_state(rest),
         Some((other, _)) => Err(StoreError::Corrupt(format!(
             "unknown record format {other}"
         ))),

@@ -7,7 +7,7 @@
 //! its deltas to the log; [`Store::commit`] syncs the log.
 
 use super::logs::Logs;
-use super::migrate::{self, MERKLE_COMPLETE_KEY, RECORD_PREFIX};
+use super::migrate::{self, MERKLE_COMPLETE_KEY, META_KEY, RECORD_PREFIX};
 use super::undo::UndoLog;
 use super::{
     merkle, record, CheckpointWork, Durability, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta,
@@ -19,7 +19,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const META_KEY: &[u8] = b"meta/node";
 const COLLECTED_KEY: &[u8] = b"meta/collected";
 const CLUSTERED_KEY: &[u8] = b"meta/clustered";
 const LEAF_PREFIX: u8 = b'l';
@@ -93,7 +92,7 @@ impl SledStore {
             let (wal, payloads) = Logs::open(dir).map_err(unwritable)?;
             let replay = payloads
                 .iter()
-                .filter_map(|p| record::from_bytes(p).ok())
+                .filter_map(|p| LoggedDelta::decode(p).ok())
                 .collect();
             (Some(wal), replay)
         };

@@ -10,6 +10,10 @@ fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
 }
 
+fn actor(id: &str) -> crate::clock::ReplicaId {
+    crate::clock::ReplicaId::new(node(id), 0)
+}
+
 fn register(ts: u64, origin: &str, value: &str) -> KeyState {
     KeyState::Register(LwwRegister::write(
         Timestamp::from_raw(ts),
@@ -216,14 +220,14 @@ fn set_states_merge_adds_from_both_sides() {
     let mut a = replica(keys(0..50));
     let mut b = a.clone();
     let mut set_a = OrSet::new();
-    set_a.add(&node("n1"), "red");
-    set_a.add(&node("n1"), "green");
+    set_a.add(&actor("n1"), "red");
+    set_a.add(&actor("n1"), "green");
     let mut set_b = OrSet::new();
-    set_b.add(&node("n2"), "blue");
+    set_b.add(&actor("n2"), "blue");
     a.merge(key.clone(), KeyState::Set(set_a));
     b.merge(key.clone(), KeyState::Set(set_b));
     let mut only_b = OrSet::new();
-    only_b.add(&node("n2"), "x");
+    only_b.add(&actor("n2"), "x");
     b.merge(StoreKey::set("only-b"), KeyState::Set(only_b));
     exchange(&mut a, &mut b, MESSAGE_BUDGET);
     assert_converged(&a, &b);
