@@ -11,7 +11,7 @@ use hearsay::store::{MemoryStore, Store, StoreKey};
 /// Wall-clock milliseconds at which these tests run.
 const NOW: u64 = 1_790_000_000_000;
 
-fn open(store: MemoryStore, id: &str, now: u64) -> Node<MemoryStore> {
+fn open<S: Store>(store: S, id: &str, now: u64) -> Node<S> {
     let mut config = ClusterConfig::standalone();
     config.opened_at_ms = now;
     config.rng_seed = now ^ id.len() as u64;
@@ -103,4 +103,33 @@ fn a_new_lifetime_stamps_above_anything_the_earlier_one_can_have_issued() {
     let mut n1 = open(MemoryStore::new(), "n1", NOW + 100);
     let later = n1.handle_write(NOW + 100, put("later")).unwrap();
     assert!(later.timestamp > earlier.timestamp);
+}
+
+#[test]
+fn a_directory_that_acknowledged_before_syncing_starts_a_new_lifetime_after_a_crash() {
+    use hearsay::store::{Durability, SledStore};
+    let epoch_after = |durability: Durability, close: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), durability).unwrap();
+        let mut node = open(store, "n1", NOW);
+        node.handle_write(NOW, add("alice")).unwrap();
+        let _ = node.commit().unwrap().complete();
+        let before = node.replica().clone();
+        if close {
+            node.close().unwrap();
+        }
+        // Dropped without closing: as after kill -9 (the database handle is released).
+        drop(node);
+        let store = SledStore::open(dir.path(), durability).unwrap();
+        let after = open(store, "n1", NOW + 10).replica().clone();
+        (before, after)
+    };
+    // `none` may have lost acknowledged writes its peers hold: a new lifetime.
+    let (before, after) = epoch_after(Durability::None, false);
+    assert_ne!(before, after);
+    // Closed cleanly, or under `fsync` (nothing acknowledged is ever lost): the same lifetime.
+    let (before, after) = epoch_after(Durability::None, true);
+    assert_eq!(before, after);
+    let (before, after) = epoch_after(Durability::Fsync, false);
+    assert_eq!(before, after);
 }

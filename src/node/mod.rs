@@ -172,7 +172,11 @@ impl<S: Store> Node<S> {
         // saw from an earlier lifetime; and a clock that starts above every timestamp the earlier
         // lifetime can have issued (at most the skew bound ahead of its wall clock, which was
         // behind this one's).
-        let fresh = meta.node_id.is_none();
+        // So is a directory that acknowledged writes before they were durable (`batch` and
+        // `none` durability) and was not closed cleanly: it may have lost what peers hold.
+        let fresh =
+            meta.node_id.is_none() || (!meta.closed_cleanly && store.acknowledges_before_sync());
+        meta.closed_cleanly = false;
         let mut hlc_floor = Timestamp::ZERO;
         if fresh {
             meta.epoch = new_epoch(config.rng_seed);
@@ -573,6 +577,14 @@ impl<S: Store> Node<S> {
             tracing::error!(error = %e, "checkpoint failed; the log is kept and retried later");
         }
         self.store.checkpoint_done(result.is_ok());
+    }
+
+    /// Checkpoints and marks the data directory as closed cleanly: the next start continues
+    /// this lifetime (see [`Node::open_in_cluster`]). The node takes no more input after it.
+    pub fn close(&mut self) -> Result<(), StoreError> {
+        self.meta.closed_cleanly = true;
+        self.meta_dirty = true;
+        self.checkpoint()
     }
 
     /// Persists the Merkle index and metadata, flushes the database and empties the logs, in

@@ -463,11 +463,17 @@ mod tests {
     #[test]
     fn only_a_horizon_this_node_was_not_counted_in_lets_peers_make_it_forget() {
         let me = id("n1");
-        let members = [member("n1", MemberState::Alive), member("n2", MemberState::Alive)];
+        let members = [
+            member("n1", MemberState::Alive),
+            member("n2", MemberState::Alive),
+        ];
         let mut c = collector(0, 1_000);
         c.synced_with(&id("n2"), ts(50));
         // This node reported holding every write up to 50.
-        assert_eq!(c.reports_to_send(&me, &members, 100, ts(100))[0], (id("n1"), ts(50)));
+        assert_eq!(
+            c.reports_to_send(&me, &members, 100, ts(100))[0],
+            (id("n1"), ts(50))
+        );
         // A horizon it was counted in: it held every delete up to there, so a value it still
         // holds is live, and a peer asking it to forget one is lying.
         c.collected_by_peer(&me, ts(40));

@@ -166,7 +166,7 @@ impl Core {
                 Err(e) => tracing::error!(error = %e, "cannot start a checkpoint"),
             }
             if let Some(reply) = shutdown {
-                if let Err(e) = node.checkpoint() {
+                if let Err(e) = node.close() {
                     tracing::error!(error = %e, "final checkpoint failed; the log will be replayed at the next start");
                 }
                 // Close the store before answering, so the data directory is free once shutdown

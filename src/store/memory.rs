@@ -365,6 +365,10 @@ impl Store for MemoryStore {
         Ok(undone)
     }
 
+    fn acknowledges_before_sync(&self) -> bool {
+        false
+    }
+
     fn free_bytes(&self) -> Option<u64> {
         // A full simulated disk has no room; otherwise there is no disk to run out of.
         read(&self.disk).full.then_some(0)

@@ -121,6 +121,8 @@ pub struct Meta {
     /// Values no newer than this may be forgotten when a peer that collected tombstones asks:
     /// raised only when this node learns of a horizon it was not counted in.
     pub forgettable_through: Timestamp,
+    /// The node stopped cleanly (everything it had was made durable); false while it runs.
+    pub closed_cleanly: bool,
 }
 
 /// Everything one step of the core writes, applied atomically.
@@ -389,6 +391,9 @@ pub trait Store: Send + 'static {
     /// durably: the database and the log then hold what they held at that commit. Returns each
     /// record it changed, with its state before and after the undo.
     fn rollback(&mut self) -> Result<Vec<Undone>, StoreError>;
+    /// Whether writes are acknowledged, and sent to peers, before they are durable (`batch` and
+    /// `none` durability): a crash may then lose what peers already hold.
+    fn acknowledges_before_sync(&self) -> bool;
     /// Free bytes on the file system holding the data (`None`: not on a disk).
     fn free_bytes(&self) -> Option<u64>;
     /// True when the log has grown enough that a checkpoint should retire it (and none is under

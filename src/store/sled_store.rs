@@ -379,6 +379,10 @@ impl Store for SledStore {
         Ok(undone)
     }
 
+    fn acknowledges_before_sync(&self) -> bool {
+        self.durability != Durability::Fsync
+    }
+
     fn free_bytes(&self) -> Option<u64> {
         free_bytes(&self.dir).ok()
     }
