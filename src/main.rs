@@ -11,7 +11,6 @@ use hearsay::server::{self, Listeners, ServerConfig};
 use hearsay::sim::figure;
 use hearsay::sim::rounds::{RoundModel, RoundReport};
 use hearsay::store::Durability;
-use hearsay::wire::MAX_FRAME;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -101,10 +100,9 @@ struct ClusterArgs {
 }
 
 /// Largest `--max-value-bytes` accepted. A value must be able to replicate: anti-entropy sends a
-/// key's whole state in one cluster frame of at most [`MAX_FRAME`] (8 MiB), together with the
-/// key, the content type and the encoding's overhead. Half a frame leaves ample room for those.
-const MAX_VALUE_BYTES_CAP: usize = 4 << 20;
-const _: () = assert!(MAX_VALUE_BYTES_CAP <= MAX_FRAME / 2);
+/// key's whole state in one cluster frame of at most 8 MiB, together with the key, the content
+/// type and the encoding's overhead; half a frame leaves ample room for those.
+const MAX_VALUE_BYTES_CAP: usize = hearsay::wire::MAX_STATE_BYTES;
 
 #[derive(clap::Args)]
 struct ServeArgs {

@@ -24,6 +24,10 @@ pub const MAX_DATAGRAM: usize = 1_350;
 pub const MAX_DATAGRAM_RECEIVED: usize = 1_472;
 /// Largest frame accepted or sent.
 pub const MAX_FRAME: usize = 8 << 20;
+/// Largest encoded state of one key a node writes: half a frame, so that a state always travels
+/// in one frame with its key and the message around it (a larger one could never replicate).
+/// Caps `--max-value-bytes` and the size of a set.
+pub const MAX_STATE_BYTES: usize = MAX_FRAME / 2;
 
 /// One datagram: who sends it, and what it carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,6 +66,11 @@ impl From<CoreError> for ApiError {
                 "insufficient_storage",
                 format!("{e}; free space on this node's disk, or write to another node"),
             ),
+            CoreError::TooLarge(_) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("{e}: a state that large could never replicate"),
+            ),
             CoreError::NotApplied(_) => {
                 tracing::error!(error = %e, "the core refused a client write");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())

@@ -11,6 +11,7 @@ use crate::store::{
     merkle, CheckpointWork, Leaf, LoggedDeltaRef, MerkleIndex, Meta, PendingSync, Store,
     StoreError, StoreKey, WriteBatch,
 };
+use crate::wire::MAX_STATE_BYTES;
 use std::collections::{BTreeSet, VecDeque};
 
 mod anti_entropy;
@@ -50,6 +51,9 @@ pub enum Refusal {
     /// This node's disk is below its free-space reserve: peers' states wait (anti-entropy
     /// brings them once there is room).
     DiskFull,
+    /// A local write whose state would be `bytes` encoded, over [`MAX_STATE_BYTES`]: it could
+    /// never replicate.
+    TooLarge { bytes: usize },
 }
 
 /// Where a state to merge comes from, which decides what is checked.
@@ -103,6 +107,10 @@ pub enum WriteError {
     /// space is freed.
     #[error("the disk is full: {free_bytes} bytes free, below the reserve of {reserve_bytes} (--disk-reserve-mb)")]
     DiskFull { free_bytes: u64, reserve_bytes: u64 },
+    /// The key's state would grow over [`MAX_STATE_BYTES`] (a set with too many elements): a
+    /// state that large could never travel to another node.
+    #[error("the key's state would be {bytes} bytes encoded; the limit is {limit}")]
+    TooLarge { bytes: usize, limit: usize },
     /// The core refused the write it was asked to make; reported instead of acknowledged.
     #[error("the write was not applied ({0:?})")]
     NotApplied(Refusal),
@@ -332,8 +340,15 @@ impl<S: Store> Node<S> {
         let seq = self.meta.seen.get(&self.replica) + 1;
         let origin = Some((self.replica.clone(), seq));
         let applied = self.merge_checked(key.clone(), delta.clone(), origin, Source::Local)?;
-        if let Applied::Refused(why) = applied {
-            return Err(WriteError::NotApplied(why));
+        match applied {
+            Applied::Refused(Refusal::TooLarge { bytes }) => {
+                return Err(WriteError::TooLarge {
+                    bytes,
+                    limit: MAX_STATE_BYTES,
+                })
+            }
+            Applied::Refused(why) => return Err(WriteError::NotApplied(why)),
+            Applied::Changed | Applied::Unchanged => {}
         }
         self.meta.seen.advance(&self.replica, seq);
         if self.has_peers() {
@@ -421,8 +436,14 @@ impl<S: Store> Node<S> {
             },
             None => delta.clone(),
         };
+        let encoded = crate::store::record::encode_state(&new);
+        if source == Source::Local && encoded.len() > MAX_STATE_BYTES {
+            return Ok(Applied::Refused(Refusal::TooLarge {
+                bytes: encoded.len(),
+            }));
+        }
         let logged = log(&delta);
-        let new_hash = merkle::item_hash(&key, &new);
+        let new_hash = merkle::item_hash_of(&key, &encoded);
         let key_hash = (key.clone(), prefix8(&new_hash));
         let new_tombstone = tombstones::tombstone_of(&new);
         // The first change after the index was persisted marks the persisted copy stale, in the
@@ -719,6 +740,33 @@ mod tests {
             Node::open(store.reopen(), id("n2")),
             Err(NodeError::WrongNode { .. })
         ));
+    }
+
+    #[test]
+    fn a_set_that_would_grow_too_large_to_replicate_is_refused_and_left_as_it_was() {
+        let mut node = Node::open(MemoryStore::new(), id("n1")).unwrap();
+        let long = |i: usize| format!("{i:0>1000}");
+        let batch = |from: usize| Write::SetEdit {
+            key: "big".into(),
+            add: (from..from + 1_000).map(long).collect(),
+            remove: vec![],
+        };
+        let mut added = 0;
+        let refused = loop {
+            match node.handle_write(1 + added as u64, batch(added)) {
+                Ok(_) => added += 1_000,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(refused, WriteError::TooLarge { bytes, limit } if bytes > limit && limit == MAX_STATE_BYTES),
+            "{refused:?}"
+        );
+        assert!(added >= 3_000, "refused too early, at {added} elements");
+        match node.store().get(&StoreKey::set("big")).unwrap() {
+            Some(KeyState::Set(set)) => assert_eq!(set.len(), added),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -73,8 +73,9 @@ impl<S: Store> Node<S> {
             Refusal::ClockSkew(ahead) => self.clock_skew_from(now_ms, peer, ahead),
             // Logged once, when the disk filled up.
             Refusal::DiskFull => stats.dropped_disk_full += 1,
-            // Counted where it is answered (the sender is told to forget the value).
-            Refusal::Collected => {}
+            // Counted where it is answered (the sender is told to forget the value); a size is
+            // only checked on local writes.
+            Refusal::Collected | Refusal::TooLarge { .. } => {}
         }
     }
 

@@ -66,6 +66,9 @@ pub enum CoreError {
     /// The data directory's disk is below its free-space reserve.
     #[error("{0}")]
     DiskFull(WriteError),
+    /// The write would make the key's state too large to replicate.
+    #[error("{0}")]
+    TooLarge(WriteError),
     /// The core refused a write it was asked to make.
     #[error("the write was not applied ({0:?})")]
     NotApplied(Refusal),
@@ -78,6 +81,7 @@ impl From<WriteError> for CoreError {
             WriteError::ClockSkew(ahead) => CoreError::ClockSkew(ahead),
             WriteError::NotApplied(why) => CoreError::NotApplied(why),
             full @ WriteError::DiskFull { .. } => CoreError::DiskFull(full),
+            large @ WriteError::TooLarge { .. } => CoreError::TooLarge(large),
         }
     }
 }

@@ -56,11 +56,16 @@ pub fn bucket_of(key: &StoreKey) -> u16 {
 
 /// The hash of one key's state: equal exactly when key and state are equal.
 pub fn item_hash(key: &StoreKey, state: &KeyState) -> [u8; 32] {
+    item_hash_of(key, &record::encode_state(state))
+}
+
+/// [`item_hash`] of a state already encoded ([`record::encode_state`]).
+pub fn item_hash_of(key: &StoreKey, encoded_state: &[u8]) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
     let name = key.encode();
     hasher.update(&(name.len() as u64).to_le_bytes());
     hasher.update(&name);
-    hasher.update(&record::encode_state(state));
+    hasher.update(encoded_state);
     *hasher.finalize().as_bytes()
 }
 
