@@ -26,6 +26,9 @@ use tokio::sync::mpsc;
 
 /// Most client commands applied per round (one group commit).
 const MAX_GROUP: usize = 1024;
+/// Client commands stop being taken in a round after this long, so that cluster input and timers
+/// never wait long behind large writes.
+const ROUND_BUDGET: Duration = Duration::from_millis(20);
 /// Most cluster inputs handled per round, so client writes still progress under a flood.
 const MAX_CLUSTER: usize = 4096;
 /// Capacity of each queue. Cluster input beyond it is dropped and counted by the transport;
@@ -130,7 +133,12 @@ impl Core {
                     tracing::error!(error = %e, "storage error while collecting tombstones");
                 }
             }
+            let round_started = Instant::now();
             for _ in 0..MAX_GROUP {
+                // Cluster input waits at most one round: a round of large writes ends early.
+                if round_started.elapsed() > ROUND_BUDGET {
+                    break;
+                }
                 let Ok(command) = self.clients.try_recv() else {
                     break;
                 };
