@@ -1,0 +1,184 @@
+//! A simulated node's sync thread, ordered as `src/runtime/release.rs` orders the real one: each
+//! event a core handles is one group (the client's answer, the anti-entropy answer, the messages
+//! the core produced, and the pending sync of the group's commit). A sync covers every group
+//! queued while the previous sync ran; once it completes, its groups are released in order. A
+//! failed sync turns the group's acknowledgements into errors and its answers into refusals, and
+//! sends nothing of it. A crash drops everything not yet released.
+//!
+//! Owns no protocol logic and no clock: the simulator says when a sync completes.
+
+use crate::clock::NodeId;
+use crate::node::{Outbound, WriteAck, WriteError};
+use crate::store::{PendingSync, StoreError};
+use crate::wire::SyncAnswer;
+
+/// Who sent an anti-entropy request, so that its answer can go back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Requester {
+    Node(usize),
+    Hostile,
+}
+
+/// One thing a group produced, released once the group is durable.
+pub(super) enum Release {
+    /// A client's write, answered.
+    Ack {
+        id: u64,
+        result: Result<WriteAck, WriteError>,
+    },
+    /// The answer to an anti-entropy request (`None`: refused).
+    Answer {
+        to: Requester,
+        to_id: NodeId,
+        session: u64,
+        answer: Option<SyncAnswer>,
+    },
+    Send(Outbound),
+}
+
+impl Release {
+    /// What a failed sync makes of it: an error in place of an acknowledgement, a refusal in
+    /// place of an answer, and nothing in place of a message.
+    pub(super) fn failed(self, e: &StoreError) -> Option<Release> {
+        match self {
+            Release::Ack { id, result } => Some(Release::Ack {
+                id,
+                result: result.and(Err(WriteError::Store(StoreError::Io(e.to_string())))),
+            }),
+            Release::Answer {
+                to, to_id, session, ..
+            } => Some(Release::Answer {
+                to,
+                to_id,
+                session,
+                answer: None,
+            }),
+            Release::Send(_) => None,
+        }
+    }
+}
+
+/// What one event at a node produced, and the sync it waits for.
+pub(super) struct Group {
+    pub(super) pending: PendingSync,
+    pub(super) releases: Vec<Release>,
+    /// Simulated time the group was produced (microseconds).
+    pub(super) at_us: u64,
+}
+
+/// What to do with a group just queued.
+pub(super) enum Queued {
+    /// Nothing to wait for: release it now.
+    Release(Group),
+    /// A sync starts: schedule its completion.
+    StartSync,
+    /// It waits for the sync in progress.
+    Waiting,
+}
+
+/// What a completed sync releases.
+pub(super) struct Completed {
+    /// The groups it covered, to release in order (with `failure`, if it failed).
+    pub(super) groups: Vec<Group>,
+    pub(super) failure: Option<StoreError>,
+    /// Groups queued meanwhile with nothing to sync, released right after.
+    pub(super) then: Vec<Group>,
+    /// The other queued groups form the next sync: schedule its completion.
+    pub(super) sync_again: bool,
+}
+
+/// One node's sync thread.
+#[derive(Default)]
+pub(super) struct Syncer {
+    /// The groups the sync in progress covers (empty when idle).
+    running: Vec<Group>,
+    busy: bool,
+    /// Groups queued while a sync runs: the next sync covers them all.
+    waiting: Vec<Group>,
+    /// Bumped at every crash, so that a completion scheduled before it is ignored.
+    pub(super) epoch: u64,
+    /// Every group produced up to this time (microseconds) is durable.
+    pub(super) durable_through_us: u64,
+    /// A sync failed since the node started: what it covered is not durable, and with no
+    /// rollback nothing after it can be said to be either, until a restart.
+    tainted: bool,
+}
+
+impl Syncer {
+    pub(super) fn queue(&mut self, group: Group) -> Queued {
+        if self.busy {
+            self.waiting.push(group);
+            return Queued::Waiting;
+        }
+        if matches!(group.pending, PendingSync::Done) {
+            self.durable(group.at_us);
+            return Queued::Release(group);
+        }
+        self.running.push(group);
+        self.busy = true;
+        Queued::StartSync
+    }
+
+    /// The sync in progress completed: runs the pending syncs of its groups. Queued groups
+    /// become the next sync, unless none of them has anything to sync: those are released right
+    /// after, as a batch of their own.
+    pub(super) fn complete(&mut self) -> Completed {
+        let mut groups = std::mem::take(&mut self.running);
+        let mut failure = None;
+        for group in &mut groups {
+            let pending = std::mem::replace(&mut group.pending, PendingSync::Done);
+            if let Err(e) = pending.complete() {
+                failure.get_or_insert(e);
+            }
+        }
+        if failure.is_some() {
+            self.tainted = true;
+        } else if let Some(last) = groups.last() {
+            self.durable(last.at_us);
+        }
+        let next = std::mem::take(&mut self.waiting);
+        if next.iter().all(|g| matches!(g.pending, PendingSync::Done)) {
+            self.busy = false;
+            if let Some(last) = next.last() {
+                self.durable(last.at_us);
+            }
+            return Completed {
+                groups,
+                failure,
+                then: next,
+                sync_again: false,
+            };
+        }
+        self.running = next;
+        Completed {
+            groups,
+            failure,
+            then: Vec::new(),
+            sync_again: true,
+        }
+    }
+
+    /// The node crashed: returns what was never released.
+    pub(super) fn crash(&mut self) -> Vec<Release> {
+        self.epoch += 1;
+        self.busy = false;
+        let lost = std::mem::take(&mut self.running)
+            .into_iter()
+            .chain(std::mem::take(&mut self.waiting))
+            .flat_map(|g| g.releases)
+            .collect();
+        lost
+    }
+
+    /// The node (re)started at `now_us` on a store whose contents are all durable.
+    pub(super) fn restarted(&mut self, now_us: u64) {
+        self.tainted = false;
+        self.durable_through_us = self.durable_through_us.max(now_us);
+    }
+
+    fn durable(&mut self, at_us: u64) {
+        if !self.tainted {
+            self.durable_through_us = self.durable_through_us.max(at_us);
+        }
+    }
+}
