@@ -158,8 +158,9 @@ pub struct Submitted {
 pub struct LieReport {
     pub lie: Lie,
     pub target: usize,
-    /// The counter the target raised for it, if it raised the one expected
-    /// ([`Lie::counted_as`]); for lies nothing can tell from the truth, whether it raised none.
+    /// Whether the target raised the counter expected ([`Lie::counted_as`]), or counted it as
+    /// invalid (from a sender it did not know yet); for lies nothing can tell from the truth,
+    /// whether it raised none.
     pub counted: bool,
     /// Simulated time of delivery (milliseconds).
     pub at_ms: u64,
@@ -563,7 +564,9 @@ impl Sim {
     /// `hostile.rs`); `insider` adds the lies stamped within the skew bound. A previous one is
     /// silenced first.
     pub fn add_hostile(&mut self, id: NodeId, insider: bool) {
-        self.silence_hostile();
+        if let Some(old) = self.hostile.take() {
+            self.gone.push(old.addr());
+        }
         self.hostile_generation += 1;
         let generation = self.hostile_generation;
         let addr = SocketAddr::from(([10, 0, 200, (generation % 250) as u8 + 1], 7000));
@@ -702,8 +705,9 @@ impl Sim {
             Counter::WrongKind => after.1 > before.1,
             Counter::Invalid => after.2 > before.2,
         };
+        // A target that does not know the sender yet counts anything from it as invalid.
         let counted = match lie.counted_as() {
-            Some(counter) => raised(counter),
+            Some(counter) => raised(counter) || raised(Counter::Invalid),
             None => after == before,
         };
         let at_ms = self.now();
