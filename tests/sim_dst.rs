@@ -196,7 +196,7 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
         .min(config.membership.reap_after_ms);
     trace_config(&config);
     let mut sim = Sim::new(config);
-    let mut world = World::new(&sim, short.then_some(away_ms));
+    let mut world = World::new(&sim, short.then_some(away_ms), switches);
     let mut oracle = Oracle::default();
     sim.run_for(3_000);
     world.observe(&sim);
@@ -207,6 +207,10 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
     while sim.now() < end {
         let ms = rng.gen_range(5..60);
         step(&mut sim, &mut oracle, &mut world, switches, ms)?;
+        // The write goes first, so that a crash injected now may catch it before it is durable.
+        let writer = rng.gen_range(0..NODES);
+        let write = random_write(&mut rng, format!("{seed}-{}", sim.now()));
+        oracle.write(&mut sim, &world, writer, write)?;
         let now = sim.now();
         let (over, active): (Vec<_>, Vec<_>) = faults.iter().partition(|(until, _)| now >= *until);
         faults = active;
@@ -222,21 +226,22 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
                 .map_err(|e| format!("after undoing {over:?} at {healed} ms: {e}"))?;
             end += sim.now() - healed;
         } else if faults.len() < 2 && rng.gen_bool(0.012) {
-            if let Some(f) = inject(
-                &mut sim,
-                &mut oracle,
-                &mut rng,
-                &mut world,
-                &faults,
-                switches,
-            ) {
+            let injected = inject(&mut sim, &mut oracle, &mut rng, &mut world, &faults, writer);
+            if let Some(f) = injected {
                 trace(&sim, format_args!("inject {f:?}"));
+                note(format!(
+                    "fault {}",
+                    format!("{f:?}").split('(').next().unwrap_or_default()
+                ));
                 let long = world.away_ms.filter(|_| {
                     matches!(f, Fault::Partition | Fault::Crash(_) | Fault::Pause(_))
                         && rng.gen_bool(0.35)
                 });
                 let lasts = match (f, long) {
-                    (_, Some(away)) => away + DETECTION_MS + rng.gen_range(1_000..10_000),
+                    (_, Some(away)) => {
+                        note("fault outlasting the grace or reap period");
+                        away + DETECTION_MS + rng.gen_range(1_000..10_000)
+                    }
                     (Fault::Skew(_), _) => rng.gen_range(2_000..25_000),
                     (Fault::Hostile, _) => rng.gen_range(3_000..15_000),
                     _ => rng.gen_range(500..8_000),
@@ -244,9 +249,6 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
                 faults.push((sim.now() + lasts, f));
             }
         }
-        let i = rng.gen_range(0..NODES);
-        let write = random_write(&mut rng, format!("{seed}-{}", sim.now()));
-        oracle.write(&mut sim, &world, i, write)?;
     }
     for (_, f) in faults {
         undo(&mut sim, &mut world, f);
@@ -257,6 +259,15 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
         .map_err(|e| format!("after the final heal: {e}"))?;
     collect_everything(&mut sim, &mut oracle, &mut world, switches)?;
     Ok((sim.digest(0), sim.stats.clone(), sim.now()))
+}
+
+/// How often each fault and each allowance of the oracles came up, over all seeds run (printed
+/// with `HEARSAY_DST_COVERAGE` set): a check that never fires proves nothing.
+static COVERAGE: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn note(what: impl Into<String>) {
+    let mut coverage = COVERAGE.lock().unwrap_or_else(|e| e.into_inner());
+    *coverage.entry(what.into()).or_default() += 1;
 }
 
 /// With `HEARSAY_DST_TRACE` set, a replayed seed tells what happens to it.
@@ -292,6 +303,9 @@ fn step(
     switches: Switches,
     ms: u64,
 ) -> Result<(), String> {
+    if let Some(e) = world.failure.take() {
+        return Err(e);
+    }
     sim.run_for(ms);
     oracle.outcomes(sim)?;
     world.observe(sim);
@@ -307,8 +321,9 @@ fn inject(
     rng: &mut SmallRng,
     world: &mut World,
     faults: &[(u64, Fault)],
-    switches: Switches,
+    writer: usize,
 ) -> Option<Fault> {
+    let switches = world.switches;
     let touched = |i: usize| {
         faults.iter().any(|(_, f)| {
             matches!(f, Fault::Crash(j) | Fault::Pause(j) | Fault::Skew(j)
@@ -317,7 +332,12 @@ fn inject(
     };
     let partitioned = faults.iter().any(|(_, f)| matches!(f, Fault::Partition));
     let hostile = faults.iter().any(|(_, f)| matches!(f, Fault::Hostile));
-    let i = rng.gen_range(0..NODES);
+    // Half of the time the node that just took a write, whose group may not be durable yet.
+    let i = if rng.gen_bool(0.5) {
+        writer
+    } else {
+        rng.gen_range(0..NODES)
+    };
     let f = match rng.gen_range(0..7) {
         0 if !partitioned => {
             let groups: Vec<u32> = (0..NODES).map(|_| rng.gen_range(0..2)).collect();
@@ -325,9 +345,14 @@ fn inject(
             Fault::Partition
         }
         1 if !touched(i) => {
+            // At some point of the fsync window.
+            sim.run_for_us(rng.gen_range(0..2 * FSYNC_US.1));
             sim.crash(i);
-            // What it holds from now on is what was durable.
-            oracle.crashed(i);
+            // What it holds from now on is what was durable, which includes every write it
+            // acknowledged.
+            if let Err(e) = oracle.crashed(sim, world, i) {
+                world.failure.get_or_insert(e);
+            }
             Fault::Crash(i)
         }
         2 if !touched(i) => {
@@ -511,8 +536,9 @@ fn collect_everything(
     switches: Switches,
 ) -> Result<(), String> {
     let mut deadline = sim.now() + COLLECT_MS + oracle.ahead_ms(sim).max(world.ahead_ms(sim));
-    if !switches.prompt_collection {
-        deadline += world.stalled_until.saturating_sub(sim.now());
+    if !switches.prompt_collection && world.stalled_until > sim.now() {
+        note("collection may wait for a session dropped with a failed group");
+        deadline += world.stalled_until - sim.now();
     }
     loop {
         step(sim, oracle, world, switches, 500)?;
@@ -584,6 +610,9 @@ fn measurable(sim: &Sim, world: &World, i: usize) -> bool {
 
 /// What the simulated world was like over time, as the oracles need it.
 struct World {
+    switches: Switches,
+    /// A check that failed where no error could be returned (when a fault was injected).
+    failure: Option<String>,
     base_skew: [i64; NODES],
     /// The shorter of the grace and reap periods, in the runs where they elapse.
     away_ms: Option<u64>,
@@ -593,6 +622,8 @@ struct World {
     away: [Vec<(u64, u64)>; NODES],
     /// Per node: since when it has been [`measurable`].
     measurable_since: [Option<u64>; NODES],
+    /// Per node: it knew its clock was off at the last step (for coverage).
+    found_out: [bool; NODES],
     disk_full: [bool; NODES],
     failing: [bool; NODES],
     /// Real time (simulated ms) by which every clock that ran ahead has been caught up by real
@@ -608,13 +639,16 @@ struct World {
 }
 
 impl World {
-    fn new(sim: &Sim, away_ms: Option<u64>) -> Self {
+    fn new(sim: &Sim, away_ms: Option<u64>, switches: Switches) -> Self {
         World {
+            switches,
+            failure: None,
             base_skew: std::array::from_fn(|i| sim.skew_of(i)),
             away_ms,
             away_since: [None; NODES],
             away: Default::default(),
             measurable_since: [None; NODES],
+            found_out: [false; NODES],
             disk_full: [false; NODES],
             failing: [false; NODES],
             catch_up: 0,
@@ -669,12 +703,17 @@ impl World {
     }
 
     /// A node that has been able to measure its clock for [`MEASURE_MS`] refuses writes.
-    fn check_clocks(&self, sim: &Sim) -> Result<(), String> {
+    fn check_clocks(&mut self, sim: &Sim) -> Result<(), String> {
         for i in 0..NODES {
             let Some(since) = self.measurable_since[i] else {
+                self.found_out[i] = false;
                 continue;
             };
             let status = sim.node(i).map(|n| n.clock_status());
+            if status.is_some_and(|s| s.out_of_bounds) && !self.found_out[i] {
+                let after = (sim.now() - since) / 1_000;
+                note(format!("an off clock found out after {after:>2} s"));
+            }
             if sim.now() - since >= MEASURE_MS && !status.is_some_and(|s| s.out_of_bounds) {
                 return Err(format!(
                     "node {i}'s clock is {} ms off real time and it could measure enough peers for {} ms, yet it does not know: {status:?}",
@@ -682,6 +721,7 @@ impl World {
                     sim.now() - since
                 ));
             }
+            self.found_out[i] = status.is_some_and(|s| s.out_of_bounds);
         }
         Ok(())
     }
@@ -689,6 +729,7 @@ impl World {
     /// Every lie a core can detect is counted by its target.
     fn check_lies(&self, sim: &mut Sim, switches: Switches) -> Result<(), String> {
         for report in sim.take_lie_reports() {
+            note(format!("lie {:?}, counted: {}", report.lie, report.counted));
             if report.counted || report.lie.counted_as().is_none() {
                 continue;
             }
@@ -729,6 +770,7 @@ impl World {
                     .iter()
                     .any(|(m, s)| m == id && !s.is_up() && *s != MemberState::Left);
                 if down && sim.remove_member(i, id).is_ok() {
+                    note("a hostile participant forced out");
                     *out = true;
                     break;
                 }
@@ -883,6 +925,9 @@ impl Oracle {
         }
         let clock_ok = (clock as i64 - sim.real_clock() as i64).unsigned_abs() <= BOUND_MS;
         let known_off = world.measurable_since[i].is_some_and(|t| sim.now() - t >= MEASURE_MS);
+        if !clock_ok {
+            note("a write stamped by an off clock nobody had found out yet");
+        }
         let write = KvWrite {
             value,
             status: Status::Pending,
@@ -966,16 +1011,28 @@ impl Oracle {
                         first.element, first.status
                     ));
                 }
-                self.reused
-                    .entry(key.clone())
-                    .or_default()
-                    .insert((dot.clone(), first.element.clone()));
+                note("a dot minted again after a crash lost its first add");
+                // Under the same element the two cannot be told apart (and the first is gone);
+                // under another, the first must never show.
+                if first.element != *element {
+                    self.reused
+                        .entry(key.clone())
+                        .or_default()
+                        .insert((dot.clone(), first.element.clone()));
+                }
             }
             let observed = if remove.contains(element) {
                 BTreeSet::new()
             } else {
                 before.dots(element).cloned().collect()
             };
+            trace(
+                sim,
+                format_args!(
+                    "node {i} set {key}: add {element} minted {dot:?}, id {}",
+                    submitted.id
+                ),
+            );
             minted.insert(dot.clone(), ops.len());
             indexes.push(ops.len());
             ops.push(SetOp {
@@ -1009,6 +1066,10 @@ impl Oracle {
                 (_, WriteOutcome::Failed(_)) => Status::Failed,
                 (_, WriteOutcome::Unknown) => Status::Unknown,
             };
+            note(format!("write {status:?}"));
+            if status != Status::Acked {
+                trace(sim, format_args!("write {id}: {outcome:?}"));
+            }
             match submitted {
                 Submitted::Kv { key, stamp } => {
                     if let Some(w) = self.kv.get_mut(&key).and_then(|k| k.get_mut(&stamp)) {
@@ -1033,10 +1094,37 @@ impl Oracle {
     }
 
     /// Node `i` crashed: what it holds now is what was durable, judged from the latest check
-    /// point known durable.
-    fn crashed(&mut self, i: usize) {
+    /// point known durable; and it still holds every kv write it acknowledged (or a newer
+    /// write of the key), unless the grace period let it drop one.
+    fn crashed(&mut self, sim: &mut Sim, world: &World, i: usize) -> Result<(), String> {
+        self.outcomes(sim)?;
         self.views[i] = self.durable[i].clone();
         self.recent[i].clear();
+        for (key, writes) in &self.kv {
+            let acked = writes
+                .iter()
+                .rev()
+                .find(|(_, w)| w.writer == i && w.status == Status::Acked);
+            let Some((stamp, w)) = acked else {
+                continue;
+            };
+            let held = match sim.read(i, &StoreKey::kv(key.as_str())) {
+                Some(KeyState::Register(r)) => Some((r.timestamp, r.node)),
+                _ => None,
+            };
+            // A tombstone may be collected since; a value only forgotten as the grace allows.
+            let kept = held.as_ref().is_some_and(|h| h >= stamp)
+                || (held.is_none() && w.value.is_none())
+                || self.excusable(sim, world, key, stamp);
+            if !kept {
+                return Err(format!(
+                    "node {i} key {key}: lost {} at {} in a crash, a write it had acknowledged (it holds {held:?})",
+                    show(&w.value),
+                    stamp.0
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// How far ahead of real time the furthest write is stamped (ms).
@@ -1088,13 +1176,16 @@ impl Oracle {
                             // coming back later is caught below, as the view keeps the
                             // tombstone's stamp); a value forgotten as the grace period allows.
                             let value = writes.get(previous).and_then(|w| w.value.as_ref());
-                            if value.is_some() && !self.excusable(sim, world, key, previous) {
-                                return Err(format!(
-                                    "node {i} key {key}: dropped its value {} at {} from {}",
-                                    show(&value.cloned()),
-                                    previous.0,
-                                    previous.1
-                                ));
+                            if value.is_some() {
+                                if !self.excusable(sim, world, key, previous) {
+                                    return Err(format!(
+                                        "node {i} key {key}: dropped its value {} at {} from {}",
+                                        show(&value.cloned()),
+                                        previous.0,
+                                        previous.1
+                                    ));
+                                }
+                                note("a node dropped a value as the grace period allows");
                             }
                             view.kv.insert(key.clone(), previous.clone());
                             continue;
@@ -1325,6 +1416,7 @@ impl Oracle {
                         break;
                     }
                     if self.excusable(sim, world, key, stamp) {
+                        note("an acknowledged write lost as the grace period allows");
                         continue;
                     }
                     let what = if w.value.is_none() {
@@ -1460,6 +1552,7 @@ impl Oracle {
 
 /// A write the core refused at once must have a reason the faults explain.
 fn check_refusal(world: &World, i: usize, why: Refused) -> Result<(), String> {
+    note(format!("write refused at once: {why:?}"));
     match why {
         // A clock refusal is the core's call (its verdict, or a wall clock behind its HLC).
         Refused::ClockSkew => Ok(()),
@@ -1527,6 +1620,11 @@ fn random_workloads_under_random_faults_converge_without_losing_writes() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
     let failures = run_seeds(0..seeds, switches);
+    if std::env::var_os("HEARSAY_DST_COVERAGE").is_some() {
+        for (what, n) in COVERAGE.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            eprintln!("{n:>8}  {what}");
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {seeds} seeds failed: {failures:?}",

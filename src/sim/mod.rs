@@ -599,7 +599,19 @@ impl Sim {
 
     /// Runs events until virtual time `until` (milliseconds).
     pub fn run_until(&mut self, until: u64) {
-        let until_us = until * US;
+        let us = (until * US).saturating_sub(self.now_us);
+        self.run_for_us(us);
+    }
+
+    /// Runs for `ms` more milliseconds.
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now() + ms;
+        self.run_until(until);
+    }
+
+    /// Runs for `us` more microseconds (to stop inside a sync, say).
+    pub fn run_for_us(&mut self, us: u64) {
+        let until_us = self.now_us + us;
         while let Some(Reverse((at, id))) = self.queue.peek().copied() {
             if at > until_us {
                 break;
@@ -610,13 +622,7 @@ impl Sim {
                 self.handle(event);
             }
         }
-        self.now_us = self.now_us.max(until_us);
-    }
-
-    /// Runs for `ms` more milliseconds.
-    pub fn run_for(&mut self, ms: u64) {
-        let until = self.now() + ms;
-        self.run_until(until);
+        self.now_us = until_us;
     }
 
     /// Schedules `event` in `delay_us` microseconds.
