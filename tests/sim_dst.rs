@@ -258,6 +258,16 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
     after_heal(&mut sim, &mut oracle, &mut world, switches)
         .map_err(|e| format!("after the final heal: {e}"))?;
     collect_everything(&mut sim, &mut oracle, &mut world, switches)?;
+    for i in 0..NODES {
+        if let Some(stats) = sim.node(i).map(|n| n.cluster_stats()) {
+            if stats.stale_values_refused > 0 {
+                note("a node refused values older than a collected tombstone");
+            }
+            if stats.values_forgotten > 0 {
+                note("a node forgot values a peer refused");
+            }
+        }
+    }
     Ok((sim.digest(0), sim.stats.clone(), sim.now()))
 }
 

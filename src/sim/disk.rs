@@ -12,10 +12,12 @@ use crate::node::{Outbound, WriteAck, WriteError};
 use crate::store::{PendingSync, StoreError};
 use crate::wire::SyncAnswer;
 
-/// Who sent an anti-entropy request, so that its answer can go back.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who sent an anti-entropy request, so that its answer can go back: a node, in the life
+/// (epoch) its core had then (a core restarted since has no such session: the connection the
+/// answer would travel on is gone), or the hostile participant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Requester {
-    Node(usize),
+    Node { index: usize, epoch: u64 },
     Hostile,
 }
 

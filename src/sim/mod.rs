@@ -202,8 +202,10 @@ enum Event {
         message: SyncRequest,
         lie: Option<Lie>,
     },
+    /// The answer to a request node `to` sent in epoch `epoch` of its core.
     SyncReply {
         to: usize,
+        epoch: u64,
         session: u64,
         reply: Option<SyncAnswer>,
         lie: Option<Lie>,
@@ -224,6 +226,7 @@ enum Event {
     },
     HostileSyncRequest {
         from: usize,
+        epoch: u64,
         session: u64,
     },
 }
@@ -399,10 +402,10 @@ impl Sim {
             match release {
                 Release::Ack { id, .. } => self.outcomes.push((id, WriteOutcome::Unknown)),
                 Release::Answer {
-                    to: Requester::Node(j),
+                    to: Requester::Node { index, epoch },
                     session,
                     ..
-                } => self.fail_sync(j, session),
+                } => self.fail_sync(index, epoch, session),
                 Release::Answer { .. } | Release::Send(_) => {}
             }
         }
@@ -645,14 +648,15 @@ impl Sim {
         (link + self.rng.gen_range(lo..=hi.max(lo))) * US
     }
 
-    /// Fails anti-entropy session `session` of node `to` once the request timeout has passed (no
-    /// reply is coming).
-    fn fail_sync(&mut self, to: usize, session: u64) {
+    /// Fails anti-entropy session `session` of node `to` (in epoch `epoch`) once the request
+    /// timeout has passed (no reply is coming).
+    fn fail_sync(&mut self, to: usize, epoch: u64, session: u64) {
         let timeout = self.config.sync_timeout_ms * US;
         self.schedule(
             timeout,
             Event::SyncReply {
                 to,
+                epoch,
                 session,
                 reply: None,
                 lie: None,
@@ -785,8 +789,8 @@ impl Sim {
                 lie,
             } => {
                 if !self.is_up(to) {
-                    if let Requester::Node(from) = from {
-                        self.fail_sync(from, session);
+                    if let Requester::Node { index, epoch } = from {
+                        self.fail_sync(index, epoch, session);
                     }
                     return;
                 }
@@ -809,17 +813,19 @@ impl Sim {
             }
             Event::SyncReply {
                 to,
+                epoch,
                 session,
                 reply,
                 lie,
             } => {
-                if self.nodes[to].node.is_none() {
+                if self.nodes[to].node.is_none() || self.nodes[to].syncer.epoch != epoch {
                     return;
                 }
                 if self.nodes[to].paused {
                     // Delivered once it resumes: retry shortly.
                     let retry = Event::SyncReply {
                         to,
+                        epoch,
                         session,
                         reply,
                         lie,
@@ -876,18 +882,22 @@ impl Sim {
                     hostile.handle_frame(frame);
                 }
             }
-            Event::HostileSyncRequest { from, session } => {
+            Event::HostileSyncRequest {
+                from,
+                epoch,
+                session,
+            } => {
                 let now = self.real_clock();
                 let Some(hostile) = self.hostile.as_mut() else {
                     return;
                 };
                 if hostile.is_silent() {
-                    self.fail_sync(from, session);
+                    self.fail_sync(from, epoch, session);
                     return;
                 }
                 let (reply, lie) = hostile.answer(now);
                 if self.lost_unless(false) {
-                    self.fail_sync(from, session);
+                    self.fail_sync(from, epoch, session);
                     return;
                 }
                 let delay = self.latency(from, from);
@@ -895,6 +905,7 @@ impl Sim {
                     delay,
                     Event::SyncReply {
                         to: from,
+                        epoch,
                         session,
                         reply,
                         lie,
@@ -975,17 +986,18 @@ impl Sim {
                     self.outcomes.push((id, outcome));
                 }
                 Release::Answer {
-                    to: Requester::Node(j),
+                    to: Requester::Node { index: j, epoch },
                     session,
                     answer,
                     ..
                 } => {
                     if self.lost(i, j) {
-                        self.fail_sync(j, session);
+                        self.fail_sync(j, epoch, session);
                     } else {
                         let delay = self.latency(i, j);
                         let reply = Event::SyncReply {
                             to: j,
+                            epoch,
                             session,
                             reply: answer,
                             lie: None,
@@ -1012,6 +1024,7 @@ impl Sim {
                     wire::FrameBody::SyncRequest(message) => message,
                     _ => return,
                 };
+                let epoch = self.nodes[from].syncer.epoch;
                 match self.route(to) {
                     Route::Node(target) if !self.lost(from, target) => {
                         let delay = self.latency(from, target);
@@ -1020,7 +1033,7 @@ impl Sim {
                             delay,
                             Event::SyncRequest {
                                 to: target,
-                                from: Requester::Node(from),
+                                from: Requester::Node { index: from, epoch },
                                 from_id,
                                 session,
                                 message,
@@ -1030,13 +1043,18 @@ impl Sim {
                     }
                     Route::Hostile if !self.lost_unless(false) => {
                         let delay = self.latency(from, from);
-                        self.schedule(delay, Event::HostileSyncRequest { from, session });
+                        let event = Event::HostileSyncRequest {
+                            from,
+                            epoch,
+                            session,
+                        };
+                        self.schedule(delay, event);
                     }
                     Route::Stranger => {
                         self.stats.to_strangers += 1;
-                        self.fail_sync(from, session);
+                        self.fail_sync(from, epoch, session);
                     }
-                    _ => self.fail_sync(from, session),
+                    _ => self.fail_sync(from, epoch, session),
                 }
                 return;
             }
