@@ -13,10 +13,13 @@
 //!   then falls silent and is forced out by an operator;
 //! - behind the `failing-syncs` switch, syncs that fail on one node (see [`Switches`]).
 //!
-//! In half of the seeds the tombstone grace period and the reap period of dead members last
-//! seconds, and a partition, crash or pause sometimes outlasts them, so a node comes back after
-//! the others collected without it; in the other half they last days, as by default. Tombstones
-//! are always collected (two-second minimum age).
+//! Tombstones are always collected (two-second minimum age). In half of the seeds the grace and
+//! reap periods last days, as by default; in the other half dead members are reaped within a
+//! minute (so that a hostile participant forced out stops holding collection back within the
+//! run), and the workload writes more keys and deletes more, so keys stay deleted long enough to
+//! be collected. With the `grace-elapses` switch, those seeds have grace and reap periods of
+//! seconds instead, and a partition, crash or pause sometimes outlasts them, so a node comes back
+//! after the others collected without it; without it, no fault keeps a node away for long.
 //!
 //! What is checked:
 //! - right after each write, at the node that took it (before it is durable): it reads its own
@@ -66,8 +69,10 @@
 //! does not withstand yet, or break the simulator on purpose to show that an oracle catches it:
 //!
 //! - `failing-syncs`: syncs fail on one node for a while (a failed group must leave no trace).
+//! - `grace-elapses`: grace and reap periods of seconds that faults outlast (see above).
 //! - `insider-lies`: the hostile participant also tells lies stamped within the skew bound
-//!   (horizons, stability reports, `Forget` frames it is entitled to by its own horizon).
+//!   (horizons, stability reports, `Forget` frames it is entitled to by its own horizon) and
+//!   plausible verdicts that a member left.
 //! - `strict-counts`: every detectable lie must be counted, including indirect probes of
 //!   strangers and anti-entropy pushes of the wrong kind.
 //! - `release-before-sync`: the simulated driver releases acknowledgements and messages before
@@ -93,7 +98,10 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 const NODES: usize = 5;
+/// Kv keys written; where grace periods elapse, [`MANY_KEYS`], so that a key stays deleted long
+/// enough for its tombstone to be collected.
 const KEYS: usize = 12;
+const MANY_KEYS: usize = 60;
 const SETS: usize = 3;
 const ELEMENTS: usize = 4;
 /// Virtual milliseconds of workload, and the bound on convergence once everything heals.
@@ -117,6 +125,9 @@ const FSYNC_US: (u64, u64) = (100, 5_000);
 /// A member declared dead takes at least this long after it went away (a probe period, then the
 /// suspicion timeout): the grace period starts only then.
 const DETECTION_MS: u64 = 3_000;
+/// Unless grace periods are meant to elapse (`grace-elapses`), no fault that keeps a node away is
+/// injected while some node has been away this long, well short of the shortest reap period.
+const AWAY_GUARD_MS: u64 = 20_000;
 
 /// Faults and broken drivers that are off by default (see the module doc).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,6 +138,7 @@ struct Switches {
     release_before_sync: bool,
     unbounded_skew: bool,
     prompt_collection: bool,
+    grace_elapses: bool,
 }
 
 impl Switches {
@@ -141,6 +153,7 @@ impl Switches {
                 "release-before-sync" => switches.release_before_sync = true,
                 "unbounded-skew" => switches.unbounded_skew = true,
                 "prompt-collection" => switches.prompt_collection = true,
+                "grace-elapses" => switches.grace_elapses = true,
                 other => panic!("unknown switch {other:?} in HEARSAY_DST_SWITCHES"),
             }
         }
@@ -177,9 +190,13 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
     if switches.unbounded_skew {
         config.max_clock_skew_ms = 100 * 365 * 86_400_000;
     }
-    // Half of the seeds: grace and reap periods of seconds, which faults outlast.
+    // Half of the seeds keep the default grace and reap periods (days). In the other half, dead
+    // members are reaped within a minute, so that a hostile participant forced out stops holding
+    // collection back within the run; with `grace-elapses`, grace and reap periods last seconds
+    // instead, and faults outlast them.
     let short = rng.gen_bool(0.5);
-    if short {
+    let elapses = short && switches.grace_elapses;
+    if elapses {
         let grace_ms = rng.gen_range(3_000..12_000);
         config.tombstones = TombstoneConfig {
             min_age_ms: 2_000,
@@ -189,14 +206,34 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
             reap_after_ms: rng.gen_range(4_000..30_000),
             ..MembershipConfig::for_sim()
         };
+    } else if short {
+        config.membership = MembershipConfig {
+            reap_after_ms: rng.gen_range(40_000..60_000),
+            ..MembershipConfig::for_sim()
+        };
     }
+    // Keys also stay deleted longer in those (more keys, more deletes), so that a node coming
+    // back after collections may hold writes of keys the others collected.
+    let workload = if short {
+        Workload {
+            keys: MANY_KEYS,
+            deletes: rng.gen_range(1..=3),
+        }
+    } else {
+        Workload {
+            keys: KEYS,
+            deletes: 1,
+        }
+    };
     let away_ms = config
         .tombstones
         .grace_ms
         .min(config.membership.reap_after_ms);
+    let sim_reap_ms = config.membership.reap_after_ms;
     trace_config(&config);
     let mut sim = Sim::new(config);
-    let mut world = World::new(&sim, short.then_some(away_ms), switches);
+    let mut world = World::new(&sim, elapses.then_some(away_ms), switches);
+    world.reap_ms = short.then_some(sim_reap_ms);
     let mut oracle = Oracle::default();
     sim.run_for(3_000);
     world.observe(&sim);
@@ -209,7 +246,7 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
         step(&mut sim, &mut oracle, &mut world, switches, ms)?;
         // The write goes first, so that a crash injected now may catch it before it is durable.
         let writer = rng.gen_range(0..NODES);
-        let write = random_write(&mut rng, format!("{seed}-{}", sim.now()));
+        let write = random_write(&mut rng, workload, format!("{seed}-{}", sim.now()));
         oracle.write(&mut sim, &world, writer, write)?;
         let now = sim.now();
         let (over, active): (Vec<_>, Vec<_>) = faults.iter().partition(|(until, _)| now >= *until);
@@ -251,6 +288,7 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
         }
     }
     for (_, f) in faults {
+        trace(&sim, format_args!("undo {f:?} (the workload is over)"));
         undo(&mut sim, &mut world, f);
     }
     sim.heal();
@@ -341,6 +379,11 @@ fn inject(
         })
     };
     let partitioned = faults.iter().any(|(_, f)| matches!(f, Fault::Partition));
+    // Unless grace periods are meant to elapse, no node stays away for long: faults that keep
+    // it away wait.
+    let kept_away = world.away_ms.is_none()
+        && (0..NODES)
+            .any(|i| world.away_since[i].is_some_and(|since| sim.now() - since > AWAY_GUARD_MS));
     let hostile = faults.iter().any(|(_, f)| matches!(f, Fault::Hostile));
     // Half of the time the node that just took a write, whose group may not be durable yet.
     let i = if rng.gen_bool(0.5) {
@@ -349,12 +392,13 @@ fn inject(
         rng.gen_range(0..NODES)
     };
     let f = match rng.gen_range(0..7) {
-        0 if !partitioned => {
+        0 if !partitioned && !kept_away => {
             let groups: Vec<u32> = (0..NODES).map(|_| rng.gen_range(0..2)).collect();
+            trace(sim, format_args!("partition groups {groups:?}"));
             sim.partition(&groups);
             Fault::Partition
         }
-        1 if !touched(i) => {
+        1 if !touched(i) && !kept_away => {
             // At some point of the fsync window.
             sim.run_for_us(rng.gen_range(0..2 * FSYNC_US.1));
             sim.crash(i);
@@ -365,7 +409,7 @@ fn inject(
             }
             Fault::Crash(i)
         }
-        2 if !touched(i) => {
+        2 if !touched(i) && !kept_away => {
             sim.pause(i);
             Fault::Pause(i)
         }
@@ -389,9 +433,9 @@ fn inject(
             world.failing[i] = true;
             Fault::FailingSyncs(i)
         }
-        6 if !hostile && world.away_ms.is_some() => {
-            // Only where a member forced out stops holding collection back within the run
-            // (it counts for the grace period, as a member that left does).
+        6 if !hostile && world.reap_ms.is_some() => {
+            // Only where a member forced out stops holding collection back within the run (it
+            // counts until the grace period has passed or it is reaped).
             let id = NodeId::new(format!("m{}", world.hostiles.len() + 1)).ok()?;
             sim.add_hostile(id.clone(), switches.insider_lies);
             world.hostiles.push((id, false));
@@ -426,8 +470,16 @@ fn after_heal(
     Ok(())
 }
 
-/// 40% kv puts, 10% kv deletes, 50% set edits (adds, removes, or both on one set).
-fn random_write(rng: &mut SmallRng, data: String) -> Write {
+/// What the workload writes.
+#[derive(Clone, Copy)]
+struct Workload {
+    keys: usize,
+    /// Kv deletes in ten writes (kv writes are five in ten).
+    deletes: u32,
+}
+
+/// 50% kv writes (puts and deletes); 50% set edits (adds, removes, or both on one set).
+fn random_write(rng: &mut SmallRng, workload: Workload, data: String) -> Write {
     // Distinct elements within a list: adding one element twice in one edit mints two dots,
     // the first replaced at once.
     let elements = |rng: &mut SmallRng, n: usize| -> Vec<String> {
@@ -436,10 +488,10 @@ fn random_write(rng: &mut SmallRng, data: String) -> Write {
             .map(|k| format!("e{}", (first + k) % ELEMENTS))
             .collect()
     };
-    let key = format!("k{}", rng.gen_range(0..KEYS));
+    let key = format!("k{}", rng.gen_range(0..workload.keys));
     match rng.gen_range(0..10) {
-        0 => Write::KvDelete { key },
-        1..=4 => Write::KvPut {
+        n if n < workload.deletes => Write::KvDelete { key },
+        0..=4 => Write::KvPut {
             key,
             value: Value {
                 content_type: "text/plain".into(),
@@ -550,6 +602,8 @@ fn collect_everything(
         note("collection may wait for a session dropped with a failed group");
         deadline += world.stalled_until - sim.now();
     }
+    // A member forced out holds collection back until it is reaped.
+    deadline += world.reaped_by.saturating_sub(sim.now());
     loop {
         step(sim, oracle, world, switches, 500)?;
         let held: Vec<usize> = (0..NODES)
@@ -626,6 +680,10 @@ struct World {
     base_skew: [i64; NODES],
     /// The shorter of the grace and reap periods, in the runs where they elapse.
     away_ms: Option<u64>,
+    /// The reap period, in the runs where a member forced out is reaped within the run.
+    reap_ms: Option<u64>,
+    /// When the last hostile participant forced out is reaped everywhere (simulated ms).
+    reaped_by: u64,
     /// Per node: since when it has been away from a majority (crashed, paused or cut off), and
     /// the periods it was.
     away_since: [Option<u64>; NODES],
@@ -655,6 +713,8 @@ impl World {
             failure: None,
             base_skew: std::array::from_fn(|i| sim.skew_of(i)),
             away_ms,
+            reap_ms: None,
+            reaped_by: 0,
             away_since: [None; NODES],
             away: Default::default(),
             measurable_since: [None; NODES],
@@ -781,6 +841,8 @@ impl World {
                     .any(|(m, s)| m == id && !s.is_up() && *s != MemberState::Left);
                 if down && sim.remove_member(i, id).is_ok() {
                     note("a hostile participant forced out");
+                    let reap = self.reap_ms.unwrap_or(0);
+                    self.reaped_by = self.reaped_by.max(sim.now() + reap + DETECTION_MS);
                     *out = true;
                     break;
                 }
@@ -1184,18 +1246,35 @@ impl Oracle {
                         Some(previous) => {
                             // A collected tombstone: the key stays deleted (an older write
                             // coming back later is caught below, as the view keeps the
-                            // tombstone's stamp); a value forgotten as the grace period allows.
+                            // tombstone's stamp). A value gone: a newer delete came and was
+                            // collected between two check points, or it was forgotten as the
+                            // grace period allows.
                             let value = writes.get(previous).and_then(|w| w.value.as_ref());
-                            if value.is_some() {
-                                if !self.excusable(sim, world, key, previous) {
-                                    return Err(format!(
-                                        "node {i} key {key}: dropped its value {} at {} from {}",
-                                        show(&value.cloned()),
-                                        previous.0,
-                                        previous.1
-                                    ));
+                            let deleted = writes
+                                .range(previous.clone()..)
+                                .rev()
+                                .find(|(_, w)| w.value.is_none() && w.status != Status::Failed)
+                                .map(|(stamp, _)| stamp);
+                            match (value, deleted) {
+                                (None, _) => {}
+                                (Some(_), Some(tombstone)) => {
+                                    view.kv.insert(key.clone(), tombstone.clone());
+                                    continue;
                                 }
-                                note("a node dropped a value as the grace period allows");
+                                (Some(value), None) => {
+                                    if !self.excusable(sim, world, key, previous) {
+                                        if let Some(w) = writes.get(previous) {
+                                            trace(sim, format_args!("writer {} issued {} settled {:?}, away {:?} since {:?}", w.writer, w.issued, w.settled, world.away, world.away_since));
+                                        }
+                                        return Err(format!(
+                                            "node {i} key {key}: dropped its value {} at {} from {}",
+                                            show(&Some(value.clone())),
+                                            previous.0,
+                                            previous.1
+                                        ));
+                                    }
+                                    note("a node dropped a value as the grace period allows");
+                                }
                             }
                             view.kv.insert(key.clone(), previous.clone());
                             continue;

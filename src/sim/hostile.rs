@@ -3,14 +3,15 @@
 //! refutes verdicts about itself, so the cluster keeps it as a live member) and then sends
 //! well-formed lies at random: registers and anti-entropy states stamped far in the future,
 //! states of the wrong kind for their key, membership updates with impossible incarnations about
-//! others and about the target, plausible verdicts about members (which only the member itself
-//! can refute), horizons from the future, `Forget` frames naming live values, indirect probes of
-//! addresses that are no member, and anti-entropy requests from an unknown id.
+//! others and about the target, plausible suspect and dead verdicts about members (which only the
+//! member itself can refute), horizons from the future, `Forget` frames naming live values,
+//! indirect probes of addresses that are no member, and anti-entropy requests from an unknown id.
 //!
 //! Each lie says which drop counter of [`crate::node::ClusterStats`] its target must raise
 //! ([`Lie::counted_as`]); the simulator checks it on delivery and reports it
 //! ([`super::LieReport`]). Insider lies (stamped within the skew bound, so no clock check can
-//! refuse them) are sent only when [`Hostile::new`] is told to.
+//! refuse them, and plausible verdicts that a member left) are sent only when [`Hostile::new`] is
+//! told to.
 //!
 //! Owns no clock and no network: the simulator gives it the time and carries its messages.
 
@@ -63,9 +64,13 @@ pub enum Lie {
     ImpossibleIncarnationAboutOther,
     /// The same, about the target itself.
     ImpossibleIncarnationAboutTarget,
-    /// A plausible verdict (suspect, dead or left) about a member, at an incarnation raised by up
-    /// to a million: nothing tells it from the truth; the member refutes it.
+    /// A plausible verdict (suspect or dead) about a member, at an incarnation raised by up to a
+    /// million: nothing tells it from the truth; the member refutes it.
     Verdict,
+    /// Insider: a plausible verdict that a member left, at an incarnation raised by up to a
+    /// million. Members that left are never contacted again, so only a member that contacts the
+    /// others itself can refute it.
+    LeftVerdict,
     /// A `Forget` frame naming a value the target holds, without ever having announced a horizon
     /// that covers it.
     ForgetLive,
@@ -98,11 +103,15 @@ impl Lie {
             | Lie::ForgetLive
             | Lie::PingReqStranger
             | Lie::SyncFromStranger => Some(Counter::Invalid),
-            Lie::Verdict | Lie::InsiderHorizon | Lie::InsiderForget | Lie::InsiderStable => None,
+            Lie::Verdict
+            | Lie::LeftVerdict
+            | Lie::InsiderHorizon
+            | Lie::InsiderForget
+            | Lie::InsiderStable => None,
         }
     }
 
-    /// The lies sent unprompted; `insider` adds those stamped within the bound.
+    /// The lies sent unprompted; `insider` adds the insider lies.
     fn unprompted(insider: bool) -> &'static [Lie] {
         const OUTSIDER: &[Lie] = &[
             Lie::FutureRegister,
@@ -131,6 +140,7 @@ impl Lie {
             Lie::ForgetLive,
             Lie::PingReqStranger,
             Lie::SyncFromStranger,
+            Lie::LeftVerdict,
             Lie::InsiderHorizon,
             Lie::InsiderForget,
             Lie::InsiderStable,
@@ -177,7 +187,7 @@ pub struct Hostile {
 }
 
 impl Hostile {
-    /// A hostile participant `id` at `addr`; `insider` adds the lies stamped within the bound.
+    /// A hostile participant `id` at `addr`; `insider` adds the insider lies.
     pub fn new(id: NodeId, addr: SocketAddr, seed: u64, insider: bool, min_age_ms: u64) -> Self {
         Hostile {
             me: Member::new(id, addr, addr, 1),
@@ -483,13 +493,15 @@ impl Hostile {
                     ..self.envelope()
                 })
             }
-            Lie::Verdict => {
+            Lie::Verdict | Lie::LeftVerdict => {
                 let members: Vec<&Member> = self.members.values().collect();
                 let Some(about) = members.choose(&mut self.rng).map(|m| (*m).clone()) else {
                     return None;
                 };
-                let state = *[MemberState::Suspect, MemberState::Dead, MemberState::Left]
-                    .choose(&mut self.rng)?;
+                let state = match lie {
+                    Lie::LeftVerdict => MemberState::Left,
+                    _ => *[MemberState::Suspect, MemberState::Dead].choose(&mut self.rng)?,
+                };
                 let incarnation = about.incarnation + self.rng.gen_range(1..1_000_000);
                 Message::Datagram(Datagram {
                     updates: vec![Member {
