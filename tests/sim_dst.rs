@@ -116,7 +116,7 @@ const BOUND_MS: u64 = 500;
 const BEYOND_MS: u64 = BOUND_MS + 400;
 /// A node whose clock is off and that can measure enough peers ([`measurable`]) refuses writes
 /// within this long: a few rounds of probes (one peer per second, lost ones included) and a tick.
-const MEASURE_MS: u64 = 15_000;
+const MEASURE_MS: u64 = 20_000;
 /// How long a core keeps an anti-entropy session that got no answer (`SESSION_TIMEOUT_MS` in
 /// `src/node/anti_entropy.rs`).
 const SESSION_TIMEOUT_MS: u64 = 60_000;
@@ -279,7 +279,7 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
                         note("fault outlasting the grace or reap period");
                         away + DETECTION_MS + rng.gen_range(1_000..10_000)
                     }
-                    (Fault::Skew(_), _) => rng.gen_range(2_000..25_000),
+                    (Fault::Skew(_), _) => rng.gen_range(2_000..40_000),
                     (Fault::Hostile, _) => rng.gen_range(3_000..15_000),
                     _ => rng.gen_range(500..8_000),
                 };

@@ -164,12 +164,11 @@ impl Syncer {
     pub(super) fn crash(&mut self) -> Vec<Release> {
         self.epoch += 1;
         self.busy = false;
-        let lost = std::mem::take(&mut self.running)
+        std::mem::take(&mut self.running)
             .into_iter()
             .chain(std::mem::take(&mut self.waiting))
             .flat_map(|g| g.releases)
-            .collect();
-        lost
+            .collect()
     }
 
     /// The node (re)started at `now_us` on a store whose contents are all durable.

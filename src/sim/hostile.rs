@@ -495,9 +495,7 @@ impl Hostile {
             }
             Lie::Verdict | Lie::LeftVerdict => {
                 let members: Vec<&Member> = self.members.values().collect();
-                let Some(about) = members.choose(&mut self.rng).map(|m| (*m).clone()) else {
-                    return None;
-                };
+                let about = members.choose(&mut self.rng).map(|m| (*m).clone())?;
                 let state = match lie {
                     Lie::LeftVerdict => MemberState::Left,
                     _ => *[MemberState::Suspect, MemberState::Dead].choose(&mut self.rng)?,
