@@ -7,7 +7,8 @@
 //! clock skew and drift); up to two of these faults at once, starting and ending mid-run:
 //!
 //! - a partition, a crash (then a restart from what was durable), a pause (SIGSTOP);
-//! - a clock stepped seconds to minutes ahead or behind on one node, then fixed;
+//! - a clock stepped seconds to minutes ahead on one node, then fixed (behind too with the
+//!   `clock-steps-back` switch);
 //! - a full disk on one node (every store write fails), then room again;
 //! - a hostile participant that joins like a member and sends well-formed lies (`hostile.rs`),
 //!   then falls silent and is forced out by an operator;
@@ -70,6 +71,11 @@
 //!
 //! - `failing-syncs`: syncs fail on one node for a while (a failed group must leave no trace).
 //! - `grace-elapses`: grace and reap periods of seconds that faults outlast (see above).
+//! - `clock-steps-back`: clocks are also stepped behind, not only ahead. A core schedules its
+//!   timers (the next probe, suspicion deadlines, the next exchange, collection passes) in wall
+//!   time, so a clock stepped back by D stops them for D: the node stops probing, never measures
+//!   its clock, and keeps taking writes stamped in the past. (A clock fixed after running ahead
+//!   steps back too; its HLC then refuses writes until real time catches up anyway.)
 //! - `insider-lies`: the hostile participant also tells lies stamped within the skew bound
 //!   (horizons, stability reports, `Forget` frames it is entitled to by its own horizon) and
 //!   plausible verdicts that a member left.
@@ -96,6 +102,7 @@ use hearsay::store::{Leaf, Store, StoreKey};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
 
 const NODES: usize = 5;
 /// Kv keys written; where grace periods elapse, [`MANY_KEYS`], so that a key stays deleted long
@@ -139,6 +146,7 @@ struct Switches {
     unbounded_skew: bool,
     prompt_collection: bool,
     grace_elapses: bool,
+    clock_steps_back: bool,
 }
 
 impl Switches {
@@ -154,6 +162,7 @@ impl Switches {
                 "unbounded-skew" => switches.unbounded_skew = true,
                 "prompt-collection" => switches.prompt_collection = true,
                 "grace-elapses" => switches.grace_elapses = true,
+                "clock-steps-back" => switches.clock_steps_back = true,
                 other => panic!("unknown switch {other:?} in HEARSAY_DST_SWITCHES"),
             }
         }
@@ -241,7 +250,9 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
     let mut end = sim.now() + WORKLOAD_MS;
     // Up to two faults at once (a crash during a partition, say): (ends at, what to undo).
     let mut faults: Vec<(u64, Fault)> = Vec::new();
-    while sim.now() < end {
+    // New faults start until the end of the workload; the workload goes on until the last one
+    // ended.
+    while sim.now() < end || !faults.is_empty() {
         let ms = rng.gen_range(5..60);
         step(&mut sim, &mut oracle, &mut world, switches, ms)?;
         // The write goes first, so that a crash injected now may catch it before it is durable.
@@ -262,7 +273,7 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
             after_heal(&mut sim, &mut oracle, &mut world, switches)
                 .map_err(|e| format!("after undoing {over:?} at {healed} ms: {e}"))?;
             end += sim.now() - healed;
-        } else if faults.len() < 2 && rng.gen_bool(0.012) {
+        } else if faults.len() < 2 && sim.now() < end && rng.gen_bool(0.012) {
             let injected = inject(&mut sim, &mut oracle, &mut rng, &mut world, &faults, writer);
             if let Some(f) = injected {
                 trace(&sim, format_args!("inject {f:?}"));
@@ -279,17 +290,13 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
                         note("fault outlasting the grace or reap period");
                         away + DETECTION_MS + rng.gen_range(1_000..10_000)
                     }
-                    (Fault::Skew(_), _) => rng.gen_range(2_000..40_000),
+                    (Fault::Skew(_), _) => rng.gen_range(2_000..60_000),
                     (Fault::Hostile, _) => rng.gen_range(3_000..15_000),
                     _ => rng.gen_range(500..8_000),
                 };
                 faults.push((sim.now() + lasts, f));
             }
         }
-    }
-    for (_, f) in faults {
-        trace(&sim, format_args!("undo {f:?} (the workload is over)"));
-        undo(&mut sim, &mut world, f);
     }
     sim.heal();
     world.observe(&sim);
@@ -306,8 +313,16 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
             }
         }
     }
+    SIMULATED_MS.fetch_add(sim.now(), std::sync::atomic::Ordering::Relaxed);
+    note(format!(
+        "runs of {:>3}0 simulated seconds",
+        sim.now() / 10_000
+    ));
     Ok((sim.digest(0), sim.stats.clone(), sim.now()))
 }
+
+/// Simulated time over all seeds run (printed with the coverage).
+static SIMULATED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How often each fault and each allowance of the oracles came up, over all seeds run (printed
 /// with `HEARSAY_DST_COVERAGE` set): a check that never fires proves nothing.
@@ -415,8 +430,9 @@ fn inject(
         }
         3 if !touched(i) => {
             // Seconds to minutes, log-uniform; at most two minutes ahead (a write stamped that
-            // far ahead waits that long to replicate), ten minutes behind.
-            let ahead = rng.gen_bool(0.5);
+            // far ahead waits that long to replicate), ten minutes behind (with
+            // `clock-steps-back` only).
+            let ahead = !switches.clock_steps_back || rng.gen_bool(0.5);
             let max: f64 = if ahead { 120_000.0 } else { 600_000.0 };
             let ms = rng.gen_range(1_500f64.ln()..max.ln()).exp() as i64;
             let skew = if ahead { ms } else { -ms };
@@ -784,6 +800,9 @@ impl World {
                 let after = (sim.now() - since) / 1_000;
                 note(format!("an off clock found out after {after:>2} s"));
             }
+            if sim.now() - since >= MEASURE_MS {
+                note("an off clock measurable for the whole bound (checked)");
+            }
             if sim.now() - since >= MEASURE_MS && !status.is_some_and(|s| s.out_of_bounds) {
                 return Err(format!(
                     "node {i}'s clock is {} ms off real time and it could measure enough peers for {} ms, yet it does not know: {status:?}",
@@ -906,12 +925,13 @@ enum Submitted {
     Refused,
 }
 
-/// What one node held at a check point.
-#[derive(Clone, Default)]
+/// What one node held at a check point (shared, not copied, between the latest and the durable
+/// ones).
+#[derive(Default)]
 struct View {
     kv: BTreeMap<String, Stamp>,
-    /// Per set: the dots held, and the dots held once and gone since.
-    sets: BTreeMap<String, (BTreeSet<Dot>, BTreeSet<Dot>)>,
+    /// Per set: the dots held.
+    sets: BTreeMap<String, BTreeSet<Dot>>,
 }
 
 /// What the writes say the cluster must hold.
@@ -928,10 +948,19 @@ struct Oracle {
     reused: BTreeMap<String, BTreeSet<(Dot, String)>>,
     seq: u64,
     submitted: BTreeMap<u64, Submitted>,
-    views: [View; NODES],
-    /// Per node: the latest view known durable, and the later ones with their times (µs).
-    durable: [View; NODES],
-    recent: [VecDeque<(u64, View)>; NODES],
+    views: [Rc<View>; NODES],
+    /// Per node and set: the dots held once and gone since, and when they were first seen gone
+    /// (µs): they must never come back.
+    gone: [BTreeMap<String, BTreeMap<Dot, u64>>; NODES],
+    /// Per node: the latest view known durable and its time (µs), and the later ones.
+    durable: [(u64, Rc<View>); NODES],
+    recent: [VecDeque<(u64, Rc<View>)>; NODES],
+    /// Per node: its digest at the last check point (`None` while crashed). A node whose
+    /// replicated state has not changed since holds what it held then.
+    checked: [Option<Option<Leaf>>; NODES],
+    /// What the checks judge by changed (a write failed, a dot was minted again, a node
+    /// crashed): every node is checked again in full.
+    recheck: bool,
 }
 
 fn read_set(sim: &Sim, i: usize, key: &str) -> Result<OrSet, String> {
@@ -1084,6 +1113,7 @@ impl Oracle {
                     ));
                 }
                 note("a dot minted again after a crash lost its first add");
+                self.recheck = true;
                 // Under the same element the two cannot be told apart (and the first is gone);
                 // under another, the first must never show.
                 if first.element != *element {
@@ -1139,6 +1169,7 @@ impl Oracle {
                 (_, WriteOutcome::Unknown) => Status::Unknown,
             };
             note(format!("write {status:?}"));
+            self.recheck |= status == Status::Failed;
             if status != Status::Acked {
                 trace(sim, format_args!("write {id}: {outcome:?}"));
             }
@@ -1170,8 +1201,14 @@ impl Oracle {
     /// write of the key), unless the grace period let it drop one.
     fn crashed(&mut self, sim: &mut Sim, world: &World, i: usize) -> Result<(), String> {
         self.outcomes(sim)?;
-        self.views[i] = self.durable[i].clone();
+        let (at, durable) = self.durable[i].clone();
+        self.views[i] = durable;
+        self.recheck = true;
         self.recent[i].clear();
+        // A removal seen after the last durable check point may not have been durable.
+        for gone in self.gone[i].values_mut() {
+            gone.retain(|_, since| *since <= at);
+        }
         for (key, writes) in &self.kv {
             let acked = writes
                 .iter()
@@ -1235,7 +1272,14 @@ impl Oracle {
     /// value unless the grace period allows it; no add dot a node dropped comes back there, and
     /// no dot of a failed add or of an add whose dot was minted again shows.
     fn check_held(&mut self, sim: &Sim, world: &World) -> Result<(), String> {
+        let recheck = std::mem::take(&mut self.recheck);
         for i in 0..NODES {
+            let digest = sim.digest(i);
+            if !recheck && self.checked[i].as_ref() == Some(&digest) {
+                self.settle(sim, i);
+                continue;
+            }
+            self.checked[i] = Some(digest);
             let mut view = View::default();
             for (key, writes) in &self.kv {
                 let previous = self.views[i].kv.get(key);
@@ -1336,14 +1380,16 @@ impl Oracle {
             for s in 0..SETS {
                 let key = format!("s{s}");
                 let set = read_set(sim, i, &key)?;
-                let (holding, mut gone) = self.views[i].sets.get(&key).cloned().unwrap_or_default();
+                let empty = BTreeSet::new();
+                let holding = self.views[i].sets.get(&key).unwrap_or(&empty);
+                let gone = self.gone[i].entry(key.clone()).or_default();
                 let ops = self.sets.get(&key);
                 let minted = self.minted.get(&key);
                 let reused = self.reused.get(&key);
                 let mut now = BTreeSet::new();
                 for element in set.elements() {
                     for dot in set.dots(element) {
-                        if gone.contains(dot) {
+                        if gone.contains_key(dot) {
                             return Err(format!(
                                 "node {i} set {key}: a removed element came back: {element} by {dot:?}"
                             ));
@@ -1378,10 +1424,11 @@ impl Oracle {
                         now.insert(dot.clone());
                     }
                 }
-                gone.extend(holding.difference(&now).cloned());
-                view.sets.insert(key, (now, gone));
+                let at = sim.now_us();
+                gone.extend(holding.difference(&now).map(|d| (d.clone(), at)));
+                view.sets.insert(key, now);
             }
-            self.views[i] = view;
+            self.views[i] = Rc::new(view);
             self.settle(sim, i);
         }
         Ok(())
@@ -1390,7 +1437,7 @@ impl Oracle {
     /// Moves node `i`'s check points that are durable now into its durable view, noting which
     /// writes it held durably.
     fn settle(&mut self, sim: &Sim, i: usize) {
-        self.recent[i].push_back((sim.now_us(), self.views[i].clone()));
+        self.recent[i].push_back((sim.now_us(), Rc::clone(&self.views[i])));
         let durable = sim.durable_through_us(i);
         while let Some((at, _)) = self.recent[i].front() {
             if *at > durable {
@@ -1404,7 +1451,7 @@ impl Oracle {
                     w.settled.entry(i).or_insert(at / 1_000);
                 }
             }
-            self.durable[i] = view;
+            self.durable[i] = (at, view);
         }
     }
 
@@ -1713,6 +1760,8 @@ fn random_workloads_under_random_faults_converge_without_losing_writes() {
         for (what, n) in COVERAGE.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             eprintln!("{n:>8}  {what}");
         }
+        let simulated = SIMULATED_MS.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("{:>8}  simulated seconds", simulated / 1_000);
     }
     assert!(
         failures.is_empty(),
