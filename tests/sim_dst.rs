@@ -778,14 +778,17 @@ impl World {
         }
     }
 
-    /// Whether node `i` was away longer than the grace (or reap) period at some time after
-    /// `t` (it was away then, or went away later).
-    fn away_long_after(&self, i: usize, t: u64, now: u64) -> bool {
-        let Some(limit) = self.away_ms else {
-            return false;
-        };
-        let long = |(a, b): (u64, u64)| b > t && b - a > limit + DETECTION_MS;
-        self.away[i].iter().any(|&p| long(p)) || self.away_since[i].is_some_and(|a| long((a, now)))
+    /// When node `i` came back (`now` if it has not) from the first time it was away longer
+    /// than the grace (or reap) period after `t` (it was away then, or went away later).
+    fn back_from_long_away(&self, i: usize, t: u64, now: u64) -> Option<u64> {
+        let limit = self.away_ms?;
+        let long = |&(a, b): &(u64, u64)| b > t && b - a > limit + DETECTION_MS;
+        let ongoing = self.away_since[i].map(|a| (a, now));
+        self.away[i]
+            .iter()
+            .chain(ongoing.as_ref())
+            .find(|p| long(p))
+            .map(|&(_, b)| b)
     }
 
     /// A node that has been able to measure its clock for [`MEASURE_MS`] refuses writes.
@@ -1247,9 +1250,11 @@ impl Oracle {
             .unwrap_or(0)
     }
 
-    /// Whether acknowledged write `stamp` of `key` may be lost as documented: its writer and
-    /// every node that held it durably were away longer than the grace period afterwards, and
-    /// it is no newer than a tombstone collected somewhere.
+    /// Whether acknowledged write `stamp` of `key` may be lost as documented: it is no newer
+    /// than a tombstone collected somewhere, and it was unreplicated when its writer came back
+    /// from an absence longer than the grace period: the writer was away that long after writing
+    /// it, and so was every other node that held it durably before the writer came back (a
+    /// minority that was away together).
     fn excusable(&self, sim: &Sim, world: &World, key: &str, stamp: &Stamp) -> bool {
         let Some(w) = self.kv.get(key).and_then(|k| k.get(stamp)) else {
             return false;
@@ -1259,11 +1264,13 @@ impl Oracle {
             .max()
             .unwrap_or_default();
         let now = sim.now();
+        let Some(back) = world.back_from_long_away(w.writer, w.issued, now) else {
+            return false;
+        };
         stamp.0 <= horizon
-            && world.away_long_after(w.writer, w.issued, now)
-            && w.settled
-                .iter()
-                .all(|(&i, &since)| world.away_long_after(i, since, now))
+            && w.settled.iter().all(|(&i, &since)| {
+                i == w.writer || since >= back || world.back_from_long_away(i, since, now).is_some()
+            })
     }
 
     /// Checks that need no convergence, on every node (a crashed node's durable store too):
