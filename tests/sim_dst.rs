@@ -62,9 +62,14 @@
 //! must be present.
 //!
 //! A failing seed prints the command that replays it (a panic in the core fails the seed too).
+//! Seeds run on every core.
 //!
 //!     HEARSAY_DST_SEEDS=5000 cargo test --release --test sim_dst     # a longer run
 //!     HEARSAY_DST_SEED=1234 cargo test --test sim_dst                 # replay one seed
+//!     HEARSAY_DST_SEED=1234 HEARSAY_DST_TRACE=1 cargo test --test sim_dst -- --nocapture
+//!                                                # what happens in it (faults, outcomes)
+//!     HEARSAY_DST_COVERAGE=1 cargo test --test sim_dst -- --nocapture
+//!                                                # how often each fault and allowance came up
 //!
 //! Switches (`HEARSAY_DST_SWITCHES`, comma-separated, all off by default) add faults the core
 //! does not withstand yet, or break the simulator on purpose to show that an oracle catches it:
@@ -105,8 +110,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 const NODES: usize = 5;
-/// Kv keys written; where grace periods elapse, [`MANY_KEYS`], so that a key stays deleted long
-/// enough for its tombstone to be collected.
+/// Kv keys written; in the seeds that reap dead members within the run, [`MANY_KEYS`], so that a
+/// key stays deleted long enough for its tombstone to be collected.
 const KEYS: usize = 12;
 const MANY_KEYS: usize = 60;
 const SETS: usize = 3;
