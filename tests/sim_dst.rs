@@ -1229,9 +1229,13 @@ impl Oracle {
                 Some(KeyState::Register(r)) => Some((r.timestamp, r.node)),
                 _ => None,
             };
-            // A tombstone may be collected since; a value only forgotten as the grace allows.
+            // Nothing held: a delete (this one or a newer one) was collected since; a value is
+            // otherwise only forgotten as the grace period allows.
+            let deleted = writes
+                .range(stamp.clone()..)
+                .any(|(_, w)| w.value.is_none() && w.status != Status::Failed);
             let kept = held.as_ref().is_some_and(|h| h >= stamp)
-                || (held.is_none() && w.value.is_none())
+                || (held.is_none() && deleted)
                 || self.excusable(sim, world, key, stamp);
             if !kept {
                 return Err(format!(
