@@ -83,7 +83,10 @@ async fn probes_are_answered_and_sent_while_client_writes_flood_the_core() {
     assert_eq!(refused, 0, "pings dropped while writes queued");
     assert!(answered, "no ping answered while writes queued");
     assert!(probed, "the node's own probes stopped while writes queued");
-    assert!(unfinished > 0, "the flood was over before the probes: not a test of it");
+    assert!(
+        unfinished > 0,
+        "the flood was over before the probes: not a test of it"
+    );
     for writer in writers {
         assert!(writer.await.unwrap().is_ok());
     }

@@ -8,10 +8,10 @@
 //! [`Node::handle_sync_reply`].
 
 use super::cluster::Outbound;
-use super::{Applied, Node};
+use super::{Applied, Node, Refusal};
 use crate::clock::{NodeId, Timestamp};
 use crate::crdt::KeyState;
-use crate::gossip::sync::{respond, SyncSession, SyncSource};
+use crate::gossip::sync::{respond, SyncMessage, SyncSession, SyncSource};
 use crate::membership::MemberState;
 use crate::store::{MerkleIndex, Store, StoreError, StoreKey};
 use crate::wire::{FrameBody, SyncAnswer, SyncRequest, SyncStart};
@@ -74,12 +74,7 @@ impl<S: Store> Node<S> {
             self.invalid_input(now_ms, from, "an exchange from a stranger");
             return Ok(None);
         }
-        if self.is_disk_full() {
-            // It would bring states this node has no room for; the peer retries later.
-            self.cluster.stats.dropped_disk_full += 1;
-            return Ok(None);
-        }
-        if let Some(start) = request.start {
+        if let Some(start) = &request.start {
             let stamps = std::iter::once(start.clock)
                 .chain([start.collected_through])
                 .chain(start.stable.iter().map(|(_, ts)| *ts));
@@ -89,6 +84,31 @@ impl<S: Store> Node<S> {
                     return Ok(None);
                 }
             }
+        }
+        // Lies among the pushed states are counted as what they are, whatever becomes of the
+        // request: one of the wrong kind refuses it whole (`respond` does too).
+        let pushes: &[(StoreKey, KeyState)] = match &request.message {
+            SyncMessage::Repair { push, .. } => push,
+            _ => &[],
+        };
+        let lies: Vec<Refusal> = pushes
+            .iter()
+            .filter_map(|(key, state)| self.vet(key, state, now_ms).err())
+            .filter(|why| !matches!(why, Refusal::DiskFull))
+            .collect();
+        let wrong_kind = lies.contains(&Refusal::WrongKind);
+        let disk_full = self.is_disk_full();
+        if wrong_kind || disk_full {
+            for why in lies {
+                self.refused_input(now_ms, from, why);
+            }
+            if disk_full && !wrong_kind {
+                // It would bring states this node has no room for; the peer retries later.
+                self.cluster.stats.dropped_disk_full += 1;
+            }
+            return Ok(None);
+        }
+        if let Some(start) = request.start {
             // Every write from here on is newer than the exchange's start (see `tombstones.rs`).
             self.hlc.recover(start.clock);
             self.meta_dirty = true;

@@ -14,6 +14,7 @@ use crate::crdt::KeyState;
 use crate::gossip::rumor::{Rumor, RumorConfig, RumorMill};
 use crate::membership::{
     ClockSample, ForceLeaveError, Member, MemberEvent, MemberState, Membership, MembershipConfig,
+    SwimMessage,
 };
 use crate::store::{Store, StoreError, StoreKey, WriteBatch};
 use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
@@ -271,6 +272,23 @@ impl<S: Store> Node<S> {
             updates.into_iter().partition(Member::is_plausible);
         if !implausible.is_empty() {
             self.invalid_input(now_ms, &from.id, "an impossible incarnation for a member");
+        }
+        if let Some(SwimMessage::PingReq {
+            target,
+            target_addr,
+            ..
+        }) = &swim
+        {
+            // Known at that very address (this node too: no honest prober names it as well).
+            let known = self
+                .cluster
+                .membership
+                .member(target)
+                .is_some_and(|m| m.gossip_addr == *target_addr);
+            if !known {
+                // Membership ignores it: this node is never a reflector for strangers.
+                self.invalid_input(now_ms, &from.id, "an indirect probe of a stranger");
+            }
         }
         let mut out = Vec::new();
         match swim {

@@ -390,6 +390,11 @@ impl<S: Store> Node<S> {
         if !key.holds(&delta) {
             return Ok(Applied::Refused(Refusal::WrongKind));
         }
+        if let (KeyState::Register(r), Source::Peer { now_ms }) = (&delta, source) {
+            if let Err(ahead) = self.hlc.check(r.timestamp, now_ms) {
+                return Ok(Applied::Refused(Refusal::ClockSkew(ahead)));
+            }
+        }
         if matches!(source, Source::Peer { .. }) && self.disk.is_full() {
             return Ok(Applied::Refused(Refusal::DiskFull));
         }
@@ -537,8 +542,9 @@ impl<S: Store> Node<S> {
 
     /// A sync failed: undoes everything since the last commit known to be durable, in the
     /// store, in the Merkle index and the tombstone bookkeeping, and withdraws this node's own
-    /// rumors of the undone writes, so none of them takes effect or reaches a peer. (The driver
-    /// answered those writes with errors and sent nothing of their groups.)
+    /// rumors of the undone writes, so none of them takes effect or reaches a peer (the driver
+    /// answered those writes with errors and sent nothing of their groups); the node goes on in
+    /// a new storage epoch.
     pub fn rollback(&mut self) -> Result<(), StoreError> {
         let undone = match self.store.rollback() {
             Ok(undone) => undone,
@@ -568,6 +574,13 @@ impl<S: Store> Node<S> {
         self.cluster
             .rumors
             .withdraw(&self.replica, self.durable_seq);
+        // The undone writes minted dots and rumor numbers that the restored state no longer
+        // remembers; none of them left the node, but a new lifetime makes sure none is minted
+        // twice.
+        let seed = rand::RngCore::next_u64(&mut self.cluster.rng);
+        self.meta.epoch = new_epoch(seed);
+        self.replica = ReplicaId::new(self.id.clone(), self.meta.epoch);
+        self.durable_seq = 0;
         // Exchanges completed since then may have brought states now undone: their marks no
         // longer say what this node holds.
         self.tombstones.forget_syncs();

@@ -45,12 +45,13 @@ impl<S: Store> Node<S> {
         if !key.holds(state) {
             return Err(Refusal::WrongKind);
         }
-        if self.disk.is_full() {
-            return Err(Refusal::DiskFull);
-        }
         if let KeyState::Register(r) = state {
             self.check_clock(r.timestamp, now_ms)
                 .map_err(Refusal::ClockSkew)?;
+        }
+        // Lies first: a state that could never be taken is counted as what it is.
+        if self.disk.is_full() {
+            return Err(Refusal::DiskFull);
         }
         Ok(())
     }

@@ -111,7 +111,12 @@ pub(super) fn run_syncer(
                 failing = None;
             }
             if let Some(e) = &failing {
-                release(std::mem::take(&mut group.releases), Some(e), &outbound);
+                release(
+                    std::mem::take(&mut group.releases),
+                    Some(e),
+                    &outbound,
+                    &reports,
+                );
                 continue;
             }
             let failure = match std::mem::replace(&mut group.pending, Ok(PendingSync::Done)) {
@@ -140,7 +145,7 @@ pub(super) fn run_syncer(
                         Ok(()) => e,
                     };
                     tracing::error!(error = %e, "a log sync failed: the writes since the last durable commit are refused, undone and sent nowhere");
-                    release(group.releases, Some(&e), &outbound);
+                    release(group.releases, Some(&e), &outbound, &reports);
                     reports.send(ClusterCommand::SyncFailed);
                     failing = Some(e);
                 }
@@ -167,7 +172,7 @@ fn sync_held(
         .map_err(|e| StoreError::Io(e.to_string()));
     let last = held.last().map(|g| g.commit);
     for group in held.drain(..) {
-        release(group.releases, synced.as_ref().err(), outbound);
+        release(group.releases, synced.as_ref().err(), outbound, reports);
     }
     if let (Ok(()), Some(commit)) = (&synced, last) {
         reports.synced(commit);
@@ -187,6 +192,7 @@ fn release(
     releases: Vec<Release>,
     failure: Option<&StoreError>,
     outbound: &mpsc::UnboundedSender<Outbound>,
+    reports: &Reporter,
 ) {
     for item in releases {
         match (item, failure) {
@@ -205,6 +211,11 @@ fn release(
             }
             (Release::Send(message), None) => {
                 let _ = outbound.send(message);
+            }
+            // An exchange whose request never leaves fails at once, instead of waiting for its
+            // timeout (which would hold tombstone collection back).
+            (Release::Send(Outbound::SyncRequest { session, .. }), Some(_)) => {
+                reports.send(ClusterCommand::SyncReply(session, None));
             }
             (Release::Send(_), Some(_)) => {}
         }

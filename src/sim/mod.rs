@@ -1,21 +1,35 @@
 //! The deterministic simulator: many cores ([`Node`] over [`MemoryStore`]s) driven by a virtual
 //! clock, a seeded random generator and a simulated network with per-link latency, loss,
 //! duplication, reordering and partitions, crashes with restart from persisted state, pauses and
-//! per-node clock skew and drift. The protocol code is the production code; only time, randomness
-//! and the network are simulated, so a run is a pure function of its seed.
+//! per-node clock skew and drift. The protocol code is the production code; only time, randomness,
+//! the disks and the network are simulated, so a run is a pure function of its seed.
 //!
 //! Every datagram goes through the real codec (encode, then decode on delivery), as on a socket.
+//!
+//! With [`SimConfig::fsync_us`] the disks behave as in production: every node runs on
+//! [`MemoryStore::with_crashes`], each event a core handles is one group whose sync completes
+//! after a simulated fsync latency, and only then are the group's acknowledgements, anti-entropy
+//! answers and messages released, in order (`disk.rs`, mirroring `src/runtime/release.rs`). A
+//! crash loses what was not durable and everything not yet released; clients then learn the fate
+//! of a write asynchronously ([`Sim::submit`], [`Sim::take_outcomes`]). Injected disk faults
+//! (failing syncs, a full disk) come from the memory store. A hostile participant
+//! (`hostile.rs`) can join and lie. Time inside the simulator is counted in microseconds, so a
+//! sync can take a fraction of a millisecond; the cores are given milliseconds.
 
 pub mod broadcast;
+mod disk;
 pub mod figure;
+pub mod hostile;
 pub mod rounds;
 
-use crate::clock::NodeId;
+use crate::clock::{NodeId, DEFAULT_MAX_CLOCK_SKEW_MS};
 use crate::membership::MembershipConfig;
-use crate::node::{ClusterConfig, Node, Outbound, TombstoneConfig, Write, WriteAck};
-use crate::store::{Leaf, MemoryStore, Store};
+use crate::node::{ClusterConfig, Node, Outbound, TombstoneConfig, Write, WriteAck, WriteError};
+use crate::store::{Leaf, MemoryStore, PendingSync, Store};
 use crate::wire::{self, Frame, SyncAnswer, SyncRequest};
 use core::net::SocketAddr;
+use disk::{Group, Queued, Release, Requester, Syncer};
+use hostile::{Counter, Hostile, Lie};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -24,6 +38,9 @@ use std::collections::BinaryHeap;
 /// The wall-clock time (milliseconds since the Unix epoch) at which a simulation starts: a day
 /// in 2023, so that clocks minutes behind real time stay well above zero.
 pub const SIM_EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// Microseconds per millisecond.
+const US: u64 = 1_000;
 
 /// How the simulated world behaves.
 #[derive(Clone, Debug)]
@@ -53,6 +70,16 @@ pub struct SimConfig {
     pub tombstones: TombstoneConfig,
     /// Membership timings of every node ([`MembershipConfig::for_sim`] by default).
     pub membership: MembershipConfig,
+    /// Disks as in production (see the module doc): a sync takes a latency uniform in this
+    /// range (microseconds), and what a group produced waits for it. `None` (the default): every
+    /// write is durable at once and nothing waits.
+    pub fsync_us: Option<(u64, u64)>,
+    /// `max_clock_skew_ms` of every node's [`ClusterConfig`] (default 500).
+    pub max_clock_skew_ms: u64,
+    /// A broken driver, to show that the simulation tests catch one: a group's
+    /// acknowledgements, answers and messages leave at once, before its sync completes (which
+    /// still decides what survives a crash). Never set outside such a demonstration.
+    pub release_before_sync: bool,
 }
 
 impl SimConfig {
@@ -76,6 +103,9 @@ impl SimConfig {
                 ..TombstoneConfig::default()
             },
             membership: MembershipConfig::for_sim(),
+            fsync_us: None,
+            max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
+            release_before_sync: false,
         }
     }
 }
@@ -86,6 +116,56 @@ pub struct SimStats {
     pub sent: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Messages a node sent to an address where no participant ever was (a reflected probe).
+    pub to_strangers: u64,
+}
+
+/// What a client learns of a write it submitted ([`Sim::submit`]), once the node released the
+/// answer, or once the node crashed before it could.
+#[derive(Debug)]
+pub enum WriteOutcome {
+    /// Durable and acknowledged.
+    Acked(WriteAck),
+    /// Answered with an error: refused by the core, or its group's sync failed.
+    Failed(WriteError),
+    /// The node crashed before the write's group was released: the client never heard back.
+    Unknown,
+}
+
+/// Why the core did not apply a write (the client hears it once the group is released).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The node's clock is out of bounds.
+    ClockSkew,
+    /// The store failed.
+    Store,
+    /// The node's disk is below its free-space reserve.
+    DiskFull,
+    /// The core refused the state it was asked to write.
+    NotApplied,
+}
+
+/// A write handed to a node's core.
+#[derive(Clone, Debug)]
+pub struct Submitted {
+    /// Names its [`WriteOutcome`] in [`Sim::take_outcomes`].
+    pub id: u64,
+    /// What the core did with it at once (visible to readers of that node at once; not yet
+    /// durable, and the client is not told before the group is released).
+    pub applied: Result<WriteAck, Refused>,
+}
+
+/// One lie of the hostile participant delivered to a node, and whether the node counted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LieReport {
+    pub lie: Lie,
+    pub target: usize,
+    /// Whether the target raised the counter expected ([`Lie::counted_as`]), or counted it as
+    /// invalid (from a sender it did not know yet); for lies nothing can tell from the truth,
+    /// whether it raised none.
+    pub counted: bool,
+    /// Simulated time of delivery (milliseconds).
+    pub at_ms: u64,
 }
 
 struct SimNode {
@@ -99,42 +179,90 @@ struct SimNode {
     paused: bool,
     /// Partition group: messages only flow within a group.
     group: u32,
+    syncer: Syncer,
 }
 
 enum Event {
-    Tick(usize),
+    /// Node `.0`'s timer, for the life of the core started in epoch `.1`.
+    Tick(usize, u64),
     Datagram {
         to: usize,
         from_addr: SocketAddr,
         bytes: Vec<u8>,
+        lie: Option<Lie>,
     },
     Frame {
         to: usize,
         frame: Frame,
+        lie: Option<Lie>,
     },
     SyncRequest {
         to: usize,
-        from: usize,
+        from: Requester,
+        from_id: NodeId,
         session: u64,
         message: SyncRequest,
+        lie: Option<Lie>,
     },
+    /// The answer to a request node `to` sent in epoch `epoch` of its core.
     SyncReply {
         to: usize,
+        epoch: u64,
         session: u64,
         reply: Option<SyncAnswer>,
+        lie: Option<Lie>,
     },
+    /// The sync in progress at node `node` completes (if the node has not crashed since).
+    SyncDone {
+        node: usize,
+        epoch: u64,
+    },
+    HostileTick {
+        generation: u64,
+    },
+    HostileDatagram {
+        bytes: Vec<u8>,
+    },
+    HostileFrame {
+        frame: Frame,
+    },
+    HostileSyncRequest {
+        from: usize,
+        epoch: u64,
+        session: u64,
+    },
+}
+
+/// Where a message addressed to a cluster address goes.
+enum Route {
+    Node(usize),
+    Hostile,
+    /// A hostile participant that is gone: nobody answers.
+    Gone,
+    /// No participant ever had this address.
+    Stranger,
 }
 
 /// A simulated cluster.
 pub struct Sim {
     config: SimConfig,
-    now: u64,
+    /// Virtual time in microseconds.
+    now_us: u64,
     rng: SmallRng,
     nodes: Vec<SimNode>,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
     events: std::collections::HashMap<u64, Event>,
     next_event: u64,
     pub stats: SimStats,
+    next_write: u64,
+    outcomes: Vec<(u64, WriteOutcome)>,
+    /// Nodes that rolled back since [`Sim::take_rollbacks`] was last called.
+    rollbacks: Vec<usize>,
+    hostile: Option<Hostile>,
+    /// Bumped with every hostile participant, so that an old one's timer stops.
+    hostile_generation: u64,
+    gone: Vec<SocketAddr>,
+    lies: Vec<LieReport>,
 }
 
 impl Sim {
@@ -155,26 +283,39 @@ impl Sim {
             } else {
                 rng.gen_range(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64)
             };
+            let store = if config.fsync_us.is_some() {
+                MemoryStore::with_crashes()
+            } else {
+                MemoryStore::new()
+            };
             nodes.push(SimNode {
                 id: NodeId::new(format!("n{}", i + 1)).unwrap_or_else(|e| panic!("{e}")),
                 addr: addr(i),
-                store: MemoryStore::new(),
+                store,
                 node: None,
                 skew_ms: skew,
                 drift_ppm,
                 paused: false,
                 group: 0,
+                syncer: Syncer::default(),
             });
         }
         let mut sim = Sim {
             config,
-            now: 0,
+            now_us: 0,
             rng,
             nodes,
             queue: BinaryHeap::new(),
             events: Default::default(),
             next_event: 0,
             stats: SimStats::default(),
+            next_write: 0,
+            outcomes: Vec::new(),
+            rollbacks: Vec::new(),
+            hostile: None,
+            hostile_generation: 0,
+            gone: Vec::new(),
+            lies: Vec::new(),
         };
         for i in 0..sim.nodes.len() {
             sim.start(i);
@@ -182,8 +323,14 @@ impl Sim {
         sim
     }
 
+    /// Simulated time in milliseconds.
     pub fn now(&self) -> u64 {
-        self.now
+        self.now_us / US
+    }
+
+    /// Simulated time in microseconds.
+    pub fn now_us(&self) -> u64 {
+        self.now_us
     }
 
     pub fn len(&self) -> usize {
@@ -194,12 +341,18 @@ impl Sim {
         self.nodes.is_empty()
     }
 
+    /// Real wall-clock time now (what a correct clock reads).
+    pub fn real_clock(&self) -> u64 {
+        SIM_EPOCH_MS + self.now()
+    }
+
     /// Node `i`'s clock: real time counted from [`SIM_EPOCH_MS`], off by its skew, and running
     /// fast or slow by its drift.
     fn local_time(&self, i: usize) -> u64 {
         let node = &self.nodes[i];
-        let drift = self.now as i128 * node.drift_ppm as i128 / 1_000_000;
-        let real = i128::from(SIM_EPOCH_MS + self.now);
+        let now = self.now() as i128;
+        let drift = now * node.drift_ppm as i128 / 1_000_000;
+        let real = i128::from(SIM_EPOCH_MS) + now;
         (real + node.skew_ms as i128 + drift).max(0) as u64
     }
 
@@ -217,6 +370,7 @@ impl Sim {
         config.membership = self.config.membership.clone();
         config.anti_entropy_interval_ms = self.config.anti_entropy_interval_ms;
         config.tombstones = self.config.tombstones.clone();
+        config.max_clock_skew_ms = self.config.max_clock_skew_ms;
         config.rng_seed = self.rng.gen();
         config.opened_at_ms = self.local_time(i);
         config
@@ -231,17 +385,37 @@ impl Sim {
             Ok(node) => self.nodes[i].node = Some(node),
             Err(e) => panic!("simulated node {i} cannot open its store: {e}"),
         }
+        let now_us = self.now_us;
+        self.nodes[i].syncer.restarted(now_us);
         let first = self.rng.gen_range(0..self.config.tick_ms.max(1));
-        self.schedule(first, Event::Tick(i));
+        let epoch = self.nodes[i].syncer.epoch;
+        self.schedule(first * US, Event::Tick(i, epoch));
     }
 
     pub fn is_up(&self, i: usize) -> bool {
         self.nodes[i].node.is_some() && !self.nodes[i].paused
     }
 
-    /// Stops node `i` abruptly; what it had applied stays in its store.
+    /// Stops node `i` abruptly. With [`SimConfig::fsync_us`], what was not durable is lost
+    /// (its store now reads as a restart will find it), and so is everything it had not
+    /// released: writes waiting for their sync end [`WriteOutcome::Unknown`], anti-entropy
+    /// requests it was answering fail.
     pub fn crash(&mut self, i: usize) {
-        self.nodes[i].node = None;
+        if self.nodes[i].node.take().is_none() {
+            return;
+        }
+        for release in self.nodes[i].syncer.crash() {
+            match release {
+                Release::Ack { id, .. } => self.outcomes.push((id, WriteOutcome::Unknown)),
+                Release::Answer {
+                    to: Requester::Node { index, epoch },
+                    session,
+                    ..
+                } => self.fail_sync(index, epoch, session),
+                Release::Answer { .. } | Release::Send(_) => {}
+            }
+        }
+        self.nodes[i].store = self.nodes[i].store.reopen();
     }
 
     /// Restarts a crashed node from its persisted state.
@@ -257,12 +431,18 @@ impl Sim {
         self.nodes[i].skew_ms = skew_ms;
     }
 
+    /// Node `i`'s skew (milliseconds ahead of real time; drift not included).
+    pub fn skew_of(&self, i: usize) -> i64 {
+        self.nodes[i].skew_ms
+    }
+
     /// Node `i`'s wall clock now (what its core is given as the time).
     pub fn clock_of(&self, i: usize) -> u64 {
         self.local_time(i)
     }
 
-    /// Freezes node `i` (as SIGSTOP): it neither receives nor fires timers until resumed.
+    /// Freezes node `i` (as SIGSTOP): it neither receives nor fires timers, and its sync does
+    /// not complete, until resumed.
     pub fn pause(&mut self, i: usize) {
         self.nodes[i].paused = true;
     }
@@ -271,7 +451,28 @@ impl Sim {
         self.nodes[i].paused = false;
     }
 
-    /// Splits the nodes into groups that cannot talk to each other (`group[i]` per node).
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.nodes[i].paused
+    }
+
+    /// From now on node `i`'s syncs fail (`true`) or succeed again.
+    pub fn fail_syncs(&mut self, i: usize, fail: bool) {
+        self.nodes[i].store.fail_syncs(fail);
+    }
+
+    /// From now on node `i`'s disk is full (`true`: every store write fails) or has room again.
+    pub fn set_disk_full(&mut self, i: usize, full: bool) {
+        self.nodes[i].store.set_full(full);
+    }
+
+    /// Everything node `i` produced up to this time (microseconds) is durable: a crash now
+    /// keeps at least what its store showed then.
+    pub fn durable_through_us(&self, i: usize) -> u64 {
+        self.nodes[i].syncer.durable_through_us
+    }
+
+    /// Splits the nodes into groups that cannot talk to each other (`group[i]` per node). The
+    /// hostile participant, if any, reaches every group.
     pub fn partition(&mut self, groups: &[u32]) {
         for (node, &group) in self.nodes.iter_mut().zip(groups) {
             node.group = group;
@@ -282,6 +483,11 @@ impl Sim {
         for node in &mut self.nodes {
             node.group = 0;
         }
+    }
+
+    /// The partition group of node `i`.
+    pub fn group_of(&self, i: usize) -> u32 {
+        self.nodes[i].group
     }
 
     /// An operator at node `i` forces member `id` out (`DELETE /v1/cluster/members/{id}`).
@@ -296,20 +502,58 @@ impl Sim {
             .as_mut()
             .ok_or(crate::membership::ForceLeaveError::Unknown)?;
         let removed = node.remove_member(now, id);
-        self.after(i);
+        self.after(i, Vec::new());
         removed
     }
 
-    /// A client write at node `i`; `None` when the node is down or paused.
-    pub fn write(&mut self, i: usize, write: Write) -> Option<WriteAck> {
+    /// Hands a client write to node `i`'s core; `None` when the node is down or paused. Its
+    /// outcome comes later through [`Sim::take_outcomes`] (at once without
+    /// [`SimConfig::fsync_us`]).
+    pub fn submit(&mut self, i: usize, write: Write) -> Option<Submitted> {
         if !self.is_up(i) {
             return None;
         }
         let now = self.local_time(i);
         let node = self.nodes[i].node.as_mut()?;
-        let ack = node.handle_write(now, write).ok()?;
-        self.after(i);
-        Some(ack)
+        let result = node.handle_write(now, write);
+        let applied = match &result {
+            Ok(ack) => Ok(ack.clone()),
+            Err(WriteError::ClockSkew(_)) => Err(Refused::ClockSkew),
+            Err(WriteError::Store(_)) => Err(Refused::Store),
+            Err(WriteError::DiskFull { .. }) => Err(Refused::DiskFull),
+            Err(WriteError::TooLarge { .. }) | Err(WriteError::NotApplied(_)) => {
+                Err(Refused::NotApplied)
+            }
+        };
+        let id = self.next_write;
+        self.next_write += 1;
+        self.after(i, vec![Release::Ack { id, result }]);
+        Some(Submitted { id, applied })
+    }
+
+    /// The outcomes of submitted writes learned since the last call, in the order learned.
+    pub fn take_outcomes(&mut self) -> Vec<(u64, WriteOutcome)> {
+        std::mem::take(&mut self.outcomes)
+    }
+
+    /// A client write at node `i`, waiting for its answer (with [`SimConfig::fsync_us`] the
+    /// simulation runs until then); `None` when the node is down or paused, refused the write,
+    /// failed it or crashed first.
+    pub fn write(&mut self, i: usize, write: Write) -> Option<WriteAck> {
+        let submitted = self.submit(i, write)?;
+        let deadline = self.now() + 60_000;
+        loop {
+            if let Some(at) = self.outcomes.iter().position(|(id, _)| *id == submitted.id) {
+                return match self.outcomes.remove(at).1 {
+                    WriteOutcome::Acked(ack) => Some(ack),
+                    WriteOutcome::Failed(_) | WriteOutcome::Unknown => None,
+                };
+            }
+            if self.now() >= deadline {
+                return None;
+            }
+            self.run_for(1);
+        }
     }
 
     pub fn node(&self, i: usize) -> Option<&Node<MemoryStore>> {
@@ -328,64 +572,132 @@ impl Sim {
         self.node(i).map(|n| n.digest())
     }
 
-    /// Runs events until virtual time `until`.
-    pub fn run_until(&mut self, until: u64) {
-        while let Some(Reverse((at, id))) = self.queue.peek().copied() {
-            if at > until {
-                break;
-            }
-            self.queue.pop();
-            self.now = at;
-            if let Some(event) = self.events.remove(&id) {
-                self.handle(event);
-            }
+    /// A hostile participant `id` joins through a random node and starts lying (see
+    /// `hostile.rs`); `insider` adds the lies stamped within the skew bound. A previous one is
+    /// silenced first.
+    pub fn add_hostile(&mut self, id: NodeId, insider: bool) {
+        if let Some(old) = self.hostile.take() {
+            self.gone.push(old.addr());
         }
-        self.now = until;
+        self.hostile_generation += 1;
+        let generation = self.hostile_generation;
+        let addr = SocketAddr::from(([10, 0, 200, (generation % 250) as u8 + 1], 7000));
+        let seed = self.rng.gen();
+        let min_age_ms = self.config.tombstones.min_age_ms;
+        let mut hostile = Hostile::new(id, addr, seed, insider, min_age_ms);
+        let join = hostile.join();
+        self.hostile = Some(hostile);
+        let target = self.rng.gen_range(0..self.nodes.len());
+        self.hostile_send(target, hostile::Message::Datagram(join), None);
+        let first = self.rng.gen_range(50..300);
+        self.schedule(first * US, Event::HostileTick { generation });
+    }
+
+    /// The hostile participant stops sending and answering.
+    pub fn silence_hostile(&mut self) {
+        if let Some(hostile) = &mut self.hostile {
+            hostile.silence();
+        }
+    }
+
+    pub fn hostile(&self) -> Option<&Hostile> {
+        self.hostile.as_ref()
+    }
+
+    /// The lies delivered since the last call.
+    pub fn take_lie_reports(&mut self) -> Vec<LieReport> {
+        std::mem::take(&mut self.lies)
+    }
+
+    /// Runs events until virtual time `until` (milliseconds).
+    pub fn run_until(&mut self, until: u64) {
+        let us = (until * US).saturating_sub(self.now_us);
+        self.run_for_us(us);
     }
 
     /// Runs for `ms` more milliseconds.
     pub fn run_for(&mut self, ms: u64) {
-        let until = self.now + ms;
+        let until = self.now() + ms;
         self.run_until(until);
     }
 
-    fn schedule(&mut self, delay: u64, event: Event) {
+    /// Runs for `us` more microseconds (to stop inside a sync, say).
+    pub fn run_for_us(&mut self, us: u64) {
+        let until_us = self.now_us + us;
+        while let Some(Reverse((at, id))) = self.queue.peek().copied() {
+            if at > until_us {
+                break;
+            }
+            self.queue.pop();
+            self.now_us = at;
+            if let Some(event) = self.events.remove(&id) {
+                self.handle(event);
+            }
+        }
+        self.now_us = until_us;
+    }
+
+    /// Schedules `event` in `delay_us` microseconds.
+    fn schedule(&mut self, delay_us: u64, event: Event) {
         let id = self.next_event;
         self.next_event += 1;
-        self.queue.push(Reverse((self.now + delay, id)));
+        self.queue.push(Reverse((self.now_us + delay_us, id)));
         self.events.insert(id, event);
     }
 
-    /// The delay of one message from `from` to `to`: the link's own fixed extra delay plus a
-    /// random draw from the latency range (so messages on one link can overtake each other).
+    /// The delay of one message from `from` to `to` (microseconds): the link's own fixed extra
+    /// delay plus a random draw from the latency range (so messages on one link can overtake
+    /// each other).
     fn latency(&mut self, from: usize, to: usize) -> u64 {
         let (lo, hi) = self.config.latency_ms;
         let link = match self.config.link_spread_ms {
             0 => 0,
             spread => mix(self.config.seed ^ ((from as u64) << 32) ^ to as u64) % (spread + 1),
         };
-        link + self.rng.gen_range(lo..=hi.max(lo))
+        (link + self.rng.gen_range(lo..=hi.max(lo))) * US
     }
 
-    /// Fails anti-entropy session `session` of node `to` once the request timeout has passed (no
-    /// reply is coming).
-    fn fail_sync(&mut self, to: usize, session: u64) {
-        let timeout = self.config.sync_timeout_ms;
+    /// Fails anti-entropy session `session` of node `to` (in epoch `epoch`) once the request
+    /// timeout has passed (no reply is coming).
+    /// Fails anti-entropy session `session` of node `i`'s current core at once.
+    fn fail_sync_now(&mut self, i: usize, session: u64) {
+        let epoch = self.nodes[i].syncer.epoch;
+        self.schedule(
+            0,
+            Event::SyncReply {
+                to: i,
+                epoch,
+                session,
+                reply: None,
+                lie: None,
+            },
+        );
+    }
+
+    fn fail_sync(&mut self, to: usize, epoch: u64, session: u64) {
+        let timeout = self.config.sync_timeout_ms * US;
         self.schedule(
             timeout,
             Event::SyncReply {
                 to,
+                epoch,
                 session,
                 reply: None,
+                lie: None,
             },
         );
     }
 
     /// Whether a message from `from` to `to` is lost (partition or random loss).
     fn lost(&mut self, from: usize, to: usize) -> bool {
+        let cut = self.nodes[from].group != self.nodes[to].group;
+        self.lost_unless(cut)
+    }
+
+    /// Whether a message on a link that `cut` or not is lost (random loss).
+    fn lost_unless(&mut self, cut: bool) -> bool {
         self.stats.sent += 1;
-        let lost = self.nodes[from].group != self.nodes[to].group
-            || self.rng.gen_bool(self.config.loss.clamp(0.0, 1.0));
+        let lost = cut || self.rng.gen_bool(self.config.loss.clamp(0.0, 1.0));
         if lost {
             self.stats.dropped += 1;
         }
@@ -396,14 +708,59 @@ impl Sim {
         self.nodes.iter().position(|n| n.addr == addr)
     }
 
+    fn route(&self, addr: SocketAddr) -> Route {
+        if let Some(i) = self.index_of(addr) {
+            return Route::Node(i);
+        }
+        match &self.hostile {
+            Some(h) if h.addr() == addr => Route::Hostile,
+            _ if self.gone.contains(&addr) => Route::Gone,
+            _ => Route::Stranger,
+        }
+    }
+
+    /// The drop counters of node `i`: clock skew, wrong kind, invalid.
+    fn drops(&self, i: usize) -> Option<(u64, u64, u64)> {
+        let stats = self.nodes[i].node.as_ref()?.cluster_stats();
+        Some((
+            stats.dropped_clock_skew,
+            stats.dropped_wrong_kind,
+            stats.dropped_invalid,
+        ))
+    }
+
+    /// Records whether node `i` counted `lie`, from its counters `before` handling it.
+    fn note_lie(&mut self, i: usize, lie: Option<Lie>, before: Option<(u64, u64, u64)>) {
+        let (Some(lie), Some(before), Some(after)) = (lie, before, self.drops(i)) else {
+            return;
+        };
+        let raised = |c: Counter| match c {
+            Counter::ClockSkew => after.0 > before.0,
+            Counter::WrongKind => after.1 > before.1,
+            Counter::Invalid => after.2 > before.2,
+        };
+        // A target that does not know the sender yet counts anything from it as invalid.
+        let counted = match lie.counted_as() {
+            Some(counter) => raised(counter) || raised(Counter::Invalid),
+            None => after == before,
+        };
+        let at_ms = self.now();
+        self.lies.push(LieReport {
+            lie,
+            target: i,
+            counted,
+            at_ms,
+        });
+    }
+
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Tick(i) => {
-                if self.nodes[i].node.is_none() {
+            Event::Tick(i, epoch) => {
+                if self.nodes[i].node.is_none() || self.nodes[i].syncer.epoch != epoch {
                     return; // crashed: restart schedules a new tick
                 }
                 let jitter = self.rng.gen_range(0..=self.config.tick_ms / 5);
-                self.schedule(self.config.tick_ms + jitter, Event::Tick(i));
+                self.schedule((self.config.tick_ms + jitter) * US, Event::Tick(i, epoch));
                 if self.nodes[i].paused {
                     return;
                 }
@@ -411,12 +768,13 @@ impl Sim {
                 if let Some(node) = self.nodes[i].node.as_mut() {
                     let _ = node.handle_tick(now);
                 }
-                self.after(i);
+                self.after(i, Vec::new());
             }
             Event::Datagram {
                 to,
                 from_addr,
                 bytes,
+                lie,
             } => {
                 if !self.is_up(to) {
                     return;
@@ -425,130 +783,316 @@ impl Sim {
                 let Ok(datagram) = wire::decode_datagram(&bytes) else {
                     panic!("the codec rejected a datagram it encoded");
                 };
+                let before = lie.and_then(|_| self.drops(to));
                 let now = self.local_time(to);
                 if let Some(node) = self.nodes[to].node.as_mut() {
                     let _ = node.handle_datagram(now, from_addr, datagram);
                 }
-                self.after(to);
+                self.note_lie(to, lie, before);
+                self.after(to, Vec::new());
             }
-            Event::Frame { to, frame } => {
+            Event::Frame { to, frame, lie } => {
                 if !self.is_up(to) {
                     return;
                 }
                 self.stats.delivered += 1;
+                let before = lie.and_then(|_| self.drops(to));
                 let now = self.local_time(to);
                 if let Some(node) = self.nodes[to].node.as_mut() {
                     let _ = node.handle_frame(now, frame);
                 }
-                self.after(to);
+                self.note_lie(to, lie, before);
+                self.after(to, Vec::new());
             }
             Event::SyncRequest {
                 to,
                 from,
+                from_id,
                 session,
                 message,
+                lie,
             } => {
                 if !self.is_up(to) {
-                    self.fail_sync(from, session);
+                    if let Requester::Node { index, epoch } = from {
+                        self.fail_sync(index, epoch, session);
+                    }
                     return;
                 }
                 self.stats.delivered += 1;
-                let from_id = self.nodes[from].id.clone();
+                let before = lie.and_then(|_| self.drops(to));
                 let now = self.local_time(to);
-                let reply = self.nodes[to]
+                let answer = self.nodes[to]
                     .node
                     .as_mut()
                     .and_then(|n| n.handle_sync_request(now, &from_id, message).ok())
                     .flatten();
-                self.after(to);
-                if self.lost(to, from) {
-                    self.fail_sync(from, session);
-                } else {
-                    let delay = self.latency(to, from);
-                    self.schedule(
-                        delay,
-                        Event::SyncReply {
-                            to: from,
-                            session,
-                            reply,
-                        },
-                    );
-                }
+                self.note_lie(to, lie, before);
+                let release = Release::Answer {
+                    to: from,
+                    to_id: from_id,
+                    session,
+                    answer,
+                };
+                self.after(to, vec![release]);
             }
-            Event::SyncReply { to, session, reply } => {
-                if self.nodes[to].node.is_none() {
+            Event::SyncReply {
+                to,
+                epoch,
+                session,
+                reply,
+                lie,
+            } => {
+                if self.nodes[to].node.is_none() || self.nodes[to].syncer.epoch != epoch {
                     return;
                 }
                 if self.nodes[to].paused {
                     // Delivered once it resumes: retry shortly.
-                    self.schedule(self.config.tick_ms, Event::SyncReply { to, session, reply });
+                    let retry = Event::SyncReply {
+                        to,
+                        epoch,
+                        session,
+                        reply,
+                        lie,
+                    };
+                    self.schedule(self.config.tick_ms * US, retry);
                     return;
                 }
+                let before = lie.and_then(|_| self.drops(to));
                 let now = self.local_time(to);
                 if let Some(node) = self.nodes[to].node.as_mut() {
                     let _ = node.handle_sync_reply(now, session, reply);
                 }
-                self.after(to);
+                self.note_lie(to, lie, before);
+                self.after(to, Vec::new());
+            }
+            Event::SyncDone { node: i, epoch } => {
+                if self.nodes[i].syncer.epoch != epoch || self.nodes[i].node.is_none() {
+                    return;
+                }
+                if self.nodes[i].paused {
+                    // A stopped process's sync thread is stopped too.
+                    self.schedule(self.config.tick_ms * US, Event::SyncDone { node: i, epoch });
+                    return;
+                }
+                let done = self.nodes[i].syncer.complete();
+                self.released(i, done.groups);
+                if let Some(failure) = done.failure {
+                    self.failed_groups(i, done.failed, &failure);
+                }
+                self.released(i, done.then);
+                if done.sync_again {
+                    self.schedule_sync(i);
+                }
+            }
+            Event::HostileTick { generation } => self.hostile_tick(generation),
+            Event::HostileDatagram { bytes } => {
+                let Ok(datagram) = wire::decode_datagram(&bytes) else {
+                    panic!("the codec rejected a datagram it encoded");
+                };
+                let from = datagram.from.gossip_addr;
+                let now = self.real_clock();
+                let Some(hostile) = self.hostile.as_mut() else {
+                    return;
+                };
+                if let Some(reply) = hostile.handle_datagram(now, datagram) {
+                    if let Route::Node(to) = self.route(from) {
+                        self.hostile_send(to, hostile::Message::Datagram(reply), None);
+                    }
+                }
+            }
+            Event::HostileFrame { frame } => {
+                if let Some(hostile) = self.hostile.as_mut() {
+                    hostile.handle_frame(frame);
+                }
+            }
+            Event::HostileSyncRequest {
+                from,
+                epoch,
+                session,
+            } => {
+                let now = self.real_clock();
+                let Some(hostile) = self.hostile.as_mut() else {
+                    return;
+                };
+                if hostile.is_silent() {
+                    self.fail_sync(from, epoch, session);
+                    return;
+                }
+                let (reply, lie) = hostile.answer(now);
+                if self.lost_unless(false) {
+                    self.fail_sync(from, epoch, session);
+                    return;
+                }
+                let delay = self.latency(from, from);
+                self.schedule(
+                    delay,
+                    Event::SyncReply {
+                        to: from,
+                        epoch,
+                        session,
+                        reply,
+                        lie,
+                    },
+                );
             }
         }
     }
 
-    /// Commits node `i`'s changes (memory stores are durable at once) and puts what it wants
-    /// to send on the network.
-    fn after(&mut self, i: usize) {
+    /// Schedules the completion of node `i`'s sync after a simulated fsync latency.
+    fn schedule_sync(&mut self, i: usize) {
+        let (lo, hi) = self.config.fsync_us.unwrap_or((0, 0));
+        let latency = self.rng.gen_range(lo..=hi.max(lo));
+        let epoch = self.nodes[i].syncer.epoch;
+        self.schedule(latency, Event::SyncDone { node: i, epoch });
+    }
+
+    /// Ends node `i`'s event: commits its changes, and queues what it produced (`releases`,
+    /// then its messages) behind the commit's sync, as the runtime does.
+    fn after(&mut self, i: usize, mut releases: Vec<Release>) {
+        let at_us = self.now_us;
         let Some(node) = self.nodes[i].node.as_mut() else {
             return;
         };
-        if node.has_uncommitted() {
-            if let Ok(pending) = node.commit() {
-                if pending.complete().is_ok() {
-                    node.synced_through(node.commits());
-                }
+        let writes = releases.iter().any(|r| matches!(r, Release::Ack { .. }));
+        releases.extend(node.take_outbound().into_iter().map(Release::Send));
+        let pending = if writes || node.has_uncommitted() {
+            node.commit()
+        } else {
+            Ok(PendingSync::Done)
+        };
+        let commit = node.commits();
+        // A group whose commit failed fails at the sync thread, in order, like a failed sync.
+        let (pending, failed) = match pending {
+            Ok(pending) => (pending, None),
+            Err(e) => (PendingSync::Done, Some(e)),
+        };
+        let mut group = Group {
+            commit,
+            failed,
+            pending,
+            releases,
+            at_us,
+        };
+        if self.config.release_before_sync {
+            let early = std::mem::take(&mut group.releases);
+            self.release(i, early, None);
+        }
+        match self.nodes[i].syncer.queue(group) {
+            Queued::Release(group) => self.released(i, vec![group]),
+            Queued::Fail(mut group) => {
+                let failure = group
+                    .failed
+                    .take()
+                    .unwrap_or(crate::store::StoreError::Io("the commit failed".into()));
+                self.failed_groups(i, vec![group], &failure);
+            }
+            Queued::StartSync => self.schedule_sync(i),
+            Queued::Waiting => {}
+        }
+    }
+
+    /// Releases groups node `i` made durable, and tells its core they are.
+    fn released(&mut self, i: usize, groups: Vec<Group>) {
+        let Some(last) = groups.last().map(|g| g.commit) else {
+            return;
+        };
+        if let Some(node) = self.nodes[i].node.as_mut() {
+            node.synced_through(last);
+        }
+        for group in groups {
+            self.release(i, group.releases, None);
+        }
+    }
+
+    /// Fails groups of node `i` after a failed sync or commit (errors, refusals, nothing sent)
+    /// and has its core roll back everything not known to be durable, as the runtime does.
+    fn failed_groups(&mut self, i: usize, groups: Vec<Group>, failure: &crate::store::StoreError) {
+        for group in groups {
+            self.release(i, group.releases, Some(failure));
+        }
+        let mut dropped = Vec::new();
+        if let Some(node) = self.nodes[i].node.as_mut() {
+            let _ = node.rollback();
+            // What the core produced before the rollback was built on the undone writes.
+            dropped = node.take_outbound();
+            self.rollbacks.push(i);
+        }
+        for message in dropped {
+            if let Outbound::SyncRequest { session, .. } = message {
+                self.fail_sync_now(i, session);
             }
         }
-        let outbound = node.take_outbound();
-        for message in outbound {
-            self.send(i, message);
+    }
+
+    /// The nodes that rolled back (after a failed sync) since the last call, in order: each now
+    /// holds what it held at its last durable sync.
+    pub fn take_rollbacks(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.rollbacks)
+    }
+
+    /// Lets what node `i` produced go: acknowledgements to clients, answers and messages onto
+    /// the network; after a failed sync, errors, refusals and nothing.
+    fn release(
+        &mut self,
+        i: usize,
+        releases: Vec<Release>,
+        failure: Option<&crate::store::StoreError>,
+    ) {
+        for release in releases {
+            if let (Some(_), Release::Send(Outbound::SyncRequest { session, .. })) =
+                (failure, &release)
+            {
+                // An exchange whose request never leaves fails at once, as the runtime has it.
+                self.fail_sync_now(i, *session);
+                continue;
+            }
+            let release = match failure {
+                Some(e) => match release.failed(e) {
+                    Some(r) => r,
+                    None => continue,
+                },
+                None => release,
+            };
+            match release {
+                Release::Ack { id, result } => {
+                    let outcome = match result {
+                        Ok(ack) => WriteOutcome::Acked(ack),
+                        Err(e) => WriteOutcome::Failed(e),
+                    };
+                    self.outcomes.push((id, outcome));
+                }
+                Release::Answer {
+                    to: Requester::Node { index: j, epoch },
+                    session,
+                    answer,
+                    ..
+                } => {
+                    if self.lost(i, j) {
+                        self.fail_sync(j, epoch, session);
+                    } else {
+                        let delay = self.latency(i, j);
+                        let reply = Event::SyncReply {
+                            to: j,
+                            epoch,
+                            session,
+                            reply: answer,
+                            lie: None,
+                        };
+                        self.schedule(delay, reply);
+                    }
+                }
+                // The hostile participant ignores answers.
+                Release::Answer { .. } => {}
+                Release::Send(message) => self.send(i, message),
+            }
         }
     }
 
     fn send(&mut self, from: usize, message: Outbound) {
         let from_addr = self.nodes[from].addr;
-        match message {
-            Outbound::Datagram { to, datagram, .. } => {
-                let Some(target) = self.index_of(to) else {
-                    return;
-                };
-                if self.lost(from, target) {
-                    return;
-                }
-                let bytes = wire::encode_datagram(&datagram);
-                let copies = if self.rng.gen_bool(self.config.duplicate.clamp(0.0, 1.0)) {
-                    2
-                } else {
-                    1
-                };
-                for _ in 0..copies {
-                    let delay = self.latency(from, target);
-                    self.schedule(
-                        delay,
-                        Event::Datagram {
-                            to: target,
-                            from_addr,
-                            bytes: bytes.clone(),
-                        },
-                    );
-                }
-            }
-            Outbound::Frame { to, frame, .. } => {
-                let Some(target) = self.index_of(to) else {
-                    return;
-                };
-                if !self.lost(from, target) {
-                    let delay = self.latency(from, target);
-                    self.schedule(delay, Event::Frame { to: target, frame });
-                }
-            }
+        let (to, frame_or_datagram) = match message {
+            Outbound::Datagram { to, datagram, .. } => (to, Ok(datagram)),
+            Outbound::Frame { to, frame, .. } => (to, Err(frame)),
             Outbound::SyncRequest {
                 session, to, frame, ..
             } => {
@@ -556,24 +1100,157 @@ impl Sim {
                     wire::FrameBody::SyncRequest(message) => message,
                     _ => return,
                 };
-                match self.index_of(to) {
-                    Some(target) if !self.lost(from, target) => {
+                let epoch = self.nodes[from].syncer.epoch;
+                match self.route(to) {
+                    Route::Node(target) if !self.lost(from, target) => {
                         let delay = self.latency(from, target);
+                        let from_id = self.nodes[from].id.clone();
                         self.schedule(
                             delay,
                             Event::SyncRequest {
                                 to: target,
-                                from,
+                                from: Requester::Node { index: from, epoch },
+                                from_id,
                                 session,
                                 message,
+                                lie: None,
                             },
                         );
                     }
-                    _ => self.fail_sync(from, session),
+                    Route::Hostile if !self.lost_unless(false) => {
+                        let delay = self.latency(from, from);
+                        let event = Event::HostileSyncRequest {
+                            from,
+                            epoch,
+                            session,
+                        };
+                        self.schedule(delay, event);
+                    }
+                    Route::Stranger => {
+                        self.stats.to_strangers += 1;
+                        self.fail_sync(from, epoch, session);
+                    }
+                    _ => self.fail_sync(from, epoch, session),
+                }
+                return;
+            }
+            Outbound::SyncDone { .. } => return,
+        };
+        match self.route(to) {
+            Route::Node(target) => {
+                if self.lost(from, target) {
+                    return;
+                }
+                match frame_or_datagram {
+                    Ok(datagram) => {
+                        let bytes = wire::encode_datagram(&datagram);
+                        let copies = if self.rng.gen_bool(self.config.duplicate.clamp(0.0, 1.0)) {
+                            2
+                        } else {
+                            1
+                        };
+                        for _ in 0..copies {
+                            let delay = self.latency(from, target);
+                            self.schedule(
+                                delay,
+                                Event::Datagram {
+                                    to: target,
+                                    from_addr,
+                                    bytes: bytes.clone(),
+                                    lie: None,
+                                },
+                            );
+                        }
+                    }
+                    Err(frame) => {
+                        let delay = self.latency(from, target);
+                        self.schedule(
+                            delay,
+                            Event::Frame {
+                                to: target,
+                                frame,
+                                lie: None,
+                            },
+                        );
+                    }
                 }
             }
-            Outbound::SyncDone { .. } => {}
+            Route::Hostile => {
+                if self.lost_unless(false) {
+                    return;
+                }
+                let delay = self.latency(from, from);
+                let event = match frame_or_datagram {
+                    Ok(datagram) => Event::HostileDatagram {
+                        bytes: wire::encode_datagram(&datagram),
+                    },
+                    Err(frame) => Event::HostileFrame { frame },
+                };
+                self.schedule(delay, event);
+            }
+            Route::Gone => {
+                self.lost_unless(true);
+            }
+            Route::Stranger => self.stats.to_strangers += 1,
         }
+    }
+
+    /// The hostile participant's timer: one lie to a random node, and now and then a Ping to
+    /// stay known.
+    fn hostile_tick(&mut self, generation: u64) {
+        if generation != self.hostile_generation {
+            return;
+        }
+        let target = self.rng.gen_range(0..self.nodes.len());
+        let now = self.real_clock();
+        let target_clock = self.local_time(target);
+        let target_id = self.nodes[target].id.clone();
+        let Some(hostile) = self.hostile.as_mut() else {
+            return;
+        };
+        if hostile.is_silent() {
+            return;
+        }
+        let join = self.rng.gen_bool(0.1).then(|| hostile.join());
+        let lie = hostile.lie(now, &target_id, target_clock);
+        if let Some(join) = join {
+            let to = self.rng.gen_range(0..self.nodes.len());
+            self.hostile_send(to, hostile::Message::Datagram(join), None);
+        }
+        if let Some((lie, message)) = lie {
+            self.hostile_send(target, message, Some(lie));
+        }
+        let next = self.rng.gen_range(100..400);
+        self.schedule(next * US, Event::HostileTick { generation });
+    }
+
+    /// Puts a message of the hostile participant to node `to` on the network.
+    fn hostile_send(&mut self, to: usize, message: hostile::Message, lie: Option<Lie>) {
+        let Some(from_addr) = self.hostile.as_ref().map(|h| h.addr()) else {
+            return;
+        };
+        if self.lost_unless(false) {
+            return;
+        }
+        let delay = self.latency(to, to);
+        let event = match message {
+            hostile::Message::Datagram(datagram) => Event::Datagram {
+                to,
+                from_addr,
+                bytes: wire::encode_datagram(&datagram),
+                lie,
+            },
+            hostile::Message::Frame(frame) => Event::Frame { to, frame, lie },
+            hostile::Message::SyncRequest { from, request } => Event::SyncRequest {
+                to,
+                from: Requester::Hostile,
+                from_id: from,
+                session: 0,
+                message: request,
+                lie,
+            },
+        };
+        self.schedule(delay, event);
     }
 
     /// The ids node `i` sees in each state.
