@@ -10,9 +10,9 @@
 //! - a clock stepped seconds to minutes ahead on one node, then fixed (behind too with the
 //!   `clock-steps-back` switch);
 //! - a full disk on one node (every store write fails), then room again;
+//! - syncs that fail on one node for a while (a failed group must leave no trace);
 //! - a hostile participant that joins like a member and sends well-formed lies (`hostile.rs`),
-//!   then falls silent and is forced out by an operator;
-//! - behind the `failing-syncs` switch, syncs that fail on one node (see [`Switches`]).
+//!   then falls silent and is forced out by an operator.
 //!
 //! Tombstones are always collected (two-second minimum age). In half of the seeds the grace and
 //! reap periods last days, as by default; in the other half dead members are reaped within a
@@ -35,7 +35,8 @@
 //!   the grace period allows (below); likewise an add's dot that a node dropped never comes back
 //!   there, and no dot of a failed add ever shows. A node whose clock is off from enough
 //!   reachable peers to tell ([`measurable`]) refuses writes within [`MEASURE_MS`]. Every lie
-//!   the hostile participant tells that a core can detect is counted by its target.
+//!   the hostile participant tells that a core can detect is counted by its target (indirect
+//!   probes of strangers and anti-entropy pushes of the wrong kind included).
 //! - after every heal of all faults (the workload holds meanwhile) and at the end: all honest
 //!   nodes converge (equal digests, everyone alive in every view, the hostile participants
 //!   gone) within [`CONVERGE_MS`] plus however far ahead of real time the furthest write is
@@ -48,8 +49,9 @@
 //!   could not yet have measured its own; every set equals an add-wins oracle on every node;
 //!   rumor bookkeeping stays bounded by the number of members.
 //! - at the end: every tombstone is collected on every node within [`COLLECT_MS`] (plus however
-//!   far ahead a clock ran, and the core's session timeout after a disk fault: see the
-//!   `prompt-collection` switch), and the cluster still matches the oracles.
+//!   far ahead a clock ran; a disk fault that dropped an anti-entropy request fails its session
+//!   at once, so it does not stall the stability reports), and the cluster still matches the
+//!   oracles.
 //!
 //! A write whose node crashed before it was acknowledged is unknown: it may or may not survive,
 //! but if it shows anywhere it is the value written (for sets: its dot, under its element). The
@@ -74,7 +76,6 @@
 //! Switches (`HEARSAY_DST_SWITCHES`, comma-separated, all off by default) add faults the core
 //! does not withstand yet, or break the simulator on purpose to show that an oracle catches it:
 //!
-//! - `failing-syncs`: syncs fail on one node for a while (a failed group must leave no trace).
 //! - `grace-elapses`: grace and reap periods of seconds that faults outlast (see above).
 //! - `clock-steps-back`: clocks are also stepped behind, not only ahead. A core schedules its
 //!   timers (the next probe, suspicion deadlines, the next exchange, collection passes) in wall
@@ -84,17 +85,10 @@
 //! - `insider-lies`: the hostile participant also tells lies stamped within the skew bound
 //!   (horizons, stability reports, `Forget` frames it is entitled to by its own horizon) and
 //!   plausible verdicts that a member left.
-//! - `strict-counts`: every detectable lie must be counted, including indirect probes of
-//!   strangers and anti-entropy pushes of the wrong kind.
 //! - `release-before-sync`: the simulated driver releases acknowledgements and messages before
 //!   the group's sync completes.
 //! - `unbounded-skew`: the nodes accept peer timestamps however far ahead (a skew bound of
 //!   centuries), while the oracles keep the contract's 500 ms.
-//! - `prompt-collection`: tombstones must be collected within [`COLLECT_MS`] even after a disk
-//!   fault. A group whose commit or sync failed drops the anti-entropy request it carried
-//!   without telling the core, as the runtime does, so the session stays open until the core's
-//!   session timeout (a minute): that peer is skipped meanwhile and the stability report stalls,
-//!   and with it collection everywhere. By default the bound is extended by that timeout.
 
 use hearsay::clock::{Dot, NodeId, Timestamp};
 use hearsay::crdt::{KeyState, OrSet, Value};
@@ -129,9 +123,6 @@ const BEYOND_MS: u64 = BOUND_MS + 400;
 /// A node whose clock is off and that can measure enough peers ([`measurable`]) refuses writes
 /// within this long: a few rounds of probes (one peer per second, lost ones included) and a tick.
 const MEASURE_MS: u64 = 20_000;
-/// How long a core keeps an anti-entropy session that got no answer (`SESSION_TIMEOUT_MS` in
-/// `src/node/anti_entropy.rs`).
-const SESSION_TIMEOUT_MS: u64 = 60_000;
 /// Simulated fsync latency, microseconds.
 const FSYNC_US: (u64, u64) = (100, 5_000);
 /// A member declared dead takes at least this long after it went away (a probe period, then the
@@ -144,12 +135,9 @@ const AWAY_GUARD_MS: u64 = 20_000;
 /// Faults and broken drivers that are off by default (see the module doc).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Switches {
-    failing_syncs: bool,
     insider_lies: bool,
-    strict_counts: bool,
     release_before_sync: bool,
     unbounded_skew: bool,
-    prompt_collection: bool,
     grace_elapses: bool,
     clock_steps_back: bool,
 }
@@ -160,12 +148,9 @@ impl Switches {
         let names = std::env::var("HEARSAY_DST_SWITCHES").unwrap_or_default();
         for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
-                "failing-syncs" => switches.failing_syncs = true,
                 "insider-lies" => switches.insider_lies = true,
-                "strict-counts" => switches.strict_counts = true,
                 "release-before-sync" => switches.release_before_sync = true,
                 "unbounded-skew" => switches.unbounded_skew = true,
-                "prompt-collection" => switches.prompt_collection = true,
                 "grace-elapses" => switches.grace_elapses = true,
                 "clock-steps-back" => switches.clock_steps_back = true,
                 other => panic!("unknown switch {other:?} in HEARSAY_DST_SWITCHES"),
@@ -454,7 +439,7 @@ fn inject(
             world.disk_full[i] = true;
             Fault::DiskFull(i)
         }
-        5 if !touched(i) && switches.failing_syncs => {
+        5 if !touched(i) => {
             sim.fail_syncs(i, true);
             world.failing[i] = true;
             Fault::FailingSyncs(i)
@@ -570,13 +555,11 @@ fn undo(sim: &mut Sim, world: &mut World, fault: Fault) {
             sim.set_disk_full(i, false);
             world.disk_full[i] = false;
             world.disk_room_since[i] = sim.now();
-            world.stalled_until = sim.now() + SESSION_TIMEOUT_MS;
             world.must_serve.insert(i);
         }
         Fault::FailingSyncs(i) => {
             sim.fail_syncs(i, false);
             world.failing[i] = false;
-            world.stalled_until = sim.now() + SESSION_TIMEOUT_MS;
             world.must_serve.insert(i);
         }
         Fault::Hostile => sim.silence_hostile(),
@@ -625,10 +608,6 @@ fn collect_everything(
     switches: Switches,
 ) -> Result<(), String> {
     let mut deadline = sim.now() + COLLECT_MS + oracle.ahead_ms(sim).max(world.ahead_ms(sim));
-    if !switches.prompt_collection && world.stalled_until > sim.now() {
-        note("collection may wait for a session dropped with a failed group");
-        deadline += world.stalled_until - sim.now();
-    }
     // A member forced out holds collection back until it is reaped.
     deadline += world.reaped_by.saturating_sub(sim.now());
     loop {
@@ -726,9 +705,6 @@ struct World {
     /// Real time (simulated ms) by which every clock that ran ahead has been caught up by real
     /// time (until then its node's clock may refuse to stamp).
     catch_up: u64,
-    /// Until when an anti-entropy session whose request was dropped with a failed group may
-    /// stay open (simulated ms).
-    stalled_until: u64,
     /// Nodes whose disk fault ended: they must take writes again.
     must_serve: BTreeSet<usize>,
     /// Every hostile participant, and whether an operator forced it out.
@@ -752,7 +728,6 @@ impl World {
             disk_room_since: [0; NODES],
             failing: [false; NODES],
             catch_up: 0,
-            stalled_until: 0,
             must_serve: BTreeSet::new(),
             hostiles: Vec::new(),
         }
@@ -839,12 +814,9 @@ impl World {
             if report.counted || report.lie.counted_as().is_none() {
                 continue;
             }
-            // Known gaps, checked only with `strict-counts`: the core drops these without
-            // counting them.
-            let uncounted = matches!(report.lie, Lie::PingReqStranger | Lie::WrongKindSyncPush);
             // With an in-bound horizon announced, a forget request may be entitled.
             let entitled = switches.insider_lies && report.lie == Lie::ForgetLive;
-            if (uncounted && !switches.strict_counts) || entitled {
+            if entitled {
                 continue;
             }
             return Err(format!(
@@ -1856,4 +1828,30 @@ fn the_same_seed_gives_the_same_run() {
     };
     assert_eq!(run(42), run(42));
     assert_ne!(run(42).1, run(43).1);
+}
+
+/// The oracles are not blind: a driver that acknowledges writes before they are durable loses
+/// acknowledged writes in a crash, and a core that lets peers drag its clock without bound
+/// stamps writes beyond the skew bound; both are caught within a few seeds.
+#[test]
+fn the_oracles_catch_drivers_that_break_the_contract() {
+    let caught = |switches: Switches, what: &str| {
+        (0..40).any(|seed| matches!(run_caught(seed, switches), Err(e) if e.contains(what)))
+    };
+    let release_early = Switches {
+        release_before_sync: true,
+        ..Switches::default()
+    };
+    assert!(
+        caught(release_early, "a write it had acknowledged"),
+        "no seed lost an acknowledged write released before its sync"
+    );
+    let unbounded = Switches {
+        unbounded_skew: true,
+        ..Switches::default()
+    };
+    assert!(
+        caught(unbounded, "beyond the bound"),
+        "no seed noticed a clock dragged beyond the bound"
+    );
 }
