@@ -76,7 +76,9 @@ async fn an_operator_forces_a_dead_member_out_and_every_node_lists_it_as_left() 
         .send()
         .await
         .unwrap();
-    assert_eq!(itself.status(), 400);
+    assert_eq!(itself.status(), 409);
+    let body: Value = itself.json().await.unwrap();
+    assert_eq!(body["code"], "itself");
 
     n3.kill9();
     eventually("n3 dead on n1", WITHIN, || async {

@@ -68,7 +68,11 @@ pub async fn remove_member(
             "member_alive",
             e.to_string(),
         )),
-        Err(e @ ForceLeaveError::Itself) => Err(ApiError::bad_request("itself", e.to_string())),
+        Err(e @ ForceLeaveError::Itself) => Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "itself",
+            e.to_string(),
+        )),
     }
 }
 
