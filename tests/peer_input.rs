@@ -1,7 +1,9 @@
 //! What a peer sends is validated before it touches state: one core ([`Node`] over a memory store)
 //! driven by hand with well-formed lies from a peer: timestamps at the end of time, states of the
 //! wrong kind, horizons from the future, incarnations that cannot be refuted, `Forget` frames and
-//! indirect probes from strangers. Each test is a bug the core once had.
+//! indirect probes from strangers; and what a core trusts of its peers about tombstone
+//! collection (which `Forget` requests it honours, what it reports holding after a restart).
+//! Each test is a bug the core once had.
 
 use hearsay::clock::{NodeId, ReplicaId, Timestamp};
 use hearsay::crdt::{KeyState, LwwRegister, OrSet, Value};
@@ -10,7 +12,7 @@ use hearsay::gossip::sync::SyncMessage;
 use hearsay::membership::{Member, MemberState, SwimMessage};
 use hearsay::node::{ClusterConfig, Node, Outbound, Write};
 use hearsay::store::{MemoryStore, Store, StoreKey};
-use hearsay::wire::{Datagram, ForgetValue, Frame, FrameBody, SyncAnswer};
+use hearsay::wire::{Datagram, ForgetValue, Frame, FrameBody, SyncAnswer, SyncRequest, SyncStart};
 use std::net::SocketAddr;
 
 /// Wall-clock milliseconds at which these tests run (an arbitrary day in 2026).
@@ -210,4 +212,187 @@ fn an_indirect_probe_of_an_address_that_is_no_member_is_not_relayed() {
         .filter(|o| matches!(o, Outbound::Datagram { to, .. } if *to == victim))
         .count();
     assert_eq!(sent_to_victim, 0);
+}
+
+/// Peer "b" collected up to `horizon` and says so with the start of an exchange.
+fn b_announces_horizon(a: &mut Node<MemoryStore>, now: u64, horizon: Timestamp) {
+    let request = SyncRequest {
+        start: Some(SyncStart {
+            clock: Timestamp::new(now, 0),
+            stable: Vec::new(),
+            collected_through: horizon,
+        }),
+        message: SyncMessage::Root { root: a.digest() },
+    };
+    let answer = a.handle_sync_request(now, &id("b"), request).unwrap();
+    assert!(answer.is_some(), "the exchange is answered");
+}
+
+fn forget_frame(key: &str, timestamp: Timestamp, node: &NodeId) -> Frame {
+    Frame {
+        from: id("b"),
+        body: FrameBody::Forget(vec![ForgetValue {
+            key: StoreKey::kv(key),
+            timestamp,
+            node: node.clone(),
+        }]),
+    }
+}
+
+/// A value that "b" refuses as older than a tombstone it collected is one "b" will never take
+/// (overwritten by a delete everyone counted saw, or written by a node left out of the
+/// collection): "a" drops it when asked, whoever wrote it, so the cluster converges. (Before, a
+/// node counted in the collection kept every such value, and the cluster never converged.) One
+/// newer than the horizon "b" announced, "b" cannot have refused: a lie, kept.
+#[test]
+fn a_value_a_collecting_peer_will_never_take_goes_but_not_one_above_its_horizon() {
+    let (mut a, b) = a_with_peer_b();
+    let mine = a.handle_write(NOW, put("mine", "dropped")).unwrap();
+    let theirs = Timestamp::new(NOW - 5_000, 0);
+    a.handle_datagram(
+        NOW,
+        b.gossip_addr,
+        rumor_from(
+            &b,
+            1,
+            StoreKey::kv("theirs"),
+            register(theirs, "c", "dropped"),
+        ),
+    )
+    .unwrap();
+    // "a" completes an exchange with "b" and reports holding every write up to its start: the
+    // collection "b" announces next counted "a".
+    let session = start_exchange(&mut a, NOW + 1_000);
+    a.handle_sync_reply(
+        NOW + 1_000,
+        session,
+        Some(SyncAnswer {
+            collected_through: Timestamp::ZERO,
+            message: SyncMessage::InSync,
+        }),
+    )
+    .unwrap();
+    start_exchange(&mut a, NOW + 3_000);
+    let newer = a.handle_write(NOW + 3_000, put("newer", "kept")).unwrap();
+    b_announces_horizon(&mut a, NOW + 3_000, Timestamp::new(NOW + 1, 0));
+    for (key, ts, node) in [
+        ("theirs", theirs, id("c")),
+        ("mine", mine.timestamp, mine.node.clone()),
+        ("newer", newer.timestamp, newer.node.clone()),
+    ] {
+        a.handle_frame(NOW + 3_000, forget_frame(key, ts, &node))
+            .unwrap();
+    }
+    assert_eq!(value_of(&a, "theirs"), None);
+    assert_eq!(value_of(&a, "mine"), None);
+    assert_eq!(value_of(&a, "newer").as_deref(), Some("kept"));
+}
+
+/// Runs `a` from `from` to `to` ms with `peers` answering its probes and every exchange it starts
+/// completing at once; returns what it reported holding about itself in each exchange it started.
+fn run_answered(
+    a: &mut Node<MemoryStore>,
+    from: u64,
+    to: u64,
+    peers: &[&Member],
+) -> Vec<Timestamp> {
+    let mut reports = Vec::new();
+    for now in (from..to).step_by(100) {
+        a.handle_tick(now).unwrap();
+        for out in a.take_outbound() {
+            match out {
+                Outbound::Datagram {
+                    to,
+                    datagram:
+                        Datagram {
+                            swim: Some(SwimMessage::Ping { probe }),
+                            ..
+                        },
+                    ..
+                } => {
+                    let Some(peer) = peers.iter().find(|p| p.gossip_addr == to) else {
+                        continue;
+                    };
+                    let ack = Datagram {
+                        swim: Some(SwimMessage::Ack {
+                            probe,
+                            clock_ms: now,
+                        }),
+                        ..envelope(peer)
+                    };
+                    a.handle_datagram(now, to, ack).unwrap();
+                }
+                Outbound::SyncRequest {
+                    session,
+                    frame:
+                        Frame {
+                            body: FrameBody::SyncRequest(SyncRequest { start, .. }),
+                            ..
+                        },
+                    ..
+                } => {
+                    if let Some(own) = start.and_then(|s| {
+                        s.stable
+                            .into_iter()
+                            .find(|(n, _)| *n == id("a"))
+                            .map(|(_, t)| t)
+                    }) {
+                        reports.push(own);
+                    }
+                    a.handle_sync_reply(
+                        now,
+                        session,
+                        Some(SyncAnswer {
+                            collected_through: Timestamp::ZERO,
+                            message: SyncMessage::InSync,
+                        }),
+                    )
+                    .unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+    reports
+}
+
+/// A node restarted beside part of its cluster (the rest cut off, or not heard from yet) must
+/// not count only the members it hears from: it would report holding every write up to now
+/// while it lacks what the others wrote meanwhile, and a collection counting that report would
+/// drop deletes it never saw. The members it knew before the restart count as down until it
+/// hears of them again. (Before, "a" reported holding everything up to its first exchange with
+/// "b" after the restart.)
+#[test]
+fn a_restarted_node_counts_the_members_it_knew_until_it_hears_of_them_again() {
+    let store = MemoryStore::new();
+    let mut config = ClusterConfig::standalone();
+    config.gossip_addr = addr(7101);
+    let mut a = Node::open_in_cluster(store.clone(), id("a"), config.clone()).unwrap();
+    let (b, c) = (member("b", 7102, 1), member("c", 7103, 1));
+    a.handle_datagram(NOW, b.gossip_addr, envelope(&b)).unwrap();
+    a.handle_datagram(NOW, c.gossip_addr, envelope(&c)).unwrap();
+    a.commit().unwrap().complete().unwrap();
+    drop(a);
+
+    let restart = NOW + 10_000;
+    config.opened_at_ms = restart;
+    let mut a = Node::open_in_cluster(store, id("a"), config).unwrap();
+    a.handle_datagram(restart, b.gossip_addr, envelope(&b))
+        .unwrap();
+    let reports = run_answered(&mut a, restart, restart + 10_000, &[&b]);
+    assert!(reports.len() >= 3, "{reports:?}");
+    assert!(
+        reports.iter().all(|r| *r < Timestamp::new(NOW, 0)),
+        "reported {reports:?}"
+    );
+
+    // Heard of again and exchanged with, "c" no longer holds the report back.
+    a.handle_datagram(restart + 10_000, c.gossip_addr, envelope(&c))
+        .unwrap();
+    let reports = run_answered(&mut a, restart + 10_000, restart + 30_000, &[&b, &c]);
+    let last = reports.last().copied().unwrap_or_default();
+    assert!(
+        last > Timestamp::new(restart + 10_000, 0),
+        "reported {reports:?}"
+    );
 }

@@ -262,7 +262,7 @@ fn the_write_ahead_log_alone_restores_committed_writes() {
 }
 
 #[test]
-fn the_tombstone_collection_horizon_and_removals_persist() {
+fn the_tombstone_collection_horizon_removals_and_roster_persist() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let horizon = Timestamp::new(1_700_000_000_500, 0);
@@ -270,6 +270,7 @@ fn the_tombstone_collection_horizon_and_removals_persist() {
         let mut store = SledStore::open(&path, Durability::Fsync).unwrap();
         assert_eq!(store.collected_through(), Timestamp::ZERO);
         assert!(!store.clustered());
+        assert!(store.roster().is_empty());
         store
             .apply(hearsay::store::WriteBatch {
                 records: fixture(),
@@ -281,6 +282,7 @@ fn the_tombstone_collection_horizon_and_removals_persist() {
                 removals: vec![StoreKey::kv("deleted")],
                 collected_through: Some(horizon),
                 clustered: true,
+                roster: Some(vec![NodeId::new("n2").unwrap(), NodeId::new("n3").unwrap()]),
                 ..Default::default()
             })
             .unwrap();
@@ -289,6 +291,10 @@ fn the_tombstone_collection_horizon_and_removals_persist() {
     let store = SledStore::open(&path, Durability::Fsync).unwrap();
     assert_eq!(store.collected_through(), horizon);
     assert!(store.clustered());
+    assert_eq!(
+        store.roster(),
+        [NodeId::new("n2").unwrap(), NodeId::new("n3").unwrap()]
+    );
     assert!(store.get(&StoreKey::kv("deleted")).unwrap().is_none());
     assert!(store.get(&StoreKey::kv("greeting")).unwrap().is_some());
     let leaf = hearsay::store::merkle::bucket_of(&StoreKey::kv("deleted"));

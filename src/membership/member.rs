@@ -26,6 +26,19 @@ pub enum MemberState {
     Left,
 }
 
+/// Whether the members up (Alive or Suspect) are a majority of those that did not leave: the
+/// side of a partition that may act for the cluster about members that are down (stop counting
+/// them for tombstone collection, forget them). After a long partition, the minority is the side
+/// that was away. `members` includes this node.
+pub fn up_majority<'a>(members: impl IntoIterator<Item = &'a Member>) -> bool {
+    let (mut up, mut staying) = (0usize, 0usize);
+    for member in members {
+        up += usize::from(member.state.is_up());
+        staying += usize::from(member.state != MemberState::Left);
+    }
+    up * 2 > staying
+}
+
 impl MemberState {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -39,7 +39,7 @@ mod tests;
 
 pub use clock_sample::ClockSample;
 pub use config::MembershipConfig;
-pub use member::{Member, MemberEvent, MemberState, MAX_INCARNATION};
+pub use member::{up_majority, Member, MemberEvent, MemberState, MAX_INCARNATION};
 pub use message::{Outgoing, SwimMessage};
 
 use crate::clock::NodeId;
@@ -365,14 +365,21 @@ impl Membership {
     /// Forgets the members that have been Dead or Left for `reap_after_ms` (memberlist and Serf
     /// reap too): they are no longer re-contacted, counted or listed. One that comes back is
     /// learned again as new, from its own messages.
+    ///
+    /// A Dead member is forgotten only by a node among a majority of the members ([`up_majority`]):
+    /// a minority that forgot the majority would count itself a majority, collect tombstones
+    /// without it and, once the partition heals, make it forget its writes. A member that left
+    /// (or that an operator forced out) is forgotten on any side.
     fn reap(&mut self, now_ms: u64) {
         let after = self.config.reap_after_ms;
+        let majority = up_majority(self.members());
         let gone: Vec<NodeId> = self
             .peers
             .values()
             .filter(|p| {
-                p.down_since_ms
-                    .is_some_and(|since| now_ms.saturating_sub(since) >= after)
+                (majority || p.member.state == MemberState::Left)
+                    && p.down_since_ms
+                        .is_some_and(|since| now_ms.saturating_sub(since) >= after)
             })
             .map(|p| p.member.id.clone())
             .collect();

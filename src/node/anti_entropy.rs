@@ -112,7 +112,7 @@ impl<S: Store> Node<S> {
             // Every write from here on is newer than the exchange's start (see `tombstones.rs`).
             self.hlc.recover(start.clock);
             self.meta_dirty = true;
-            let members = self.members();
+            let members = self.collection_members(now_ms);
             self.tombstones.merge_reports(&start.stable, &members);
             self.tombstones
                 .collected_by_peer(&self.id, start.collected_through);
@@ -213,6 +213,7 @@ impl<S: Store> Node<S> {
             self.tombstones.synced_with(&done.peer, done.started);
             if let Some(horizon) = done.peer_horizon {
                 self.adopt_horizon(horizon)?;
+                self.tombstones.adopted(horizon);
             }
             if self.cluster.resyncing {
                 tracing::info!(peer = %done.peer, "resynced from a peer; serving reads again");
@@ -291,7 +292,7 @@ impl<S: Store> Node<S> {
         self.cluster.next_session += 1;
         self.cluster.stats.sync_sessions += 1;
         self.meta_dirty = true;
-        let members = self.members();
+        let members = self.collection_members(now_ms);
         let stable = self
             .tombstones
             .reports_to_send(&self.id, &members, now_ms, started);

@@ -523,7 +523,16 @@ impl<S: Store> Node<S> {
     /// forgotten after the reap period. For a member that will never return; one that is in
     /// fact alive refutes it.
     pub fn remove_member(&mut self, now_ms: u64, id: &NodeId) -> Result<Member, ForceLeaveError> {
-        let removed = self.cluster.membership.force_leave(now_ms, id)?;
+        let removed = match self.cluster.membership.force_leave(now_ms, id) {
+            Err(ForceLeaveError::Unknown) => {
+                // Remembered from before a restart and not heard of since: only this node
+                // counts it.
+                let removed = self.forget_unheard(id).ok_or(ForceLeaveError::Unknown)?;
+                tracing::warn!(member = %id, "remembered member forced out by an operator");
+                return Ok(removed);
+            }
+            other => other?,
+        };
         tracing::warn!(member = %id, "member forced out by an operator");
         let mut out = Vec::new();
         self.cluster
@@ -552,9 +561,14 @@ impl<S: Store> Node<S> {
                 MemberEvent::Reaped(m) => {
                     tracing::info!(member = %m.id, state = %m.state, "forgot a member gone for the reap period");
                     self.forget_member(&m.id);
+                    self.roster.changed();
                     continue;
                 }
             };
+            if member.id != self.id {
+                self.roster.heard_of(&member.id);
+                self.roster.changed();
+            }
             if member.id == self.id {
                 tracing::info!(incarnation = member.incarnation, state = %member.state, "this node's membership record changed");
                 self.meta_dirty = true;

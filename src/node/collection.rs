@@ -45,7 +45,7 @@ impl<S: Store> Node<S> {
         if !self.tombstones.pass_due(now_ms) {
             return Ok(());
         }
-        let members = self.members();
+        let members = self.collection_members(now_ms);
         let clock = self.hlc.high_water_mark();
         let horizon = self.tombstones.horizon(&self.id, &members, now_ms, clock);
         let due = self.tombstones.take_collectable(horizon);
@@ -178,17 +178,19 @@ impl<S: Store> Node<S> {
     /// node still holds unchanged, if `peer` is a member that is up and each value is no newer
     /// than the horizon it announced in an exchange (anything else is a stranger's or a liar's
     /// request, dropped and counted).
+    ///
+    /// An honest peer refuses a value only if it was overwritten by a delete that every member
+    /// counted saw and that was collected since, or if its writer was left out of a collection
+    /// (away longer than the grace period: its writes older than the horizon are the price). In
+    /// both cases the peer will never take it, so the cluster converges only if it goes here
+    /// too, whoever wrote it.
     pub(super) fn forget(
         &mut self,
         now_ms: u64,
         peer: &NodeId,
         values: Vec<ForgetValue>,
     ) -> Result<(), StoreError> {
-        // Only a node left out of a collection can hold a value a peer refuses as collected: one
-        // that was counted held the deletes too (see `tombstones.rs`, the latch).
-        let horizon = self
-            .peer_horizon(peer)
-            .map(|h| h.min(self.tombstones.forgettable_through()));
+        let horizon = self.peer_horizon(peer);
         let mut forgotten = Vec::new();
         for value in values {
             if horizon.is_none_or(|h| value.timestamp > h) {

@@ -21,6 +21,7 @@ mod collection;
 mod disk_watch;
 mod outbox;
 mod peer_input;
+mod roster;
 mod tombstones;
 
 pub use clock_watch::ClockStatus;
@@ -151,6 +152,8 @@ pub struct Node<S: Store> {
     /// A rollback failed: what the store holds is no longer known, so no write is taken.
     storage_failed: bool,
     disk: disk_watch::DiskWatch,
+    /// The members this node remembers across restarts (see `roster.rs`).
+    roster: roster::Roster,
 }
 
 impl<S: Store> Node<S> {
@@ -221,9 +224,22 @@ impl<S: Store> Node<S> {
         for (key, ts) in found {
             tombstones.track(&key, None, Some(ts));
         }
-        tombstones.restore_own(&id, meta.stable_reported, meta.forgettable_through);
+        tombstones.restore_own(&id, meta.stable_reported);
+        meta.forgettable_through = Timestamp::ZERO;
         let max_clock_skew_ms = config.max_clock_skew_ms;
         let disk_reserve_bytes = config.disk_reserve_bytes;
+        let remembered = store.roster();
+        if !remembered.is_empty() {
+            tracing::info!(
+                members = remembered.len(),
+                "counting the members known before the restart until they are heard of again"
+            );
+        }
+        let roster = roster::Roster::restore(
+            remembered,
+            config.opened_at_ms,
+            config.membership.reap_after_ms,
+        );
         let mut cluster = cluster::Cluster::new(id.clone(), meta.incarnation, config);
         for (origin, seq) in meta.seen.iter() {
             cluster.rumors_mut().restore(origin, seq);
@@ -245,6 +261,7 @@ impl<S: Store> Node<S> {
             durable_seq: 0,
             storage_failed: false,
             disk: disk_watch::DiskWatch::new(disk_reserve_bytes),
+            roster,
         };
         node.watch_disk(0, true);
         let replay = node.store.take_replay();
@@ -480,13 +497,13 @@ impl<S: Store> Node<S> {
             }
             self.meta.incarnation = self.meta.incarnation.max(self.incarnation());
             self.meta.stable_reported = self.tombstones.own_report(&self.id);
-            self.meta.forgettable_through = self.tombstones.forgettable_through();
             self.store.apply(WriteBatch {
                 meta: Some(self.meta.clone()),
                 ..WriteBatch::default()
             })?;
             self.meta_dirty = false;
         }
+        self.persist_roster()?;
         let pending = self.store.commit()?;
         self.own_seq_at
             .push_back((self.store.commits(), self.meta.seen.get(&self.replica)));
@@ -586,12 +603,14 @@ impl<S: Store> Node<S> {
         self.tombstones.forget_syncs();
         self.leaves_persisted = false;
         self.meta_dirty = true;
+        // The roster written with the undone group is undone too.
+        self.roster.changed();
         Ok(())
     }
 
     /// True when changes wait for [`Node::commit`].
     pub fn has_uncommitted(&self) -> bool {
-        self.meta_dirty
+        self.meta_dirty || self.roster.is_dirty()
     }
 
     /// Starts a checkpoint once the store's log has grown large (call after a commit):

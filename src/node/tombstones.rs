@@ -12,23 +12,29 @@
 //! `min_age_ms`, which leaves room for membership news and clock skew.
 //!
 //! A node that knows no other member holds everything there is only if it is truly alone (no
-//! seeds, and its directory never met another member); otherwise it has not joined yet.
+//! seeds, and its directory never met another member); otherwise it has not joined yet. After a
+//! restart, the members it knew before and has not heard of since count as down (the core passes
+//! them in, see `roster.rs`): a node that restarted beside part of its cluster must not report
+//! holding what the rest wrote meanwhile.
 //!
 //! **Grace.** A dead or departed member would hold collection back forever; once it has been down
 //! for `grace_ms` it no longer counts, but only for a node among a majority of the members (after
-//! a long partition, the minority is the side that was away). Should it come back, its old state must not bring deleted
-//! keys back: the core refuses any register for a key it lacks whose timestamp is at or below the
-//! newest tombstone it ever collected (such a value can only be older than a collected delete),
-//! and tells the sender to forget it. So a node away longer than the grace period keeps only what
-//! the others still have or what is newer than their collections: its unreplicated old writes are
-//! dropped. That is the price of collecting without it; the default grace is a day.
+//! a long partition, the minority is the side that was away). Should it come back, its old state
+//! must not bring deleted keys back: the core refuses any register for a key it lacks whose
+//! timestamp is at or below the newest tombstone it ever collected (such a value can only be
+//! older than a collected delete), and tells the sender to forget it, which it does (as does any
+//! node that took such a value before it heard of the collection). So a node away longer than
+//! the grace period keeps only what the others still have or what is newer than their
+//! collections: its unreplicated old writes are dropped. That is the price of collecting without
+//! it; the default grace is a day. A collection it was left out of is its own only once an
+//! exchange with a peer completes, bringing what was written while it was away.
 //!
 //! Pure bookkeeping: no store, no I/O, no clock (time comes in as arguments). The core
 //! ([`super::Node`]) removes the records and persists the collection horizon.
 
 use crate::clock::{NodeId, Timestamp};
 use crate::crdt::KeyState;
-use crate::membership::{Member, MemberState};
+use crate::membership::{up_majority, Member, MemberState};
 use crate::store::StoreKey;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -65,16 +71,6 @@ pub(super) fn tombstone_of(state: &KeyState) -> Option<Timestamp> {
     }
 }
 
-/// Whether the members up (this node among them) are a majority of those that did not leave.
-fn in_majority(members: &[Member]) -> bool {
-    let up = members.iter().filter(|m| m.state.is_up()).count();
-    let staying = members
-        .iter()
-        .filter(|m| m.state != MemberState::Left)
-        .count();
-    up * 2 > staying
-}
-
 /// The tombstone bookkeeping of one node.
 pub(super) struct TombstoneCollector {
     config: TombstoneConfig,
@@ -91,11 +87,9 @@ pub(super) struct TombstoneCollector {
     /// The node was given seeds, or its data directory was ever part of a cluster: knowing no
     /// other member then means it has not (re)joined yet, not that it is alone.
     expects_peers: bool,
-    /// The newest tombstone some peer collected: every member had seen every write up to it.
+    /// The newest tombstone some peer collected in a collection that counted this node, or
+    /// that an exchange with it completed since: every member had seen every write up to it.
     collected_elsewhere: Timestamp,
-    /// Values no newer than this may be forgotten when a peer asks (see
-    /// [`TombstoneCollector::collected_by_peer`]).
-    forgettable_through: Timestamp,
 }
 
 impl TombstoneCollector {
@@ -109,26 +103,19 @@ impl TombstoneCollector {
             next_pass_ms: 0,
             expects_peers,
             collected_elsewhere: Timestamp::ZERO,
-            forgettable_through: Timestamp::ZERO,
         }
     }
 
-    /// Restores, at start-up, the greatest stable timestamp this node (`me`) ever reported and
-    /// the forgettable mark, both persisted.
-    pub(super) fn restore_own(&mut self, me: &NodeId, reported: Timestamp, forgettable: Timestamp) {
+    /// Restores, at start-up, the greatest stable timestamp this node (`me`) ever reported
+    /// (persisted).
+    pub(super) fn restore_own(&mut self, me: &NodeId, reported: Timestamp) {
         let mark = self.reports.entry(me.clone()).or_default();
         *mark = (*mark).max(reported);
-        self.forgettable_through = self.forgettable_through.max(forgettable);
     }
 
     /// The greatest stable timestamp this node (`me`) ever reported.
     pub(super) fn own_report(&self, me: &NodeId) -> Timestamp {
         self.reports.get(me).copied().unwrap_or_default()
-    }
-
-    /// Up to where a peer may make this node forget values it refused as collected.
-    pub(super) fn forgettable_through(&self) -> Timestamp {
-        self.forgettable_through
     }
 
     /// Forgets a member that was reaped (or never to return): its exchange marks, reports and
@@ -155,17 +142,30 @@ impl TombstoneCollector {
     /// seen every write that old, so this node may collect up to there too. Once one node has
     /// collected, the others follow within an exchange (their digests agree again sooner).
     ///
-    /// **The forget latch.** If that horizon is above every stable timestamp this node (`me`)
-    /// ever reported, the collection did not count this node (it was away longer than the grace
-    /// period): it may hold old values of keys whose deletes it never saw, and a peer that
-    /// refuses one may make it forget it, up to that horizon. A node that was counted held every
-    /// write up to the horizon, the deletes included, so a value it still holds there is live,
-    /// and a request to forget it is a lie: refused.
+    /// Only if the collection counted this node (`me`), that is if the horizon is no newer than
+    /// what this node reported holding. One above it was made without this node (away longer
+    /// than the grace period): this node lacks the writes made while it was away, some of them
+    /// no newer than the horizon, and may not treat the horizon as its own (refuse what it lacks
+    /// below it) until an exchange with a peer completes and brings them
+    /// ([`TombstoneCollector::adopted`]).
     pub(super) fn collected_by_peer(&mut self, me: &NodeId, collected_through: Timestamp) {
-        self.collected_elsewhere = self.collected_elsewhere.max(collected_through);
-        if collected_through > self.own_report(me) {
-            self.forgettable_through = self.forgettable_through.max(collected_through);
+        if collected_through <= self.own_report(me) {
+            self.collected_elsewhere = self.collected_elsewhere.max(collected_through);
         }
+    }
+
+    /// An exchange with a peer that had collected up to `horizon` completed: this node now holds
+    /// everything the peer held, so it may collect up to there too.
+    pub(super) fn adopted(&mut self, horizon: Timestamp) {
+        self.collected_elsewhere = self.collected_elsewhere.max(horizon);
+    }
+
+    /// Raises this node's own report to `stable`: a horizon it computes, and so anything it
+    /// collects, is never above what it reports as held (else a peer following its collection
+    /// would look like one that collected without it).
+    fn raise_own(&mut self, me: &NodeId, stable: Timestamp) {
+        let mark = self.reports.entry(me.clone()).or_default();
+        *mark = (*mark).max(stable);
     }
 
     /// Tombstones held.
@@ -223,8 +223,7 @@ impl TombstoneCollector {
     ) -> Vec<(NodeId, Timestamp)> {
         let counted = self.counted(me, members, now_ms);
         let own = self.stable(&counted, me, members, clock);
-        let mark = self.reports.entry(me.clone()).or_default();
-        *mark = (*mark).max(own);
+        self.raise_own(me, own);
         members
             .iter()
             .filter_map(|m| Some((m.id.clone(), *self.reports.get(&m.id)?)))
@@ -246,7 +245,7 @@ impl TombstoneCollector {
 
     /// The nodes that count, other than `me`: the members up or not down for long.
     fn counted(&mut self, me: &NodeId, members: &[Member], now_ms: u64) -> Vec<NodeId> {
-        let majority = in_majority(members);
+        let majority = up_majority(members);
         let mut counted = Vec::new();
         for member in members.iter().filter(|m| m.id != *me) {
             if self.counts(member, now_ms, majority) {
@@ -286,6 +285,7 @@ impl TombstoneCollector {
     ) -> Timestamp {
         let counted = self.counted(me, members, now_ms);
         let mut horizon = self.stable(&counted, me, members, clock);
+        self.raise_own(me, horizon);
         for node in &counted {
             let report = self.reports.get(node).copied().unwrap_or_default();
             horizon = horizon.min(report);
@@ -423,13 +423,14 @@ mod tests {
             young.horizon(&me, &members, 100, clock),
             Timestamp::new(10, u16::MAX)
         );
-        // What a peer already collected, every member had seen; the minimum age still applies.
-        young.collected_by_peer(&me, ts(60));
+        // What a peer already collected (counting this node, which holds everything up to 50),
+        // every member had seen; the minimum age still applies.
+        young.collected_by_peer(&me, ts(45));
         assert_eq!(
             young.horizon(&me, &members, 100, clock),
             Timestamp::new(10, u16::MAX)
         );
-        assert_eq!(young.horizon(&me, &members, 200, clock), ts(60));
+        assert_eq!(young.horizon(&me, &members, 200, clock), ts(45));
     }
 
     #[test]
@@ -460,8 +461,9 @@ mod tests {
         assert_eq!(alone.horizon(&me, &members[..1], 100_000, ts(99)), ts(99));
     }
 
-    #[test]
-    fn only_a_horizon_this_node_was_not_counted_in_lets_peers_make_it_forget() {
+    /// Node n1 with peer n2; an exchange with n2 completed, and n1 reported holding every write
+    /// up to 50.
+    fn reported_holding_50() -> (NodeId, [Member; 2], TombstoneCollector) {
         let me = id("n1");
         let members = [
             member("n1", MemberState::Alive),
@@ -469,23 +471,47 @@ mod tests {
         ];
         let mut c = collector(0, 1_000);
         c.synced_with(&id("n2"), ts(50));
-        // This node reported holding every write up to 50.
-        assert_eq!(
-            c.reports_to_send(&me, &members, 100, ts(100))[0],
-            (id("n1"), ts(50))
-        );
-        // A horizon it was counted in: it held every delete up to there, so a value it still
-        // holds is live, and a peer asking it to forget one is lying.
-        c.collected_by_peer(&me, ts(40));
-        assert_eq!(c.forgettable_through(), Timestamp::ZERO);
-        // A horizon above anything it reported: collections happened without it.
-        c.collected_by_peer(&me, ts(70));
-        assert_eq!(c.forgettable_through(), ts(70));
-        // Persisted and restored across a restart, with what it reported.
+        c.reports_to_send(&me, &members, 100, ts(100));
+        (me, members, c)
+    }
+
+    #[test]
+    fn what_this_node_reported_survives_a_restart() {
+        let (me, members, c) = reported_holding_50();
         let mut again = collector(0, 1_000);
-        again.restore_own(&me, c.own_report(&me), c.forgettable_through());
+        again.restore_own(&me, c.own_report(&me));
         assert_eq!(again.own_report(&me), ts(50));
+        // So a peer's collection it was counted in is followed at once after the restart.
         again.collected_by_peer(&me, ts(45));
-        assert_eq!(again.forgettable_through(), ts(70));
+        assert_eq!(again.horizon(&me, &members, 100, ts(100)), ts(45));
+    }
+
+    #[test]
+    fn a_horizon_collected_without_this_node_is_its_own_only_after_an_exchange_completes() {
+        let (me, members, mut c) = reported_holding_50();
+        // A horizon it was counted in may be followed at once.
+        c.collected_by_peer(&me, ts(40));
+        assert_eq!(c.horizon(&me, &members, 100, ts(100)), ts(40));
+        // One above its report: it lacks what was written while it was away, some of it older
+        // than the horizon, so it does not collect (nor refuse) up to there yet...
+        c.collected_by_peer(&me, ts(70));
+        assert_eq!(c.horizon(&me, &members, 100, ts(100)), ts(40));
+        // ...until an exchange with that peer brought what the peer held.
+        c.adopted(ts(70));
+        assert_eq!(c.horizon(&me, &members, 100, ts(100)), ts(70));
+    }
+
+    #[test]
+    fn a_collection_counting_what_it_holds_now_is_followed_before_it_reports_again() {
+        let (me, members, mut c) = reported_holding_50();
+        c.merge_reports(&[(id("n2"), ts(10))], &members);
+        // Its stable timestamp moved past what it last sent: a pass takes note.
+        c.synced_with(&id("n2"), ts(80));
+        assert_eq!(c.horizon(&me, &members, 100, ts(100)), ts(10));
+        assert_eq!(c.own_report(&me), ts(80));
+        // A peer that collected up to 75 counted it (the peer had its report, or followed one
+        // that did): this node follows at once.
+        c.collected_by_peer(&me, ts(75));
+        assert_eq!(c.horizon(&me, &members, 100, ts(100)), ts(75));
     }
 }

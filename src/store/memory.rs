@@ -11,7 +11,7 @@ use super::{
     merkle, CheckpointWork, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, PendingSync,
     Store, StoreError, StoreKey, StoreRead, Undone, WriteBatch,
 };
-use crate::clock::Timestamp;
+use crate::clock::{NodeId, Timestamp};
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -26,6 +26,7 @@ struct Contents {
     meta: Meta,
     collected_through: Timestamp,
     clustered: bool,
+    roster: Vec<NodeId>,
 }
 
 impl Contents {
@@ -34,6 +35,9 @@ impl Contents {
             self.collected_through = horizon;
         }
         self.clustered |= batch.clustered;
+        if let Some(roster) = &batch.roster {
+            self.roster = roster.clone();
+        }
         for key in &batch.removals {
             let encoded = key.encode();
             self.key_hashes
@@ -248,6 +252,10 @@ impl Store for MemoryStore {
 
     fn clustered(&self) -> bool {
         read(&self.disk).applied.clustered
+    }
+
+    fn roster(&self) -> Vec<NodeId> {
+        read(&self.disk).applied.roster.clone()
     }
 
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {

@@ -8,7 +8,7 @@ use crate::crdt::KeyState;
 use std::path::Path;
 
 /// The layout this build writes.
-pub const CURRENT_LAYOUT: u32 = 5;
+pub const CURRENT_LAYOUT: u32 = 6;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
 /// The node metadata ([`super::Meta`]).
@@ -48,6 +48,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<u32, StoreError> {
             2 => v2_to_v3(db)?,
             3 => v3_to_v4(db)?,
             4 => v4_to_v5(db)?,
+            5 => v5_to_v6(db)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "no upgrade step from layout {other}"
@@ -97,6 +98,13 @@ fn v3_to_v4(db: &sled::Db) -> Result<(), StoreError> {
 /// deleted.
 fn v2_to_v3(db: &sled::Db) -> Result<(), StoreError> {
     db.insert(LAYOUT_KEY, &3u32.to_be_bytes())?;
+    Ok(())
+}
+
+/// Layout 6 (`migrations/0006_member_roster.md`) adds `meta/members`, absent until the node
+/// first records the members it knows: nothing to rewrite.
+fn v5_to_v6(db: &sled::Db) -> Result<(), StoreError> {
+    db.insert(LAYOUT_KEY, &6u32.to_be_bytes())?;
     Ok(())
 }
 

@@ -118,8 +118,7 @@ pub struct Meta {
     /// The greatest stable timestamp this node ever reported (see `node/tombstones.rs`): a
     /// collection horizon above it means collections happened without this node.
     pub stable_reported: Timestamp,
-    /// Values no newer than this may be forgotten when a peer that collected tombstones asks:
-    /// raised only when this node learns of a horizon it was not counted in.
+    /// Retired (always zero): kept so that the layout does not change.
     pub forgettable_through: Timestamp,
     /// The node stopped cleanly (everything it had was made durable); false while it runs.
     pub closed_cleanly: bool,
@@ -149,6 +148,8 @@ pub struct WriteBatch {
     pub collected_through: Option<Timestamp>,
     /// Records that this data directory has been part of a cluster ([`Store::clustered`]).
     pub clustered: bool,
+    /// The other members this node knows of now ([`Store::roster`]), replacing the previous list.
+    pub roster: Option<Vec<NodeId>>,
 }
 
 /// A delta as the write-ahead log keeps it: enough to redo its merge and to restore the clock and
@@ -363,6 +364,10 @@ pub trait Store: Send + 'static {
     /// member after a restart has not rejoined yet; it is not alone, so it must not collect
     /// tombstones as if it were.
     fn clustered(&self) -> bool;
+    /// The other members this node knew of when it last recorded them (empty if it never did):
+    /// after a restart, until it hears of them again, they are members it must not collect
+    /// tombstones without.
+    fn roster(&self) -> Vec<NodeId>;
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError>;
     /// The keys of Merkle leaf `leaf`, with the first 8 bytes of their item hashes.
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError>;

@@ -3,8 +3,9 @@
 //! Keys in the tree: `r` + encoded key → record; `l` + leaf index (u16 BE) → Merkle leaf;
 //! `meta/...` → layout version, node metadata, Merkle completeness marker, tombstone collection
 //! horizon (`meta/collected`, 8 bytes BE, absent meaning none collected), whether the node ever
-//! met another member (`meta/clustered`). A batch from the core goes to the tree atomically and
-//! its deltas to the log; [`Store::commit`] syncs the log.
+//! met another member (`meta/clustered`), the other members it last knew of (`meta/members`,
+//! absent meaning none recorded). A batch from the core goes to the tree atomically and its
+//! deltas to the log; [`Store::commit`] syncs the log.
 
 use super::logs::Logs;
 use super::migrate::{self, MERKLE_COMPLETE_KEY, META_KEY, RECORD_PREFIX};
@@ -13,7 +14,7 @@ use super::{
     merkle, record, CheckpointWork, Durability, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta,
     Meta, PendingSync, Store, StoreError, StoreKey, StoreRead, Undone, WriteBatch,
 };
-use crate::clock::Timestamp;
+use crate::clock::{NodeId, Timestamp};
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 const COLLECTED_KEY: &[u8] = b"meta/collected";
 const CLUSTERED_KEY: &[u8] = b"meta/clustered";
+const ROSTER_KEY: &[u8] = b"meta/members";
 const LEAF_PREFIX: u8 = b'l';
 const KEY_HASH_PREFIX: u8 = b'h';
 /// A checkpoint starts once the active log grows past this.
@@ -32,6 +34,7 @@ pub struct SledStore {
     meta: Meta,
     collected_through: Timestamp,
     clustered: bool,
+    roster: Vec<NodeId>,
     /// The write-ahead logs (none under `none` durability).
     wal: Option<Logs>,
     /// A checkpoint's work is running off the core's thread.
@@ -86,6 +89,7 @@ impl SledStore {
         };
         let collected_through = read_horizon(&db)?;
         let clustered = db.get(CLUSTERED_KEY)?.is_some();
+        let roster = read_roster(&db)?;
         let (wal, replay) = if durability == Durability::None {
             (None, Vec::new())
         } else {
@@ -102,6 +106,7 @@ impl SledStore {
             meta,
             collected_through,
             clustered,
+            roster,
             wal,
             checkpointing: false,
             undo: UndoLog::default(),
@@ -129,6 +134,14 @@ impl TreeBatch {
         let key = key.as_ref().to_vec();
         self.batch.remove(key.as_slice());
         self.keys.push(key);
+    }
+}
+
+/// The members recorded (`meta/members`), none when absent.
+fn read_roster(db: &sled::Db) -> Result<Vec<NodeId>, StoreError> {
+    match db.get(ROSTER_KEY)? {
+        Some(bytes) => record::from_bytes(&bytes),
+        None => Ok(Vec::new()),
     }
 }
 
@@ -232,6 +245,10 @@ impl Store for SledStore {
 
     fn clustered(&self) -> bool {
         self.clustered
+    }
+
+    fn roster(&self) -> Vec<NodeId> {
+        self.roster.clone()
     }
 
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
@@ -362,6 +379,7 @@ impl Store for SledStore {
         };
         self.collected_through = read_horizon(&self.db)?;
         self.clustered = self.db.get(CLUSTERED_KEY)?.is_some();
+        self.roster = read_roster(&self.db)?;
         let mut undone = Vec::new();
         for (tree_key, before) in records {
             let Some(key) = StoreKey::decode(&tree_key[1..]) else {
@@ -456,6 +474,7 @@ impl SledStore {
             && batch.removals.is_empty()
             && batch.collected_through.is_none()
             && !batch.clustered
+            && batch.roster.is_none()
         {
             for (key, state) in &batch.records {
                 let tree_key = record_key(key);
@@ -477,6 +496,9 @@ impl SledStore {
         }
         if batch.clustered {
             tree_batch.insert(CLUSTERED_KEY, b"1");
+        }
+        if let Some(roster) = &batch.roster {
+            tree_batch.insert(ROSTER_KEY, record::to_bytes(roster));
         }
         for key in &batch.removals {
             tree_batch.remove(record_key(key));
@@ -517,6 +539,9 @@ impl SledStore {
             self.collected_through = horizon;
         }
         self.clustered |= batch.clustered;
+        if let Some(roster) = &batch.roster {
+            self.roster = roster.clone();
+        }
         if let Some(meta) = &batch.meta {
             self.meta = meta.clone();
         }

@@ -103,9 +103,29 @@ fn left_member_is_not_recontacted() {
     assert_eq!(out.iter().filter(|o| o.to == addr(7101)).count(), 0);
 }
 
+/// A tick at which the members `answering` acknowledge every probe sent to them.
+fn tick_answered(
+    node: &mut Membership,
+    now_ms: u64,
+    rng: &mut SmallRng,
+    answering: &[u16],
+) -> Vec<Outgoing> {
+    let out = tick(node, now_ms, rng);
+    for &i in answering {
+        for o in out.iter().filter(|o| o.to == addr(7100 + i)) {
+            if let SwimMessage::Ping { probe } = o.msg {
+                let ack = SwimMessage::Ack { probe, clock_ms: 0 };
+                node.handle_message(now_ms, &member(i), addr(7100 + i), ack, &mut Vec::new());
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn a_member_down_for_the_reap_period_is_forgotten_and_no_longer_contacted() {
-    let mut node = node_knowing(&[2]);
+    // n0 and n3 are up: a majority of the three members that did not leave.
+    let mut node = node_knowing(&[2, 3]);
     node.apply_updates(
         0,
         &[at(1, MemberState::Dead, 0), at(2, MemberState::Left, 0)],
@@ -114,11 +134,11 @@ fn a_member_down_for_the_reap_period_is_forgotten_and_no_longer_contacted() {
     let mut rng = rng();
     let mut pings = 0;
     for now in (0..59_900).step_by(100) {
-        pings += pings_to(&tick(&mut node, now, &mut rng), addr(7101));
+        pings += pings_to(&tick_answered(&mut node, now, &mut rng, &[3]), addr(7101));
     }
     assert!(pings > 0, "re-contacted while within the reap period");
     assert!(node.member(&id(1)).is_some());
-    tick(&mut node, 60_000, &mut rng);
+    tick_answered(&mut node, 60_000, &mut rng, &[3]);
     assert!(node.member(&id(1)).is_none() && node.member(&id(2)).is_none());
     let mut reaped: Vec<NodeId> = node
         .drain_events()
@@ -132,12 +152,44 @@ fn a_member_down_for_the_reap_period_is_forgotten_and_no_longer_contacted() {
     assert_eq!(reaped, [id(1), id(2)]);
     let mut later = 0;
     for now in (60_000..120_000).step_by(100) {
-        later += pings_to(&tick(&mut node, now, &mut rng), addr(7101));
+        later += pings_to(&tick_answered(&mut node, now, &mut rng, &[3]), addr(7101));
     }
     assert_eq!(later, 0);
     // Should it come back, it is learned again from its own messages.
     node.apply_updates(120_000, &[at(1, MemberState::Alive, 1)]);
     assert_eq!(state_of(&node, 1), (MemberState::Alive, 1));
+}
+
+#[test]
+fn a_minority_forgets_no_dead_member_but_forgets_those_that_left() {
+    // n0 and n4 are up, n1..n3 down: the side of a partition that was away, or the survivors of
+    // a disaster. Forgetting the others would make it count itself a majority.
+    let mut node = node_knowing(&[4]);
+    node.apply_updates(
+        0,
+        &[
+            at(1, MemberState::Dead, 0),
+            at(2, MemberState::Dead, 0),
+            at(3, MemberState::Left, 0),
+        ],
+    );
+    node.drain_events();
+    let mut rng = rng();
+    let mut pings = 0;
+    for now in (0..180_000).step_by(100) {
+        pings += pings_to(&tick_answered(&mut node, now, &mut rng, &[4]), addr(7101));
+    }
+    assert!(node.member(&id(1)).is_some() && node.member(&id(2)).is_some());
+    assert!(
+        node.member(&id(3)).is_none(),
+        "a member that left is forgotten anyway"
+    );
+    assert!(pings > 0, "the dead members are still re-contacted");
+    // n2 was only cut off: once it is back, n0's side is a majority and n1 goes.
+    node.apply_updates(180_000, &[at(2, MemberState::Alive, 1)]);
+    tick_answered(&mut node, 180_100, &mut rng, &[2, 4]);
+    assert!(node.member(&id(1)).is_none());
+    assert_eq!(state_of(&node, 2), (MemberState::Alive, 1));
 }
 
 #[test]
