@@ -775,7 +775,17 @@ impl World {
             let with = (0..NODES)
                 .filter(|&p| sim.is_up(p) && sim.group_of(p) == sim.group_of(i))
                 .count();
-            let away = !sim.is_up(i) || with * 2 <= NODES;
+            // A node restarted is still away until another node sees it up again (it may
+            // not rejoin at once: its seeds may be down).
+            let id = sim.id(i);
+            let seen = (0..NODES)
+                .filter(|&p| p != i && sim.is_up(p) && sim.group_of(p) == sim.group_of(i))
+                .any(|p| {
+                    sim.view(p)
+                        .iter()
+                        .any(|(m, state)| m == id && state.is_up())
+                });
+            let away = !sim.is_up(i) || with * 2 <= NODES || !seen;
             match (away, self.away_since[i]) {
                 (true, None) => self.away_since[i] = Some(now),
                 (false, Some(since)) => {
@@ -1388,7 +1398,11 @@ impl Oracle {
                     }
                 }
                 if let Some(previous) = previous {
-                    if stamp < *previous {
+                    if stamp < *previous && self.excusable(sim, world, key, previous) {
+                        // The newer value was dropped as the grace period allows; what it had
+                        // overwritten may come back in its place.
+                        note("a node went back past a value dropped as the grace period allows");
+                    } else if stamp < *previous {
                         let was = &writes[previous].value;
                         let what = if was.is_none() && got.is_some() {
                             "a deleted key came back"
