@@ -1,6 +1,7 @@
 //! Clocks that are off, in the deterministic simulator: a node whose clock runs minutes ahead
 //! or behind is found out by its peers' probe round trips, refuses client writes, and never drags
-//! the others' clocks; fixed, it writes again. And the limit the README states: a write taken by a
+//! the others' clocks; fixed, it writes again. A clock stepped back while the node runs stalls none
+//! of its timers. And the limit the README states: a write taken by a
 //! node whose bad clock nobody could measure (it was cut off) waits, refused everywhere, until
 //! real time reaches its timestamp, and then wins by last-writer-wins.
 
@@ -70,6 +71,32 @@ fn a_node_minutes_behind_refuses_writes_until_its_clock_is_fixed() {
     assert!(sim.write(2, put("k", "fixed")).is_some());
     sim.run_for(2_000);
     assert_eq!(value(&sim, 0, "k").as_deref(), Some("fixed"));
+}
+
+/// A clock stepped back while the node runs (a bad NTP step): its timers run on, so it goes on
+/// probing, stays alive for its peers, finds out and refuses writes. (Before, its timers were in
+/// wall time and stalled for the five minutes of the step: it stopped probing and exchanging,
+/// its peers declared it dead, and it took writes stamped in the past.)
+#[test]
+fn a_clock_stepped_back_while_running_stalls_no_timer() {
+    let mut sim = Sim::new(SimConfig::new(3, 7));
+    sim.run_for(5_000);
+    sim.set_skew(2, -5 * MINUTE);
+    sim.run_for(10_000);
+    assert!(
+        out_of_bounds(&sim, 2),
+        "{:?}",
+        sim.node(2).map(|n| n.clock_status())
+    );
+    assert!(sim.write(2, put("k", "from the past")).is_none());
+    for i in 0..2 {
+        let n3 = sim.view(i).into_iter().find(|(id, _)| id == sim.id(2));
+        assert!(
+            n3.as_ref().is_some_and(|(_, state)| state.is_up()),
+            "n{} sees n3 as {n3:?}",
+            i + 1
+        );
+    }
 }
 
 #[test]

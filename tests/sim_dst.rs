@@ -7,8 +7,9 @@
 //! clock skew and drift); up to two of these faults at once, starting and ending mid-run:
 //!
 //! - a partition, a crash (then a restart from what was durable), a pause (SIGSTOP);
-//! - a clock stepped seconds to minutes ahead on one node, then fixed (behind too with the
-//!   `clock-steps-back` switch);
+//! - a clock stepped seconds to minutes ahead or behind on one node, then fixed (timers keep
+//!   running through the steps back: a node stepped behind still probes, finds out that its
+//!   clock is off and refuses writes);
 //! - a full disk on one node (every store write fails), then room again;
 //! - syncs that fail on one node for a while (a failed group must leave no trace);
 //! - a hostile participant that joins like a member and sends well-formed lies (`hostile.rs`),
@@ -77,11 +78,6 @@
 //! Switches (`HEARSAY_DST_SWITCHES`, comma-separated, all off by default) add faults the core
 //! does not withstand yet, or break the simulator on purpose to show that an oracle catches it:
 //!
-//! - `clock-steps-back`: clocks are also stepped behind, not only ahead. A core schedules its
-//!   timers (the next probe, suspicion deadlines, the next exchange, collection passes) in wall
-//!   time, so a clock stepped back by D stops them for D: the node stops probing, never measures
-//!   its clock, and keeps taking writes stamped in the past. (A clock fixed after running ahead
-//!   steps back too; its HLC then refuses writes until real time catches up anyway.)
 //! - `insider-lies`: the hostile participant also tells lies stamped within the skew bound
 //!   (horizons, stability reports, `Forget` frames it is entitled to by its own horizon) and
 //!   plausible verdicts that a member left.
@@ -138,7 +134,6 @@ struct Switches {
     insider_lies: bool,
     release_before_sync: bool,
     unbounded_skew: bool,
-    clock_steps_back: bool,
 }
 
 impl Switches {
@@ -150,7 +145,6 @@ impl Switches {
                 "insider-lies" => switches.insider_lies = true,
                 "release-before-sync" => switches.release_before_sync = true,
                 "unbounded-skew" => switches.unbounded_skew = true,
-                "clock-steps-back" => switches.clock_steps_back = true,
                 other => panic!("unknown switch {other:?} in HEARSAY_DST_SWITCHES"),
             }
         }
@@ -450,9 +444,8 @@ fn inject(
         }
         3 if !touched(i) => {
             // Seconds to minutes, log-uniform; at most two minutes ahead (a write stamped that
-            // far ahead waits that long to replicate), ten minutes behind (with
-            // `clock-steps-back` only).
-            let ahead = !switches.clock_steps_back || rng.gen_bool(0.5);
+            // far ahead waits that long to replicate), ten minutes behind.
+            let ahead = rng.gen_bool(0.5);
             let max: f64 = if ahead { 120_000.0 } else { 600_000.0 };
             let ms = rng.gen_range(1_500f64.ln()..max.ln()).exp() as i64;
             let skew = if ahead { ms } else { -ms };

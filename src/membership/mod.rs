@@ -79,6 +79,9 @@ pub struct Membership {
     /// We have news of our own (a verdict, a refutation, a leave) to push to a few members at the
     /// next tick instead of waiting for the next probe to carry it.
     announce: bool,
+    /// How far the times passed in are ahead of this node's wall clock (the core runs timers on
+    /// a clock that absorbs steps back): Acks carry, and clock samples compare, wall time.
+    wall_behind_ms: u64,
 }
 
 #[derive(Debug)]
@@ -120,7 +123,18 @@ impl Membership {
             next_join_ms: 0,
             next_rejoin_ms: 0,
             announce: false,
+            wall_behind_ms: 0,
         }
+    }
+
+    /// Times passed in from now on are `behind_ms` ahead of this node's wall clock.
+    pub fn set_wall_behind(&mut self, behind_ms: u64) {
+        self.wall_behind_ms = behind_ms;
+    }
+
+    /// The wall time at time `now_ms` (as passed in).
+    fn wall(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.wall_behind_ms)
     }
 
     /// A datagram's membership part arrived. `sender` is the sender's self-description carried in
@@ -152,7 +166,7 @@ impl Membership {
                     to: from_addr,
                     msg: SwimMessage::Ack {
                         probe,
-                        clock_ms: now_ms,
+                        clock_ms: self.wall(now_ms),
                     },
                 });
                 true

@@ -211,6 +211,8 @@ impl Membership {
         out: &mut Vec<Outgoing>,
     ) {
         if let Some(sent_ms) = self.prober.take_sent(probe) {
+            // Our times are timer times: the peer's clock is compared with our wall clock.
+            let clock_ms = clock_ms.saturating_add(self.wall_behind_ms);
             self.record_clock(sender, ClockSample::new(sent_ms, clock_ms, now_ms));
         }
         if self.prober.current.as_ref().is_some_and(|p| p.id == probe) {
@@ -220,7 +222,7 @@ impl Membership {
                 to: relay.requester,
                 msg: SwimMessage::Ack {
                     probe: relay.probe,
-                    clock_ms: now_ms,
+                    clock_ms: self.wall(now_ms),
                 },
             });
         }
@@ -242,7 +244,7 @@ impl Membership {
                 to: from_addr,
                 msg: SwimMessage::Ack {
                     probe,
-                    clock_ms: now_ms,
+                    clock_ms: self.wall(now_ms),
                 },
             });
             return true;

@@ -70,6 +70,7 @@ impl<S: Store> Node<S> {
         from: &NodeId,
         request: SyncRequest,
     ) -> Result<Option<SyncAnswer>, StoreError> {
+        let now_ms = self.clock_in(now_ms);
         if !self.is_member(from) {
             self.invalid_input(now_ms, from, "an exchange from a stranger");
             return Ok(None);
@@ -153,6 +154,7 @@ impl<S: Store> Node<S> {
         session: u64,
         reply: Option<SyncAnswer>,
     ) -> Result<(), StoreError> {
+        let now_ms = self.clock_in(now_ms);
         let Some(mut current) = self.cluster.sessions.remove(&session) else {
             return Ok(());
         };
@@ -284,7 +286,7 @@ impl<S: Store> Node<S> {
         };
         // A clock beyond the bound (the wall clock went back) would stamp the start in the
         // future, which the peer refuses: wait until the wall clock catches up.
-        let Ok(started) = self.hlc.tick(now_ms) else {
+        let Ok(started) = self.hlc.tick(self.wall(now_ms)) else {
             return;
         };
         let (sync, first) = SyncSession::start(&self.sync_view());

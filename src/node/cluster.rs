@@ -257,6 +257,7 @@ impl<S: Store> Node<S> {
         from_addr: SocketAddr,
         datagram: Datagram,
     ) -> Result<(), StoreError> {
+        let now_ms = self.clock_in(now_ms);
         let Datagram {
             from,
             swim,
@@ -323,6 +324,7 @@ impl<S: Store> Node<S> {
     /// A one-way frame (rumors too large for datagrams, or values to forget) arrived at this
     /// node's wall time `now_ms`. Only members send frames.
     pub fn handle_frame(&mut self, now_ms: u64, frame: Frame) -> Result<(), StoreError> {
+        let now_ms = self.clock_in(now_ms);
         if !self.is_member(&frame.from) {
             self.invalid_input(now_ms, &frame.from, "a frame from a stranger");
             return Ok(());
@@ -388,6 +390,7 @@ impl<S: Store> Node<S> {
 
     /// Timers: probes, suspicion, re-contact, anti-entropy, rumor retransmission.
     pub fn handle_tick(&mut self, now_ms: u64) -> Result<(), StoreError> {
+        let now_ms = self.clock_in(now_ms);
         let mut out = Vec::new();
         self.cluster
             .membership
@@ -419,9 +422,10 @@ impl<S: Store> Node<S> {
         if *peer == self.id {
             return;
         }
+        let now_ms = self.clock_in(now_ms);
         // One way: the message took between nothing and about a second to arrive.
         let sample = ClockSample {
-            offset_ms: (i128::from(sent_ms) - i128::from(now_ms))
+            offset_ms: (i128::from(sent_ms) - i128::from(self.wall(now_ms)))
                 .clamp(i64::MIN.into(), i64::MAX.into()) as i64
                 + 500,
             uncertainty_ms: 500,
@@ -500,6 +504,7 @@ impl<S: Store> Node<S> {
 
     /// Graceful leave: tell peers this node is leaving.
     pub fn leave(&mut self, now_ms: u64) {
+        let now_ms = self.clock_in(now_ms);
         let mut out = Vec::new();
         self.cluster
             .membership
@@ -523,6 +528,7 @@ impl<S: Store> Node<S> {
     /// forgotten after the reap period. For a member that will never return; one that is in
     /// fact alive refutes it.
     pub fn remove_member(&mut self, now_ms: u64, id: &NodeId) -> Result<Member, ForceLeaveError> {
+        let now_ms = self.clock_in(now_ms);
         let removed = match self.cluster.membership.force_leave(now_ms, id) {
             Err(ForceLeaveError::Unknown) => {
                 // Remembered from before a restart and not heard of since: only this node

@@ -1,6 +1,7 @@
 //! The core state machine of one node: it turns client writes and remote deltas into merged
 //! states, Merkle updates and store batches. Time comes in as an argument (`wall_ms`), never from
-//! a clock; the store is any [`Store`], so the simulator drives this very code with memory stores.
+//! a clock (timers run on it with steps back absorbed, see `timer_clock.rs`); the store is any
+//! [`Store`], so the simulator drives this very code with memory stores.
 //!
 //! Never touches sockets, threads or the wall clock; never decides when to sync (the driver calls
 //! [`Node::commit`] once per group of writes before acknowledging them).
@@ -22,6 +23,7 @@ mod disk_watch;
 mod outbox;
 mod peer_input;
 mod roster;
+mod timer_clock;
 mod tombstones;
 
 pub use clock_watch::ClockStatus;
@@ -154,6 +156,8 @@ pub struct Node<S: Store> {
     disk: disk_watch::DiskWatch,
     /// The members this node remembers across restarts (see `roster.rs`).
     roster: roster::Roster,
+    /// The time timers run on: wall time with steps back absorbed (see `timer_clock.rs`).
+    timers: timer_clock::TimerClock,
 }
 
 impl<S: Store> Node<S> {
@@ -262,6 +266,7 @@ impl<S: Store> Node<S> {
             storage_failed: false,
             disk: disk_watch::DiskWatch::new(disk_reserve_bytes),
             roster,
+            timers: timer_clock::TimerClock::default(),
         };
         node.watch_disk(0, true);
         let replay = node.store.take_replay();
@@ -329,6 +334,7 @@ impl<S: Store> Node<S> {
                 bound_ms: self.hlc.max_ahead_ms(),
             }));
         }
+        self.clock_in(wall_ms);
         let timestamp = self.hlc.tick(wall_ms).map_err(WriteError::ClockSkew)?;
         let (key, delta, elements) = match write {
             Write::KvPut { key, value } => (
@@ -391,7 +397,24 @@ impl<S: Store> Node<S> {
         key: StoreKey,
         delta: KeyState,
     ) -> Result<Applied, StoreError> {
+        let now_ms = self.clock_in(now_ms);
         self.merge_checked(key, delta, None, Source::Peer { now_ms })
+    }
+
+    /// The timer time at wall time `wall_ms`, passed in by the driver: every public entry point
+    /// that takes a time converts it once, here (see `timer_clock.rs`); what compares with
+    /// timestamps converts back with [`Node::wall`].
+    pub(super) fn clock_in(&mut self, wall_ms: u64) -> u64 {
+        let now_ms = self.timers.timer(wall_ms);
+        let behind_ms = self.timers.behind_ms();
+        self.cluster.membership.set_wall_behind(behind_ms);
+        self.tombstones.set_wall_behind(behind_ms);
+        now_ms
+    }
+
+    /// The wall time at timer time `now_ms`.
+    pub(super) fn wall(&self, now_ms: u64) -> u64 {
+        self.timers.wall(now_ms)
     }
 
     /// Merges a delta (local, replayed or from a peer) into the key's state and hands the result
@@ -408,7 +431,7 @@ impl<S: Store> Node<S> {
             return Ok(Applied::Refused(Refusal::WrongKind));
         }
         if let (KeyState::Register(r), Source::Peer { now_ms }) = (&delta, source) {
-            if let Err(ahead) = self.hlc.check(r.timestamp, now_ms) {
+            if let Err(ahead) = self.hlc.check(r.timestamp, self.wall(now_ms)) {
                 return Ok(Applied::Refused(Refusal::ClockSkew(ahead)));
             }
         }
@@ -418,7 +441,7 @@ impl<S: Store> Node<S> {
         if let KeyState::Register(r) = &delta {
             match source {
                 Source::Peer { now_ms } => {
-                    if let Err(ahead) = self.hlc.observe(r.timestamp, now_ms) {
+                    if let Err(ahead) = self.hlc.observe(r.timestamp, self.wall(now_ms)) {
                         return Ok(Applied::Refused(Refusal::ClockSkew(ahead)));
                     }
                 }

@@ -56,9 +56,10 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
-    /// Whether a peer's timestamp is within the skew bound of wall time `now_ms`.
+    /// Whether a peer's timestamp is within the skew bound of the wall time at timer time
+    /// `now_ms`.
     pub(super) fn check_clock(&self, ts: Timestamp, now_ms: u64) -> Result<(), ClockAhead> {
-        self.hlc.check(ts, now_ms)
+        self.hlc.check(ts, self.wall(now_ms))
     }
 
     /// Counts and logs a state from `peer` that was not merged.

@@ -87,6 +87,9 @@ pub(super) struct TombstoneCollector {
     /// The node was given seeds, or its data directory was ever part of a cluster: knowing no
     /// other member then means it has not (re)joined yet, not that it is alone.
     expects_peers: bool,
+    /// How far the time passed in (timer time) is ahead of the wall clock (see the core's
+    /// `timer_clock.rs`): the minimum age compares with timestamps, in wall time.
+    wall_behind_ms: u64,
     /// The newest tombstone some peer collected in a collection that counted this node, or
     /// that an exchange with it completed since: every member had seen every write up to it.
     collected_elsewhere: Timestamp,
@@ -102,8 +105,14 @@ impl TombstoneCollector {
             down_since: BTreeMap::new(),
             next_pass_ms: 0,
             expects_peers,
+            wall_behind_ms: 0,
             collected_elsewhere: Timestamp::ZERO,
         }
+    }
+
+    /// Times passed in are this far ahead of the wall clock.
+    pub(super) fn set_wall_behind(&mut self, behind_ms: u64) {
+        self.wall_behind_ms = behind_ms;
     }
 
     /// Restores, at start-up, the greatest stable timestamp this node (`me`) ever reported
@@ -292,7 +301,9 @@ impl TombstoneCollector {
         }
         // What a peer collected, everyone had seen; but no tombstone goes before the minimum
         // age by this node's own clock, whatever a peer says.
-        let old_enough = now_ms.saturating_sub(self.config.min_age_ms);
+        let old_enough = now_ms
+            .saturating_sub(self.wall_behind_ms)
+            .saturating_sub(self.config.min_age_ms);
         horizon
             .max(self.collected_elsewhere)
             .min(Timestamp::new(old_enough, u16::MAX))
