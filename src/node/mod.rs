@@ -234,9 +234,10 @@ impl<S: Store> Node<S> {
         let disk_reserve_bytes = config.disk_reserve_bytes;
         let remembered = store.roster();
         if !remembered.is_empty() {
+            let ids: Vec<String> = remembered.iter().map(ToString::to_string).collect();
             tracing::info!(
-                members = remembered.len(),
-                "counting the members known before the restart until they are heard of again"
+                members = %ids.join(","),
+                "counting the members known before the restart until they are heard of again (DELETE /v1/cluster/members/{{id}} forgets one that will not return)"
             );
         }
         let roster = roster::Roster::restore(
