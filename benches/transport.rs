@@ -16,7 +16,7 @@
 mod common;
 
 use common::flood::Flood;
-use common::{path_str, Proc};
+use common::{metric, path_str, Proc};
 use reqwest::Client;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -195,23 +195,6 @@ async fn alive(c: &Client, observer: &Proc, id: &str) -> bool {
     members["members"]
         .as_array()
         .is_some_and(|m| m.iter().any(|m| m["id"] == id && m["state"] == "alive"))
-}
-
-async fn metric(c: &Client, node: &Proc, series: &str) -> Option<u64> {
-    let text = c
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
 }
 
 fn rss(nodes: &[&Proc; 2]) -> [f64; 2] {

@@ -14,6 +14,23 @@ async fn error_code(resp: reqwest::Response) -> (StatusCode, String) {
     (status, body["code"].as_str().unwrap().to_string())
 }
 
+/// Sends each of `bodies` to `url` with `method` and expects 400 `bad_json` for every one.
+async fn expect_bad_json(c: &Client, method: reqwest::Method, url: String, bodies: &[&str]) {
+    for body in bodies {
+        let resp = c
+            .request(method.clone(), &url)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(resp).await,
+            (StatusCode::BAD_REQUEST, "bad_json".into()),
+            "{body}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kv_put_get_delete_round_trip_keeps_content_type_and_headers() {
     let server = start(|_| {}).await;
@@ -272,19 +289,8 @@ async fn bad_input_gets_a_clear_4xx_json_error() {
         404
     );
 
-    for body in ["{not json", r#"{"add": "notalist"}"#, r#"{"plus": []}"#, ""] {
-        let resp = c
-            .post(server.url("/v1/sets/s"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            error_code(resp).await,
-            (StatusCode::BAD_REQUEST, "bad_json".into()),
-            "{body}"
-        );
-    }
+    let bodies = ["{not json", r#"{"add": "notalist"}"#, r#"{"plus": []}"#, ""];
+    expect_bad_json(&c, reqwest::Method::POST, server.url("/v1/sets/s"), &bodies).await;
     let resp = c.patch(server.url("/v1/kv/x")).send().await.unwrap();
     assert!(resp.headers()["allow"].to_str().unwrap().contains("PUT"));
     assert_eq!(
@@ -592,40 +598,24 @@ async fn json_bodies_must_be_objects_not_arrays() {
     let server = start(|c| c.fault_injection = true).await;
     let c = Client::new();
     // serde reads a struct from a sequence of its fields: an array must not pass for an object.
-    for body in [
+    let bodies = [
         r#"[["x","y"],["y"]]"#,
         r#"[["x"]]"#,
         "[]",
         "\"add\"",
         "null",
-    ] {
-        let resp = c
-            .post(server.url("/v1/sets/s"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            error_code(resp).await,
-            (StatusCode::BAD_REQUEST, "bad_json".into()),
-            "{body}"
-        );
-    }
+    ];
+    expect_bad_json(&c, reqwest::Method::POST, server.url("/v1/sets/s"), &bodies).await;
     let resp = c.get(server.url("/v1/sets/s")).send().await.unwrap();
     assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
-    for body in [r#"[["n2"]]"#, "[]"] {
-        let resp = c
-            .put(server.url("/v1/admin/faults"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            error_code(resp).await,
-            (StatusCode::BAD_REQUEST, "bad_json".into()),
-            "{body}"
-        );
-    }
+    let bodies = [r#"[["n2"]]"#, "[]"];
+    expect_bad_json(
+        &c,
+        reqwest::Method::PUT,
+        server.url("/v1/admin/faults"),
+        &bodies,
+    )
+    .await;
     let faults: Value = c
         .get(server.url("/v1/admin/faults"))
         .send()

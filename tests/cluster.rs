@@ -5,28 +5,11 @@
 
 mod common;
 
-use common::{eventually, path_str, Proc};
+use common::{eventually, get_json, get_text, path_str, Proc};
 use reqwest::Client;
-use serde_json::Value;
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(30);
-
-async fn get_json(c: &Client, url: String) -> Option<Value> {
-    let resp = c.get(url).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
-}
-
-async fn get_text(c: &Client, url: String) -> Option<String> {
-    let resp = c.get(url).send().await.ok()?;
-    if resp.status() != 200 {
-        return None;
-    }
-    resp.text().await.ok()
-}
 
 /// The state `node` reports for member `id`, and its incarnation.
 async fn member_state(c: &Client, node: &Proc, id: &str) -> Option<(String, u64)> {

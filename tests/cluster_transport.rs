@@ -8,7 +8,7 @@
 mod common;
 
 use common::flood::Flood;
-use common::{eventually, path_str, Proc};
+use common::{eventually, get_text, metric, path_str, Proc};
 use reqwest::Client;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -16,25 +16,6 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 const CONVERGE: Duration = Duration::from_secs(30);
-
-async fn get_text(c: &Client, url: String) -> Option<String> {
-    let resp = c.get(url).send().await.ok()?;
-    if resp.status() != 200 {
-        return None;
-    }
-    resp.text().await.ok()
-}
-
-/// The value of the metric line that starts with `series` (name and labels), if exposed.
-async fn metric(c: &Client, node: &Proc, series: &str) -> Option<u64> {
-    let text = get_text(c, node.url("/metrics")).await?;
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
 
 async fn dropped(c: &Client, node: &Proc, reason: &str) -> u64 {
     let series = format!("hearsay_cluster_dropped_total{{reason=\"{reason}\"}}");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{eventually, path_str, Proc};
+use common::{eventually, get_json, path_str, Proc};
 use hearsay::testing::SmallDisk;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
@@ -17,13 +17,7 @@ const WITHIN: Duration = Duration::from_secs(20);
 const MIB: u64 = 1 << 20;
 
 async fn health(c: &Client, node: &Proc) -> Option<Value> {
-    c.get(node.url("/v1/health"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    get_json(c, node.url("/v1/health")).await
 }
 
 async fn put(c: &Client, node: &Proc, key: &str, value: &str) -> StatusCode {

@@ -113,21 +113,8 @@ impl Lie {
 
     /// The lies sent unprompted; `insider` adds the insider lies.
     fn unprompted(insider: bool) -> &'static [Lie] {
-        const OUTSIDER: &[Lie] = &[
-            Lie::FutureRegister,
-            Lie::FutureSyncPush,
-            Lie::FutureSyncStart,
-            Lie::FutureHorizon,
-            Lie::WrongKindRumor,
-            Lie::WrongKindSyncPush,
-            Lie::ImpossibleIncarnationAboutOther,
-            Lie::ImpossibleIncarnationAboutTarget,
-            Lie::Verdict,
-            Lie::ForgetLive,
-            Lie::PingReqStranger,
-            Lie::SyncFromStranger,
-        ];
-        const ALL: &[Lie] = &[
+        /// Every unprompted lie: the outsider's first, then the insider's.
+        static ALL: [Lie; 16] = [
             Lie::FutureRegister,
             Lie::FutureSyncPush,
             Lie::FutureSyncStart,
@@ -145,10 +132,11 @@ impl Lie {
             Lie::InsiderForget,
             Lie::InsiderStable,
         ];
+        const OUTSIDER: usize = 12;
         if insider {
-            ALL
+            &ALL
         } else {
-            OUTSIDER
+            &ALL[..OUTSIDER]
         }
     }
 }

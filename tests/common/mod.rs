@@ -263,6 +263,35 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
     }
 }
 
+/// GETs `url` and decodes its JSON body: `None` on a connection error or a status other than 2xx.
+pub async fn get_json(c: &reqwest::Client, url: String) -> Option<serde_json::Value> {
+    let resp = c.get(url).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+/// GETs `url`'s body as text: `None` on a connection error or a status other than 200.
+pub async fn get_text(c: &reqwest::Client, url: String) -> Option<String> {
+    let resp = c.get(url).send().await.ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    resp.text().await.ok()
+}
+
+/// The value of the metric `series` (its name and labels, as exposed) on `node`, if exposed.
+pub async fn metric(c: &reqwest::Client, node: &Proc, series: &str) -> Option<u64> {
+    let text = get_text(c, node.url("/metrics")).await?;
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
