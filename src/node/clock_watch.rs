@@ -12,7 +12,6 @@
 //!
 //! Pure: samples come in as arguments.
 
-use crate::clock::NodeId;
 use crate::membership::ClockSample;
 
 /// What this node knows of its clock against the cluster's.
@@ -30,23 +29,19 @@ pub struct ClockStatus {
     pub median_offset_ms: i64,
 }
 
-/// Judges this node's clock from the latest `samples` of the peers for which `counts` holds
-/// (members that did not leave), against a bound of `bound_ms`. `joined`: some other member is
+/// Judges this node's clock from the latest `samples` of the peers that count (members that did
+/// not leave: the caller picks them), against a bound of `bound_ms`. `joined`: some other member is
 /// up; a node that has joined no one and whom every peer it hears from finds far off (its
 /// traffic arrives outside the cluster key's freshness window, so it can join no one either) is
 /// out of bounds too.
 pub fn judge<'a>(
-    samples: impl Iterator<Item = (&'a NodeId, &'a ClockSample)>,
-    counts: impl Fn(&NodeId) -> bool,
+    samples: impl Iterator<Item = &'a ClockSample>,
     joined: bool,
     bound_ms: u64,
 ) -> ClockStatus {
     let mut offsets = Vec::new();
     let mut beyond = 0;
-    for (peer, sample) in samples {
-        if !counts(peer) {
-            continue;
-        }
+    for sample in samples {
         offsets.push(sample.offset_ms);
         beyond += usize::from(sample.beyond(bound_ms));
     }
@@ -66,24 +61,20 @@ pub fn judge<'a>(
 mod tests {
     use super::*;
 
-    fn samples(offsets: &[i64]) -> Vec<(NodeId, ClockSample)> {
+    fn samples(offsets: &[i64]) -> Vec<ClockSample> {
         offsets
             .iter()
-            .enumerate()
-            .map(|(i, &offset_ms)| {
-                let sample = ClockSample {
-                    offset_ms,
-                    uncertainty_ms: 5,
-                    at_ms: 100_000,
-                };
-                (NodeId::new(format!("n{i}")).unwrap(), sample)
+            .map(|&offset_ms| ClockSample {
+                offset_ms,
+                uncertainty_ms: 5,
+                at_ms: 100_000,
             })
             .collect()
     }
 
     fn status(offsets: &[i64]) -> ClockStatus {
         let s = samples(offsets);
-        judge(s.iter().map(|(n, c)| (n, c)), |_| true, true, 500)
+        judge(s.iter(), true, 500)
     }
 
     #[test]
@@ -104,22 +95,12 @@ mod tests {
     }
 
     #[test]
-    fn members_that_left_do_not_count() {
-        let s = samples(&[-30_000, -30_000]);
-        let only_n0 = judge(
-            s.iter().map(|(n, c)| (n, c)),
-            |n| n.as_str() == "n0",
-            true,
-            500,
-        );
-        assert_eq!((only_n0.measured, only_n0.out_of_bounds), (1, false));
+    fn one_peer_cannot_tell_unless_this_node_joined_no_one() {
+        let s = samples(&[-30_000]);
+        let one = judge(s.iter(), true, 500);
+        assert_eq!((one.measured, one.out_of_bounds), (1, false));
         // Joined to no one, and far from the one peer it hears: out of bounds.
-        let alone = judge(
-            s.iter().map(|(n, c)| (n, c)),
-            |n| n.as_str() == "n0",
-            false,
-            500,
-        );
+        let alone = judge(s.iter(), false, 500);
         assert!(alone.out_of_bounds);
     }
 }

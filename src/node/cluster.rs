@@ -480,8 +480,7 @@ impl<S: Store> Node<S> {
         }
         let bound_ms = self.hlc.max_ahead_ms();
         let joined = self.has_peers();
-        let samples = samples.iter().map(|(p, s)| (p, s));
-        let status = clock_watch::judge(samples, |_| true, joined, bound_ms);
+        let status = clock_watch::judge(samples.iter().map(|(_, s)| s), joined, bound_ms);
         if status.out_of_bounds != self.clock.out_of_bounds {
             if status.out_of_bounds {
                 tracing::error!(
