@@ -428,16 +428,13 @@ impl<S: Store> Node<S> {
         origin_seq: Option<(ReplicaId, u64)>,
         source: Source,
     ) -> Result<Applied, StoreError> {
-        if !key.holds(&delta) {
-            return Ok(Applied::Refused(Refusal::WrongKind));
-        }
-        if let (KeyState::Register(r), Source::Peer { now_ms }) = (&delta, source) {
-            if let Err(ahead) = self.hlc.check(r.timestamp, self.wall(now_ms)) {
-                return Ok(Applied::Refused(Refusal::ClockSkew(ahead)));
-            }
-        }
-        if matches!(source, Source::Peer { .. }) && self.disk.is_full() {
-            return Ok(Applied::Refused(Refusal::DiskFull));
+        let vetted = match source {
+            Source::Peer { now_ms } => self.vet(&key, &delta, now_ms),
+            Source::Local | Source::Replay if !key.holds(&delta) => Err(Refusal::WrongKind),
+            Source::Local | Source::Replay => Ok(()),
+        };
+        if let Err(why) = vetted {
+            return Ok(Applied::Refused(why));
         }
         if let KeyState::Register(r) = &delta {
             match source {
