@@ -16,7 +16,7 @@
 mod common;
 
 use common::flood::Flood;
-use common::{metric, path_str, Proc};
+use common::{member_state, metric, path_str, Proc};
 use reqwest::Client;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -186,28 +186,13 @@ async fn serves(c: &Client, node: &Proc, path: &str) -> bool {
 }
 
 async fn alive(c: &Client, observer: &Proc, id: &str) -> bool {
-    let Ok(r) = c.get(observer.url("/v1/cluster/members")).send().await else {
-        return false;
-    };
-    let Ok(members) = r.json::<serde_json::Value>().await else {
-        return false;
-    };
-    members["members"]
-        .as_array()
-        .is_some_and(|m| m.iter().any(|m| m["id"] == id && m["state"] == "alive"))
+    member_state(c, observer, id)
+        .await
+        .is_some_and(|(state, _)| state == "alive")
 }
 
 fn rss(nodes: &[&Proc; 2]) -> [f64; 2] {
-    nodes.map(|n| {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", n.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    })
+    nodes.map(|n| n.rss_mib().unwrap_or(0.0))
 }
 
 fn pair([a, b]: [f64; 2]) -> String {

@@ -5,25 +5,13 @@
 
 mod common;
 
-use common::{eventually, get_json, get_text, path_str, Proc};
+use common::{eventually, get_json, get_text, member_state, path_str, Proc};
 use reqwest::Client;
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
 /// The state `node` reports for member `id`, and its incarnation.
-async fn member_state(c: &Client, node: &Proc, id: &str) -> Option<(String, u64)> {
-    let members = get_json(c, node.url("/v1/cluster/members")).await?;
-    members["members"].as_array()?.iter().find_map(|m| {
-        (m["id"] == id).then(|| {
-            (
-                m["state"].as_str().unwrap_or_default().to_string(),
-                m["incarnation"].as_u64().unwrap_or_default(),
-            )
-        })
-    })
-}
-
 async fn digest(c: &Client, node: &Proc) -> Option<String> {
     let d = get_json(c, node.url("/v1/cluster/digest")).await?;
     Some(d["root"].as_str()?.to_string())

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{eventually, get_json, path_str, Proc};
+use common::{eventually, member_state, path_str, Proc};
 use reqwest::Client;
 use serde_json::Value;
 use std::time::Duration;
@@ -14,12 +14,7 @@ const WITHIN: Duration = Duration::from_secs(30);
 
 /// The state `observer` lists for member `id`.
 async fn state_of(c: &Client, observer: &Proc, id: &str) -> Option<String> {
-    let members = get_json(c, observer.url("/v1/cluster/members")).await?;
-    members["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["id"] == id)
-        .and_then(|m| m["state"].as_str().map(str::to_string))
+    member_state(c, observer, id).await.map(|(state, _)| state)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,7 +8,7 @@
 mod common;
 
 use common::flood::Flood;
-use common::{eventually, get_text, metric, path_str, Proc};
+use common::{eventually, member_state, metric, path_str, Proc};
 use reqwest::Client;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -22,28 +22,15 @@ async fn dropped(c: &Client, node: &Proc, reason: &str) -> u64 {
     metric(c, node, &series).await.unwrap_or(0)
 }
 
-/// Resident memory of a process in MiB, from `/proc/<pid>/status`.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kib / 1024.0
+/// Resident memory of a node in MiB.
+fn rss_mib(node: &Proc) -> f64 {
+    node.rss_mib().expect("VmRSS in /proc/<pid>/status")
 }
 
 /// Waits until `observer` lists `id` as alive.
 async fn alive(c: &Client, observer: &Proc, id: &str) {
     eventually(&format!("{id} alive"), CONVERGE, || async {
-        let members = get_text(c, observer.url("/v1/cluster/members")).await?;
-        let members: serde_json::Value = serde_json::from_str(&members).ok()?;
-        members["members"]
-            .as_array()?
-            .iter()
-            .any(|m| m["id"] == id && m["state"] == "alive")
-            .then_some(())
+        (member_state(c, observer, id).await?.0 == "alive").then_some(())
     })
     .await;
 }
@@ -108,7 +95,7 @@ async fn connections_declaring_huge_frames_cost_no_memory_and_do_not_starve_peer
     let c = Client::new();
     let value: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
     // No large value yet: the first one under attack needs a new connection each way.
-    let before = [rss_mib(n1.pid()), rss_mib(n2.pid())];
+    let before = [rss_mib(&n1), rss_mib(&n2)];
 
     let targets = [&n1, &n2].map(|n| n.gossip.parse::<SocketAddr>().unwrap());
     // Without the key: each connection declares an 8 MiB frame, sends 1 KiB of it, then
@@ -130,7 +117,7 @@ async fn connections_declaring_huge_frames_cost_no_memory_and_do_not_starve_peer
         worst = worst.max(replicate(&c, &n2, &n1, &format!("big/a{i}"), &value).await);
         worst = worst.max(replicate(&c, &n1, &n2, &format!("big/b{i}"), &value).await);
     }
-    let during = [rss_mib(n1.pid()), rss_mib(n2.pid())];
+    let during = [rss_mib(&n1), rss_mib(&n2)];
     let opened = flood.opened();
     drop(flood);
     eprintln!(

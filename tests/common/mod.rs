@@ -200,6 +200,19 @@ impl Proc {
         self.child.id()
     }
 
+    /// The child's resident memory in MiB, from `/proc/<pid>/status` (`None` once it is gone).
+    pub fn rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    }
+
     /// Sends a signal (SIGSTOP, SIGCONT, SIGTERM...).
     pub fn signal(&self, signal: i32) {
         // SAFETY: a signal to our own child, which has not been reaped while `self` lives.
@@ -279,6 +292,19 @@ pub async fn get_text(c: &reqwest::Client, url: String) -> Option<String> {
         return None;
     }
     resp.text().await.ok()
+}
+
+/// The state `observer` lists for member `id`, and its incarnation.
+pub async fn member_state(c: &reqwest::Client, observer: &Proc, id: &str) -> Option<(String, u64)> {
+    let members = get_json(c, observer.url("/v1/cluster/members")).await?;
+    members["members"].as_array()?.iter().find_map(|m| {
+        (m["id"] == id).then(|| {
+            (
+                m["state"].as_str().unwrap_or_default().to_string(),
+                m["incarnation"].as_u64().unwrap_or_default(),
+            )
+        })
+    })
 }
 
 /// The value of the metric `series` (its name and labels, as exposed) on `node`, if exposed.
