@@ -4,7 +4,7 @@
 //! once its sync completes) and fails syncs on demand.
 
 use hearsay::clock::NodeId;
-use hearsay::crdt::{KeyState, Value};
+use hearsay::crdt::KeyState;
 use hearsay::membership::{Member, SwimMessage};
 use hearsay::node::{ClusterConfig, Node, Outbound, Write};
 use hearsay::runtime::{self, NodeHandle};
@@ -20,16 +20,6 @@ fn id(s: &str) -> NodeId {
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn put(key: &str, v: &str) -> Write {
-    Write::KvPut {
-        key: key.into(),
-        value: Value {
-            content_type: "text/plain".into(),
-            data: v.as_bytes().to_vec(),
-        },
-    }
 }
 
 fn from_b(b: &Member, swim: Option<SwimMessage>) -> Datagram {
@@ -102,11 +92,11 @@ fn rumors_of(sent: &[Datagram], key: &str) -> usize {
 async fn a_write_whose_sync_fails_is_refused_sent_nowhere_and_undone() {
     let store = MemoryStore::with_crashes();
     let (a, mut sent, b) = a_knowing_b(&store).await;
-    let durable = a.write(put("k", "durable")).await;
+    let durable = a.write(Write::put_text("k", "durable")).await;
     assert!(durable.is_ok(), "{durable:?}");
 
     store.fail_syncs(true);
-    let failed = a.write(put("k", "lost")).await;
+    let failed = a.write(Write::put_text("k", "lost")).await;
     assert!(
         failed.is_err(),
         "a write whose sync failed was acknowledged: {failed:?}"
@@ -135,7 +125,7 @@ async fn a_write_whose_sync_fails_is_refused_sent_nowhere_and_undone() {
         _ => None,
     };
     assert_eq!(reads(&store).as_deref(), Some(&b"durable"[..]));
-    let again = a.write(put("k", "after")).await;
+    let again = a.write(Write::put_text("k", "after")).await;
     assert!(again.is_ok(), "{again:?}");
     a.shutdown().await;
     assert_eq!(reads(&store.reopen()).as_deref(), Some(&b"after"[..]));

@@ -91,13 +91,7 @@ fn a_new_lifetime_stamps_above_anything_the_earlier_one_can_have_issued() {
         }),
     ));
     let _ = n1.merge_delta(NOW, StoreKey::kv("k"), ahead).unwrap();
-    let put = |v: &str| Write::KvPut {
-        key: "k".into(),
-        value: Value {
-            content_type: "text/plain".into(),
-            data: v.as_bytes().to_vec(),
-        },
-    };
+    let put = |v: &str| Write::put_text("k", v);
     let earlier = n1.handle_write(NOW + 1, put("earlier")).unwrap();
     // Replaced 100 ms later: its first write must still be later than the earlier lifetime's.
     let mut n1 = open(MemoryStore::new(), "n1", NOW + 100);

@@ -37,13 +37,6 @@ fn text(v: &str) -> Value {
     }
 }
 
-fn put(key: &str, v: &str) -> Write {
-    Write::KvPut {
-        key: key.into(),
-        value: text(v),
-    }
-}
-
 fn envelope(from: &Member) -> Datagram {
     Datagram {
         from: from.clone(),
@@ -102,8 +95,8 @@ fn a_register_stamped_at_the_end_of_time_does_not_pin_the_clock() {
     );
     // Two later writes of one key: the second must win (before, both got u64::MAX and the value
     // bytes decided, so "a" lost to "b").
-    let first = a.handle_write(NOW + 1, put("k", "b"));
-    let second = a.handle_write(NOW + 2, put("k", "a"));
+    let first = a.handle_write(NOW + 1, Write::put_text("k", "b"));
+    let second = a.handle_write(NOW + 2, Write::put_text("k", "a"));
     if let (Ok(first), Ok(second)) = (&first, &second) {
         assert!(second.timestamp > first.timestamp);
         assert!(second.timestamp.wall_ms() < NOW + 1_000);
@@ -123,7 +116,7 @@ fn a_set_rumored_under_a_kv_key_is_refused_and_later_puts_are_stored() {
         b.gossip_addr,
         rumor_from(&b, 1, StoreKey::kv("k"), KeyState::Set(delta)),
     );
-    let ack = a.handle_write(NOW + 1, put("k", "v"));
+    let ack = a.handle_write(NOW + 1, Write::put_text("k", "v"));
     assert!(ack.is_ok(), "{ack:?}");
     assert_eq!(value_of(&a, "k").as_deref(), Some("v"));
 }
@@ -154,7 +147,7 @@ fn a_collection_horizon_from_the_future_is_not_adopted() {
         }),
     );
     assert!(a.store().collected_through() < future);
-    let ack = a.handle_write(NOW + 1_000, put("new", "v"));
+    let ack = a.handle_write(NOW + 1_000, Write::put_text("new", "v"));
     assert!(ack.is_ok(), "{ack:?}");
     assert_eq!(value_of(&a, "new").as_deref(), Some("v"));
 }
@@ -180,7 +173,7 @@ fn a_claim_about_this_node_at_the_last_incarnation_is_refused_without_panicking(
 #[test]
 fn a_forget_frame_from_a_stranger_is_ignored() {
     let (mut a, _b) = a_with_peer_b();
-    let ack = a.handle_write(NOW, put("k", "v")).unwrap();
+    let ack = a.handle_write(NOW, Write::put_text("k", "v")).unwrap();
     let forged = Frame {
         from: id("mallory"),
         body: FrameBody::Forget(vec![ForgetValue {
@@ -247,7 +240,9 @@ fn forget_frame(key: &str, timestamp: Timestamp, node: &NodeId) -> Frame {
 #[test]
 fn a_value_a_collecting_peer_will_never_take_goes_but_not_one_above_its_horizon() {
     let (mut a, b) = a_with_peer_b();
-    let mine = a.handle_write(NOW, put("mine", "dropped")).unwrap();
+    let mine = a
+        .handle_write(NOW, Write::put_text("mine", "dropped"))
+        .unwrap();
     let theirs = Timestamp::new(NOW - 5_000, 0);
     a.handle_datagram(
         NOW,
@@ -273,7 +268,9 @@ fn a_value_a_collecting_peer_will_never_take_goes_but_not_one_above_its_horizon(
     )
     .unwrap();
     start_exchange(&mut a, NOW + 3_000);
-    let newer = a.handle_write(NOW + 3_000, put("newer", "kept")).unwrap();
+    let newer = a
+        .handle_write(NOW + 3_000, Write::put_text("newer", "kept"))
+        .unwrap();
     b_announces_horizon(&mut a, NOW + 3_000, Timestamp::new(NOW + 1, 0));
     for (key, ts, node) in [
         ("theirs", theirs, id("c")),

@@ -6,20 +6,10 @@
 //! real time reaches its timestamp, and then wins by last-writer-wins.
 
 use hearsay::clock::Timestamp;
-use hearsay::crdt::{KeyState, Value};
+use hearsay::crdt::KeyState;
 use hearsay::node::Write;
 use hearsay::sim::{Sim, SimConfig};
 use hearsay::store::StoreKey;
-
-fn put(key: &str, value: &str) -> Write {
-    Write::KvPut {
-        key: key.into(),
-        value: Value {
-            content_type: "text/plain".into(),
-            data: value.as_bytes().to_vec(),
-        },
-    }
-}
 
 fn value(sim: &Sim, i: usize, key: &str) -> Option<String> {
     match sim.read(i, &StoreKey::kv(key)) {
@@ -45,8 +35,12 @@ fn a_node_minutes_ahead_is_found_out_refuses_writes_and_drags_no_clock() {
         sim.node(2).map(|n| n.clock_status())
     );
     assert!(!out_of_bounds(&sim, 0) && !out_of_bounds(&sim, 1));
-    assert!(sim.write(2, put("k", "from the future")).is_none());
-    let ack = sim.write(0, put("k", "now")).expect("n1 writes");
+    assert!(sim
+        .write(2, Write::put_text("k", "from the future"))
+        .is_none());
+    let ack = sim
+        .write(0, Write::put_text("k", "now"))
+        .expect("n1 writes");
     // n1's clock was not dragged five minutes ahead by n3's traffic.
     assert!(ack.timestamp.wall_ms() <= sim.clock_of(0) + 500);
     sim.run_for(2_000);
@@ -64,11 +58,13 @@ fn a_node_minutes_behind_refuses_writes_until_its_clock_is_fixed() {
     sim.set_skew(2, -5 * MINUTE);
     sim.run_for(5_000);
     assert!(out_of_bounds(&sim, 2));
-    assert!(sim.write(2, put("k", "from the past")).is_none());
+    assert!(sim
+        .write(2, Write::put_text("k", "from the past"))
+        .is_none());
     sim.set_skew(2, 0);
     sim.run_for(5_000);
     assert!(!out_of_bounds(&sim, 2));
-    assert!(sim.write(2, put("k", "fixed")).is_some());
+    assert!(sim.write(2, Write::put_text("k", "fixed")).is_some());
     sim.run_for(2_000);
     assert_eq!(value(&sim, 0, "k").as_deref(), Some("fixed"));
 }
@@ -88,7 +84,9 @@ fn a_clock_stepped_back_while_running_stalls_no_timer() {
         "{:?}",
         sim.node(2).map(|n| n.clock_status())
     );
-    assert!(sim.write(2, put("k", "from the past")).is_none());
+    assert!(sim
+        .write(2, Write::put_text("k", "from the past"))
+        .is_none());
     for i in 0..2 {
         let n3 = sim.view(i).into_iter().find(|(id, _)| id == sim.id(2));
         assert!(
@@ -109,7 +107,7 @@ fn a_verdict_survives_a_partition_that_hides_the_evidence() {
     sim.run_for(60_000);
     // Its peers are dead to it now, and it still knows its clock is off.
     assert!(out_of_bounds(&sim, 2));
-    assert!(sim.write(2, put("k", "ahead")).is_none());
+    assert!(sim.write(2, Write::put_text("k", "ahead")).is_none());
 }
 
 #[test]
@@ -121,10 +119,12 @@ fn a_write_from_a_clock_nobody_could_measure_waits_until_real_time_reaches_it() 
     sim.run_for(10_000);
     sim.set_skew(2, 30_000);
     let early = sim
-        .write(2, put("k", "early but ahead"))
+        .write(2, Write::put_text("k", "early but ahead"))
         .expect("n3 cannot know");
     sim.run_for(5_000);
-    let late = sim.write(0, put("k", "later")).expect("n1 writes");
+    let late = sim
+        .write(0, Write::put_text("k", "later"))
+        .expect("n1 writes");
     assert!(early.timestamp > late.timestamp);
     sim.heal();
     sim.run_for(10_000);

@@ -520,13 +520,7 @@ fn random_write(rng: &mut SmallRng, workload: Workload, data: String) -> Write {
     let key = format!("k{}", rng.gen_range(0..workload.keys));
     match rng.gen_range(0..10) {
         n if n < workload.deletes => Write::KvDelete { key },
-        0..=4 => Write::KvPut {
-            key,
-            value: Value {
-                content_type: "text/plain".into(),
-                data: data.into_bytes(),
-            },
-        },
+        0..=4 => Write::put_text(&key, &data),
         n => {
             let key = format!("s{}", rng.gen_range(0..SETS));
             let (adds, removes) = match n {

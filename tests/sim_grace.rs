@@ -3,20 +3,10 @@
 //! older than the tombstones the others collected meanwhile, and only those; no deleted key comes
 //! back, and the cluster converges.
 
-use hearsay::crdt::{KeyState, Value};
+use hearsay::crdt::KeyState;
 use hearsay::node::{TombstoneConfig, Write};
 use hearsay::sim::{Sim, SimConfig};
 use hearsay::store::{Store, StoreKey};
-
-fn put(key: &str, value: &str) -> Write {
-    Write::KvPut {
-        key: key.into(),
-        value: Value {
-            content_type: "text/plain".into(),
-            data: value.as_bytes().to_vec(),
-        },
-    }
-}
 
 fn delete(key: &str) -> Write {
     Write::KvDelete { key: key.into() }
@@ -47,22 +37,23 @@ fn cluster(seed: u64) -> Sim {
 fn a_node_away_past_the_grace_period_loses_only_its_unreplicated_writes_older_than_collected_tombstones(
 ) {
     let mut sim = cluster(41);
-    sim.write(0, put("k", "old")).expect("written");
-    sim.write(0, put("kept", "before")).expect("written");
+    sim.write(0, Write::put_text("k", "old")).expect("written");
+    sim.write(0, Write::put_text("kept", "before"))
+        .expect("written");
     sim.run_for(1_000);
     sim.write(0, delete("k")).expect("deleted");
     sim.run_for(1_000);
     // n5 goes away and writes: "k" again (after its delete), and a key nobody else has.
     sim.partition(&[0, 0, 0, 0, 1]);
     sim.run_for(500);
-    sim.write(4, put("k", "away"))
+    sim.write(4, Write::put_text("k", "away"))
         .expect("n5 writes while away");
-    sim.write(4, put("kept", "away"))
+    sim.write(4, Write::put_text("kept", "away"))
         .expect("n5 writes while away");
     sim.run_for(500);
     // The others delete another key later, and collect both tombstones once n5 has been down
     // for the grace period.
-    sim.write(1, put("j", "x")).expect("written");
+    sim.write(1, Write::put_text("j", "x")).expect("written");
     sim.run_for(500);
     sim.write(1, delete("j")).expect("deleted");
     sim.run_for(GRACE_MS + 15_000);

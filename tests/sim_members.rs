@@ -5,19 +5,12 @@
 //! serving, and collecting, on its own): it forgets nobody and collection waits, until an operator
 //! forces the dead out.
 
-use hearsay::crdt::Value;
 use hearsay::membership::MembershipConfig;
 use hearsay::node::{TombstoneConfig, Write};
 use hearsay::sim::{Sim, SimConfig};
 
 fn put(key: &str) -> Write {
-    Write::KvPut {
-        key: key.into(),
-        value: Value {
-            content_type: "text/plain".into(),
-            data: b"v".to_vec(),
-        },
-    }
+    Write::put_text(key, "v")
 }
 
 const GRACE_MS: u64 = 10_000;

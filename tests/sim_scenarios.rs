@@ -2,20 +2,10 @@
 //! replication protocol (rumors alone, anti-entropy alone) and checks what it must achieve.
 
 use hearsay::clock::Timestamp;
-use hearsay::crdt::{KeyState, Value};
+use hearsay::crdt::KeyState;
 use hearsay::node::Write;
 use hearsay::sim::{Sim, SimConfig};
 use hearsay::store::{Store, StoreKey};
-
-fn put(key: &str, value: &str) -> Write {
-    Write::KvPut {
-        key: key.into(),
-        value: Value {
-            content_type: "text/plain".into(),
-            data: value.as_bytes().to_vec(),
-        },
-    }
-}
 
 fn holds(sim: &Sim, i: usize, key: &str) -> bool {
     matches!(sim.read(i, &StoreKey::kv(key)), Some(KeyState::Register(r)) if r.value.is_some())
@@ -28,7 +18,7 @@ fn rumors_alone_reach_every_node_within_a_few_hops() {
     config.anti_entropy_interval_ms = u64::MAX / 4; // rumors only
     let mut sim = Sim::new(config);
     sim.run_for(8_000);
-    assert!(sim.write(0, put("k", "v")).is_some());
+    assert!(sim.write(0, Write::put_text("k", "v")).is_some());
     // A few hops of at most 5 ms each (fanout 3 over 10 nodes), plus piggybacked copies.
     sim.run_for(100);
     let missing: Vec<usize> = (0..10).filter(|&i| !holds(&sim, i, "k")).collect();
@@ -52,7 +42,7 @@ fn anti_entropy_repairs_what_rumors_could_not_deliver() {
     // n5 is cut off while 40 writes happen and their rumors run out of retransmissions.
     sim.partition(&[0, 0, 0, 0, 1]);
     for i in 0..40 {
-        sim.write(i % 4, put(&format!("k{i}"), "v"));
+        sim.write(i % 4, Write::put_text(&format!("k{i}"), "v"));
         sim.run_for(20);
     }
     sim.run_for(20_000);
@@ -106,7 +96,7 @@ fn tombstones_go_once_every_member_has_seen_them() {
     let mut sim = Sim::new(SimConfig::new(4, 21));
     sim.run_for(8_000);
     for i in 0..6 {
-        sim.write(i % 4, put(&format!("k{i}"), "v"));
+        sim.write(i % 4, Write::put_text(&format!("k{i}"), "v"));
     }
     sim.run_for(1_000);
     for i in 0..3 {
@@ -143,8 +133,8 @@ fn a_member_back_after_the_grace_period_does_not_bring_deleted_keys_back() {
     config.tombstones.grace_ms = 20_000;
     let mut sim = Sim::new(config);
     sim.run_for(8_000);
-    sim.write(0, put("gone", "old"));
-    sim.write(1, put("kept", "v"));
+    sim.write(0, Write::put_text("gone", "old"));
+    sim.write(1, Write::put_text("kept", "v"));
     sim.run_for(1_000);
     assert!((0..4).all(|i| holds(&sim, i, "gone")));
     // n4 goes down holding "gone"; the others delete it.
@@ -188,8 +178,8 @@ fn a_minority_keeps_its_tombstones_while_the_majority_collects() {
     config.tombstones.grace_ms = 10_000;
     let mut sim = Sim::new(config);
     sim.run_for(8_000);
-    sim.write(0, put("a", "v"));
-    sim.write(1, put("b", "v"));
+    sim.write(0, Write::put_text("a", "v"));
+    sim.write(1, Write::put_text("b", "v"));
     sim.run_for(1_000);
     sim.partition(&[0, 1, 1]);
     sim.write(0, delete("a"));
@@ -213,7 +203,7 @@ fn a_minority_keeps_its_tombstones_while_the_majority_collects() {
 fn a_restarted_node_without_seeds_waits_to_rejoin_before_collecting() {
     let mut sim = Sim::new(SimConfig::new(3, 31));
     sim.run_for(8_000);
-    sim.write(0, put("k", "v"));
+    sim.write(0, Write::put_text("k", "v"));
     sim.run_for(500);
     // n2 and n3 are cut off before the delete reaches them.
     sim.partition(&[0, 1, 1]);

@@ -88,6 +88,19 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// A put of `text` under `key`, as `text/plain` (tools and tests).
+    pub fn put_text(key: &str, text: &str) -> Write {
+        Write::KvPut {
+            key: key.into(),
+            value: Value {
+                content_type: "text/plain".into(),
+                data: text.as_bytes().to_vec(),
+            },
+        }
+    }
+}
+
 /// What a client is told once its write is applied (and, after commit, durable).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteAck {
@@ -748,22 +761,12 @@ mod tests {
         NodeId::new(s).unwrap()
     }
 
-    fn put(key: &str, v: &str) -> Write {
-        Write::KvPut {
-            key: key.into(),
-            value: Value {
-                content_type: "text/plain".into(),
-                data: v.as_bytes().to_vec(),
-            },
-        }
-    }
-
     #[test]
     fn writes_advance_the_clock_sequence_and_digest() {
         let mut node = Node::open(MemoryStore::new(), id("n1")).unwrap();
         let empty = node.digest();
-        let a = node.handle_write(1_000, put("k", "1")).unwrap();
-        let b = node.handle_write(900, put("k", "2")).unwrap();
+        let a = node.handle_write(1_000, Write::put_text("k", "1")).unwrap();
+        let b = node.handle_write(900, Write::put_text("k", "2")).unwrap();
         assert!(b.timestamp > a.timestamp);
         assert_eq!(node.digest().count, 1);
         assert_ne!(node.digest(), empty);
@@ -775,7 +778,7 @@ mod tests {
     fn reopening_restores_clock_and_index_and_refuses_another_node_id() {
         let store = MemoryStore::new();
         let mut node = Node::open(store.reopen(), id("n1")).unwrap();
-        let ack = node.handle_write(5_000, put("k", "v")).unwrap();
+        let ack = node.handle_write(5_000, Write::put_text("k", "v")).unwrap();
         node.commit().unwrap().complete().unwrap();
         let digest = node.digest();
         // No checkpoint: the index was not persisted after the write, so it is rebuilt.
@@ -784,11 +787,17 @@ mod tests {
         assert_eq!(again.digest(), digest);
         // The wall clock went back 5 s: the restored clock refuses to stamp from the future...
         assert!(matches!(
-            again.handle_write(1, put("k", "w")),
+            again.handle_write(1, Write::put_text("k", "w")),
             Err(WriteError::ClockSkew(_))
         ));
         // ... and within the skew bound it continues above what it issued before the restart.
-        assert!(again.handle_write(4_600, put("k", "w")).unwrap().timestamp > ack.timestamp);
+        assert!(
+            again
+                .handle_write(4_600, Write::put_text("k", "w"))
+                .unwrap()
+                .timestamp
+                > ack.timestamp
+        );
         assert!(matches!(
             Node::open(store.reopen(), id("n2")),
             Err(NodeError::WrongNode { .. })
@@ -841,8 +850,8 @@ mod tests {
     fn leaf_key_index_follows_writes_and_rebuilds() {
         let store = MemoryStore::new();
         let mut node = Node::open(store.reopen(), id("n1")).unwrap();
-        node.handle_write(1, put("k", "1")).unwrap();
-        node.handle_write(2, put("k", "2")).unwrap();
+        node.handle_write(1, Write::put_text("k", "1")).unwrap();
+        node.handle_write(2, Write::put_text("k", "2")).unwrap();
         let key = StoreKey::kv("k");
         let state = node.store().get(&key).unwrap().unwrap();
         let expected = vec![(key.clone(), prefix8(&merkle::item_hash(&key, &state)))];
@@ -865,7 +874,7 @@ mod tests {
         let store = MemoryStore::new();
         let mut node = Node::open(store.reopen(), id("n1")).unwrap();
         for i in 0..20 {
-            node.handle_write(i, put(&format!("k{}", i % 7), "v"))
+            node.handle_write(i, Write::put_text(&format!("k{}", i % 7), "v"))
                 .unwrap();
         }
         let mut rebuilt = MemoryStore::new();
