@@ -595,8 +595,16 @@ impl<S: Store> Node<S> {
     /// store, in the Merkle index and the tombstone bookkeeping, and withdraws this node's own
     /// rumors of the undone writes, so none of them takes effect or reaches a peer (the driver
     /// answered those writes with errors and sent nothing of their groups); the node goes on in
-    /// a new storage epoch.
+    /// a new storage epoch. What the core produced and the driver has not taken yet was built on
+    /// the undone writes: it is dropped, and an exchange whose request is dropped ends at once.
     pub fn rollback(&mut self) -> Result<(), StoreError> {
+        for message in std::mem::take(&mut self.cluster.outbox) {
+            if let Outbound::SyncRequest { session, .. } = message {
+                if self.cluster.sessions.remove(&session).is_some() {
+                    self.cluster.outbox.push(Outbound::SyncDone { session });
+                }
+            }
+        }
         let undone = match self.store.rollback() {
             Ok(undone) => undone,
             Err(e) => {

@@ -224,13 +224,8 @@ impl Core {
                 }
                 ClusterCommand::SyncFailed => {
                     self.rolled_back = true;
-                    // What this round produced so far was built on the undone writes; an
-                    // exchange whose request is dropped so fails at once.
-                    for message in node.take_outbound() {
-                        if let Outbound::SyncRequest { session, .. } = message {
-                            let _ = node.handle_sync_reply(now, session, None);
-                        }
-                    }
+                    // What this round produced so far was built on the undone writes: the
+                    // answers taken from the core go unanswered (it drops the rest itself).
                     for item in releases.iter_mut() {
                         if let Release::Answer(_, answer) = item {
                             *answer = None;

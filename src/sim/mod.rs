@@ -1010,17 +1010,10 @@ impl Sim {
         for group in groups {
             self.release(i, group.releases, Some(failure));
         }
-        let mut dropped = Vec::new();
         if let Some(node) = self.nodes[i].node.as_mut() {
+            // The core drops what it produced on the undone writes itself.
             let _ = node.rollback();
-            // What the core produced before the rollback was built on the undone writes.
-            dropped = node.take_outbound();
             self.rollbacks.push(i);
-        }
-        for message in dropped {
-            if let Outbound::SyncRequest { session, .. } = message {
-                self.fail_sync_now(i, session);
-            }
         }
     }
 
