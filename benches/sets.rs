@@ -5,23 +5,20 @@
 //!     HEARSAY_SETS_BATCH=2000 HEARSAY_SETS_ELEMENTS=10000 HEARSAY_SETS_RUNS=3 cargo bench --bench sets
 //!
 //! It measures a batch of HEARSAY_SETS_BATCH adds (default 10,000) to a new set through
-//! `Node::handle_write`, then a single add to a set that already holds HEARSAY_SETS_ELEMENTS
-//! elements (default 100,000), then the same add replayed step by step to show where its time
-//! goes (reading the record, the CRDT operation and merge, encoding, hashing, writing, syncing),
-//! then a merge of a whole replica of that set. Each figure is the median over HEARSAY_SETS_RUNS
-//! runs (default 5), with the minimum and maximum.
+//! `Node::handle_write`, then, on a set that already holds HEARSAY_SETS_ELEMENTS elements
+//! (default 100,000): a single add (split into the core's work and the commit), a single remove,
+//! a peer's delta of one add, and a merge of a whole replica of that set in memory. Each figure is
+//! the median over HEARSAY_SETS_RUNS runs (default 5), with the minimum and maximum.
 //!
 //! The big set is built outside the timed part (minted one add at a time, merged pairwise, merged
-//! into the node once). The whole set is one record, so every write reads, re-encodes, re-hashes
-//! and rewrites all of it; the breakdown shows how much of a single add that is.
+//! into the node once). A set's elements are kept one per row (layout 7), so an add reads and
+//! writes the rows of the element it names and the set's header, whatever the set's size.
 #![allow(clippy::disallowed_methods)] // tests and benchmarks measure real time
 
-use hearsay::clock::{NodeId, ReplicaId, Timestamp};
+use hearsay::clock::{NodeId, ReplicaId};
 use hearsay::crdt::{KeyState, OrSet};
 use hearsay::node::{Node, Write};
-use hearsay::store::{
-    record, Durability, LoggedDeltaRef, MemoryStore, SledStore, Store, StoreKey, WriteBatch,
-};
+use hearsay::store::{Durability, MemoryStore, SledStore, Store, StoreKey};
 use std::time::{Duration, Instant};
 
 // The allocator the server runs with: decoding, cloning and dropping a big set is mostly allocation.
@@ -125,31 +122,7 @@ fn bench_batch<S: Store>(open: &mut dyn FnMut() -> Node<S>, batch: usize, runs: 
     );
 }
 
-/// The steps of a set write at the node, in its order: the SetEdit arm of `handle_write` (read,
-/// edit, list the elements for the reply), then `merge_checked` (read again, hash the old state,
-/// merge, hash the new state, log and write the record), then the commit.
-const STEPS: [&str; 13] = [
-    "read the record (to build the delta)",
-    "CRDT: the add (OrSet::add, as edit does it)",
-    "list the elements for the reply",
-    "drop that copy of the state",
-    "read the record again (to merge into)",
-    "encode the old state (its item hash)",
-    "blake3 the old state",
-    "CRDT: merge the delta",
-    "encode the new state (its item hash)",
-    "blake3 the new state",
-    "encode the logged delta",
-    "write the record (store apply)",
-    "commit (log write + fdatasync)",
-];
-
-fn bench_single_add<S: Store>(
-    open: &mut dyn FnMut() -> Node<S>,
-    big: &OrSet,
-    node_id: &NodeId,
-    runs: usize,
-) {
+fn bench_single_add<S: Store>(open: &mut dyn FnMut() -> Node<S>, big: &OrSet, runs: usize) {
     let key = StoreKey::set("big");
     let mut node = open();
     let _ = node
@@ -164,71 +137,49 @@ fn bench_single_add<S: Store>(
             write_and_commit(&mut node, wall, add("big", vec![format!("new{run}")]))
         }),
     );
-
-    // The same write replayed step by step on the store, each step timed. (The node's Merkle
-    // index is left behind, so this comes last.)
-    let read = |node: &Node<S>| match node.store().get(&key).expect("get") {
-        Some(KeyState::Set(set)) => set,
-        _ => panic!("the set is missing"),
-    };
-    let mut steps: Vec<Vec<Duration>> = vec![Vec::new(); STEPS.len()];
-    for run in 0..runs.max(1) {
-        let element = format!("step{run}");
-        let mut t = Vec::with_capacity(STEPS.len());
-        let (mut set, d) = time(|| read(&node));
-        t.push(d);
-        let actor = ReplicaId::new(node_id.clone(), 0);
-        let (delta, d) = time(|| set.add(&actor, &element));
-        t.push(d);
-        let (elements, d) = time(|| set.elements().map(str::to_string).collect::<Vec<_>>());
-        t.push(d);
-        assert!(elements.contains(&element));
-        t.push(time(|| drop(set)).1);
-        let (old, d) = time(|| KeyState::Set(read(&node)));
-        t.push(d);
-        let (bytes, d) = time(|| record::encode_state(&old));
-        t.push(d);
-        t.push(time(|| blake3::hash(&bytes)).1);
-        let mut new = old;
-        let delta = KeyState::Set(delta);
-        let (changed, d) = time(|| new.merge(&delta));
-        t.push(d);
-        assert_eq!(changed, Ok(hearsay::crdt::Merged::Changed));
-        let (bytes, d) = time(|| record::encode_state(&new));
-        t.push(d);
-        t.push(time(|| blake3::hash(&bytes)).1);
-        let logged = LoggedDeltaRef {
-            key: &key,
-            delta: &delta,
-            hlc: Timestamp::ZERO,
-            origin_seq: Some((&actor, 1)),
-        };
-        let (logged, d) = time(|| logged.encode());
-        t.push(d);
-        let batch = WriteBatch {
-            records: vec![(key.clone(), new)],
-            deltas: vec![logged],
-            ..Default::default()
-        };
-        t.push(time(|| node.store_mut().apply(batch).expect("apply")).1);
-        t.push(time(|| node.commit().expect("commit").complete().expect("sync")).1);
-        for (step, d) in steps.iter_mut().zip(t) {
-            step.push(d);
-        }
-    }
-    println!("  the same write, step by step:");
-    let mut sum = Duration::ZERO;
-    for (name, mut times) in STEPS.iter().zip(steps) {
-        times.sort();
-        let median = times[times.len() / 2];
-        sum += median;
-        report(
-            &format!("  {name}"),
-            (median, times[0], times[times.len() - 1]),
-        );
-    }
-    println!("  {:<44} {:>10}", "  sum of the step medians", ms(sum));
-
+    let mut commits = Vec::new();
+    report(
+        "  of which the core's work (handle_write)",
+        measure(runs, |run| {
+            wall += 1;
+            let write = add("big", vec![format!("core{run}")]);
+            let (_, elapsed) = time(|| node.handle_write(wall, write).expect("write"));
+            let (_, commit) = time(|| node.commit().expect("commit").complete().expect("sync"));
+            commits.push(commit);
+            elapsed
+        }),
+    );
+    commits.sort();
+    report(
+        "  and the commit (log write + fdatasync)",
+        (
+            commits[commits.len() / 2],
+            commits[0],
+            commits[commits.len() - 1],
+        ),
+    );
+    report(
+        "single remove (handle_write + commit)",
+        measure(runs, |run| {
+            wall += 1;
+            let write = Write::SetEdit {
+                key: "big".into(),
+                add: Vec::new(),
+                remove: vec![element(run)],
+            };
+            write_and_commit(&mut node, wall, write)
+        }),
+    );
+    let peer = ReplicaId::new(NodeId::new("n2").expect("node id"), 0);
+    let mut minted = OrSet::new();
+    report(
+        "a peer's delta of one add (merge_delta)",
+        measure(runs, |run| {
+            let delta = minted.add(&peer, &format!("peer{run}"));
+            wall += 1;
+            time(|| node.merge_delta(wall, key.clone(), KeyState::Set(delta))).1
+        }),
+    );
     let KeyState::Set(set) = node.store().get(&key).expect("get").expect("present") else {
         panic!("not a set")
     };
@@ -278,7 +229,7 @@ fn main() {
         ms(built)
     );
     println!(" memory store");
-    bench_single_add(&mut memory, &big, &node_id, runs);
+    bench_single_add(&mut memory, &big, runs);
     println!(" sled store, durability {:?}", Durability::default());
-    bench_single_add(&mut sled, &big, &node_id, runs);
+    bench_single_add(&mut sled, &big, runs);
 }

@@ -24,8 +24,8 @@ pub struct SetReply {
 #[derive(Serialize)]
 pub struct EditReply {
     key: String,
-    /// The set after the edit.
-    elements: Vec<String>,
+    /// How many elements the set holds after the edit.
+    size: u64,
     timestamp: String,
     node: String,
 }
@@ -81,7 +81,7 @@ async fn edit(
         .await?;
     Ok(Json(EditReply {
         key,
-        elements: ack.elements.unwrap_or_default(),
+        size: ack.size.unwrap_or_default(),
         timestamp: ack.timestamp.to_string(),
         node: ack.node.to_string(),
     }))

@@ -9,10 +9,12 @@ mod context;
 mod dot_index;
 mod lww;
 mod orset;
+pub mod set_merge;
 
 pub use context::CausalContext;
 pub use lww::{LwwRegister, Value};
 pub use orset::OrSet;
+pub use set_merge::{ElementChange, SetChange, SetReplica};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,14 +30,6 @@ pub enum Merged {
 impl Merged {
     pub fn changed(self) -> bool {
         self == Merged::Changed
-    }
-
-    pub(crate) fn from_changed(changed: bool) -> Self {
-        if changed {
-            Merged::Changed
-        } else {
-            Merged::Unchanged
-        }
     }
 }
 

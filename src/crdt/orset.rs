@@ -10,11 +10,14 @@
 
 use super::context::never_minted;
 use super::dot_index::{DotIndex, IndexBuilder};
+use super::set_merge::{self, SetChange, SetReplica};
 use super::{CausalContext, Merged};
 use crate::clock::{Dot, ReplicaId};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
 use std::fmt;
 
 /// Encoded as the context, then the entries (a map from element to dots): records, Merkle item
@@ -116,7 +119,8 @@ impl OrSet {
         Self::default()
     }
 
-    fn from_parts(context: CausalContext, entries: BTreeMap<String, BTreeSet<Dot>>) -> Self {
+    /// The set with exactly this context and these entries (their dots must be in the context).
+    pub fn from_parts(context: CausalContext, entries: BTreeMap<String, BTreeSet<Dot>>) -> Self {
         let index = DotIndex::build(entries.iter());
         OrSet {
             context,
@@ -213,48 +217,38 @@ impl OrSet {
         self.context.is_empty() && self.entries.is_empty()
     }
 
-    /// Joins `other` into `self`.
-    ///
-    /// A dot survives if both sides hold it, or if the side lacking it never saw it. Elements of
-    /// `self` that `other` lacks can only lose dots `other` saw, so they are found through the
-    /// index from the dots of `other`'s context; the others are the elements `other` holds.
+    /// Joins `other` into `self` (see [`set_merge::plan`]).
     pub fn merge(&mut self, other: &OrSet) -> Merged {
-        let mut changed = false;
-        let mut forgotten = Vec::new();
-        for (actor, first, last) in other.context.ranges() {
-            for (dot, element) in self.index.holding(actor, first, last) {
-                if !other.entries.contains_key(element) {
-                    forgotten.push((element.to_string(), dot));
-                }
+        let Ok(planned) = set_merge::plan(&*self, other);
+        match planned {
+            Some(change) => {
+                self.apply(change);
+                Merged::Changed
             }
+            None => Merged::Unchanged,
         }
-        for (element, dot) in &forgotten {
-            changed |= self.unlink(element, dot);
-        }
-        for (element, theirs) in &other.entries {
-            let mine = self.entries.get(element);
-            let lost: Vec<Dot> = mine
-                .into_iter()
-                .flatten()
-                .filter(|d| !theirs.contains(d) && other.context.contains(d))
-                .cloned()
-                .collect();
-            // `self.context` is still the one before the merge.
-            let gained: Vec<Dot> = theirs
-                .iter()
-                .filter(|d| !mine.is_some_and(|m| m.contains(d)) && !self.context.contains(d))
-                .cloned()
-                .collect();
-            changed |= !lost.is_empty() || !gained.is_empty();
-            for dot in &lost {
+    }
+
+    /// Applies a change planned against `self`.
+    pub fn apply(&mut self, change: SetChange) {
+        for (element, dots) in &change.elements {
+            for dot in dots.lost() {
                 self.unlink(element, dot);
             }
-            for dot in gained {
-                self.link(element, dot);
+            for dot in dots.gained() {
+                self.link(element, dot.clone());
             }
         }
-        let gained = self.context.merge(&other.context);
-        Merged::from_changed(gained || changed)
+        self.context = change.context;
+    }
+
+    pub fn context(&self) -> &CausalContext {
+        &self.context
+    }
+
+    /// Each live element with its dots, sorted by element.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &BTreeSet<Dot>)> {
+        self.entries.iter()
     }
 
     fn dots_of(&self, element: &str) -> Vec<Dot> {
@@ -289,6 +283,34 @@ impl OrSet {
         }
         self.index.remove(dot, element);
         true
+    }
+}
+
+impl SetReplica for OrSet {
+    type Error = Infallible;
+
+    fn context(&self) -> &CausalContext {
+        &self.context
+    }
+
+    fn dots(&self, element: &str) -> Result<Cow<'_, BTreeSet<Dot>>, Infallible> {
+        Ok(match self.entries.get(element) {
+            Some(dots) => Cow::Borrowed(dots),
+            None => Cow::Owned(BTreeSet::new()),
+        })
+    }
+
+    fn for_each_holding(
+        &self,
+        actor: &ReplicaId,
+        first: u64,
+        last: u64,
+        found: &mut dyn FnMut(Dot, &str),
+    ) -> Result<(), Infallible> {
+        for (dot, element) in self.index.holding(actor, first, last) {
+            found(dot, element);
+        }
+        Ok(())
     }
 }
 

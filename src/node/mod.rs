@@ -7,10 +7,10 @@
 //! [`Node::commit`] once per group of writes before acknowledging them).
 
 use crate::clock::{ClockAhead, Hlc, NodeId, ReplicaId, Timestamp};
-use crate::crdt::{KeyState, LwwRegister, OrSet, Value};
+use crate::crdt::{set_merge, KeyState, LwwRegister, Value};
 use crate::store::{
-    merkle, CheckpointWork, Leaf, LoggedDeltaRef, MerkleIndex, Meta, PendingSync, Store,
-    StoreError, StoreKey, WriteBatch,
+    merkle, CheckpointWork, Leaf, MerkleIndex, Meta, PendingSync, Store, StoreError, StoreKey,
+    StoredSet, WriteBatch,
 };
 use crate::wire::MAX_STATE_BYTES;
 use std::collections::{BTreeSet, VecDeque};
@@ -20,6 +20,7 @@ mod clock_watch;
 mod cluster;
 mod collection;
 mod disk_watch;
+mod merge;
 mod outbox;
 mod peer_input;
 mod roster;
@@ -106,8 +107,8 @@ impl Write {
 pub struct WriteAck {
     pub timestamp: Timestamp,
     pub node: NodeId,
-    /// The set's elements after a set edit.
-    pub elements: Option<Vec<String>>,
+    /// How many elements the set holds after a set edit.
+    pub size: Option<u64>,
 }
 
 /// Why a client's write was not applied (nothing of it stays behind).
@@ -350,7 +351,7 @@ impl<S: Store> Node<S> {
         }
         self.clock_in(wall_ms);
         let timestamp = self.hlc.tick(wall_ms).map_err(WriteError::ClockSkew)?;
-        let (key, delta, elements) = match write {
+        let (key, delta, size) = match write {
             Write::KvPut { key, value } => (
                 StoreKey::kv(key),
                 self.register(timestamp, Some(value)),
@@ -359,19 +360,21 @@ impl<S: Store> Node<S> {
             Write::KvDelete { key } => (StoreKey::kv(key), self.register(timestamp, None), None),
             Write::SetEdit { key, add, remove } => {
                 let key = StoreKey::set(key);
-                let mut set = match self.store.get(&key)? {
-                    Some(KeyState::Set(set)) => set,
-                    _ => OrSet::new(),
-                };
+                // The edit reads only the elements it names: its delta is the one an edit of the
+                // whole set would produce.
+                let stored = StoredSet::open(&self.store, &key)?;
+                let named = remove.iter().chain(&add).map(String::as_str);
+                let mut excerpt = set_merge::excerpt(&stored, named)?;
+                let others = stored.header().count - excerpt.len() as u64;
                 // One delta for the whole edit: merging each element's delta into a growing one
                 // cost the square of the batch.
-                let delta = set.edit(
+                let delta = excerpt.edit(
                     &self.replica,
                     remove.iter().map(String::as_str),
                     add.iter().map(String::as_str),
                 );
-                let elements = set.elements().map(str::to_string).collect();
-                (key, KeyState::Set(delta), Some(elements))
+                let size = others + excerpt.len() as u64;
+                (key, KeyState::Set(delta), Some(size))
             }
         };
         let seq = self.meta.seen.get(&self.replica) + 1;
@@ -395,7 +398,7 @@ impl<S: Store> Node<S> {
         Ok(WriteAck {
             timestamp,
             node: self.id.clone(),
-            elements,
+            size,
         })
     }
 
@@ -429,96 +432,6 @@ impl<S: Store> Node<S> {
     /// The wall time at timer time `now_ms`.
     pub(super) fn wall(&self, now_ms: u64) -> u64 {
         self.timers.wall(now_ms)
-    }
-
-    /// Merges a delta (local, replayed or from a peer) into the key's state and hands the result
-    /// to the store, after the checks its source calls for. Nothing changes in memory before the
-    /// store has taken the change, so a store error leaves no trace.
-    pub(crate) fn merge_checked(
-        &mut self,
-        key: StoreKey,
-        delta: KeyState,
-        origin_seq: Option<(ReplicaId, u64)>,
-        source: Source,
-    ) -> Result<Applied, StoreError> {
-        let vetted = match source {
-            Source::Peer { now_ms } => self.vet(&key, &delta, now_ms),
-            Source::Local | Source::Replay if !key.holds(&delta) => Err(Refusal::WrongKind),
-            Source::Local | Source::Replay => Ok(()),
-        };
-        if let Err(why) = vetted {
-            return Ok(Applied::Refused(why));
-        }
-        if let KeyState::Register(r) = &delta {
-            match source {
-                Source::Peer { now_ms } => {
-                    if let Err(ahead) = self.hlc.observe(r.timestamp, self.wall(now_ms)) {
-                        return Ok(Applied::Refused(Refusal::ClockSkew(ahead)));
-                    }
-                }
-                Source::Replay => self.hlc.recover(r.timestamp),
-                Source::Local => {}
-            }
-        }
-        if matches!(&delta, KeyState::Set(s) if s.is_noop_delta()) {
-            return Ok(Applied::Unchanged);
-        }
-        let stored = self.store.get(&key)?;
-        let old_hash = stored.as_ref().map(|state| merkle::item_hash(&key, state));
-        // A stored state of the wrong kind can only be what a lying peer left before states were
-        // checked: it is replaced, as if absent.
-        let old = stored.filter(|state| key.holds(state));
-        if old.is_none() && self.may_be_collected(&delta) {
-            return Ok(Applied::Refused(Refusal::Collected));
-        }
-        let old_tombstone = old.as_ref().and_then(tombstones::tombstone_of);
-        let hlc = self.hlc.high_water_mark();
-        let log = |delta: &KeyState| {
-            LoggedDeltaRef {
-                key: &key,
-                delta,
-                hlc,
-                origin_seq: origin_seq.as_ref().map(|(n, s)| (n, *s)),
-            }
-            .encode()
-        };
-        // Only a delta that changes the state is logged (duplicates are common: rumors arrive
-        // more than once and anti-entropy resends what a peer already merged).
-        let new = match old {
-            Some(mut state) => match state.merge(&delta) {
-                Ok(crate::crdt::Merged::Changed) => state,
-                Ok(crate::crdt::Merged::Unchanged) => return Ok(Applied::Unchanged),
-                Err(_) => return Ok(Applied::Refused(Refusal::WrongKind)),
-            },
-            None => delta.clone(),
-        };
-        let encoded = crate::store::record::encode_state(&new);
-        if source == Source::Local && encoded.len() > MAX_STATE_BYTES {
-            return Ok(Applied::Refused(Refusal::TooLarge {
-                bytes: encoded.len(),
-            }));
-        }
-        let logged = log(&delta);
-        let new_hash = merkle::item_hash_of(&key, &encoded);
-        let key_hash = (key.clone(), prefix8(&new_hash));
-        let new_tombstone = tombstones::tombstone_of(&new);
-        // The first change after the index was persisted marks the persisted copy stale, in the
-        // same atomic batch: a crash from here on rebuilds the index from the records.
-        let leaves_complete = self.leaves_persisted.then_some(false);
-        self.store.apply(WriteBatch {
-            records: vec![(key.clone(), new)],
-            key_hashes: vec![key_hash],
-            deltas: vec![logged],
-            leaves_complete,
-            ..WriteBatch::default()
-        })?;
-        self.leaves_persisted = false;
-        self.meta.hlc = hlc;
-        self.meta_dirty = true;
-        self.tombstones.track(&key, old_tombstone, new_tombstone);
-        let (bucket, _) = self.merkle.update_hashed(&key, old_hash, new_hash);
-        self.dirty_leaves.insert(bucket);
-        Ok(Applied::Changed)
     }
 
     /// Starts making every change so far durable (per the durability mode): the driver calls
@@ -851,7 +764,11 @@ mod tests {
         let ack = node
             .handle_write(2, edit(&["c", "a"], &["a", "b"]))
             .unwrap();
-        assert_eq!(ack.elements.unwrap(), vec!["a", "c"]);
+        assert_eq!(ack.size, Some(2));
+        match node.store().get(&StoreKey::set("s")).unwrap() {
+            Some(KeyState::Set(set)) => assert_eq!(set.elements().collect::<Vec<_>>(), ["a", "c"]),
+            other => panic!("expected a set, got {other:?}"),
+        }
     }
 
     #[test]

@@ -9,9 +9,10 @@
 
 use super::{
     merkle, CheckpointWork, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta, Meta, PendingSync,
-    Store, StoreError, StoreKey, StoreRead, Undone, WriteBatch,
+    SetHeader, Store, StoreError, StoreKey, StoreRead, Undone, WriteBatch,
 };
-use crate::clock::{NodeId, Timestamp};
+use crate::clock::{Dot, NodeId, ReplicaId, Timestamp};
+use crate::crdt::{OrSet, SetChange, SetReplica};
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -19,6 +20,8 @@ use std::sync::{Arc, RwLock};
 #[derive(Clone, Default)]
 struct Contents {
     records: BTreeMap<Vec<u8>, KeyState>,
+    /// The header of each set in `records`, by encoded key.
+    set_headers: BTreeMap<Vec<u8>, SetHeader>,
     /// (leaf, encoded key) → item hash prefix.
     key_hashes: BTreeMap<(u16, Vec<u8>), [u8; 8]>,
     leaves: Option<Vec<Leaf>>,
@@ -42,10 +45,29 @@ impl Contents {
             let encoded = key.encode();
             self.key_hashes
                 .remove(&(merkle::bucket_of(key), encoded.clone()));
+            self.set_headers.remove(&encoded);
             self.records.remove(&encoded);
         }
         for (key, state) in &batch.records {
+            match state {
+                KeyState::Set(set) => self.set_headers.insert(key.encode(), SetHeader::of(set)),
+                KeyState::Register(_) => self.set_headers.remove(&key.encode()),
+            };
             self.records.insert(key.encode(), state.clone());
+        }
+        for write in &batch.sets {
+            let encoded = write.key.encode();
+            let record = self
+                .records
+                .entry(encoded.clone())
+                .or_insert_with(|| KeyState::Set(OrSet::new()));
+            if let KeyState::Set(set) = record {
+                set.apply(SetChange {
+                    context: write.header.context.clone(),
+                    elements: write.elements.clone(),
+                });
+            }
+            self.set_headers.insert(encoded, write.header.clone());
         }
         for (key, hash) in &batch.key_hashes {
             self.key_hashes
@@ -99,6 +121,7 @@ fn keys_of(batch: &WriteBatch) -> impl Iterator<Item = &StoreKey> {
         .records
         .iter()
         .map(|(key, _)| key)
+        .chain(batch.sets.iter().map(|write| &write.key))
         .chain(&batch.removals)
 }
 
@@ -174,23 +197,27 @@ fn write(d: &RwLock<Disk>) -> std::sync::RwLockWriteGuard<'_, Disk> {
     d.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One page of live keys from an iterator over (encoded-key-without-keyspace, state) in key order
-/// that starts at the listing's prefix. Shared by both stores.
+/// Whether a state is a live value (a set always is).
+fn is_live(state: &KeyState) -> bool {
+    match state {
+        KeyState::Register(r) => !r.is_tombstone(),
+        KeyState::Set(_) => true,
+    }
+}
+
+/// One page of live keys from an iterator over (encoded-key-without-keyspace, whether it is
+/// live) in key order that starts at the listing's prefix. Shared by both stores.
 pub(super) fn page_of(
-    iter: impl Iterator<Item = Result<(Vec<u8>, KeyState), StoreError>>,
+    iter: impl Iterator<Item = Result<(Vec<u8>, bool), StoreError>>,
     after: Option<&str>,
     limit: usize,
 ) -> Result<KeyPage, StoreError> {
     let mut keys = Vec::new();
     for item in iter {
-        let (name, state) = item?;
+        let (name, live) = item?;
         if after.is_some_and(|a| name.as_slice() <= a.as_bytes()) {
             continue;
         }
-        let live = match &state {
-            KeyState::Register(r) => !r.is_tombstone(),
-            KeyState::Set(_) => true,
-        };
         if !live {
             continue;
         }
@@ -226,7 +253,7 @@ impl StoreRead for MemoryReader {
             .records
             .range(from..)
             .take_while(|(k, _)| k.starts_with(&start))
-            .map(|(k, v)| Ok((k[1..].to_vec(), v.clone())));
+            .map(|(k, v)| Ok((k[1..].to_vec(), is_live(v))));
         page_of(iter, after, limit)
     }
 
@@ -260,6 +287,35 @@ impl Store for MemoryStore {
 
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
         Ok(read(&self.disk).applied.records.get(&key.encode()).cloned())
+    }
+
+    fn set_header(&self, key: &StoreKey) -> Result<Option<SetHeader>, StoreError> {
+        Ok(read(&self.disk)
+            .applied
+            .set_headers
+            .get(&key.encode())
+            .cloned())
+    }
+
+    fn set_dots(&self, key: &StoreKey, element: &str) -> Result<BTreeSet<Dot>, StoreError> {
+        Ok(match read(&self.disk).applied.records.get(&key.encode()) {
+            Some(KeyState::Set(set)) => set.dots(element).cloned().collect(),
+            _ => BTreeSet::new(),
+        })
+    }
+
+    fn set_holding(
+        &self,
+        key: &StoreKey,
+        actor: &ReplicaId,
+        first: u64,
+        last: u64,
+        found: &mut dyn FnMut(Dot, &str),
+    ) -> Result<(), StoreError> {
+        if let Some(KeyState::Set(set)) = read(&self.disk).applied.records.get(&key.encode()) {
+            let Ok(()) = set.for_each_holding(actor, first, last, found);
+        }
+        Ok(())
     }
 
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {

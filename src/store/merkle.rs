@@ -3,12 +3,13 @@
 //!
 //! Shape: a fixed tree of fanout 16 and depth 4 (65,536 leaves). A key goes to the leaf named by
 //! the first 16 bits of the BLAKE3 hash of its encoded name. Every node holds the XOR of the item
-//! hashes below it and their count, where an item hash is BLAKE3(encoded key, encoded state). XOR
+//! hashes below it and their count, where an item hash is BLAKE3(encoded key, encoded state) for a register and BLAKE3(encoded key,
+//! context, element count, XOR of the element entries' hashes) for a set ([`set_item_hash`]). XOR
 //! makes an update O(depth) without reading the leaf's other keys: the old item hash is XORed out
 //! and the new one in, along the path to the root. The root is therefore an O(1) digest, and two
 //! replicas descend only into children whose hashes differ.
 
-use super::{record, StoreKey};
+use super::{record, SetHeader, StoreKey};
 use crate::crdt::KeyState;
 use serde::{Deserialize, Serialize};
 
@@ -56,16 +57,34 @@ pub fn bucket_of(key: &StoreKey) -> u16 {
 
 /// The hash of one key's state: equal exactly when key and state are equal.
 pub fn item_hash(key: &StoreKey, state: &KeyState) -> [u8; 32] {
-    item_hash_of(key, &record::encode_state(state))
+    match state {
+        KeyState::Set(set) => set_item_hash(key, &SetHeader::of(set)),
+        KeyState::Register(_) => item_hash_of(key, &record::encode_state(state)),
+    }
 }
 
-/// [`item_hash`] of a state already encoded ([`record::encode_state`]).
-pub fn item_hash_of(key: &StoreKey, encoded_state: &[u8]) -> [u8; 32] {
+fn key_hasher(key: &StoreKey) -> blake3::Hasher {
     let mut hasher = blake3::Hasher::new();
     let name = key.encode();
     hasher.update(&(name.len() as u64).to_le_bytes());
     hasher.update(&name);
+    hasher
+}
+
+/// [`item_hash`] of a register already encoded ([`record::encode_state`]).
+pub fn item_hash_of(key: &StoreKey, encoded_state: &[u8]) -> [u8; 32] {
+    let mut hasher = key_hasher(key);
     hasher.update(encoded_state);
+    *hasher.finalize().as_bytes()
+}
+
+/// [`item_hash`] of a set, from its header: the context, the element count and the XOR of the
+/// elements' entry hashes, so that a change to a few elements re-hashes only them.
+pub fn set_item_hash(key: &StoreKey, header: &SetHeader) -> [u8; 32] {
+    let mut hasher = key_hasher(key);
+    hasher.update(&record::to_bytes(&header.context));
+    hasher.update(&header.count.to_le_bytes());
+    hasher.update(&header.entries_xor);
     *hasher.finalize().as_bytes()
 }
 

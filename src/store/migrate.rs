@@ -3,12 +3,13 @@
 //! [`LAYOUT_KEY`]. Steps are applied in order, each as one atomic batch, so a crash during an
 //! upgrade leaves the directory in either the old layout or the new one.
 
-use super::{record, StoreError};
+use super::sled_store::{key_hash_key, TreeBatch};
+use super::{record, set_rows, StoreError, StoreKey};
 use crate::crdt::KeyState;
 use std::path::Path;
 
 /// The layout this build writes.
-pub const CURRENT_LAYOUT: u32 = 6;
+pub const CURRENT_LAYOUT: u32 = 7;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
 /// The node metadata ([`super::Meta`]).
@@ -49,6 +50,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<u32, StoreError> {
             3 => v3_to_v4(db)?,
             4 => v4_to_v5(db)?,
             5 => v5_to_v6(db)?,
+            6 => v6_to_v7(db)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "no upgrade step from layout {other}"
@@ -105,6 +107,33 @@ fn v2_to_v3(db: &sled::Db) -> Result<(), StoreError> {
 /// first records the members it knows: nothing to rewrite.
 fn v5_to_v6(db: &sled::Db) -> Result<(), StoreError> {
     db.insert(LAYOUT_KEY, &6u32.to_be_bytes())?;
+    Ok(())
+}
+
+/// Layout 7 (`migrations/0007_set_element_rows.md`) keeps each set's elements and dots in rows of
+/// their own and only a header in the set's record, and hashes a set from its header: every set
+/// record is split into rows, and the Merkle leaves are rebuilt at start-up. A record of the wrong
+/// kind under a set key (only a lying peer could have left one, before kinds were checked) is
+/// dropped, with its key-index entry.
+fn v6_to_v7(db: &sled::Db) -> Result<(), StoreError> {
+    let mut batch = TreeBatch::default();
+    for item in db.scan_prefix([RECORD_PREFIX, b's']) {
+        let (row, value) = item?;
+        let Some(key) = StoreKey::decode(&row[1..]) else {
+            return Err(StoreError::Corrupt("undecodable key".into()));
+        };
+        match record::decode_record(&value)? {
+            KeyState::Set(set) => set_rows::replace(db, &mut batch, &key, &set)?,
+            KeyState::Register(_) => {
+                tracing::warn!(key = %key.name, "dropped a register stored under a set key");
+                batch.remove(&row);
+                batch.remove(key_hash_key(&key));
+            }
+        }
+    }
+    batch.remove(MERKLE_COMPLETE_KEY);
+    batch.insert(LAYOUT_KEY, &7u32.to_be_bytes());
+    db.apply_batch(batch.into_batch())?;
     Ok(())
 }
 

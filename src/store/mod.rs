@@ -11,17 +11,23 @@ mod memory;
 pub mod merkle;
 pub mod migrate;
 pub mod record;
+mod set_header;
+mod set_rows;
 mod sled_store;
+mod stored_set;
 mod undo;
 mod wal;
 
 pub use memory::{MemoryStore, MemorySync};
 pub use merkle::{Leaf, MerkleIndex};
+pub use set_header::SetHeader;
 pub use sled_store::SledStore;
+pub use stored_set::StoredSet;
 
-use crate::clock::{NodeId, ReplicaId, Timestamp, VersionVector};
-use crate::crdt::KeyState;
+use crate::clock::{Dot, NodeId, ReplicaId, Timestamp, VersionVector};
+use crate::crdt::{ElementChange, KeyState};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -124,11 +130,23 @@ pub struct Meta {
     pub closed_cleanly: bool,
 }
 
+/// A change to some elements of one set, as the core planned it against the stored set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetWrite {
+    pub key: StoreKey,
+    /// The set's header after the change.
+    pub header: SetHeader,
+    /// Each element whose dots change, with its dots before and after.
+    pub elements: BTreeMap<String, ElementChange>,
+}
+
 /// Everything one step of the core writes, applied atomically.
 #[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
-    /// New whole states of changed keys.
+    /// New whole states of changed keys (a set's replaces every element it had).
     pub records: Vec<(StoreKey, KeyState)>,
+    /// Changes to some elements of sets.
+    pub sets: Vec<SetWrite>,
     /// The deltas that produced them, encoded as [`LoggedDelta`]s for the write-ahead log
     /// (replaying merges is idempotent).
     pub deltas: Vec<Vec<u8>>,
@@ -369,6 +387,20 @@ pub trait Store: Send + 'static {
     /// tombstones without.
     fn roster(&self) -> Vec<NodeId>;
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError>;
+    /// The header of set `key`; `None` for a set never written.
+    fn set_header(&self, key: &StoreKey) -> Result<Option<SetHeader>, StoreError>;
+    /// The dots of `element` in set `key` (empty when absent).
+    fn set_dots(&self, key: &StoreKey, element: &str) -> Result<BTreeSet<Dot>, StoreError>;
+    /// Calls `found` with (dot, element) for each dot of `actor` numbered `first..=last` that an
+    /// element of set `key` holds, in dot order.
+    fn set_holding(
+        &self,
+        key: &StoreKey,
+        actor: &ReplicaId,
+        first: u64,
+        last: u64,
+        found: &mut dyn FnMut(Dot, &str),
+    ) -> Result<(), StoreError>;
     /// The keys of Merkle leaf `leaf`, with the first 8 bytes of their item hashes.
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError>;
     /// The persisted Merkle leaves, or `None` when they are missing and must be rebuilt.

@@ -11,11 +11,12 @@ use super::logs::Logs;
 use super::migrate::{self, MERKLE_COMPLETE_KEY, META_KEY, RECORD_PREFIX};
 use super::undo::UndoLog;
 use super::{
-    merkle, record, CheckpointWork, Durability, KeyPage, KeyState, Keyspace, Leaf, LoggedDelta,
-    Meta, PendingSync, Store, StoreError, StoreKey, StoreRead, Undone, WriteBatch,
+    merkle, record, set_rows, CheckpointWork, Durability, KeyPage, KeyState, Keyspace, Leaf,
+    LoggedDelta, Meta, PendingSync, SetHeader, Store, StoreError, StoreKey, StoreRead, Undone,
+    WriteBatch,
 };
-use crate::clock::{NodeId, Timestamp};
-use std::collections::BTreeMap;
+use crate::clock::{Dot, NodeId, ReplicaId, Timestamp};
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,7 +46,7 @@ pub struct SledStore {
     replay: Vec<LoggedDelta>,
 }
 
-fn record_key(key: &StoreKey) -> Vec<u8> {
+pub(super) fn record_key(key: &StoreKey) -> Vec<u8> {
     record_key_of(key.encode())
 }
 
@@ -57,7 +58,7 @@ fn record_key_of(encoded: Vec<u8>) -> Vec<u8> {
 }
 
 /// `h` + leaf (u16 BE) + encoded key: the per-leaf key index.
-fn key_hash_key(key: &StoreKey) -> Vec<u8> {
+pub(super) fn key_hash_key(key: &StoreKey) -> Vec<u8> {
     let [a, b] = merkle::bucket_of(key).to_be_bytes();
     let mut k = vec![KEY_HASH_PREFIX, a, b];
     k.extend(key.encode());
@@ -118,22 +119,26 @@ impl SledStore {
 
 /// A sled batch that remembers which keys it writes.
 #[derive(Default)]
-struct TreeBatch {
+pub(super) struct TreeBatch {
     batch: sled::Batch,
     keys: Vec<Vec<u8>>,
 }
 
 impl TreeBatch {
-    fn insert(&mut self, key: impl AsRef<[u8]>, value: impl Into<sled::IVec>) {
+    pub(super) fn insert(&mut self, key: impl AsRef<[u8]>, value: impl Into<sled::IVec>) {
         let key = key.as_ref().to_vec();
         self.batch.insert(key.as_slice(), value);
         self.keys.push(key);
     }
 
-    fn remove(&mut self, key: impl AsRef<[u8]>) {
+    pub(super) fn remove(&mut self, key: impl AsRef<[u8]>) {
         let key = key.as_ref().to_vec();
         self.batch.remove(key.as_slice());
         self.keys.push(key);
+    }
+
+    pub(super) fn into_batch(self) -> sled::Batch {
+        self.batch
     }
 }
 
@@ -192,12 +197,36 @@ struct SledReader {
     db: sled::Db,
 }
 
+/// The state a record row holds: the row itself, or for a set, its header and its element rows.
+fn state_of(db: &sled::Db, key: &StoreKey, row: &[u8]) -> Result<KeyState, StoreError> {
+    if set_rows::is_header(row) {
+        let header = set_rows::decode_header(row)?;
+        return Ok(KeyState::Set(set_rows::assemble(db, key, header)?));
+    }
+    record::decode_record(row)
+}
+
+/// Whether a record row holds a live value (a set always is).
+fn row_is_live(row: &[u8]) -> Result<bool, StoreError> {
+    if set_rows::is_header(row) {
+        return Ok(true);
+    }
+    Ok(match record::decode_record(row)? {
+        KeyState::Register(r) => !r.is_tombstone(),
+        KeyState::Set(_) => true,
+    })
+}
+
+fn read_state(db: &sled::Db, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
+    match db.get(record_key(key))? {
+        Some(row) => Ok(Some(state_of(db, key, &row)?)),
+        None => Ok(None),
+    }
+}
+
 impl StoreRead for SledReader {
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
-        match self.db.get(record_key(key))? {
-            Some(bytes) => Ok(Some(record::decode_record(&bytes)?)),
-            None => Ok(None),
-        }
+        read_state(&self.db, key)
     }
 
     fn list_live(
@@ -211,9 +240,9 @@ impl StoreRead for SledReader {
         let (start, from) = (record_key_of(start), record_key_of(from));
         let iter = self.db.range(from..).map(|item| {
             let (k, v) = item?;
-            Ok((k.to_vec(), record::decode_record(&v)?))
+            Ok((k.to_vec(), row_is_live(&v)?))
         });
-        let iter = iter.take_while(|item: &Result<(Vec<u8>, KeyState), StoreError>| {
+        let iter = iter.take_while(|item: &Result<(Vec<u8>, bool), StoreError>| {
             item.as_ref().map_or(true, |(k, _)| k.starts_with(&start))
         });
         super::memory::page_of(
@@ -252,10 +281,29 @@ impl Store for SledStore {
     }
 
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
-        SledReader {
-            db: self.db.clone(),
+        read_state(&self.db, key)
+    }
+
+    fn set_header(&self, key: &StoreKey) -> Result<Option<SetHeader>, StoreError> {
+        match self.db.get(record_key(key))? {
+            Some(row) => Ok(Some(set_rows::decode_header(&row)?)),
+            None => Ok(None),
         }
-        .get(key)
+    }
+
+    fn set_dots(&self, key: &StoreKey, element: &str) -> Result<BTreeSet<Dot>, StoreError> {
+        set_rows::read_dots(&self.db, key, element)
+    }
+
+    fn set_holding(
+        &self,
+        key: &StoreKey,
+        actor: &ReplicaId,
+        first: u64,
+        last: u64,
+        found: &mut dyn FnMut(Dot, &str),
+    ) -> Result<(), StoreError> {
+        set_rows::for_each_holding(&self.db, key, actor, first, last, found)
     }
 
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {
@@ -297,7 +345,8 @@ impl Store for SledStore {
             let (k, v) = item?;
             let key = StoreKey::decode(&k[1..])
                 .ok_or_else(|| StoreError::Corrupt("undecodable key".into()))?;
-            f(key, record::decode_record(&v)?)?;
+            let state = state_of(&self.db, &key, &v)?;
+            f(key, state)?;
         }
         Ok(())
     }
@@ -347,11 +396,10 @@ impl Store for SledStore {
         let mut records: BTreeMap<Vec<u8>, Option<KeyState>> = BTreeMap::new();
         for (key, _) in commits.iter().flat_map(|c| &c.entries) {
             if key.first() == Some(&RECORD_PREFIX) && !records.contains_key(key) {
-                let before = self
-                    .db
-                    .get(key)?
-                    .map(|v| record::decode_record(&v))
-                    .transpose()?;
+                let before = match StoreKey::decode(&key[1..]) {
+                    Some(store_key) => read_state(&self.db, &store_key)?,
+                    None => None,
+                };
                 records.insert(key.clone(), before);
             }
         }
@@ -385,11 +433,7 @@ impl Store for SledStore {
             let Some(key) = StoreKey::decode(&tree_key[1..]) else {
                 continue;
             };
-            let after = self
-                .db
-                .get(&tree_key)?
-                .map(|v| record::decode_record(&v))
-                .transpose()?;
+            let after = read_state(&self.db, &key)?;
             if before != after {
                 undone.push(Undone { key, before, after });
             }
@@ -467,6 +511,11 @@ impl SledStore {
         // then (see `WriteBatch::leaves_complete`), so a crash between them leads to a rebuild
         // of the index and of the key hashes from the records.
         if batch.records.len() <= 1
+            && batch
+                .records
+                .iter()
+                .all(|(_, state)| !matches!(state, KeyState::Set(_)))
+            && batch.sets.is_empty()
             && batch.key_hashes.len() <= 1
             && batch.leaves.is_empty()
             && batch.leaves_complete.is_none()
@@ -501,11 +550,22 @@ impl SledStore {
             tree_batch.insert(ROSTER_KEY, record::to_bytes(roster));
         }
         for key in &batch.removals {
+            if key.space == Keyspace::Sets {
+                set_rows::remove_all(&self.db, &mut tree_batch, key)?;
+            }
             tree_batch.remove(record_key(key));
             tree_batch.remove(key_hash_key(key));
         }
         for (key, state) in &batch.records {
-            tree_batch.insert(record_key(key), record::encode_record(state));
+            match state {
+                KeyState::Set(set) => set_rows::replace(&self.db, &mut tree_batch, key, set)?,
+                KeyState::Register(_) => {
+                    tree_batch.insert(record_key(key), record::encode_record(state))
+                }
+            }
+        }
+        for write in &batch.sets {
+            set_rows::write(&mut tree_batch, write);
         }
         for (key, hash) in &batch.key_hashes {
             tree_batch.insert(key_hash_key(key), hash);

@@ -1,0 +1,183 @@
+//! Merging one delta (a client's write, a replayed log entry or a peer's state) into the key it
+//! names: the checks its source calls for, the merge itself, and the one store batch that records
+//! the result with its log entry and index updates.
+//!
+//! A register is merged whole. A set is merged as a plan against the stored set
+//! ([`set_merge::plan`]), which reads and writes only the elements the delta touches, so the cost
+//! follows the delta, not the set. Nothing changes in memory before the store has taken the
+//! change, so a store error leaves no trace.
+
+use super::{prefix8, tombstones, Applied, Node, Refusal, Source};
+use crate::clock::{ReplicaId, Timestamp};
+use crate::crdt::{set_merge, KeyState, OrSet};
+use crate::store::{
+    merkle, record, LoggedDeltaRef, SetWrite, Store, StoreError, StoreKey, StoredSet, WriteBatch,
+};
+use crate::wire::MAX_STATE_BYTES;
+
+/// What a merge writes for its key: a register's new state, or the changed elements of a set.
+enum Change {
+    Register(KeyState),
+    Set(SetWrite),
+}
+
+/// A merge's result, ready for the store.
+struct Merged {
+    change: Change,
+    old_hash: Option<[u8; 32]>,
+    new_hash: [u8; 32],
+    old_tombstone: Option<Timestamp>,
+    new_tombstone: Option<Timestamp>,
+}
+
+impl<S: Store> Node<S> {
+    /// Merges a delta (local, replayed or from a peer) into the key's state and hands the result
+    /// to the store, after the checks its source calls for.
+    pub(crate) fn merge_checked(
+        &mut self,
+        key: StoreKey,
+        delta: KeyState,
+        origin_seq: Option<(ReplicaId, u64)>,
+        source: Source,
+    ) -> Result<Applied, StoreError> {
+        let vetted = match source {
+            Source::Peer { now_ms } => self.vet(&key, &delta, now_ms),
+            Source::Local | Source::Replay if !key.holds(&delta) => Err(Refusal::WrongKind),
+            Source::Local | Source::Replay => Ok(()),
+        };
+        if let Err(why) = vetted {
+            return Ok(Applied::Refused(why));
+        }
+        let merged = match &delta {
+            KeyState::Register(r) => {
+                match source {
+                    Source::Peer { now_ms } => {
+                        if let Err(ahead) = self.hlc.observe(r.timestamp, self.wall(now_ms)) {
+                            return Ok(Applied::Refused(Refusal::ClockSkew(ahead)));
+                        }
+                    }
+                    Source::Replay => self.hlc.recover(r.timestamp),
+                    Source::Local => {}
+                }
+                self.merge_register(&key, &delta, source)?
+            }
+            KeyState::Set(set) => self.merge_set(&key, set, source)?,
+        };
+        let merged = match merged {
+            Ok(merged) => merged,
+            Err(outcome) => return Ok(outcome),
+        };
+        let hlc = self.hlc.high_water_mark();
+        let logged = LoggedDeltaRef {
+            key: &key,
+            delta: &delta,
+            hlc,
+            origin_seq: origin_seq.as_ref().map(|(n, s)| (n, *s)),
+        }
+        .encode();
+        let key_hash = (key.clone(), prefix8(&merged.new_hash));
+        // The first change after the index was persisted marks the persisted copy stale, in the
+        // same atomic batch: a crash from here on rebuilds the index from the records.
+        let leaves_complete = self.leaves_persisted.then_some(false);
+        let mut batch = WriteBatch {
+            key_hashes: vec![key_hash],
+            deltas: vec![logged],
+            leaves_complete,
+            ..WriteBatch::default()
+        };
+        match merged.change {
+            Change::Register(state) => batch.records.push((key.clone(), state)),
+            Change::Set(write) => batch.sets.push(write),
+        }
+        self.store.apply(batch)?;
+        self.leaves_persisted = false;
+        self.meta.hlc = hlc;
+        self.meta_dirty = true;
+        self.tombstones
+            .track(&key, merged.old_tombstone, merged.new_tombstone);
+        let (bucket, _) = self
+            .merkle
+            .update_hashed(&key, merged.old_hash, merged.new_hash);
+        self.dirty_leaves.insert(bucket);
+        Ok(Applied::Changed)
+    }
+
+    /// Merges a register into the stored one. `Err` carries the outcome when there is nothing to
+    /// write.
+    fn merge_register(
+        &mut self,
+        key: &StoreKey,
+        delta: &KeyState,
+        source: Source,
+    ) -> Result<Result<Merged, Applied>, StoreError> {
+        let stored = self.store.get(key)?;
+        let old_hash = stored.as_ref().map(|state| merkle::item_hash(key, state));
+        // A stored state of the wrong kind can only be what a lying peer left before states were
+        // checked: it is replaced, as if absent.
+        let old = stored.filter(|state| key.holds(state));
+        if old.is_none() && self.may_be_collected(delta) {
+            return Ok(Err(Applied::Refused(Refusal::Collected)));
+        }
+        let old_tombstone = old.as_ref().and_then(tombstones::tombstone_of);
+        // Only a delta that changes the state is logged (duplicates are common: rumors arrive
+        // more than once and anti-entropy resends what a peer already merged).
+        let new = match old {
+            Some(mut state) => match state.merge(delta) {
+                Ok(crate::crdt::Merged::Changed) => state,
+                Ok(crate::crdt::Merged::Unchanged) => return Ok(Err(Applied::Unchanged)),
+                Err(_) => return Ok(Err(Applied::Refused(Refusal::WrongKind))),
+            },
+            None => delta.clone(),
+        };
+        let encoded = record::encode_state(&new);
+        if source == Source::Local && encoded.len() > MAX_STATE_BYTES {
+            return Ok(Err(Applied::Refused(Refusal::TooLarge {
+                bytes: encoded.len(),
+            })));
+        }
+        let new_tombstone = tombstones::tombstone_of(&new);
+        Ok(Ok(Merged {
+            new_hash: merkle::item_hash_of(key, &encoded),
+            change: Change::Register(new),
+            old_hash,
+            old_tombstone,
+            new_tombstone,
+        }))
+    }
+
+    /// Merges a set state or delta into the stored set, reading only the elements it touches.
+    /// `Err` carries the outcome when there is nothing to write.
+    fn merge_set(
+        &mut self,
+        key: &StoreKey,
+        delta: &OrSet,
+        source: Source,
+    ) -> Result<Result<Merged, Applied>, StoreError> {
+        if delta.is_noop_delta() {
+            return Ok(Err(Applied::Unchanged));
+        }
+        let stored = StoredSet::open(&self.store, key)?;
+        let Some(change) = set_merge::plan(&stored, delta)? else {
+            return Ok(Err(Applied::Unchanged));
+        };
+        let header = stored.header().after(&change);
+        let bytes = header.encoded_len();
+        if source == Source::Local && bytes > MAX_STATE_BYTES {
+            return Ok(Err(Applied::Refused(Refusal::TooLarge { bytes })));
+        }
+        let old_hash = stored
+            .existed()
+            .then(|| merkle::set_item_hash(key, stored.header()));
+        Ok(Ok(Merged {
+            new_hash: merkle::set_item_hash(key, &header),
+            change: Change::Set(SetWrite {
+                key: key.clone(),
+                header,
+                elements: change.elements,
+            }),
+            old_hash,
+            old_tombstone: None,
+            new_tombstone: None,
+        }))
+    }
+}
