@@ -4,8 +4,9 @@
 //! kept from the set's header, must equal the hash of that whole set; a restart and a rollback
 //! must keep both true.
 
-use hearsay::clock::{NodeId, ReplicaId};
-use hearsay::crdt::{KeyState, OrSet};
+use hearsay::clock::{Dot, NodeId, ReplicaId};
+use hearsay::crdt::{CausalContext, KeyState, OrSet};
+use std::collections::BTreeSet;
 use hearsay::node::{Node, Write};
 use hearsay::store::{merkle, Durability, SledStore, Store, StoreKey};
 use proptest::prelude::*;
@@ -51,6 +52,13 @@ enum Step {
     Whole { r: usize },
     /// Peer `r` merges peer `from`'s whole state.
     Gossip { r: usize, from: usize },
+    /// A lying peer gives one dot to two elements, in its context or not.
+    Lie {
+        first: usize,
+        second: usize,
+        counter: u64,
+        in_context: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -60,6 +68,9 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(r, remove, add, ship)| Step::Edit { r, remove, add, ship }),
         1 => (0usize..3).prop_map(|r| Step::Whole { r }),
         1 => (0usize..3, 0usize..3).prop_map(|(r, from)| Step::Gossip { r, from }),
+        1 => (0usize..6, 0usize..6, 1u64..4, proptest::bool::ANY).prop_map(
+            |(first, second, counter, in_context)| Step::Lie { first, second, counter, in_context }
+        ),
     ]
 }
 
@@ -79,7 +90,7 @@ proptest! {
         let mut node = open(dir.path());
         let mut peers = vec![OrSet::new(); 3];
         let mut mirror: Option<OrSet> = None;
-        let mut merge = |node: &mut Node<SledStore>, mirror: &mut Option<OrSet>, state: OrSet| {
+        let merge = |node: &mut Node<SledStore>, mirror: &mut Option<OrSet>, state: OrSet| {
             if state.is_noop_delta() {
                 return;
             }
@@ -103,6 +114,18 @@ proptest! {
                     }
                 }
                 Step::Whole { r } => merge(&mut node, &mut mirror, peers[r].clone()),
+                Step::Lie { first, second, counter, in_context } => {
+                    let dot = Dot::new(replica(0), counter);
+                    let context = match in_context {
+                        true => CausalContext::from_dots([dot.clone()]),
+                        false => CausalContext::new(),
+                    };
+                    let entries = [first, second]
+                        .map(|e| (element(e), BTreeSet::from([dot.clone()])))
+                        .into_iter()
+                        .collect();
+                    merge(&mut node, &mut mirror, OrSet::from_parts(context, entries));
+                }
                 Step::Gossip { r, from } => {
                     let whole = peers[from].clone();
                     let _ = peers[r].merge(&whole);

@@ -132,3 +132,49 @@ pub fn excerpt<'a, R: SetReplica>(
     }
     Ok(OrSet::from_parts(replica.context().clone(), entries))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::NodeId;
+
+    fn replica(s: &str) -> ReplicaId {
+        ReplicaId::new(NodeId::new(s).unwrap(), 1)
+    }
+
+    proptest::proptest! {
+        /// An edit of an excerpt holding only the elements it names produces the delta an edit
+        /// of the whole set produces, and planning that delta against the whole set changes it
+        /// as merging does.
+        #[test]
+        fn an_excerpt_edits_as_the_whole_set(
+            history in proptest::collection::vec((0usize..3, 0usize..6, proptest::bool::ANY), 0..30),
+            remove in proptest::collection::vec(0usize..6, 0..4),
+            add in proptest::collection::vec(0usize..6, 0..4),
+        ) {
+            let names = ["a", "b", "c", "d", "e", "f"];
+            let actors = [replica("x"), replica("y"), replica("z")];
+            let mut whole = OrSet::new();
+            let mut others = vec![OrSet::new(); 3];
+            for (r, e, adds) in history {
+                let delta = match adds {
+                    true => others[r].add(&actors[r], names[e]),
+                    false => others[r].remove(names[e]),
+                };
+                let _ = whole.merge(&delta);
+                let snapshot = whole.clone();
+                let _ = others[r].merge(&snapshot);
+            }
+            let remove: Vec<&str> = remove.into_iter().map(|i| names[i]).collect();
+            let add: Vec<&str> = add.into_iter().map(|i| names[i]).collect();
+            let Ok(mut excerpt) = excerpt(&whole, remove.iter().chain(&add).copied());
+            let from_excerpt = excerpt.edit(&actors[0], remove.iter().copied(), add.iter().copied());
+            let mut edited = whole.clone();
+            let from_whole = edited.edit(&actors[0], remove.iter().copied(), add.iter().copied());
+            proptest::prop_assert_eq!(&from_excerpt, &from_whole);
+            let mut merged = whole.clone();
+            let _ = merged.merge(&from_whole);
+            proptest::prop_assert_eq!(merged, edited);
+        }
+    }
+}

@@ -3,11 +3,11 @@
 //!
 //! Shape: a fixed tree of fanout 16 and depth 4 (65,536 leaves). A key goes to the leaf named by
 //! the first 16 bits of the BLAKE3 hash of its encoded name. Every node holds the XOR of the item
-//! hashes below it and their count, where an item hash is BLAKE3(encoded key, encoded state) for a register and BLAKE3(encoded key,
-//! context, element count, XOR of the element entries' hashes) for a set ([`set_item_hash`]). XOR
-//! makes an update O(depth) without reading the leaf's other keys: the old item hash is XORed out
-//! and the new one in, along the path to the root. The root is therefore an O(1) digest, and two
-//! replicas descend only into children whose hashes differ.
+//! hashes below it and their count, where an item hash is BLAKE3(encoded key, encoded state) for
+//! a register and BLAKE3(encoded key, context, element count, XOR of the element entries' hashes)
+//! for a set ([`set_item_hash`]). XOR makes an update O(depth) without reading the leaf's other
+//! keys: the old item hash is XORed out and the new one in, along the path to the root. The root
+//! is therefore an O(1) digest, and two replicas descend only into children whose hashes differ.
 
 use super::{record, SetHeader, StoreKey};
 use crate::crdt::KeyState;

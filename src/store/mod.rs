@@ -1,9 +1,10 @@
 //! Persistence behind a trait: [`SledStore`] (sled 0.34 plus a write-ahead log) in production,
 //! [`MemoryStore`] in the simulator and in unit tests.
 //!
-//! A store keeps one record per key (its whole replicated state, in a versioned encoding), the
-//! leaves of the Merkle index, and node metadata. It makes no protocol decisions: the core
-//! ([`crate::node`]) decides what to write and hands it over as one atomic [`WriteBatch`].
+//! A store keeps one record per key (a register's whole state, in a versioned encoding; a set's
+//! header, its elements being readable one by one: [`StoredSet`]), the leaves of the Merkle
+//! index, and node metadata. It makes no protocol decisions: the core ([`crate::node`]) decides
+//! what to write and hands it over as one atomic [`WriteBatch`].
 
 mod legacy;
 mod logs;

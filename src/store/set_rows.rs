@@ -136,19 +136,22 @@ pub(super) fn assemble(
 
 /// Adds the rows of a planned change to `batch`.
 pub(super) fn write(batch: &mut TreeBatch, write: &SetWrite) {
+    // The plan read each element's row, and a dot row exists exactly when its element holds the
+    // dot: what every row held before is known, so a rollback needs no read of it.
+    let empty = || Some(sled::IVec::default());
+    let dots_row = |dots: &BTreeSet<Dot>| (!dots.is_empty()).then(|| record::to_bytes(dots).into());
     for (element, change) in &write.elements {
         for dot in change.lost() {
-            batch.remove(dot_key(&write.key, dot, element));
+            batch.replace_known(dot_key(&write.key, dot, element), None, empty());
         }
         for dot in change.gained() {
-            batch.insert(dot_key(&write.key, dot, element), &[]);
+            batch.replace_known(dot_key(&write.key, dot, element), empty(), None);
         }
-        let row = element_key(&write.key, element);
-        if change.after.is_empty() {
-            batch.remove(row);
-        } else {
-            batch.insert(row, record::to_bytes(&change.after));
-        }
+        batch.replace_known(
+            element_key(&write.key, element),
+            dots_row(&change.after),
+            dots_row(&change.before),
+        );
     }
     batch.insert(
         super::sled_store::record_key(&write.key),

@@ -1,6 +1,8 @@
 //! The production store: one sled 0.34 tree plus the write-ahead log ([`super::wal`]).
 //!
-//! Keys in the tree: `r` + encoded key → record; `l` + leaf index (u16 BE) → Merkle leaf;
+//! Keys in the tree: `r` + encoded key → record (a set's header; its element and dot rows are laid
+//! out by [`super::set_rows`]); `h` + leaf + encoded key → item hash prefix; `l` + leaf index
+//! (u16 BE) → Merkle leaf;
 //! `meta/...` → layout version, node metadata, Merkle completeness marker, tombstone collection
 //! horizon (`meta/collected`, 8 bytes BE, absent meaning none collected), whether the node ever
 //! met another member (`meta/clustered`), the other members it last knew of (`meta/members`,
@@ -121,20 +123,36 @@ impl SledStore {
 #[derive(Default)]
 pub(super) struct TreeBatch {
     batch: sled::Batch,
-    keys: Vec<Vec<u8>>,
+    /// Each key written, with what it held before when the writer knows it (`None`: read it).
+    keys: Vec<(Vec<u8>, Option<Option<sled::IVec>>)>,
 }
 
 impl TreeBatch {
     pub(super) fn insert(&mut self, key: impl AsRef<[u8]>, value: impl Into<sled::IVec>) {
         let key = key.as_ref().to_vec();
         self.batch.insert(key.as_slice(), value);
-        self.keys.push(key);
+        self.keys.push((key, None));
     }
 
     pub(super) fn remove(&mut self, key: impl AsRef<[u8]>) {
         let key = key.as_ref().to_vec();
         self.batch.remove(key.as_slice());
-        self.keys.push(key);
+        self.keys.push((key, None));
+    }
+
+    /// Writes `key` (`None`: removes it), which the caller knows held `before`: a rollback
+    /// needs no read to restore it.
+    pub(super) fn replace_known(
+        &mut self,
+        key: Vec<u8>,
+        value: Option<sled::IVec>,
+        before: Option<sled::IVec>,
+    ) {
+        match value {
+            Some(value) => self.batch.insert(key.as_slice(), value),
+            None => self.batch.remove(key.as_slice()),
+        }
+        self.keys.push((key, Some(before)));
     }
 
     pub(super) fn into_batch(self) -> sled::Batch {
@@ -587,11 +605,15 @@ impl SledStore {
         }
         // What each key held, for a rollback.
         let mut old = Vec::with_capacity(tree_batch.keys.len());
-        for key in &tree_batch.keys {
-            old.push(self.db.get(key)?);
+        for (key, known) in tree_batch.keys {
+            let before = match known {
+                Some(before) => before,
+                None => self.db.get(&key)?,
+            };
+            old.push((key, before));
         }
         self.db.apply_batch(tree_batch.batch)?;
-        for (key, value) in tree_batch.keys.into_iter().zip(old) {
+        for (key, value) in old {
             self.undo.record(key, value);
         }
         // What the store keeps in memory follows the database, never leads it.

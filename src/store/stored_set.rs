@@ -45,6 +45,10 @@ impl<S: Store + ?Sized> SetReplica for StoredSet<'_, S> {
     }
 
     fn dots(&self, element: &str) -> Result<Cow<'_, BTreeSet<Dot>>, StoreError> {
+        // An empty set has no element rows to read.
+        if self.header.count == 0 {
+            return Ok(Cow::Owned(BTreeSet::new()));
+        }
         Ok(Cow::Owned(self.store.set_dots(self.key, element)?))
     }
 
@@ -55,6 +59,9 @@ impl<S: Store + ?Sized> SetReplica for StoredSet<'_, S> {
         last: u64,
         found: &mut dyn FnMut(Dot, &str),
     ) -> Result<(), StoreError> {
+        if self.header.count == 0 {
+            return Ok(());
+        }
         self.store.set_holding(self.key, actor, first, last, found)
     }
 }
