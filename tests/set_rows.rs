@@ -6,10 +6,10 @@
 
 use hearsay::clock::{Dot, NodeId, ReplicaId};
 use hearsay::crdt::{CausalContext, KeyState, OrSet};
-use std::collections::BTreeSet;
 use hearsay::node::{Node, Write};
 use hearsay::store::{merkle, Durability, SledStore, Store, StoreKey};
 use proptest::prelude::*;
+use std::collections::BTreeSet;
 
 const NOW: u64 = 1_790_000_000_000;
 

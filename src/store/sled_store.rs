@@ -182,7 +182,23 @@ fn read_horizon(db: &sled::Db) -> Result<Timestamp, StoreError> {
     }
 }
 
+/// Opens the database, waiting up to two seconds for a handle this process just dropped: sled
+/// releases the directory's lock from its own threads shortly after the last handle goes (a node
+/// reopened in place, a test). Another process holding it is still refused after that.
 fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    const TRIES: u32 = 200;
+    for _ in 1..TRIES {
+        match open_db_once(dir) {
+            Err(StoreError::InUse { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            result => return result,
+        }
+    }
+    open_db_once(dir)
+}
+
+fn open_db_once(dir: &Path) -> Result<sled::Db, StoreError> {
     // sled 0.34 can panic, not just fail, on some damaged files (sled #1533, #1527, #1189): a
     // damaged directory must end in a clear message, so a panic here is an error too.
     let config = sled::Config::new()
