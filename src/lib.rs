@@ -4,9 +4,11 @@
 //! [`node`] take time and input as arguments and touch no sockets, threads or clocks. Drivers
 //! wrap it: [`runtime`] (the core's thread and group commit), [`store`] (sled plus a write-ahead
 //! log, or memory), [`net`] (UDP/TCP transport, cluster key, faults), [`api`] (axum).
+//! [`client`] is the command-line client of the HTTP API.
 //! Start reading at [`node`].
 
 pub mod api;
+pub mod client;
 pub mod clock;
 pub mod crdt;
 pub mod gossip;

@@ -25,7 +25,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "hearsay",
     version,
-    about = "A replicated key-value store that converges by gossip"
+    about = "A replicated key-value store that converges by gossip",
+    arg_required_else_help = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,6 +41,8 @@ enum Command {
     Cluster(ClusterArgs),
     /// Run the deterministic simulator on a workload and print its figures.
     Sim(SimArgs),
+    #[command(flatten)]
+    Client(hearsay::client::ClientCommand),
 }
 
 #[derive(clap::Args)]
@@ -211,6 +214,11 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `hearsay` or `hearsay kv` alone: the help, listing the subcommands, is the answer.
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
         Err(e) if e.use_stderr() => {
             // One line, not clap's usage block: the first line names the problem.
             let rendered = e.render().to_string();
@@ -227,6 +235,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Cluster(args) => cluster(args),
         Command::Sim(args) => sim(args),
+        Command::Client(command) => return hearsay::client::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

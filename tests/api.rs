@@ -179,13 +179,16 @@ async fn sets_add_remove_and_batch() {
     let c = Client::new();
     let resp = c.get(server.url("/v1/sets/team")).send().await.unwrap();
     assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
-    // Removing from a set that does not exist succeeds and does not create it.
+    // Removing from a set that does not exist is a 404 and does not create it.
     let r = c
         .delete(server.url("/v1/sets/team/ghost"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        error_code(r).await,
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
     let resp = c.get(server.url("/v1/sets/team")).send().await.unwrap();
     assert_eq!(error_code(resp).await.0, StatusCode::NOT_FOUND);
     for e in ["carol", "alice", "bob"] {

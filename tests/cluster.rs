@@ -217,6 +217,18 @@ async fn a_partition_heals_by_itself_and_conflicts_resolve() {
         .unwrap();
     c.delete(t.n2.url("/v1/sets/s/x")).send().await.unwrap();
     c.put(t.n3.url("/v1/sets/s/right")).send().await.unwrap();
+    // Counters: the adds made on both sides all count once healed.
+    for (node, add) in [(&t.n1, 10), (&t.n2, -3), (&t.n3, 100), (&t.n1, 1)] {
+        let r = c
+            .post(node.url("/v1/counters/hits"))
+            .body(format!(r#"{{"add": {add}}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let on_n1 = get_json(&c, t.n1.url("/v1/counters/hits")).await.unwrap();
+    assert_eq!(on_n1["value"], 11, "n1 sees only its side: {on_n1}");
     assert_eq!(get_text(&c, t.n1.url("/v1/kv/color")).await.unwrap(), "red");
     assert_ne!(digest(&c, &t.n1).await, digest(&c, &t.n2).await);
 
@@ -233,6 +245,8 @@ async fn a_partition_heals_by_itself_and_conflicts_resolve() {
         );
         let set = get_json(&c, node.url("/v1/sets/s")).await.unwrap();
         assert_eq!(set["elements"], serde_json::json!(["left", "right", "x"]));
+        let hits = get_json(&c, node.url("/v1/counters/hits")).await.unwrap();
+        assert_eq!(hits["value"], 108);
     }
 }
 

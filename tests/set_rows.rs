@@ -219,3 +219,49 @@ fn a_rolled_back_set_edit_leaves_no_row_behind() {
         .collect();
     assert_eq!(elements, ["also", "kept", "later"]);
 }
+
+#[test]
+fn clearing_a_set_removes_what_this_node_observed_and_no_concurrent_add() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut n1 = open(dirs.0.path());
+    let mut n2 = Node::open(
+        SledStore::open(dirs.1.path(), Durability::Fsync).unwrap(),
+        NodeId::new("n2").unwrap(),
+    )
+    .unwrap();
+    let key = StoreKey::set("s");
+    n1.handle_write(NOW, add("s", &["a", "b"])).unwrap();
+    let _ = n2
+        .merge_delta(NOW, key.clone(), KeyState::Set(stored(&n1, &key).unwrap()))
+        .unwrap();
+    // n2 adds c and re-adds a, unseen by n1, which then clears the set.
+    n2.handle_write(NOW + 1, add("s", &["c", "a"])).unwrap();
+    let ack = n1
+        .handle_write(NOW + 2, Write::SetClear { key: "s".into() })
+        .unwrap();
+    assert_eq!(ack.size, Some(0));
+    assert_eq!(stored(&n1, &key).unwrap().len(), 0);
+    let _ = n2
+        .merge_delta(
+            NOW + 3,
+            key.clone(),
+            KeyState::Set(stored(&n1, &key).unwrap()),
+        )
+        .unwrap();
+    let _ = n1
+        .merge_delta(
+            NOW + 3,
+            key.clone(),
+            KeyState::Set(stored(&n2, &key).unwrap()),
+        )
+        .unwrap();
+    for node in [&n1, &n2] {
+        let elements: Vec<String> = stored(node, &key)
+            .unwrap()
+            .elements()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(elements, ["a", "c"], "add-wins over the clear");
+    }
+    assert_eq!(n1.digest(), n2.digest());
+}

@@ -85,6 +85,12 @@
 //!   the group's sync completes.
 //! - `unbounded-skew`: the nodes accept peer timestamps however far ahead (a skew bound of
 //!   centuries), while the oracles keep the contract's 500 ms.
+//! - `counters`: one set write in ten is a counter add; every node must end between the sum of
+//!   the acknowledged adds and that sum plus the adds of unknown fate. It changes every seed's
+//!   run, and seeds 470 and 497 then find a deleted key coming back after a partition longer
+//!   than the grace period while a majority node's syncs fail (also with the counter adds
+//!   replaced by kv puts: a kv bug the default runs do not reach), and 579 tombstones never
+//!   collected. Off until that is fixed.
 
 use hearsay::clock::{Dot, NodeId, Timestamp};
 use hearsay::crdt::{KeyState, OrSet, Value};
@@ -131,6 +137,9 @@ const AWAY_GUARD_MS: u64 = 20_000;
 /// Faults and broken drivers that are off by default (see the module doc).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Switches {
+    /// Counter adds in the workload (off by default: with them, seeds 470 and 497 find a deleted
+    /// key coming back and 579 tombstones never collected, see the README's DST notes).
+    counters: bool,
     insider_lies: bool,
     release_before_sync: bool,
     unbounded_skew: bool,
@@ -142,6 +151,7 @@ impl Switches {
         let names = std::env::var("HEARSAY_DST_SWITCHES").unwrap_or_default();
         for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
+                "counters" => switches.counters = true,
                 "insider-lies" => switches.insider_lies = true,
                 "release-before-sync" => switches.release_before_sync = true,
                 "unbounded-skew" => switches.unbounded_skew = true,
@@ -209,11 +219,13 @@ fn run_seed(seed: u64, switches: Switches) -> Result<(Option<Leaf>, SimStats, u6
         Workload {
             keys: MANY_KEYS,
             deletes: rng.gen_range(1..=3),
+            counters: switches.counters,
         }
     } else {
         Workload {
             keys: KEYS,
             deletes: 1,
+            counters: switches.counters,
         }
     };
     let away_ms = config
@@ -505,9 +517,12 @@ struct Workload {
     keys: usize,
     /// Kv deletes in ten writes (kv writes are five in ten).
     deletes: u32,
+    /// One set write in ten is a counter add instead.
+    counters: bool,
 }
 
-/// 50% kv writes (puts and deletes); 50% set edits (adds, removes, or both on one set).
+/// 50% kv writes (puts and deletes); 50% set writes (adds, removes, or both on one set; one in
+/// twenty clears the set) or, with the `counters` switch, one in ten of those counter adds.
 fn random_write(rng: &mut SmallRng, workload: Workload, data: String) -> Write {
     // Distinct elements within a list: adding one element twice in one edit mints two dots,
     // the first replaced at once.
@@ -523,6 +538,15 @@ fn random_write(rng: &mut SmallRng, workload: Workload, data: String) -> Write {
         0..=4 => Write::put_text(&key, &data),
         n => {
             let key = format!("s{}", rng.gen_range(0..SETS));
+            if rng.gen_ratio(1, 20) {
+                return Write::SetClear { key };
+            }
+            if workload.counters && rng.gen_ratio(1, 10) {
+                return Write::CounterAdd {
+                    key: format!("c{}", rng.gen_range(0..2)),
+                    amount: rng.gen_range(1..=5),
+                };
+            }
             let (adds, removes) = match n {
                 5..=6 => (rng.gen_range(1..=2), 0),
                 7..=8 => (0, rng.gen_range(1..=2)),
@@ -933,6 +957,11 @@ enum Submitted {
         key: String,
         ops: Vec<usize>,
     },
+    /// A counter add, its amount.
+    Counter {
+        key: String,
+        amount: i64,
+    },
     /// Refused by the core at once: the outcome must be an error.
     Refused,
 }
@@ -953,6 +982,10 @@ struct Oracle {
     /// Values of writes the core refused (never applied): they must never show.
     refused: BTreeSet<Vec<u8>>,
     sets: BTreeMap<String, Vec<SetOp>>,
+    /// Per counter: the sum of the acknowledged adds, and of those whose outcome is not known
+    /// (pending, or lost with their node's crash): every node must end between the first and
+    /// both together (the workload adds only positive amounts).
+    counters: BTreeMap<String, (i128, i128)>,
     /// Per set: every dot minted, by which operation.
     minted: BTreeMap<String, BTreeMap<Dot, usize>>,
     /// Per set: dots of unknown adds minted again by a later add (the first add must then
@@ -1002,7 +1035,10 @@ impl Oracle {
         let (key, value) = match &write {
             Write::KvPut { key, value } => (key.clone(), Some(value.data.clone())),
             Write::KvDelete { key } => (key.clone(), None),
-            Write::SetEdit { .. } => return self.set_edit(sim, world, i, write),
+            Write::SetEdit { .. } | Write::SetClear { .. } => {
+                return self.set_edit(sim, world, i, write)
+            }
+            Write::CounterAdd { .. } => return self.counter_add(sim, world, i, write),
         };
         let clock = sim.clock_of(i);
         let Some(submitted) = sim.submit(i, write) else {
@@ -1066,8 +1102,15 @@ impl Oracle {
         i: usize,
         edit: Write,
     ) -> Result<(), String> {
-        let Write::SetEdit { key, add, remove } = edit.clone() else {
-            return Ok(());
+        let (key, add, remove, clears) = match edit.clone() {
+            Write::SetEdit { key, add, remove } => (key, add, remove, false),
+            // A clear removes every element the node holds, as an edit removing each would.
+            Write::SetClear { key } => {
+                let held = read_set(sim, i, &key)?;
+                let all = held.elements().map(str::to_string).collect();
+                (key, Vec::new(), all, true)
+            }
+            _ => return Ok(()),
         };
         // What the edit observes: the node's set just before it.
         let before = read_set(sim, i, &key)?;
@@ -1075,11 +1118,20 @@ impl Oracle {
             return Ok(());
         };
         if let Err(why) = submitted.applied {
-            check_refusal(world, sim.now(), i, why)?;
+            // A remove from a set the node never saw is refused: it observed nothing to remove.
+            let never_seen = sim.read(i, &StoreKey::set(key.as_str())).is_none();
+            if why != Refused::NoSuchSet || !never_seen || !add.is_empty() {
+                check_refusal(world, sim.now(), i, why)?;
+            }
             self.submitted.insert(submitted.id, Submitted::Refused);
             return Ok(());
         }
         let after = read_set(sim, i, &key)?;
+        if clears && !after.is_empty() {
+            return Err(format!(
+                "node {i} set {key}: right after a clear it holds {after:?}"
+            ));
+        }
         // Removes apply before adds (`Write::SetEdit`).
         for element in &remove {
             if !add.contains(element) && after.contains(element) {
@@ -1162,6 +1214,30 @@ impl Oracle {
         Ok(())
     }
 
+    fn counter_add(
+        &mut self,
+        sim: &mut Sim,
+        world: &World,
+        i: usize,
+        add: Write,
+    ) -> Result<(), String> {
+        let Write::CounterAdd { key, amount } = add.clone() else {
+            return Ok(());
+        };
+        let Some(submitted) = sim.submit(i, add) else {
+            return Ok(());
+        };
+        if let Err(why) = submitted.applied {
+            check_refusal(world, sim.now(), i, why)?;
+            self.submitted.insert(submitted.id, Submitted::Refused);
+            return Ok(());
+        }
+        self.counters.entry(key.clone()).or_default().1 += amount as i128;
+        self.submitted
+            .insert(submitted.id, Submitted::Counter { key, amount });
+        Ok(())
+    }
+
     /// Learns the outcomes of submitted writes.
     fn outcomes(&mut self, sim: &mut Sim) -> Result<(), String> {
         for (id, outcome) in sim.take_outcomes() {
@@ -1200,6 +1276,17 @@ impl Oracle {
                         for op in ops {
                             all[op].status = status;
                         }
+                    }
+                }
+                Submitted::Counter { key, amount } => {
+                    let (acked, unknown) = self.counters.entry(key).or_default();
+                    match status {
+                        Status::Acked => {
+                            *acked += amount as i128;
+                            *unknown -= amount as i128;
+                        }
+                        Status::Failed => *unknown -= amount as i128,
+                        _ => {}
                     }
                 }
                 Submitted::Refused => {}
@@ -1575,6 +1662,20 @@ impl Oracle {
     /// from a clock that could have known better, every set equals the add-wins oracle.
     fn check_converged(&mut self, sim: &Sim, world: &World) -> Result<(), String> {
         self.check_held(sim, world)?;
+        for (key, &(acked, unknown)) in &self.counters {
+            for i in 0..NODES {
+                let value = match sim.read(i, &StoreKey::counter(key.as_str())) {
+                    Some(KeyState::Counter(c)) => c.value(),
+                    None => 0,
+                    Some(other) => return Err(format!("node {i} counter {key}: {other:?}")),
+                };
+                if value < acked || value > acked + unknown {
+                    return Err(format!(
+                        "node {i} counter {key}: value {value}, but the acknowledged adds sum to {acked} and those of unknown fate to {unknown}"
+                    ));
+                }
+            }
+        }
         for (key, writes) in &self.kv {
             for i in 0..NODES {
                 let held = self.views[i].kv.get(key);

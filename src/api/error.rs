@@ -13,6 +13,10 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// More fields of the body, beside `error` and `code`.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Headers of the response (an `ETag` beside a 412).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -21,7 +25,21 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            fields: serde_json::Map::new(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a field to the body.
+    pub fn with(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.fields.insert(name.to_string(), value);
+        self
+    }
+
+    /// Adds a header to the response.
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -35,8 +53,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message, "code": self.code });
-        (self.status, Json(body)).into_response()
+        let mut body = self.fields;
+        body.insert("error".into(), self.message.into());
+        body.insert("code".into(), self.code.into());
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().extend(self.headers);
+        response
     }
 }
 
@@ -70,6 +92,27 @@ impl From<CoreError> for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!("{e}: a state that large could never replicate"),
+            ),
+            CoreError::PreconditionFailed { ref current } => {
+                let current = current.clone();
+                let error = Self::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition_failed",
+                    format!("{e}; conditions are checked against this node's value only"),
+                )
+                .with("etag", current.clone().into());
+                match current.and_then(|tag| HeaderValue::from_str(&tag).ok()) {
+                    Some(tag) => error.with_header(header::ETAG, tag),
+                    None => error,
+                }
+            }
+            CoreError::NoSuchSet(_) => Self::not_found(format!(
+                "{e}: a remove only removes what this node has observed, and it observed nothing"
+            )),
+            CoreError::CounterOverflow(_) => Self::new(
+                StatusCode::CONFLICT,
+                "counter_overflow",
+                format!("{e}: add on another node, or to another counter"),
             ),
             CoreError::NotApplied(_) => {
                 tracing::error!(error = %e, "the core refused a client write");

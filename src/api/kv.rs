@@ -1,24 +1,24 @@
 //! `/v1/kv`: last-writer-wins keys. PUT stores the raw body and its `Content-Type`; GET returns
-//! them with `ETag` and `X-Hearsay-Timestamp`; DELETE writes a tombstone; listing pages through
-//! live keys by prefix.
+//! them with `ETag` and `X-Hearsay-Timestamp` (304 when `If-None-Match` names that ETag); DELETE
+//! writes a tombstone; PUT and DELETE take `If-Match` and `If-None-Match`, checked by the core
+//! against this node's value (412 otherwise); listing pages through live keys by prefix.
 
 use super::body::BoundedBody;
 use super::error::ApiError;
+use super::listing::{ListParams, ListReply};
 use super::{check_name, AppState};
 use crate::crdt::{KeyState, Value};
-use crate::node::{Write, WriteAck};
+use crate::node::{EtagCondition, Precondition, Write, WriteAck};
 use crate::store::{Keyspace, StoreKey};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 const MAX_CONTENT_TYPE: usize = 256;
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 
 #[derive(Serialize)]
 pub struct WriteReply {
@@ -38,6 +38,20 @@ impl WriteReply {
     }
 }
 
+/// The write's conditions from `If-Match` and `If-None-Match` (see [`EtagCondition::parse`]; a
+/// value that is not text matches nothing).
+fn precondition(headers: &HeaderMap) -> Precondition {
+    let condition = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .map(|v| EtagCondition::parse(v.to_str().unwrap_or_default()))
+    };
+    Precondition {
+        if_match: condition(header::IF_MATCH),
+        if_none_match: condition(header::IF_NONE_MATCH),
+    }
+}
+
 fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(key) = path?;
     check_name("key", &key)?;
@@ -51,6 +65,7 @@ pub async fn put(
     BoundedBody(body): BoundedBody,
 ) -> Result<Json<WriteReply>, ApiError> {
     let key = key_of(path)?;
+    let precondition = precondition(&headers);
     let content_type = match headers.get(header::CONTENT_TYPE) {
         None => DEFAULT_CONTENT_TYPE.to_string(),
         Some(v) => v
@@ -66,35 +81,42 @@ pub async fn put(
             .to_string(),
     };
     let data = body.to_vec();
-    let ack = state
-        .node
-        .write(Write::KvPut {
-            key: key.clone(),
-            value: Value { content_type, data },
-        })
-        .await?;
+    let write = Write::KvPut {
+        key: key.clone(),
+        value: Value { content_type, data },
+    };
+    let ack = state.node.write_if(write, precondition).await?;
     Ok(Json(WriteReply::new(key, &ack)))
 }
 
 pub async fn get(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
+    let unless = precondition(&headers).if_none_match;
     super::authoritative(&state)?;
     let record = match state.reader.get(&StoreKey::kv(&key))? {
         Some(KeyState::Register(r)) => r,
         _ => return Err(ApiError::not_found(format!("no key {key:?}"))),
     };
-    let Some(value) = record.value else {
+    let (Some(etag), Some(value)) = (record.etag(), record.value.as_ref()) else {
         return Err(ApiError::not_found(format!("key {key:?} was deleted")));
     };
-    let content_type = HeaderValue::from_str(&value.content_type)
-        .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-    let mut response = (StatusCode::OK, value.data).into_response();
+    let mut response = match unless.is_some_and(|c| c.matches_weakly(&etag)) {
+        true => StatusCode::NOT_MODIFIED.into_response(),
+        false => {
+            let mut response = (StatusCode::OK, value.data.clone()).into_response();
+            let content_type = HeaderValue::from_str(&value.content_type)
+                .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+            response
+        }
+    };
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, content_type);
-    let etag = format!("\"{}-{}\"", record.timestamp, record.node);
     for (name, v) in [
         ("etag", etag),
         ("x-hearsay-timestamp", record.timestamp.to_string()),
@@ -110,49 +132,18 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<WriteReply>, ApiError> {
     let key = key_of(path)?;
-    let ack = state
-        .node
-        .write(Write::KvDelete { key: key.clone() })
-        .await?;
+    let precondition = precondition(&headers);
+    let write = Write::KvDelete { key: key.clone() };
+    let ack = state.node.write_if(write, precondition).await?;
     Ok(Json(WriteReply::new(key, &ack)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    #[serde(default)]
-    prefix: String,
-    limit: Option<usize>,
-    after: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct ListReply {
-    keys: Vec<String>,
-    next: Option<String>,
 }
 
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<ListReply>, ApiError> {
-    let Query(params) = query?;
-    super::authoritative(&state)?;
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    let page =
-        state
-            .reader
-            .list_live(Keyspace::Kv, &params.prefix, params.after.as_deref(), limit)?;
-    Ok(Json(ListReply {
-        keys: page.keys,
-        next: page.next,
-    }))
+    super::listing::list(&state, query, Keyspace::Kv)
 }

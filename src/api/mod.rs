@@ -8,11 +8,13 @@
 mod admin;
 mod body;
 mod cluster;
+mod counters;
 mod deadline_io;
 pub mod error;
 mod guard;
 mod kv;
 pub mod limits;
+mod listing;
 mod serve;
 mod sets;
 
@@ -27,7 +29,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use std::sync::Arc;
@@ -63,8 +65,10 @@ pub struct ApiSettings {
 // Route patterns, named once for the router and the metrics labels.
 const KV_LIST: &str = "/v1/kv";
 const KV_KEY: &str = "/v1/kv/{*key}";
+const SET_LIST: &str = "/v1/sets";
 const SET: &str = "/v1/sets/{key}";
 const SET_ELEMENT: &str = "/v1/sets/{key}/{element}";
+const COUNTER: &str = "/v1/counters/{key}";
 const MEMBERS: &str = "/v1/cluster/members";
 const MEMBER: &str = "/v1/cluster/members/{id}";
 const DIGEST: &str = "/v1/cluster/digest";
@@ -72,11 +76,13 @@ const LEAVE: &str = "/v1/cluster/leave";
 const HEALTH: &str = "/v1/health";
 const METRICS: &str = "/metrics";
 const FAULTS: &str = "/v1/admin/faults";
-const ROUTES: [&str; 11] = [
+const ROUTES: [&str; 13] = [
     KV_LIST,
     KV_KEY,
+    SET_LIST,
     SET,
     SET_ELEMENT,
+    COUNTER,
     MEMBERS,
     MEMBER,
     DIGEST,
@@ -89,7 +95,7 @@ const ROUTES: [&str; 11] = [
 /// The query parameters a route takes; any other is a 400 `bad_query`.
 pub fn query_parameters(route: &str) -> &'static [&'static str] {
     match route {
-        KV_LIST => &["prefix", "limit", "after"],
+        KV_LIST | SET_LIST => &["prefix", "limit", "after"],
         _ => &[],
     }
 }
@@ -102,8 +108,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(KV_LIST, get(kv::list))
         .route(KV_KEY, get(kv::get).put(kv::put).delete(kv::delete))
-        .route(SET, get(sets::get).post(sets::batch))
-        .route(SET_ELEMENT, put(sets::add).delete(sets::remove))
+        .route(SET_LIST, get(sets::list))
+        .route(SET, get(sets::get).post(sets::batch).delete(sets::clear))
+        .route(
+            SET_ELEMENT,
+            get(sets::contains).put(sets::add).delete(sets::remove),
+        )
+        .route(COUNTER, get(counters::get).post(counters::add))
         .route(MEMBERS, get(cluster::members))
         .route(MEMBER, axum::routing::delete(cluster::remove_member))
         .route(DIGEST, get(cluster::digest))
@@ -129,7 +140,7 @@ pub fn router(state: AppState) -> Router {
 /// segment.
 async fn unmatched(uri: Uri) -> ApiError {
     let path = uri.path();
-    if path == "/v1/kv/" {
+    if path == "/v1/kv/" || path == "/v1/counters/" {
         return empty_name("key");
     }
     if let Some(rest) = path.strip_prefix("/v1/sets/") {

@@ -1,14 +1,17 @@
 //! `/v1/sets`: add-wins observed-remove sets of strings. Single adds and removes go through the
-//! path; `POST /v1/sets/{key}` applies a batch of both in one write.
+//! path; `POST /v1/sets/{key}` applies a batch of both in one write; `DELETE /v1/sets/{key}`
+//! removes every element this node observed; `GET /v1/sets/{key}/{element}` tests one element
+//! (reading that element alone); `GET /v1/sets` lists set keys.
 
 use super::body::{json_object, BoundedBody};
 use super::error::ApiError;
+use super::listing::{ListParams, ListReply};
 use super::{check_name, AppState};
 use crate::crdt::KeyState;
-use crate::node::Write;
-use crate::store::StoreKey;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use crate::node::{Write, WriteAck};
+use crate::store::{Keyspace, StoreKey};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +31,17 @@ pub struct EditReply {
     size: u64,
     timestamp: String,
     node: String,
+}
+
+impl EditReply {
+    fn new(key: String, ack: &WriteAck) -> Self {
+        EditReply {
+            key,
+            size: ack.size.unwrap_or_default(),
+            timestamp: ack.timestamp.to_string(),
+            node: ack.node.to_string(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -79,12 +93,56 @@ async fn edit(
             remove,
         })
         .await?;
-    Ok(Json(EditReply {
-        key,
-        size: ack.size.unwrap_or_default(),
-        timestamp: ack.timestamp.to_string(),
-        node: ack.node.to_string(),
-    }))
+    Ok(Json(EditReply::new(key, &ack)))
+}
+
+#[derive(Serialize)]
+pub struct MemberReply {
+    key: String,
+    element: String,
+    present: bool,
+}
+
+pub async fn contains(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<MemberReply>, ApiError> {
+    let Path((key, element)) = path?;
+    check_name("key", &key)?;
+    check_name("element", &element)?;
+    super::authoritative(&state)?;
+    match state.reader.set_contains(&StoreKey::set(&key), &element)? {
+        Some(true) => Ok(Json(MemberReply {
+            key,
+            element,
+            present: true,
+        })),
+        Some(false) => Err(ApiError::not_found(format!(
+            "set {key:?} does not hold {element:?}"
+        ))),
+        None => Err(ApiError::not_found(format!("no set {key:?}"))),
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<ListReply>, ApiError> {
+    super::listing::list(&state, query, Keyspace::Sets)
+}
+
+/// Removes every element this node has observed; 404 for a set it never saw.
+pub async fn clear(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<EditReply>, ApiError> {
+    let Path(key) = path?;
+    check_name("key", &key)?;
+    let ack = state
+        .node
+        .write(Write::SetClear { key: key.clone() })
+        .await?;
+    Ok(Json(EditReply::new(key, &ack)))
 }
 
 pub async fn add(

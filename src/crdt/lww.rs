@@ -37,6 +37,14 @@ impl LwwRegister {
         self.value.is_none()
     }
 
+    /// The entity tag of the live value this register holds (`None` for a tombstone): its write's
+    /// timestamp and node, quoted, as HTTP wants it.
+    pub fn etag(&self) -> Option<String> {
+        self.value
+            .as_ref()
+            .map(|_| format!("\"{}-{}\"", self.timestamp, self.node))
+    }
+
     /// Keeps the greater of the two writes.
     pub fn merge(&mut self, other: &LwwRegister) -> Merged {
         if *other > *self {

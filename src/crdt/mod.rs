@@ -9,11 +9,13 @@ mod context;
 mod dot_index;
 mod lww;
 mod orset;
+mod pncounter;
 pub mod set_merge;
 
 pub use context::CausalContext;
 pub use lww::{LwwRegister, Value};
 pub use orset::OrSet;
+pub use pncounter::{CounterOverflow, PnCounter};
 pub use set_merge::{ElementChange, SetChange, SetReplica};
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +46,7 @@ pub struct KindMismatch;
 pub enum KeyState {
     Register(LwwRegister),
     Set(OrSet),
+    Counter(PnCounter),
 }
 
 impl KeyState {
@@ -53,6 +56,7 @@ impl KeyState {
         match (self, other) {
             (KeyState::Register(a), KeyState::Register(b)) => Ok(a.merge(b)),
             (KeyState::Set(a), KeyState::Set(b)) => Ok(a.merge(b)),
+            (KeyState::Counter(a), KeyState::Counter(b)) => Ok(a.merge(b)),
             _ => Err(KindMismatch),
         }
     }

@@ -2,7 +2,7 @@
 //! names: the checks its source calls for, the merge itself, and the one store batch that records
 //! the result with its log entry and index updates.
 //!
-//! A register is merged whole. A set is merged as a plan against the stored set
+//! A register or a counter is merged whole. A set is merged as a plan against the stored set
 //! ([`set_merge::plan`]), which reads and writes only the elements the delta touches, so the cost
 //! follows the delta, not the set. Nothing changes in memory before the store has taken the
 //! change, so a store error leaves no trace.
@@ -19,9 +19,10 @@ use crate::wire::MAX_STATE_BYTES;
 /// the whole set, read in one scan: a scan reads an element several times faster than a lookup.
 const WHOLE_READ_RATIO: u64 = 8;
 
-/// What a merge writes for its key: a register's new state, or the changed elements of a set.
+/// What a merge writes for its key: a register's or counter's new state, or the changed elements
+/// of a set.
 enum Change {
-    Register(KeyState),
+    Whole(KeyState),
     Set(SetWrite),
 }
 
@@ -63,8 +64,9 @@ impl<S: Store> Node<S> {
                     Source::Replay => self.hlc.recover(r.timestamp),
                     Source::Local => {}
                 }
-                self.merge_register(&key, &delta, source)?
+                self.merge_whole(&key, &delta, source)?
             }
+            KeyState::Counter(_) => self.merge_whole(&key, &delta, source)?,
             KeyState::Set(set) => self.merge_set(&key, set, source)?,
         };
         let merged = match merged {
@@ -90,7 +92,7 @@ impl<S: Store> Node<S> {
             ..WriteBatch::default()
         };
         match merged.change {
-            Change::Register(state) => batch.records.push((key.clone(), state)),
+            Change::Whole(state) => batch.records.push((key.clone(), state)),
             Change::Set(write) => batch.sets.push(write),
         }
         self.store.apply(batch)?;
@@ -106,9 +108,9 @@ impl<S: Store> Node<S> {
         Ok(Applied::Changed)
     }
 
-    /// Merges a register into the stored one. `Err` carries the outcome when there is nothing to
-    /// write.
-    fn merge_register(
+    /// Merges a register or a counter into the stored state, read and written whole. `Err`
+    /// carries the outcome when there is nothing to write.
+    fn merge_whole(
         &mut self,
         key: &StoreKey,
         delta: &KeyState,
@@ -142,7 +144,7 @@ impl<S: Store> Node<S> {
         let new_tombstone = tombstones::tombstone_of(&new);
         Ok(Ok(Merged {
             new_hash: merkle::item_hash_of(key, &encoded),
-            change: Change::Register(new),
+            change: Change::Whole(new),
             old_hash,
             old_tombstone,
             new_tombstone,

@@ -7,7 +7,7 @@
 //! [`Node::commit`] once per group of writes before acknowledging them).
 
 use crate::clock::{ClockAhead, Hlc, NodeId, ReplicaId, Timestamp};
-use crate::crdt::{set_merge, KeyState, LwwRegister, Value};
+use crate::crdt::{set_merge, KeyState, LwwRegister, OrSet, PnCounter, Value};
 use crate::store::{
     merkle, CheckpointWork, Leaf, MerkleIndex, Meta, PendingSync, Store, StoreError, StoreKey,
     StoredSet, WriteBatch,
@@ -23,12 +23,14 @@ mod disk_watch;
 mod merge;
 mod outbox;
 mod peer_input;
+mod precondition;
 mod roster;
 mod timer_clock;
 mod tombstones;
 
 pub use clock_watch::ClockStatus;
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};
+pub use precondition::{EtagCondition, Precondition};
 pub use tombstones::TombstoneConfig;
 
 /// What merging a state into this node did.
@@ -87,6 +89,15 @@ pub enum Write {
         add: Vec<String>,
         remove: Vec<String>,
     },
+    /// Removes every element this node has observed (an add it has not seen survives).
+    SetClear {
+        key: String,
+    },
+    /// Adds `amount` (negative: subtracts) to a counter.
+    CounterAdd {
+        key: String,
+        amount: i64,
+    },
 }
 
 impl Write {
@@ -109,6 +120,8 @@ pub struct WriteAck {
     pub node: NodeId,
     /// How many elements the set holds after a set edit.
     pub size: Option<u64>,
+    /// The counter's value on this node after a counter update.
+    pub value: Option<i128>,
 }
 
 /// Why a client's write was not applied (nothing of it stays behind).
@@ -131,6 +144,16 @@ pub enum WriteError {
     /// The core refused the write it was asked to make; reported instead of acknowledged.
     #[error("the write was not applied ({0:?})")]
     NotApplied(Refusal),
+    /// This node's running total for the counter would pass 2^64 - 1.
+    #[error(transparent)]
+    CounterOverflow(#[from] crate::crdt::CounterOverflow),
+    /// A remove from a set this node never saw written: there is nothing it observed to remove.
+    #[error("no set {0:?} on this node")]
+    NoSuchSet(String),
+    /// The write's precondition does not hold for the value this node holds (whose ETag is
+    /// `current`; `None`: no live value).
+    #[error("the precondition does not hold on this node (current ETag: {})", current.as_deref().unwrap_or("none, no live value"))]
+    PreconditionFailed { current: Option<String> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -297,8 +320,15 @@ impl<S: Store> Node<S> {
             // refused on its way in too, or collected: nothing to redo.
             let _ = node.merge_checked(logged.key, logged.delta, None, Source::Replay)?;
         }
-        // Persist the node id, the clock and the index, then start with an empty log.
-        node.checkpoint()?;
+        // Persist the node id, the clock and the index, then start with an empty log. On a disk
+        // below its reserve the node still starts, to serve reads (writes get 507): the log is
+        // kept, and the database is flushed once there is room.
+        if let Err(e) = node.checkpoint() {
+            if !node.disk.is_full() {
+                return Err(e.into());
+            }
+            tracing::warn!(error = %e, "cannot checkpoint at start-up on a full disk; the write-ahead log is kept");
+        }
         Ok(node)
     }
 
@@ -332,6 +362,17 @@ impl<S: Store> Node<S> {
     /// the caller commits the store before acknowledging it. A write that is not applied returns
     /// an error and leaves nothing behind.
     pub fn handle_write(&mut self, wall_ms: u64, write: Write) -> Result<WriteAck, WriteError> {
+        self.handle_write_if(wall_ms, write, &Precondition::default())
+    }
+
+    /// [`Node::handle_write`] under a precondition on the key's current value (kv writes only),
+    /// checked here, where no other write can come between the check and the write.
+    pub fn handle_write_if(
+        &mut self,
+        wall_ms: u64,
+        write: Write,
+        precondition: &Precondition,
+    ) -> Result<WriteAck, WriteError> {
         if self.storage_failed {
             return Err(WriteError::Store(StoreError::Io(
                 "the store failed to undo a failed sync; restart the node".into(),
@@ -349,8 +390,20 @@ impl<S: Store> Node<S> {
                 bound_ms: self.hlc.max_ahead_ms(),
             }));
         }
+        if let (false, Write::KvPut { key, .. } | Write::KvDelete { key }) =
+            (precondition.is_none(), &write)
+        {
+            let current = match self.store.get(&StoreKey::kv(key))? {
+                Some(KeyState::Register(r)) => r.etag(),
+                _ => None,
+            };
+            if !precondition.holds(current.as_deref()) {
+                return Err(WriteError::PreconditionFailed { current });
+            }
+        }
         self.clock_in(wall_ms);
         let timestamp = self.hlc.tick(wall_ms).map_err(WriteError::ClockSkew)?;
+        let mut value = None;
         let (key, delta, size) = match write {
             Write::KvPut { key, value } => (
                 StoreKey::kv(key),
@@ -363,9 +416,12 @@ impl<S: Store> Node<S> {
                 // The edit reads only the elements it names: its delta is the one an edit of the
                 // whole set would produce.
                 let stored = StoredSet::open(&self.store, &key)?;
+                if !stored.existed() && add.is_empty() {
+                    return Err(WriteError::NoSuchSet(key.name));
+                }
                 let named = remove.iter().chain(&add).map(String::as_str);
                 let mut excerpt = set_merge::excerpt(&stored, named)?;
-                let others = stored.header().count - excerpt.len() as u64;
+                let others = stored.header().count.saturating_sub(excerpt.len() as u64);
                 // One delta for the whole edit: merging each element's delta into a growing one
                 // cost the square of the batch.
                 let delta = excerpt.edit(
@@ -375,6 +431,26 @@ impl<S: Store> Node<S> {
                 );
                 let size = others + excerpt.len() as u64;
                 (key, KeyState::Set(delta), Some(size))
+            }
+            Write::SetClear { key } => {
+                let key = StoreKey::set(key);
+                let Some(header) = self.store.set_header(&key)? else {
+                    return Err(WriteError::NoSuchSet(key.name));
+                };
+                // Every dot this node has seen: merged anywhere, it removes the elements whose
+                // adds this node observed, and no other.
+                let delta = OrSet::from_parts(header.context, Default::default());
+                (key, KeyState::Set(delta), Some(0))
+            }
+            Write::CounterAdd { key, amount } => {
+                let key = StoreKey::counter(key);
+                let mut counter = match self.store.get(&key)? {
+                    Some(KeyState::Counter(counter)) => counter,
+                    _ => PnCounter::new(),
+                };
+                let delta = counter.add(&self.replica, amount)?;
+                value = Some(counter.value());
+                (key, KeyState::Counter(delta), None)
             }
         };
         let seq = self.meta.seen.get(&self.replica) + 1;
@@ -399,6 +475,7 @@ impl<S: Store> Node<S> {
             timestamp,
             node: self.id.clone(),
             size,
+            value,
         })
     }
 

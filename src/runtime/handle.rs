@@ -6,7 +6,7 @@
 
 use crate::clock::{ClockAhead, NodeId};
 use crate::membership::{ForceLeaveError, Member};
-use crate::node::{ClusterStats, Node, Refusal, Write, WriteAck, WriteError};
+use crate::node::{ClusterStats, Node, Precondition, Refusal, Write, WriteAck, WriteError};
 use crate::store::{Leaf, Store, StoreError};
 use crate::wire::{Datagram, Frame, SyncAnswer, SyncRequest};
 use std::net::SocketAddr;
@@ -16,7 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What HTTP handlers and the server ask of the core.
 pub(super) enum ClientCommand {
-    Write(Write, oneshot::Sender<Result<WriteAck, WriteError>>),
+    Write(
+        Write,
+        Precondition,
+        oneshot::Sender<Result<WriteAck, WriteError>>,
+    ),
     Digest(oneshot::Sender<Leaf>),
     Members(oneshot::Sender<Vec<Member>>),
     RemoveMember(NodeId, oneshot::Sender<Result<Member, ForceLeaveError>>),
@@ -72,6 +76,16 @@ pub enum CoreError {
     /// The core refused a write it was asked to make.
     #[error("the write was not applied ({0:?})")]
     NotApplied(Refusal),
+    /// A remove from a set this node never saw written.
+    #[error("no set {0:?} on this node")]
+    NoSuchSet(String),
+    /// This node's running total for a counter would pass 2^64 - 1.
+    #[error(transparent)]
+    CounterOverflow(crate::crdt::CounterOverflow),
+    /// The write's precondition does not hold on this node, whose value has ETag `current`
+    /// (`None`: no live value).
+    #[error("the precondition does not hold on this node (current ETag: {})", current.as_deref().unwrap_or("none, no live value"))]
+    PreconditionFailed { current: Option<String> },
 }
 
 impl From<WriteError> for CoreError {
@@ -82,6 +96,9 @@ impl From<WriteError> for CoreError {
             WriteError::NotApplied(why) => CoreError::NotApplied(why),
             full @ WriteError::DiskFull { .. } => CoreError::DiskFull(full),
             large @ WriteError::TooLarge { .. } => CoreError::TooLarge(large),
+            WriteError::PreconditionFailed { current } => CoreError::PreconditionFailed { current },
+            WriteError::NoSuchSet(key) => CoreError::NoSuchSet(key),
+            WriteError::CounterOverflow(e) => CoreError::CounterOverflow(e),
         }
     }
 }
@@ -159,8 +176,18 @@ impl NodeHandle {
 
     /// Applies a write and returns once it is durable (per the durability mode).
     pub async fn write(&self, write: Write) -> Result<WriteAck, CoreError> {
+        self.write_if(write, Precondition::default()).await
+    }
+
+    /// A write under a precondition on the key's current value on this node.
+    pub async fn write_if(
+        &self,
+        write: Write,
+        precondition: Precondition,
+    ) -> Result<WriteAck, CoreError> {
         let (tx, rx) = oneshot::channel();
-        self.ask(ClientCommand::Write(write, tx)).await?;
+        self.ask(ClientCommand::Write(write, precondition, tx))
+            .await?;
         Ok(rx.await.map_err(|_| CoreError::Stopped)??)
     }
 

@@ -274,8 +274,9 @@ fn client_command<S: Store>(
 ) -> Option<tokio::sync::oneshot::Sender<()>> {
     let now = wall_ms();
     match command {
-        ClientCommand::Write(write, reply) => {
-            releases.push(Release::Ack(reply, node.handle_write(now, write)));
+        ClientCommand::Write(write, precondition, reply) => {
+            let result = node.handle_write_if(now, write, &precondition);
+            releases.push(Release::Ack(reply, result));
         }
         ClientCommand::Digest(reply) => {
             let _ = reply.send(node.digest());

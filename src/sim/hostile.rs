@@ -280,6 +280,8 @@ impl Hostile {
             let names = match rumor.key.space {
                 crate::store::Keyspace::Kv => &mut self.kv_keys,
                 crate::store::Keyspace::Sets => &mut self.set_keys,
+                // The workload writes no counters.
+                crate::store::Keyspace::Counters => continue,
             };
             if !names.contains(&rumor.key.name) {
                 names.push(rumor.key.name.clone());

@@ -143,6 +143,8 @@ pub enum Refused {
     DiskFull,
     /// The core refused the state it was asked to write.
     NotApplied,
+    /// A remove from a set the node never saw written.
+    NoSuchSet,
 }
 
 /// A write handed to a node's core.
@@ -521,9 +523,11 @@ impl Sim {
             Err(WriteError::ClockSkew(_)) => Err(Refused::ClockSkew),
             Err(WriteError::Store(_)) => Err(Refused::Store),
             Err(WriteError::DiskFull { .. }) => Err(Refused::DiskFull),
-            Err(WriteError::TooLarge { .. }) | Err(WriteError::NotApplied(_)) => {
-                Err(Refused::NotApplied)
-            }
+            Err(WriteError::TooLarge { .. })
+            | Err(WriteError::NotApplied(_))
+            | Err(WriteError::PreconditionFailed { .. })
+            | Err(WriteError::CounterOverflow(_)) => Err(Refused::NotApplied),
+            Err(WriteError::NoSuchSet(_)) => Err(Refused::NoSuchSet),
         };
         let id = self.next_write;
         self.next_write += 1;

@@ -51,7 +51,9 @@ impl Contents {
         for (key, state) in &batch.records {
             match state {
                 KeyState::Set(set) => self.set_headers.insert(key.encode(), SetHeader::of(set)),
-                KeyState::Register(_) => self.set_headers.remove(&key.encode()),
+                KeyState::Register(_) | KeyState::Counter(_) => {
+                    self.set_headers.remove(&key.encode())
+                }
             };
             self.records.insert(key.encode(), state.clone());
         }
@@ -201,7 +203,7 @@ fn write(d: &RwLock<Disk>) -> std::sync::RwLockWriteGuard<'_, Disk> {
 fn is_live(state: &KeyState) -> bool {
     match state {
         KeyState::Register(r) => !r.is_tombstone(),
-        KeyState::Set(_) => true,
+        KeyState::Set(_) | KeyState::Counter(_) => true,
     }
 }
 
@@ -255,6 +257,13 @@ impl StoreRead for MemoryReader {
             .take_while(|(k, _)| k.starts_with(&start))
             .map(|(k, v)| Ok((k[1..].to_vec(), is_live(v))));
         page_of(iter, after, limit)
+    }
+
+    fn set_contains(&self, key: &StoreKey, element: &str) -> Result<Option<bool>, StoreError> {
+        Ok(match read(&self.disk).applied.records.get(&key.encode()) {
+            Some(KeyState::Set(set)) => Some(set.contains(element)),
+            _ => None,
+        })
     }
 
     fn size_on_disk(&self) -> u64 {

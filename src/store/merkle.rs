@@ -59,7 +59,9 @@ pub fn bucket_of(key: &StoreKey) -> u16 {
 pub fn item_hash(key: &StoreKey, state: &KeyState) -> [u8; 32] {
     match state {
         KeyState::Set(set) => set_item_hash(key, &SetHeader::of(set)),
-        KeyState::Register(_) => item_hash_of(key, &record::encode_state(state)),
+        KeyState::Register(_) | KeyState::Counter(_) => {
+            item_hash_of(key, &record::encode_state(state))
+        }
     }
 }
 
@@ -71,7 +73,7 @@ fn key_hasher(key: &StoreKey) -> blake3::Hasher {
     hasher
 }
 
-/// [`item_hash`] of a register already encoded ([`record::encode_state`]).
+/// [`item_hash`] of a register or counter already encoded ([`record::encode_state`]).
 pub fn item_hash_of(key: &StoreKey, encoded_state: &[u8]) -> [u8; 32] {
     let mut hasher = key_hasher(key);
     hasher.update(encoded_state);

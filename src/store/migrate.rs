@@ -124,8 +124,8 @@ fn v6_to_v7(db: &sled::Db) -> Result<(), StoreError> {
         };
         match record::decode_record(&value)? {
             KeyState::Set(set) => set_rows::replace(db, &mut batch, &key, &set)?,
-            KeyState::Register(_) => {
-                tracing::warn!(key = %key.name, "dropped a register stored under a set key");
+            KeyState::Register(_) | KeyState::Counter(_) => {
+                tracing::warn!(key = %key.name, "dropped a state of another kind stored under a set key");
                 batch.remove(&row);
                 batch.remove(key_hash_key(&key));
             }

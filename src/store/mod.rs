@@ -37,6 +37,7 @@ use std::sync::Arc;
 pub enum Keyspace {
     Kv,
     Sets,
+    Counters,
 }
 
 impl Keyspace {
@@ -44,6 +45,7 @@ impl Keyspace {
         match self {
             Keyspace::Kv => b'k',
             Keyspace::Sets => b's',
+            Keyspace::Counters => b'c',
         }
     }
 
@@ -51,6 +53,7 @@ impl Keyspace {
         match tag {
             b'k' => Some(Keyspace::Kv),
             b's' => Some(Keyspace::Sets),
+            b'c' => Some(Keyspace::Counters),
             _ => None,
         }
     }
@@ -78,12 +81,21 @@ impl StoreKey {
         }
     }
 
+    pub fn counter(name: impl Into<String>) -> Self {
+        StoreKey {
+            space: Keyspace::Counters,
+            name: name.into(),
+        }
+    }
+
     /// Whether `state` is of the kind this key's keyspace holds: a register under `/v1/kv`, a
     /// set under `/v1/sets`. Anything else can only come from a corrupt or lying peer.
     pub fn holds(&self, state: &KeyState) -> bool {
         matches!(
             (self.space, state),
-            (Keyspace::Kv, KeyState::Register(_)) | (Keyspace::Sets, KeyState::Set(_))
+            (Keyspace::Kv, KeyState::Register(_))
+                | (Keyspace::Sets, KeyState::Set(_))
+                | (Keyspace::Counters, KeyState::Counter(_))
         )
     }
 
@@ -367,6 +379,9 @@ pub trait StoreRead: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<KeyPage, StoreError>;
+    /// Whether set `key` holds `element`; `None` when the set was never written. Reads that
+    /// element alone.
+    fn set_contains(&self, key: &StoreKey, element: &str) -> Result<Option<bool>, StoreError>;
     /// Bytes the store occupies on disk (0 for memory).
     fn size_on_disk(&self) -> u64;
 }

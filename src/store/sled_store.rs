@@ -247,7 +247,7 @@ fn row_is_live(row: &[u8]) -> Result<bool, StoreError> {
     }
     Ok(match record::decode_record(row)? {
         KeyState::Register(r) => !r.is_tombstone(),
-        KeyState::Set(_) => true,
+        KeyState::Set(_) | KeyState::Counter(_) => true,
     })
 }
 
@@ -284,6 +284,15 @@ impl StoreRead for SledReader {
             after,
             limit,
         )
+    }
+
+    fn set_contains(&self, key: &StoreKey, element: &str) -> Result<Option<bool>, StoreError> {
+        if self.db.get(record_key(key))?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            !set_rows::read_dots(&self.db, key, element)?.is_empty(),
+        ))
     }
 
     fn size_on_disk(&self) -> u64 {
@@ -593,7 +602,7 @@ impl SledStore {
         for (key, state) in &batch.records {
             match state {
                 KeyState::Set(set) => set_rows::replace(&self.db, &mut tree_batch, key, set)?,
-                KeyState::Register(_) => {
+                KeyState::Register(_) | KeyState::Counter(_) => {
                     tree_batch.insert(record_key(key), record::encode_record(state))
                 }
             }

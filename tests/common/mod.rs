@@ -85,6 +85,8 @@ pub struct Proc {
     pub base: String,
     /// The node's cluster address.
     pub gossip: String,
+    /// The data directory made for it when the test gave none (removed with it).
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Proc {
@@ -133,12 +135,20 @@ impl Proc {
         } else {
             &["--gossip", "127.0.0.1:0"]
         };
+        // Without --data, a temporary directory that goes with the process (never the
+        // default, which is relative to where the tests run).
+        let data = (!args.contains(&"--data")).then(|| tempfile::tempdir().expect("temp dir"));
+        let data_args: Vec<String> = match &data {
+            Some(dir) => vec!["--data".into(), dir.path().display().to_string()],
+            None => Vec::new(),
+        };
         let mut command = Command::new(env!("CARGO_BIN_EXE_hearsay"));
         tweak(&mut command);
         let mut child = command
             .arg("serve")
             .args(["--http", "127.0.0.1:0", "--log", "info"])
             .args(gossip)
+            .args(&data_args)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -158,6 +168,7 @@ impl Proc {
             child,
             base: String::new(),
             gossip: String::new(),
+            _data: data,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -1,0 +1,84 @@
+//! `/v1/counters`: PN-counters. `POST /v1/counters/{key}` with `{"add": n}` (a signed 64-bit
+//! integer) adds to it on this node; `GET` reads its value. Increments and decrements made on
+//! every node add up once they meet.
+
+use super::body::{json_object, BoundedBody};
+use super::error::ApiError;
+use super::{check_name, AppState};
+use crate::crdt::KeyState;
+use crate::node::Write;
+use crate::store::StoreKey;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize)]
+pub struct CounterReply {
+    key: String,
+    /// Exact: the sum of every replica's adds may pass 64 bits.
+    value: i128,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddRequest {
+    #[serde(deserialize_with = "integer")]
+    add: i64,
+}
+
+/// A signed 64-bit integer, also written with a zero fraction (`5.0`), which JSON Schema counts
+/// as an integer (up to 2^53 written that way).
+fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    // A number written with a fraction or an exponent arrives as a float: taken when it is a
+    // whole number that a float holds exactly (|n| <= 2^53), so no digit is silently changed.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "{number} is not a signed 64-bit integer"
+        ))),
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<CounterReply>, ApiError> {
+    let Path(key) = path?;
+    check_name("key", &key)?;
+    super::authoritative(&state)?;
+    match state.reader.get(&StoreKey::counter(&key))? {
+        Some(KeyState::Counter(counter)) => Ok(Json(CounterReply {
+            value: counter.value(),
+            key,
+        })),
+        _ => Err(ApiError::not_found(format!("no counter {key:?}"))),
+    }
+}
+
+pub async fn add(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Json<CounterReply>, ApiError> {
+    let Path(key) = path?;
+    check_name("key", &key)?;
+    // Parsed whatever the Content-Type, so `curl -d` works.
+    let request: AddRequest = json_object(&body, r#"{"add": <signed 64-bit integer>}"#)?;
+    let ack = state
+        .node
+        .write(Write::CounterAdd {
+            key: key.clone(),
+            amount: request.add,
+        })
+        .await?;
+    Ok(Json(CounterReply {
+        value: ack.value.unwrap_or_default(),
+        key,
+    }))
+}

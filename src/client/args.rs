@@ -1,0 +1,148 @@
+//! The client subcommands' arguments (clap derives) and their help text. Parsing only: no I/O.
+
+use super::address::Endpoint;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Shown under every client subcommand's help.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  not found (HTTP 404)
+  2  usage error: bad arguments, or a request the node refused as bad input (any other 4xx,
+     such as a key over 1 KiB or a value over the node's limit)
+  3  server or connection error: a 5xx, a 408 or 429, no connection, no reply within
+     --timeout-ms, or a reply that is not what hearsay sends
+Every failure prints one line on stderr naming the request and, for an HTTP error, the node's
+error code and message.";
+
+/// The subcommands that talk to a running node over HTTP.
+#[derive(clap::Subcommand)]
+pub enum ClientCommand {
+    /// Write, read, delete and list keys on a running node.
+    Kv(KvArgs),
+    /// Add, remove and read set elements on a running node.
+    Set(SetArgs),
+    /// Add to and read counters on a running node.
+    Counter(CounterArgs),
+    /// Show the cluster's members as a running node sees them.
+    Members(MembersArgs),
+}
+
+/// How to reach the node; accepted before or after the subcommand.
+#[derive(clap::Args)]
+pub struct ConnectionArgs {
+    /// The node's HTTP address (plain http:// only).
+    #[arg(
+        long,
+        global = true,
+        env = "HEARSAY_ADDR",
+        default_value = "http://127.0.0.1:7001",
+        value_name = "URL",
+        value_parser = Endpoint::parse
+    )]
+    pub addr: Endpoint,
+    /// File holding an API token, sent as `Authorization: Bearer <token>` (surrounding
+    /// whitespace trimmed).
+    #[arg(long, global = true, env = "HEARSAY_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Give up on a request that has not been answered within this many milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "HEARSAY_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub timeout_ms: u64,
+}
+
+#[derive(clap::Args)]
+#[command(arg_required_else_help = true, after_help = EXIT_CODES)]
+pub struct KvArgs {
+    #[command(subcommand)]
+    pub command: KvCommand,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum KvCommand {
+    /// Write a value. Put `--` before a key or value that starts with `-`.
+    Put {
+        key: String,
+        /// The value, byte-exact; `-` or none reads it from stdin.
+        value: Option<OsString>,
+        /// Content-Type stored with the value [default: text/plain for a VALUE argument,
+        /// application/octet-stream for stdin].
+        #[arg(long, value_name = "T")]
+        content_type: Option<String>,
+    },
+    /// Print a value to stdout exactly as stored, with no newline added.
+    Get { key: String },
+    /// Delete a key (a tombstone; deleting an absent key succeeds).
+    Del { key: String },
+    /// List live keys, sorted, one per line, following every page.
+    Ls {
+        /// Only keys that start with this.
+        prefix: Option<String>,
+        /// Keys asked for per request [default: the node's, 100].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+        page_size: Option<u16>,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(arg_required_else_help = true, after_help = EXIT_CODES)]
+pub struct SetArgs {
+    #[command(subcommand)]
+    pub command: SetCommand,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum SetCommand {
+    /// Add elements to a set, all in one request.
+    Add {
+        key: String,
+        #[arg(required = true)]
+        elements: Vec<String>,
+    },
+    /// Remove elements from a set (the adds this node has seen), all in one request.
+    Rm {
+        key: String,
+        #[arg(required = true)]
+        elements: Vec<String>,
+    },
+    /// Print a set's elements, sorted, one per line.
+    Get { key: String },
+}
+
+#[derive(clap::Args)]
+#[command(arg_required_else_help = true, after_help = EXIT_CODES)]
+pub struct CounterArgs {
+    #[command(subcommand)]
+    pub command: CounterCommand,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum CounterCommand {
+    /// Add N (negative subtracts; write `-- -5` or `=-5`) and print the value on that node.
+    Add {
+        key: String,
+        #[arg(allow_negative_numbers = true)]
+        amount: i64,
+    },
+    /// Print a counter's value.
+    Get { key: String },
+}
+
+#[derive(clap::Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct MembersArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}

@@ -1,0 +1,246 @@
+//! What each client subcommand asks the node and prints. Requests and replies are the HTTP API's
+//! (README "The HTTP API"); nothing here decides anything the node does not.
+
+use super::address::path_segment;
+use super::args::{CounterCommand, KvCommand, SetCommand};
+use super::error::ClientError;
+use super::http::{Body, Call, Client};
+use hyper::body::Bytes;
+use hyper::header::HeaderValue;
+use hyper::Method;
+use serde::Deserialize;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+
+/// Most bytes `kv put` reads from stdin: the largest value any node accepts.
+const MAX_STDIN_VALUE: usize = crate::wire::MAX_STATE_BYTES;
+
+pub async fn kv(
+    client: &mut Client,
+    command: KvCommand,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    match command {
+        KvCommand::Put {
+            key,
+            value,
+            content_type,
+        } => {
+            let body = put_body(value, content_type)?;
+            let target = format!("/v1/kv/{}", path_segment(&key));
+            client.call(call(Method::PUT, &target, Some(body))).await?;
+        }
+        KvCommand::Get { key } => {
+            let target = format!("/v1/kv/{}", path_segment(&key));
+            let value = client.call(call(Method::GET, &target, None)).await?;
+            out.write_all(&value).map_err(ClientError::Stdout)?;
+        }
+        KvCommand::Del { key } => {
+            let target = format!("/v1/kv/{}", path_segment(&key));
+            client.call(call(Method::DELETE, &target, None)).await?;
+        }
+        KvCommand::Ls { prefix, page_size } => list(client, prefix, page_size, out).await?,
+    }
+    Ok(())
+}
+
+/// The value and its Content-Type: the argument as text/plain, or stdin as octet-stream.
+fn put_body(value: Option<OsString>, content_type: Option<String>) -> Result<Body, ClientError> {
+    let (bytes, default_type) = match value {
+        Some(value) if value != "-" => (
+            std::os::unix::ffi::OsStringExt::into_vec(value),
+            "text/plain",
+        ),
+        _ => (read_stdin()?, "application/octet-stream"),
+    };
+    let content_type = content_type.as_deref().unwrap_or(default_type);
+    let content_type = HeaderValue::from_str(content_type).map_err(|_| {
+        ClientError::Usage(format!(
+            "--content-type {content_type:?} is not a valid header value"
+        ))
+    })?;
+    Ok(Body {
+        content_type,
+        bytes: Bytes::from(bytes),
+    })
+}
+
+fn read_stdin() -> Result<Vec<u8>, ClientError> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_STDIN_VALUE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ClientError::Usage(format!("cannot read the value from stdin: {e}")))?;
+    if bytes.len() > MAX_STDIN_VALUE {
+        return Err(ClientError::Usage(format!(
+            "the value on stdin is over {MAX_STDIN_VALUE} bytes, more than any node accepts"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Prints every live key under `prefix`, page after page, as each page arrives.
+async fn list(
+    client: &mut Client,
+    prefix: Option<String>,
+    page_size: Option<u16>,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    #[derive(Deserialize)]
+    struct Page {
+        keys: Vec<String>,
+        next: Option<String>,
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(prefix) = &prefix {
+            query.append_pair("prefix", prefix);
+        }
+        if let Some(limit) = page_size {
+            query.append_pair("limit", &limit.to_string());
+        }
+        if let Some(after) = &after {
+            query.append_pair("after", after);
+        }
+        let target = format!("/v1/kv?{}", query.finish());
+        let target = target.trim_end_matches('?');
+        let page: Page = client.call_json(call(Method::GET, target, None)).await?;
+        for key in &page.keys {
+            writeln!(out, "{key}").map_err(ClientError::Stdout)?;
+        }
+        match page.next {
+            None => return Ok(()),
+            // A cursor that does not move would page forever.
+            Some(next) if after.as_ref().is_some_and(|a| *a >= next) => {
+                return Err(ClientError::BadReply {
+                    request: client.describe(&Method::GET, target),
+                    reason: format!("the listing's next key {next:?} does not move forward"),
+                })
+            }
+            Some(next) => after = Some(next),
+        }
+    }
+}
+
+pub async fn set(
+    client: &mut Client,
+    command: SetCommand,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    let (key, elements, method, field) = match command {
+        SetCommand::Get { key } => {
+            #[derive(Deserialize)]
+            struct Set {
+                elements: Vec<String>,
+            }
+            let target = format!("/v1/sets/{}", path_segment(&key));
+            let set: Set = client.call_json(call(Method::GET, &target, None)).await?;
+            for element in &set.elements {
+                writeln!(out, "{element}").map_err(ClientError::Stdout)?;
+            }
+            return Ok(());
+        }
+        SetCommand::Add { key, elements } => (key, elements, Method::PUT, "add"),
+        SetCommand::Rm { key, elements } => (key, elements, Method::DELETE, "remove"),
+    };
+    let set = path_segment(&key);
+    if let [element] = elements.as_slice() {
+        // One element: its own path, as with curl.
+        let target = format!("/v1/sets/{set}/{}", path_segment(element));
+        client.call(call(method, &target, None)).await?;
+    } else {
+        // Several: one batch, applied together.
+        let batch = serde_json::json!({ field: elements });
+        let body = Body {
+            content_type: HeaderValue::from_static("application/json"),
+            bytes: Bytes::from(batch.to_string()),
+        };
+        let target = format!("/v1/sets/{set}");
+        client.call(call(Method::POST, &target, Some(body))).await?;
+    }
+    Ok(())
+}
+
+/// Adds to or reads a counter and prints its value on the node.
+pub async fn counter(
+    client: &mut Client,
+    command: CounterCommand,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    #[derive(Deserialize)]
+    struct Counter {
+        value: serde_json::Number,
+    }
+    let (key, body) = match command {
+        CounterCommand::Get { key } => (key, None),
+        CounterCommand::Add { key, amount } => {
+            let add = serde_json::json!({ "add": amount });
+            let body = Body {
+                content_type: HeaderValue::from_static("application/json"),
+                bytes: Bytes::from(add.to_string()),
+            };
+            (key, Some(body))
+        }
+    };
+    let method = match body {
+        Some(_) => Method::POST,
+        None => Method::GET,
+    };
+    let target = format!("/v1/counters/{}", path_segment(&key));
+    let counter: Counter = client.call_json(call(method, &target, body)).await?;
+    writeln!(out, "{}", counter.value).map_err(ClientError::Stdout)
+}
+
+/// Prints the members as a table: id, state, incarnation, cluster and HTTP addresses.
+pub async fn members(client: &mut Client, out: &mut dyn Write) -> Result<(), ClientError> {
+    #[derive(Deserialize)]
+    struct Members {
+        members: Vec<Member>,
+    }
+    #[derive(Deserialize)]
+    struct Member {
+        id: String,
+        state: String,
+        incarnation: u64,
+        gossip_addr: String,
+        http_addr: String,
+    }
+    let reply: Members = client
+        .call_json(call(Method::GET, "/v1/cluster/members", None))
+        .await?;
+    let mut rows =
+        vec![["ID", "STATE", "INCARNATION", "GOSSIP_ADDR", "HTTP_ADDR"].map(String::from)];
+    rows.extend(reply.members.into_iter().map(|m| {
+        [
+            m.id,
+            m.state,
+            m.incarnation.to_string(),
+            m.gossip_addr,
+            m.http_addr,
+        ]
+    }));
+    let mut widths = [0usize; 5];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let mut line = String::new();
+        for (width, cell) in widths.iter().zip(row) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        writeln!(out, "{}", line.trim_end()).map_err(ClientError::Stdout)?;
+    }
+    Ok(())
+}
+
+fn call(method: Method, target: &str, body: Option<Body>) -> Call<'_> {
+    Call {
+        method,
+        target,
+        body,
+    }
+}
