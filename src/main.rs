@@ -127,6 +127,11 @@ struct ServeArgs {
     /// File holding the 32-byte cluster key as 64 hex characters.
     #[arg(long, env = "HEARSAY_CLUSTER_KEY_FILE")]
     cluster_key_file: Option<PathBuf>,
+    /// File holding the API token: every HTTP request but /v1/health and /metrics must then
+    /// carry `Authorization: Bearer <token>` (the file's contents, surrounding whitespace
+    /// trimmed).
+    #[arg(long, env = "HEARSAY_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
     /// Enable /v1/admin/faults (for partition tests; never in production).
     #[arg(long, env = "HEARSAY_FAULT_INJECTION")]
     fault_injection: bool,
@@ -261,6 +266,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.seeds = args.seeds;
     config.cluster_key = cluster_key;
     config.fault_injection = args.fault_injection;
+    config.api_token = args
+        .api_token_file
+        .as_deref()
+        .map(read_api_token)
+        .transpose()?;
     config.durability = args.durability;
     if args.max_value_bytes > MAX_VALUE_BYTES_CAP {
         bail!(
@@ -476,6 +486,22 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     Ok(())
+}
+
+/// The API token in `path`: its contents, surrounding whitespace trimmed; at least 16 characters,
+/// visible ASCII (it travels in a header).
+fn read_api_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read --api-token-file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!(
+            "--api-token-file {}: the token must be at least 16 visible ASCII characters              (e.g. `openssl rand -hex 32 > {}`)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(token.to_string())
 }
 
 fn read_cluster_key(path: &Path) -> anyhow::Result<[u8; 32]> {

@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub recover: bool,
     /// Timings of membership and anti-entropy (LAN defaults).
     pub cluster: ClusterConfig,
+    /// The token HTTP requests must carry (`--api-token-file`); `None`: none.
+    pub api_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -51,6 +53,7 @@ impl ServerConfig {
             http: HttpLimits::default(),
             recover: false,
             cluster: ClusterConfig::standalone(),
+            api_token: None,
         }
     }
 }
@@ -225,6 +228,7 @@ pub async fn serve(
             fault_injection: config.fault_injection,
             body_timeout: config.http.body_timeout,
             max_in_flight: config.http.max_in_flight,
+            api_token: api::auth::ApiToken(config.api_token.as_deref().map(Arc::from)),
         }),
         leave: Arc::new(tokio::sync::Notify::new()),
     };

@@ -325,3 +325,58 @@ async fn counters_add_up_and_refuse_what_is_not_a_64_bit_add() {
     assert_eq!((status, body["value"].clone()), (StatusCode::OK, json!(11)));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_api_token_every_request_but_health_and_metrics_needs_it() {
+    const TOKEN: &str = "0123456789abcdef-token";
+    let server = start(|config| config.api_token = Some(TOKEN.into())).await;
+    let c = Client::new();
+    let bearer = |request: reqwest::RequestBuilder, token: &str| {
+        request.header("authorization", format!("Bearer {token}"))
+    };
+    // Without the token, or with another: 401, and nothing happens (leave does not stop it).
+    for request in [
+        c.put(server.url("/v1/kv/k")).body("v"),
+        c.get(server.url("/v1/kv/k")),
+        c.post(server.url("/v1/cluster/leave")),
+        c.get(server.url("/v1/cluster/members")),
+        bearer(
+            c.put(server.url("/v1/kv/k")).body("v"),
+            "0123456789abcdef-tokeN",
+        ),
+        c.get(server.url("/v1/kv/k")).header("authorization", TOKEN),
+    ] {
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        let (status, body) = json_of(resp).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (StatusCode::UNAUTHORIZED, json!("unauthorized"))
+        );
+    }
+    // Health and metrics stay open, for probes and scrapers.
+    assert_eq!(
+        c.get(server.url("/v1/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(server.url("/metrics")).send().await.unwrap().status(),
+        200
+    );
+    // With the token, the API answers as usual.
+    let resp = bearer(c.put(server.url("/v1/kv/k")).body("v"), TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = bearer(c.get(server.url("/v1/kv/k")), TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "v");
+    server.stop().await;
+}

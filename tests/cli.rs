@@ -40,6 +40,31 @@ fn unknown_flag_and_bad_values_are_one_line_errors() {
 }
 
 #[test]
+fn an_api_token_file_that_is_missing_or_too_short_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    let missing = dir.path().join("missing");
+    for (file, needle) in [(&short, "at least 16"), (&missing, "cannot read")] {
+        assert_one_line_error(
+            &[
+                "serve",
+                "--node-id",
+                "n1",
+                "--http",
+                "127.0.0.1:0",
+                "--data",
+                path_str(&data),
+                "--api-token-file",
+                path_str(file),
+            ],
+            needle,
+        );
+    }
+}
+
+#[test]
 fn a_max_value_bytes_that_could_not_replicate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = path_str(dir.path());

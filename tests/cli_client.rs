@@ -457,7 +457,7 @@ fn respond(mut stream: TcpStream, status: &str, body: &str) {
 fn token_file_sends_a_bearer_header() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "  s3cret-token \n").unwrap();
+    std::fs::write(&token_file, "  s3cret-token-of-16+ \n").unwrap();
     let token_path = token_file.to_str().unwrap();
 
     let fake = fake_server(Some(("200 OK", r#"{"self":"n9","members":[]}"#)));
@@ -474,18 +474,33 @@ fn token_file_sends_a_bearer_header() {
     );
     assert!(
         head.lines()
-            .any(|l| l.eq_ignore_ascii_case("authorization: Bearer s3cret-token")),
+            .any(|l| l.eq_ignore_ascii_case("authorization: Bearer s3cret-token-of-16+")),
         "{head}"
     );
 
-    // A real node takes requests carrying it (through HEARSAY_TOKEN_FILE too).
-    let node = node();
+    // A real node that requires the token (--api-token-file) takes requests carrying it
+    // (through HEARSAY_TOKEN_FILE too) and refuses the others.
+    let node_dir = tempfile::tempdir().unwrap();
+    let data = node_dir.path().join("n1");
+    let proc = Proc::serve(&[
+        "--durability",
+        "none",
+        "--data",
+        path_str(&data),
+        "--api-token-file",
+        token_path,
+    ]);
+    let node = TestNode {
+        proc,
+        _dir: node_dir,
+    };
     let env = [
         ("HEARSAY_ADDR", node.base.as_str()),
         ("HEARSAY_TOKEN_FILE", token_path),
     ];
     run_env(&["kv", "put", "k", "v"], &env, None).assert_ok();
     assert_eq!(run_env(&["kv", "get", "k"], &env, None).stdout, b"v");
+    run_env(&["kv", "get", "k"], &env[..1], None).assert_fails(2, "unauthorized");
 
     // A token file that cannot be read is a usage error.
     let missing = dir.path().join("missing");

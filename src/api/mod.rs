@@ -1,11 +1,12 @@
 //! The HTTP API (axum): routes, shared state, limits and the metrics middleware. Handlers turn
 //! requests into core commands through [`NodeHandle`] and read the store directly; they make no
 //! replication decisions. Every request passes, outermost first: `observe` (metrics, JSON
-//! errors), the in-flight limit ([`limits`]), the request-line checks (`guard`), then its
-//! handler. [`serve`] is the accept loop that serves the router under the connection cap and
+//! errors), the API token ([`auth`]), the in-flight limit ([`limits`]), the request-line checks
+//! (`guard`), then its handler. [`serve`] is the accept loop that serves the router under the connection cap and
 //! the header and idle timeouts.
 
 mod admin;
+pub mod auth;
 mod body;
 mod cluster;
 mod counters;
@@ -60,6 +61,8 @@ pub struct ApiSettings {
     pub body_timeout: std::time::Duration,
     /// Requests handled at once (see [`HttpLimits::max_in_flight`]).
     pub max_in_flight: usize,
+    /// The token requests must carry (see [`auth`]).
+    pub api_token: auth::ApiToken,
 }
 
 // Route patterns, named once for the router and the metrics labels.
@@ -130,6 +133,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             in_flight,
             limits::limit_in_flight,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.settings.api_token.clone(),
+            auth::require_token,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -28,11 +28,16 @@ pub(super) fn tombstones_in<S: Store>(store: &S) -> Result<super::Tombstones, St
 }
 
 impl<S: Store> Node<S> {
-    /// Whether `delta`, for a key this node lacks, is no newer than a tombstone collected here:
-    /// every write that old reached this node before the collection, so the key was deleted.
-    pub(super) fn may_be_collected(&self, delta: &KeyState) -> bool {
+    /// Whether `delta`, for a key this node lacks, is no newer than a tombstone collected here
+    /// (every write that old reached this node before the collection, so the key was deleted),
+    /// or is a value of the key this node forgot on a peer's word (see `merge_from_peer`).
+    pub(super) fn may_be_collected(&self, key: &StoreKey, delta: &KeyState) -> bool {
         let horizon = self.store.collected_through();
-        matches!(delta, KeyState::Register(r) if horizon > Timestamp::ZERO && r.timestamp <= horizon)
+        let KeyState::Register(r) = delta else {
+            return false;
+        };
+        (horizon > Timestamp::ZERO && r.timestamp <= horizon)
+            || self.tombstones.was_forgotten(key, r.timestamp)
     }
 
     /// Tombstones held (collected ones are gone).
@@ -76,6 +81,7 @@ impl<S: Store> Node<S> {
             }
             return Err(e);
         }
+        self.tombstones.horizon_reached(through);
         tracing::debug!(count, through = %through, "collected tombstones");
         self.cluster.stats.tombstones_collected += count;
         Ok(())
@@ -94,7 +100,9 @@ impl<S: Store> Node<S> {
         self.store.apply(WriteBatch {
             collected_through: Some(horizon),
             ..WriteBatch::default()
-        })
+        })?;
+        self.tombstones.horizon_reached(horizon);
+        Ok(())
     }
 
     /// Removes records, and their Merkle and key-index entries, in one store batch (with the new
@@ -216,7 +224,19 @@ impl<S: Store> Node<S> {
             return Ok(());
         }
         let count = forgotten.len() as u64;
+        let marks: Vec<(StoreKey, Timestamp)> = forgotten
+            .iter()
+            .filter_map(|(key, state)| match state {
+                KeyState::Register(r) => Some((key.clone(), r.timestamp)),
+                _ => None,
+            })
+            .collect();
         self.remove_records(forgotten, None)?;
+        // Another peer left out of the same collection may still hold these values and offer
+        // them again: they are refused as collected, until this node's horizon covers them.
+        for (key, timestamp) in marks {
+            self.tombstones.forgot(&key, timestamp);
+        }
         tracing::info!(
             count,
             peer = %peer,

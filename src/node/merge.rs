@@ -121,7 +121,7 @@ impl<S: Store> Node<S> {
         // A stored state of the wrong kind can only be what a lying peer left before states were
         // checked: it is replaced, as if absent.
         let old = stored.filter(|state| key.holds(state));
-        if old.is_none() && self.may_be_collected(delta) {
+        if old.is_none() && self.may_be_collected(key, delta) {
             return Ok(Err(Applied::Refused(Refusal::Collected)));
         }
         let old_tombstone = old.as_ref().and_then(tombstones::tombstone_of);

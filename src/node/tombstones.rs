@@ -23,7 +23,9 @@
 //! must not bring deleted keys back: the core refuses any register for a key it lacks whose
 //! timestamp is at or below the newest tombstone it ever collected (such a value can only be
 //! older than a collected delete), and tells the sender to forget it, which it does (as does any
-//! node that took such a value before it heard of the collection). So a node away longer than
+//! node that took such a value before it heard of the collection; a node that forgot a value
+//! refuses it again, from another node left out with it, until its own horizon covers it). So a
+//! node away longer than
 //! the grace period keeps only what the others still have or what is newer than their
 //! collections: its unreplicated old writes are dropped. That is the price of collecting without
 //! it; the default grace is a day. A collection it was left out of is its own only once an
@@ -93,6 +95,10 @@ pub(super) struct TombstoneCollector {
     /// The newest tombstone some peer collected in a collection that counted this node, or
     /// that an exchange with it completed since: every member had seen every write up to it.
     collected_elsewhere: Timestamp,
+    /// Keys whose value this node forgot because a peer had collected a newer tombstone, with
+    /// the newest timestamp forgotten: a register that old for the key is refused again, from
+    /// whichever peer still holds it, until this node's own horizon covers it. Kept in memory.
+    forgotten: BTreeMap<StoreKey, Timestamp>,
 }
 
 impl TombstoneCollector {
@@ -107,7 +113,28 @@ impl TombstoneCollector {
             expects_peers,
             wall_behind_ms: 0,
             collected_elsewhere: Timestamp::ZERO,
+            forgotten: BTreeMap::new(),
         }
+    }
+
+    /// This node forgot the value of `key` written at `timestamp`: it is older than a tombstone
+    /// a peer collected.
+    pub(super) fn forgot(&mut self, key: &StoreKey, timestamp: Timestamp) {
+        let mark = self.forgotten.entry(key.clone()).or_insert(timestamp);
+        *mark = (*mark).max(timestamp);
+    }
+
+    /// Whether a register for `key` written at `timestamp` is one this node forgot (or older).
+    pub(super) fn was_forgotten(&self, key: &StoreKey, timestamp: Timestamp) -> bool {
+        self.forgotten
+            .get(key)
+            .is_some_and(|mark| timestamp <= *mark)
+    }
+
+    /// The store's collection horizon reached `through`: it refuses what the marks up to it
+    /// refused, so they can go.
+    pub(super) fn horizon_reached(&mut self, through: Timestamp) {
+        self.forgotten.retain(|_, mark| *mark > through);
     }
 
     /// Times passed in are this far ahead of the wall clock.
