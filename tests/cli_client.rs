@@ -279,6 +279,26 @@ fn counter_add_and_get() {
 }
 
 #[test]
+fn status_shows_each_members_digest_and_whether_they_agree() {
+    let node = node();
+    run(&node, &["kv", "put", "k", "v"]).assert_ok();
+    let got = run(&node, &["status"]);
+    got.assert_ok();
+    let lines = got.lines();
+    assert_eq!(
+        lines.len(),
+        3,
+        "a header, one member, the verdict: {lines:?}"
+    );
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["ID", "STATE", "KEYS", "ROOT"]);
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[..3], ["n1", "alive", "1"], "{row:?}");
+    assert_eq!(row[3].len(), 16, "{row:?}");
+    assert_eq!(lines[2], "converged");
+}
+
+#[test]
 fn members_shows_the_node_alive() {
     let node = node();
     let got = run(&node, &["members"]);

@@ -229,6 +229,14 @@ async fn a_partition_heals_by_itself_and_conflicts_resolve() {
     }
     let on_n1 = get_json(&c, t.n1.url("/v1/counters/hits")).await.unwrap();
     assert_eq!(on_n1["value"], 11, "n1 sees only its side: {on_n1}");
+    // The cluster's status, asked of n2, says the two sides differ.
+    let status = get_json(&c, t.n2.url("/v1/cluster/status")).await.unwrap();
+    assert_eq!(status["converged"], false, "{status}");
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
     assert_eq!(get_text(&c, t.n1.url("/v1/kv/color")).await.unwrap(), "red");
     assert_ne!(digest(&c, &t.n1).await, digest(&c, &t.n2).await);
 
@@ -238,6 +246,25 @@ async fn a_partition_heals_by_itself_and_conflicts_resolve() {
     }
     all_alive(&c, &[("n1", &t.n1), ("n2", &t.n2), ("n3", &t.n3)]).await;
     converged(&c, &[&t.n1, &t.n2, &t.n3]).await;
+    // Once healed, any node's view of the cluster's status agrees.
+    let status = eventually("a converged status", CONVERGE, || async {
+        let status = get_json(&c, t.n3.url("/v1/cluster/status")).await?;
+        (status["converged"] == true).then_some(status)
+    })
+    .await;
+    for (node, id) in status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["n1", "n2", "n3"])
+    {
+        assert_eq!(node["id"], id);
+        assert_eq!(node["state"], "alive");
+        assert!(
+            node["root"].is_string() && node["keys"].is_u64(),
+            "{status}"
+        );
+    }
     for node in [&t.n1, &t.n2, &t.n3] {
         assert_eq!(
             get_text(&c, node.url("/v1/kv/color")).await.unwrap(),

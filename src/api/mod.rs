@@ -18,6 +18,7 @@ pub mod limits;
 mod listing;
 mod serve;
 mod sets;
+mod status;
 
 pub use limits::HttpLimits;
 pub use serve::serve;
@@ -75,11 +76,12 @@ const COUNTER: &str = "/v1/counters/{key}";
 const MEMBERS: &str = "/v1/cluster/members";
 const MEMBER: &str = "/v1/cluster/members/{id}";
 const DIGEST: &str = "/v1/cluster/digest";
+const STATUS: &str = "/v1/cluster/status";
 const LEAVE: &str = "/v1/cluster/leave";
 const HEALTH: &str = "/v1/health";
 const METRICS: &str = "/metrics";
 const FAULTS: &str = "/v1/admin/faults";
-const ROUTES: [&str; 13] = [
+const ROUTES: [&str; 14] = [
     KV_LIST,
     KV_KEY,
     SET_LIST,
@@ -89,6 +91,7 @@ const ROUTES: [&str; 13] = [
     MEMBERS,
     MEMBER,
     DIGEST,
+    STATUS,
     LEAVE,
     HEALTH,
     METRICS,
@@ -121,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route(MEMBERS, get(cluster::members))
         .route(MEMBER, axum::routing::delete(cluster::remove_member))
         .route(DIGEST, get(cluster::digest))
+        .route(STATUS, get(status::status))
         .route(LEAVE, post(cluster::leave))
         .route(HEALTH, get(cluster::health))
         .route(METRICS, get(cluster::metrics))

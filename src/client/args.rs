@@ -27,6 +27,8 @@ pub enum ClientCommand {
     Counter(CounterArgs),
     /// Show the cluster's members as a running node sees them.
     Members(MembersArgs),
+    /// Ask a running node for every member's digest and say whether they all agree.
+    Status(MembersArgs),
 }
 
 /// How to reach the node; accepted before or after the subcommand.

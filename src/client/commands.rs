@@ -221,13 +221,55 @@ pub async fn members(client: &mut Client, out: &mut dyn Write) -> Result<(), Cli
             m.http_addr,
         ]
     }));
-    let mut widths = [0usize; 5];
-    for row in &rows {
+    table(&rows, out)
+}
+
+/// Prints every member's digest as the node gathered them, then `converged` or `diverged`.
+pub async fn status(client: &mut Client, out: &mut dyn Write) -> Result<(), ClientError> {
+    #[derive(Deserialize)]
+    struct Status {
+        converged: bool,
+        nodes: Vec<Node>,
+    }
+    #[derive(Deserialize)]
+    struct Node {
+        id: String,
+        state: String,
+        root: Option<String>,
+        keys: Option<u64>,
+    }
+    let reply: Status = client
+        .call_json(call(Method::GET, "/v1/cluster/status", None))
+        .await?;
+    let mut rows = vec![["ID", "STATE", "KEYS", "ROOT"].map(String::from)];
+    rows.extend(reply.nodes.into_iter().map(|n| {
+        let unknown = || "-".to_string();
+        [
+            n.id,
+            n.state,
+            n.keys.map_or_else(unknown, |k| k.to_string()),
+            n.root
+                .map_or_else(unknown, |r| r.chars().take(16).collect()),
+        ]
+    }));
+    table(&rows, out)?;
+    let verdict = if reply.converged {
+        "converged"
+    } else {
+        "diverged"
+    };
+    writeln!(out, "{verdict}").map_err(ClientError::Stdout)
+}
+
+/// Prints `rows` as left-aligned columns two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]], out: &mut dyn Write) -> Result<(), ClientError> {
+    let mut widths = [0usize; N];
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    for row in &rows {
+    for row in rows {
         let mut line = String::new();
         for (width, cell) in widths.iter().zip(row) {
             line.push_str(&format!("{cell:<width$}  "));

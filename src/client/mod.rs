@@ -1,13 +1,13 @@
-//! The command-line client: `hearsay kv`, `hearsay set`, `hearsay counter` and `hearsay members`
-//! talk to a running node over its HTTP API (plain http://) and print what it answers. It owns the
+//! The command-line client: `hearsay kv`, `hearsay set`, `hearsay counter`, `hearsay members` and
+//! `hearsay status` talk to a running node over its HTTP API (plain http://) and print what it answers. It owns the
 //! arguments, the HTTP requests, the output format and the exit codes; it makes no protocol
 //! decisions (the node does) and shares no code with the server beyond its limits.
 
-mod address;
+pub(crate) mod address;
 pub mod args;
 mod commands;
 mod error;
-mod http;
+pub(crate) mod http;
 
 pub use args::ClientCommand;
 
@@ -43,7 +43,7 @@ fn run_with_output(command: ClientCommand, out: &mut dyn Write) -> Result<(), Cl
         ClientCommand::Kv(args) => &args.connection,
         ClientCommand::Set(args) => &args.connection,
         ClientCommand::Counter(args) => &args.connection,
-        ClientCommand::Members(args) => &args.connection,
+        ClientCommand::Members(args) | ClientCommand::Status(args) => &args.connection,
     };
     let mut client = client_for(connection)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -56,6 +56,7 @@ fn run_with_output(command: ClientCommand, out: &mut dyn Write) -> Result<(), Cl
             ClientCommand::Set(args) => commands::set(&mut client, args.command, out).await,
             ClientCommand::Counter(args) => commands::counter(&mut client, args.command, out).await,
             ClientCommand::Members(_) => commands::members(&mut client, out).await,
+            ClientCommand::Status(_) => commands::status(&mut client, out).await,
         }
     })
 }

@@ -1,0 +1,97 @@
+//! `GET /v1/cluster/status`: this node asks every alive member for its digest (over the members'
+//! HTTP APIs, at once, each within a second) and says whether they all agree. A member that is
+//! not alive, or does not answer in time, has no digest, and the cluster is then not converged.
+//! Asks only; decides nothing.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::client::address::Endpoint;
+use crate::client::http::{Call, Client};
+use crate::membership::{Member, MemberState};
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long a member has to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Serialize)]
+pub struct StatusReply {
+    /// Every member is alive, answered, and has the same root.
+    converged: bool,
+    nodes: Vec<NodeStatus>,
+}
+
+#[derive(Clone, Serialize)]
+struct NodeStatus {
+    id: String,
+    state: String,
+    /// `null` when the member is not alive or did not answer.
+    root: Option<String>,
+    keys: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Digest {
+    root: String,
+    keys: u64,
+}
+
+pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReply>, ApiError> {
+    let mut members = state.node.members().await?;
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    let me = state.node.id().clone();
+    let own = state.node.digest().await?;
+    let token = state.settings.api_token.0.clone();
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, member) in members.iter().enumerate() {
+        if member.id == me || member.state != MemberState::Alive {
+            continue;
+        }
+        let (member, token) = (member.clone(), token.clone());
+        asks.spawn(async move { (i, ask(&member, token.as_deref()).await) });
+    }
+    let mut nodes: Vec<NodeStatus> = members
+        .iter()
+        .map(|m| NodeStatus {
+            id: m.id.to_string(),
+            state: m.state.to_string(),
+            root: None,
+            keys: None,
+        })
+        .collect();
+    for (node, member) in nodes.iter_mut().zip(&members) {
+        if member.id == me {
+            node.root = Some(own.hex());
+            node.keys = Some(own.count);
+        }
+    }
+    while let Some(answer) = asks.join_next().await {
+        if let Ok((i, Some(digest))) = answer {
+            nodes[i].root = Some(digest.root);
+            nodes[i].keys = Some(digest.keys);
+        }
+    }
+    let first = nodes.first().and_then(|n| n.root.clone());
+    let converged = first.is_some() && nodes.iter().all(|n| n.root == first);
+    Ok(Json(StatusReply { converged, nodes }))
+}
+
+/// `member`'s digest, or `None` when it does not answer in time or answers something else.
+async fn ask(member: &Member, token: Option<&str>) -> Option<Digest> {
+    let endpoint = Endpoint::parse(&format!("http://{}", member.http_addr)).ok()?;
+    let mut client = Client::new(endpoint, token, ASK_TIMEOUT).ok()?;
+    let call = Call {
+        method: hyper::Method::GET,
+        target: "/v1/cluster/digest",
+        body: None,
+    };
+    match client.call_json::<Digest>(call).await {
+        Ok(digest) => Some(digest),
+        Err(e) => {
+            tracing::debug!(member = %member.id, error = %e, "no digest from a member");
+            None
+        }
+    }
+}
