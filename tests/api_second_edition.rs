@@ -265,6 +265,9 @@ async fn sets_are_listed_tested_for_one_element_and_cleared_whole() {
             (StatusCode::NOT_FOUND, json!("not_found"))
         );
     }
+    // An empty batch is valid and changes nothing, set or no set.
+    let (status, _) = call(c.post(server.url("/v1/sets/never")).body("{}")).await;
+    assert_eq!(status, StatusCode::OK);
     let (status, _) = call(c.get(server.url("/v1/sets/never"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;

@@ -416,7 +416,8 @@ impl<S: Store> Node<S> {
                 // The edit reads only the elements it names: its delta is the one an edit of the
                 // whole set would produce.
                 let stored = StoredSet::open(&self.store, &key)?;
-                if !stored.existed() && add.is_empty() {
+                // Removes alone observe nothing in a set never seen (an empty batch is a no-op).
+                if !stored.existed() && add.is_empty() && !remove.is_empty() {
                     return Err(WriteError::NoSuchSet(key.name));
                 }
                 let named = remove.iter().chain(&add).map(String::as_str);
