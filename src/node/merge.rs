@@ -26,8 +26,8 @@ enum Change {
     Set(SetWrite),
 }
 
-/// A merge's result, ready for the store.
-struct Merged {
+/// What a merge will write, ready for the store.
+struct Prepared {
     change: Change,
     old_hash: Option<[u8; 32]>,
     new_hash: [u8; 32],
@@ -53,7 +53,7 @@ impl<S: Store> Node<S> {
         if let Err(why) = vetted {
             return Ok(Applied::Refused(why));
         }
-        let merged = match &delta {
+        let prepared = match &delta {
             KeyState::Register(r) => {
                 match source {
                     Source::Peer { now_ms } => {
@@ -69,8 +69,8 @@ impl<S: Store> Node<S> {
             KeyState::Counter(_) => self.merge_whole(&key, &delta, source)?,
             KeyState::Set(set) => self.merge_set(&key, set, source)?,
         };
-        let merged = match merged {
-            Ok(merged) => merged,
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
             Err(outcome) => return Ok(outcome),
         };
         let hlc = self.hlc.high_water_mark();
@@ -81,7 +81,7 @@ impl<S: Store> Node<S> {
             origin_seq: origin_seq.as_ref().map(|(n, s)| (n, *s)),
         }
         .encode();
-        let key_hash = (key.clone(), prefix8(&merged.new_hash));
+        let key_hash = (key.clone(), prefix8(&prepared.new_hash));
         // The first change after the index was persisted marks the persisted copy stale, in the
         // same atomic batch: a crash from here on rebuilds the index from the records.
         let leaves_complete = self.leaves_persisted.then_some(false);
@@ -91,7 +91,7 @@ impl<S: Store> Node<S> {
             leaves_complete,
             ..WriteBatch::default()
         };
-        match merged.change {
+        match prepared.change {
             Change::Whole(state) => batch.records.push((key.clone(), state)),
             Change::Set(write) => batch.sets.push(write),
         }
@@ -100,10 +100,10 @@ impl<S: Store> Node<S> {
         self.meta.hlc = hlc;
         self.meta_dirty = true;
         self.tombstones
-            .track(&key, merged.old_tombstone, merged.new_tombstone);
+            .track(&key, prepared.old_tombstone, prepared.new_tombstone);
         let (bucket, _) = self
             .merkle
-            .update_hashed(&key, merged.old_hash, merged.new_hash);
+            .update_hashed(&key, prepared.old_hash, prepared.new_hash);
         self.dirty_leaves.insert(bucket);
         Ok(Applied::Changed)
     }
@@ -115,7 +115,7 @@ impl<S: Store> Node<S> {
         key: &StoreKey,
         delta: &KeyState,
         source: Source,
-    ) -> Result<Result<Merged, Applied>, StoreError> {
+    ) -> Result<Result<Prepared, Applied>, StoreError> {
         let stored = self.store.get(key)?;
         let old_hash = stored.as_ref().map(|state| merkle::item_hash(key, state));
         // A stored state of the wrong kind can only be what a lying peer left before states were
@@ -142,7 +142,7 @@ impl<S: Store> Node<S> {
             })));
         }
         let new_tombstone = tombstones::tombstone_of(&new);
-        Ok(Ok(Merged {
+        Ok(Ok(Prepared {
             new_hash: merkle::item_hash_of(key, &encoded),
             change: Change::Whole(new),
             old_hash,
@@ -158,7 +158,7 @@ impl<S: Store> Node<S> {
         key: &StoreKey,
         delta: &OrSet,
         source: Source,
-    ) -> Result<Result<Merged, Applied>, StoreError> {
+    ) -> Result<Result<Prepared, Applied>, StoreError> {
         if delta.is_noop_delta() {
             return Ok(Err(Applied::Unchanged));
         }
@@ -187,7 +187,7 @@ impl<S: Store> Node<S> {
         let old_hash = stored
             .existed()
             .then(|| merkle::set_item_hash(key, stored.header()));
-        Ok(Ok(Merged {
+        Ok(Ok(Prepared {
             new_hash: merkle::set_item_hash(key, &header),
             change: Change::Set(SetWrite {
                 key: key.clone(),
