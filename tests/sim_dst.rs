@@ -1107,16 +1107,16 @@ impl Oracle {
     ) -> Result<(), String> {
         let (key, add, remove, clears) = match edit.clone() {
             Write::SetEdit { key, add, remove } => (key, add, remove, false),
-            // A clear removes every element the node holds, as an edit removing each would.
-            Write::SetClear { key } => {
-                let held = read_set(sim, i, &key)?;
-                let all = held.elements().map(str::to_string).collect();
-                (key, Vec::new(), all, true)
-            }
+            Write::SetClear { key } => (key, Vec::new(), Vec::new(), true),
             _ => return Ok(()),
         };
         // What the edit observes: the node's set just before it.
         let before = read_set(sim, i, &key)?;
+        // A clear removes every element the node holds, as an edit removing each would.
+        let remove = match clears {
+            true => before.elements().map(str::to_string).collect(),
+            false => remove,
+        };
         let Some(submitted) = sim.submit(i, edit) else {
             return Ok(());
         };

@@ -23,7 +23,7 @@ pub struct StatusReply {
     nodes: Vec<NodeStatus>,
 }
 
-#[derive(Clone, Serialize)]
+#[derive(Serialize)]
 struct NodeStatus {
     id: String,
     state: String,
@@ -54,19 +54,16 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReply>, 
     }
     let mut nodes: Vec<NodeStatus> = members
         .iter()
-        .map(|m| NodeStatus {
-            id: m.id.to_string(),
-            state: m.state.to_string(),
-            root: None,
-            keys: None,
+        .map(|m| {
+            let mine = m.id == me;
+            NodeStatus {
+                id: m.id.to_string(),
+                state: m.state.to_string(),
+                root: mine.then(|| own.hex()),
+                keys: mine.then_some(own.count),
+            }
         })
         .collect();
-    for (node, member) in nodes.iter_mut().zip(&members) {
-        if member.id == me {
-            node.root = Some(own.hex());
-            node.keys = Some(own.count);
-        }
-    }
     while let Some(answer) = asks.join_next().await {
         if let Ok((i, Some(digest))) = answer {
             nodes[i].root = Some(digest.root);

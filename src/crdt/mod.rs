@@ -60,4 +60,13 @@ impl KeyState {
             _ => Err(KindMismatch),
         }
     }
+
+    /// Whether the state is a live value: a register that is not a tombstone, or any set or
+    /// counter (an empty set exists).
+    pub fn is_live(&self) -> bool {
+        match self {
+            KeyState::Register(r) => !r.is_tombstone(),
+            KeyState::Set(_) | KeyState::Counter(_) => true,
+        }
+    }
 }

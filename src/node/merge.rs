@@ -180,9 +180,11 @@ impl<S: Store> Node<S> {
             return Ok(Err(Applied::Unchanged));
         };
         let header = stored.header().after(&change);
-        let bytes = header.encoded_len();
-        if source == Source::Local && bytes > MAX_STATE_BYTES {
-            return Ok(Err(Applied::Refused(Refusal::TooLarge { bytes })));
+        if source == Source::Local {
+            let bytes = header.encoded_len();
+            if bytes > MAX_STATE_BYTES {
+                return Ok(Err(Applied::Refused(Refusal::TooLarge { bytes })));
+            }
         }
         let old_hash = stored
             .existed()

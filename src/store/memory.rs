@@ -199,14 +199,6 @@ fn write(d: &RwLock<Disk>) -> std::sync::RwLockWriteGuard<'_, Disk> {
     d.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether a state is a live value (a set always is).
-fn is_live(state: &KeyState) -> bool {
-    match state {
-        KeyState::Register(r) => !r.is_tombstone(),
-        KeyState::Set(_) | KeyState::Counter(_) => true,
-    }
-}
-
 /// One page of live keys from an iterator over (encoded-key-without-keyspace, whether it is
 /// live) in key order that starts at the listing's prefix. Shared by both stores.
 pub(super) fn page_of(
@@ -255,7 +247,7 @@ impl StoreRead for MemoryReader {
             .records
             .range(from..)
             .take_while(|(k, _)| k.starts_with(&start))
-            .map(|(k, v)| Ok((k[1..].to_vec(), is_live(v))));
+            .map(|(k, v)| Ok((k[1..].to_vec(), v.is_live())));
         page_of(iter, after, limit)
     }
 

@@ -245,10 +245,7 @@ fn row_is_live(row: &[u8]) -> Result<bool, StoreError> {
     if set_rows::is_header(row) {
         return Ok(true);
     }
-    Ok(match record::decode_record(row)? {
-        KeyState::Register(r) => !r.is_tombstone(),
-        KeyState::Set(_) | KeyState::Counter(_) => true,
-    })
+    Ok(record::decode_record(row)?.is_live())
 }
 
 fn read_state(db: &sled::Db, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
@@ -287,7 +284,7 @@ impl StoreRead for SledReader {
     }
 
     fn set_contains(&self, key: &StoreKey, element: &str) -> Result<Option<bool>, StoreError> {
-        if self.db.get(record_key(key))?.is_none() {
+        if !self.db.contains_key(record_key(key))? {
             return Ok(None);
         }
         Ok(Some(
