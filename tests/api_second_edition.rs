@@ -20,6 +20,15 @@ async fn put(
     request.send().await.unwrap()
 }
 
+/// A GET with `If-None-Match: tag`.
+async fn get_unless(c: &Client, url: String, tag: &str) -> reqwest::Response {
+    c.get(url)
+        .header("if-none-match", tag)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn etag_of(c: &Client, url: String) -> String {
     let resp = c.get(url).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -118,31 +127,16 @@ async fn a_get_with_the_current_etag_is_304() {
     let url = || server.url("/v1/kv/page");
     put(&c, url(), "body", None).await;
     let etag = etag_of(&c, url()).await;
-    let resp = c
-        .get(url())
-        .header("if-none-match", etag.as_str())
-        .send()
-        .await
-        .unwrap();
+    let resp = get_unless(&c, url(), &etag).await;
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(resp.headers()["etag"], etag.as_str());
     assert!(resp.bytes().await.unwrap().is_empty());
     let weak = format!("W/{etag}");
-    let resp = c
-        .get(url())
-        .header("if-none-match", weak.as_str())
-        .send()
-        .await
-        .unwrap();
+    let resp = get_unless(&c, url(), &weak).await;
     assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
     // Once the value changes, the old ETag gets the new value.
     put(&c, url(), "changed", None).await;
-    let resp = c
-        .get(url())
-        .header("if-none-match", etag.as_str())
-        .send()
-        .await
-        .unwrap();
+    let resp = get_unless(&c, url(), &etag).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "changed");
     server.stop().await;
