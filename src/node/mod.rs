@@ -373,16 +373,18 @@ impl<S: Store> Node<S> {
         write: Write,
         precondition: &Precondition,
     ) -> Result<WriteAck, WriteError> {
-        if self.storage_failed {
-            return Err(WriteError::Store(StoreError::Io(
-                "the store failed to undo a failed sync; restart the node".into(),
-            )));
-        }
+        // A full disk first: it is what an operator can act on, and what made the store fail
+        // when it did (a sync and its undo can both run out of space).
         if self.disk.is_full() {
             return Err(WriteError::DiskFull {
                 free_bytes: self.disk.free().unwrap_or(0),
                 reserve_bytes: self.disk_reserve_bytes(),
             });
+        }
+        if self.storage_failed {
+            return Err(WriteError::Store(StoreError::Io(
+                "the store failed to undo a failed sync; restart the node".into(),
+            )));
         }
         if self.clock.out_of_bounds {
             return Err(WriteError::ClockSkew(ClockAhead {
