@@ -31,6 +31,7 @@ fn main() {
         Write::KvPut {
             key: "color".into(),
             value: text("red"),
+            ttl_ms: None,
         },
     )
     .unwrap();
@@ -39,6 +40,7 @@ fn main() {
         Write::KvPut {
             key: "color".into(),
             value: text("blue"),
+            ttl_ms: None,
         },
     )
     .unwrap();

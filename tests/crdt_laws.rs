@@ -25,17 +25,28 @@ fn actor(i: usize) -> ReplicaId {
     ReplicaId::new(node(i % 2), (i / 2 % 2) as u64)
 }
 
+/// Writes, deletes and writes with an expiry (a TTL of 0 to 2 ms).
 fn register() -> impl Strategy<Value = LwwRegister> {
-    (0u64..6, 0usize..3, proptest::option::of(0u8..3)).prop_map(|(ts, n, v)| {
-        LwwRegister::write(
-            Timestamp::from_raw(ts),
-            node(n),
-            v.map(|b| Value {
-                content_type: "text/plain".into(),
-                data: vec![b],
-            }),
-        )
-    })
+    (
+        0u64..6,
+        0usize..3,
+        proptest::option::of(0u8..3),
+        proptest::option::of(0u64..3),
+    )
+        .prop_map(|(ts, n, v, ttl)| {
+            let write = LwwRegister::write(
+                Timestamp::new(ts, 0),
+                node(n),
+                v.map(|b| Value {
+                    content_type: "text/plain".into(),
+                    data: vec![b],
+                }),
+            );
+            match (ttl, write.is_tombstone()) {
+                (Some(ttl), false) => write.expiring_after(ttl),
+                _ => write,
+            }
+        })
 }
 
 fn merged<T: Clone, R>(a: &T, b: &T, merge: impl Fn(&mut T, &T) -> R) -> T {
@@ -446,6 +457,28 @@ proptest! {
         }
         let best = regs.iter().max_by(|x, y| (x.timestamp, &x.node).cmp(&(y.timestamp, &y.node))).unwrap();
         prop_assert_eq!((state.timestamp, &state.node), (best.timestamp, &best.node));
+    }
+
+    #[test]
+    fn an_expired_value_never_comes_back_whatever_the_merge_order(regs in proptest::collection::vec(register(), 1..8)) {
+        let mut forward = regs[0].clone();
+        for r in &regs[1..] {
+            let _ = forward.merge(r);
+        }
+        let mut backward = regs[regs.len() - 1].clone();
+        for r in regs.iter().rev().skip(1) {
+            let _ = backward.merge(r);
+        }
+        let mut gone_at = None;
+        for now_ms in 0..12 {
+            // Every replica reads the same at the same time, whatever order it merged in.
+            prop_assert_eq!(forward.live_value(now_ms), backward.live_value(now_ms));
+            match (forward.live_value(now_ms), gone_at) {
+                (None, None) => gone_at = Some(now_ms),
+                (Some(_), Some(t)) => prop_assert!(false, "gone at {} and back at {}", t, now_ms),
+                _ => {}
+            }
+        }
     }
 
     #[test]

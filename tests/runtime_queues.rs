@@ -51,6 +51,7 @@ async fn probes_are_answered_and_sent_while_client_writes_flood_the_core() {
             a.write(Write::KvPut {
                 key: format!("k{i}"),
                 value,
+                ttl_ms: None,
             })
             .await
         }));

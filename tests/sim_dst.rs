@@ -1036,7 +1036,7 @@ impl Oracle {
         write: Write,
     ) -> Result<(), String> {
         let (key, value) = match &write {
-            Write::KvPut { key, value } => (key.clone(), Some(value.data.clone())),
+            Write::KvPut { key, value, .. } => (key.clone(), Some(value.data.clone())),
             Write::KvDelete { key } => (key.clone(), None),
             Write::SetEdit { .. } | Write::SetClear { .. } => {
                 return self.set_edit(sim, world, i, write)
@@ -1594,6 +1594,7 @@ impl Oracle {
         let write = Write::KvPut {
             key: key.clone(),
             value,
+            ttl_ms: None,
         };
         // The node finds room again at its next check of the free space.
         let room_from = sim.now();
@@ -1952,7 +1953,8 @@ fn the_same_seed_gives_the_same_run() {
                 content_type: "x".into(),
                 data: vec![i as u8],
             };
-            sim.submit((i % 4) as usize, Write::KvPut { key, value });
+            let ttl_ms = None;
+            sim.submit((i % 4) as usize, Write::KvPut { key, value, ttl_ms });
             sim.run_for(37);
         }
         sim.partition(&[0, 0, 1, 1]);

@@ -221,3 +221,87 @@ fn a_restarted_node_without_seeds_waits_to_rejoin_before_collecting() {
     });
     assert!(collected, "the delete did not win and go everywhere");
 }
+
+/// A put of `text` under `key` that expires `ttl_ms` after its timestamp.
+fn put_expiring(key: &str, text: &str, ttl_ms: u64) -> Write {
+    match Write::put_text(key, text) {
+        Write::KvPut { key, value, .. } => Write::KvPut {
+            key,
+            value,
+            ttl_ms: Some(ttl_ms),
+        },
+        other => other,
+    }
+}
+
+/// The value node `i` serves for `key` now, by its own clock (`None`: absent, deleted or
+/// expired).
+fn live_text(sim: &Sim, i: usize, key: &str) -> Option<String> {
+    match sim.read(i, &StoreKey::kv(key)) {
+        Some(KeyState::Register(r)) => r
+            .live_value(sim.clock_of(i))
+            .map(|v| String::from_utf8_lossy(&v.data).into_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn an_expired_value_is_gone_on_every_node_is_collected_and_never_returns() {
+    for seed in [41, 42, 43] {
+        let mut config = SimConfig::new(3, seed);
+        config.tombstones.grace_ms = 10_000;
+        let mut sim = Sim::new(config);
+        // Clocks a little apart, within the bound.
+        sim.set_skew(1, 150);
+        sim.set_skew(2, -150);
+        sim.run_for(8_000);
+        let ack = sim.write(0, put_expiring("lease", "held", 5_000)).unwrap();
+        let expires = ack.expires.expect("the ack names the expiry").wall_ms();
+        assert_eq!(expires, ack.timestamp.wall_ms() + 5_000);
+        assert!(run_until(&mut sim, 2_000, |sim| (0..3)
+            .all(|i| live_text(sim, i, "lease").as_deref() == Some("held"))));
+        // n3 is cut off holding the value; everyone's copy expires by its own clock.
+        sim.partition(&[0, 0, 1]);
+        assert!(run_until(&mut sim, 8_000, |sim| (0..3)
+            .all(|i| live_text(sim, i, "lease").is_none())));
+        for i in 0..3 {
+            assert!(sim.clock_of(i) + 200 >= expires, "seed {seed}: n{i} saw it expire early");
+        }
+        // The majority collects it like a tombstone; the minority keeps its copy.
+        assert!(
+            run_until(&mut sim, 90_000, |sim| !has_record(sim, 0, "lease")
+                && !has_record(sim, 1, "lease")),
+            "seed {seed}: the expired value was not collected"
+        );
+        assert!(has_record(&sim, 2, "lease"));
+        sim.heal();
+        let healed = run_until(&mut sim, 60_000, |sim| {
+            same_digests(sim, 0..3) && (0..3).all(|i| !has_record(sim, i, "lease"))
+        });
+        assert!(healed, "seed {seed}: the expired value came back or stayed");
+        assert_eq!(tombstones_held(&sim, 2), 0);
+    }
+}
+
+#[test]
+fn a_write_after_an_expiring_value_replaces_it_and_its_expiry() {
+    let mut sim = Sim::new(SimConfig::new(3, 47));
+    sim.run_for(8_000);
+    sim.write(0, put_expiring("k", "short", 2_000)).unwrap();
+    sim.run_for(500);
+    // A plain write on another node before the expiry: it wins and never expires.
+    sim.write(1, Write::put_text("k", "kept")).unwrap();
+    // And an expiring write on a key deleted before it: it lives until its own expiry.
+    sim.write(2, delete("d")).unwrap();
+    sim.run_for(10);
+    let ack = sim.write(2, put_expiring("d", "again", 30_000)).unwrap();
+    sim.run_for(5_000);
+    for i in 0..3 {
+        assert_eq!(live_text(&sim, i, "k").as_deref(), Some("kept"), "n{i}");
+        assert_eq!(live_text(&sim, i, "d").as_deref(), Some("again"), "n{i}");
+    }
+    assert!(same_digests(&sim, 0..3));
+    let expires = ack.expires.unwrap().wall_ms();
+    sim.run_for(expires.saturating_sub(sim.clock_of(2)) + 1_000);
+    assert!((0..3).all(|i| live_text(&sim, i, "d").is_none()));
+}

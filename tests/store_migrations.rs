@@ -68,7 +68,7 @@ fn a_layout_1_directory_is_upgraded_and_keeps_its_data() {
     let page = node
         .store()
         .reader()
-        .list_live(hearsay::store::Keyspace::Kv, "", None, 10)
+        .list_live(hearsay::store::Keyspace::Kv, "", None, 10, 0)
         .unwrap();
     assert_eq!(page.keys, vec!["greeting"]);
 
@@ -271,6 +271,7 @@ fn the_write_ahead_log_alone_restores_committed_writes() {
             Write::KvPut {
                 key: format!("k{}", i % 20),
                 value,
+                ttl_ms: None,
             },
         )
         .unwrap();

@@ -1,5 +1,5 @@
 //! Checks every request passes before a handler runs: percent-escapes in the path and the query
-//! are well formed, and a route gets only the query parameters it takes
+//! are well formed, and a route gets only the query parameters it takes with its method
 //! ([`super::query_parameters`]). Reads the request line only: never a body, never the store.
 
 use super::error::ApiError;
@@ -33,7 +33,7 @@ fn check(request: &Request) -> Result<(), ApiError> {
             format!("malformed percent-escape {escape:?} in the query (write '%' itself as %25)"),
         ));
     }
-    let allowed = super::query_parameters(route.as_str());
+    let allowed = super::query_parameters(route.as_str(), request.method());
     for (name, _) in form_urlencoded::parse(query.as_bytes()) {
         if !allowed.contains(&name.as_ref()) {
             let takes = if allowed.is_empty() {

@@ -1,5 +1,6 @@
-//! `/v1/kv`: last-writer-wins keys. PUT stores the raw body and its `Content-Type`; GET returns
-//! them with `ETag` and `X-Hearsay-Timestamp` (304 when `If-None-Match` names that ETag); DELETE
+//! `/v1/kv`: last-writer-wins keys. PUT stores the raw body and its `Content-Type`, expiring
+//! after `?ttl=` seconds when given; GET returns them with `ETag`, `X-Hearsay-Timestamp` and
+//! `X-Hearsay-Expires` (304 when `If-None-Match` names that ETag; 404 once expired); DELETE
 //! writes a tombstone; PUT and DELETE take `If-Match` and `If-None-Match`, checked by the core
 //! against this node's value (412 otherwise); listing pages through live keys by prefix.
 
@@ -15,10 +16,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 const MAX_CONTENT_TYPE: usize = 256;
+/// Longest TTL accepted: ten years.
+const MAX_TTL_SECONDS: u64 = 10 * 365 * 86_400;
 
 #[derive(Serialize)]
 pub struct WriteReply {
@@ -26,6 +29,9 @@ pub struct WriteReply {
     /// The HLC timestamp, as a decimal string (it exceeds 2^53).
     pub timestamp: String,
     pub node: String,
+    /// When the value expires, in milliseconds since the epoch (a put with `?ttl=` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
 }
 
 impl WriteReply {
@@ -34,7 +40,29 @@ impl WriteReply {
             key,
             timestamp: ack.timestamp.to_string(),
             node: ack.node.to_string(),
+            expires: ack.expires.map(|e| e.wall_ms()),
         }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutParams {
+    /// Kept as text so that a bad value gets its own error.
+    ttl: Option<String>,
+}
+
+/// The TTL of a put, in milliseconds: whole seconds from 1 to [`MAX_TTL_SECONDS`].
+fn ttl_ms(params: &PutParams) -> Result<Option<u64>, ApiError> {
+    let Some(text) = &params.ttl else {
+        return Ok(None);
+    };
+    match text.parse::<u64>() {
+        Ok(seconds) if (1..=MAX_TTL_SECONDS).contains(&seconds) => Ok(Some(seconds * 1_000)),
+        _ => Err(ApiError::bad_request(
+            "bad_ttl",
+            format!("ttl must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}"),
+        )),
     }
 }
 
@@ -61,10 +89,13 @@ fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError>
 pub async fn put(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PutParams>, QueryRejection>,
     headers: HeaderMap,
     BoundedBody(body): BoundedBody,
 ) -> Result<Json<WriteReply>, ApiError> {
     let key = key_of(path)?;
+    let Query(params) = query?;
+    let ttl_ms = ttl_ms(&params)?;
     let precondition = precondition(&headers);
     let content_type = match headers.get(header::CONTENT_TYPE) {
         None => DEFAULT_CONTENT_TYPE.to_string(),
@@ -84,6 +115,7 @@ pub async fn put(
     let write = Write::KvPut {
         key: key.clone(),
         value: Value { content_type, data },
+        ttl_ms,
     };
     let ack = state.node.write_if(write, precondition).await?;
     Ok(Json(WriteReply::new(key, &ack)))
@@ -101,8 +133,10 @@ pub async fn get(
         Some(KeyState::Register(r)) => r,
         _ => return Err(ApiError::not_found(format!("no key {key:?}"))),
     };
-    let (Some(etag), Some(value)) = (record.etag(), record.value.as_ref()) else {
-        return Err(ApiError::not_found(format!("key {key:?} was deleted")));
+    let now_ms = crate::runtime::wall_ms();
+    let (Some(etag), Some(value)) = (record.etag(now_ms), record.live_value(now_ms)) else {
+        let why = if record.is_tombstone() { "was deleted" } else { "has expired" };
+        return Err(ApiError::not_found(format!("key {key:?} {why}")));
     };
     let mut response = match unless.is_some_and(|c| c.matches_weakly(&etag)) {
         true => StatusCode::NOT_MODIFIED.into_response(),
@@ -117,11 +151,14 @@ pub async fn get(
         }
     };
     let headers = response.headers_mut();
-    for (name, v) in [
-        ("etag", etag),
-        ("x-hearsay-timestamp", record.timestamp.to_string()),
-        ("x-hearsay-node", record.node.to_string()),
-    ] {
+    let expires = record.expires.map(|e| e.wall_ms().to_string());
+    let named = [
+        ("etag", Some(etag)),
+        ("x-hearsay-timestamp", Some(record.timestamp.to_string())),
+        ("x-hearsay-node", Some(record.node.to_string())),
+        ("x-hearsay-expires", expires),
+    ];
+    for (name, v) in named.into_iter().filter_map(|(n, v)| Some((n, v?))) {
         if let Ok(v) = HeaderValue::from_str(&v) {
             headers.insert(name, v);
         }

@@ -43,7 +43,13 @@ pub fn list(
     }
     let page = state
         .reader
-        .list_live(space, &params.prefix, params.after.as_deref(), limit)?;
+        .list_live(
+        space,
+        &params.prefix,
+        params.after.as_deref(),
+        limit,
+        crate::runtime::wall_ms(),
+    )?;
     Ok(Json(ListReply {
         keys: page.keys,
         next: page.next,

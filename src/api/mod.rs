@@ -98,10 +98,11 @@ const ROUTES: [&str; 14] = [
     FAULTS,
 ];
 
-/// The query parameters a route takes; any other is a 400 `bad_query`.
-pub fn query_parameters(route: &str) -> &'static [&'static str] {
-    match route {
-        KV_LIST | SET_LIST => &["prefix", "limit", "after"],
+/// The query parameters a route takes with `method`; any other is a 400 `bad_query`.
+pub fn query_parameters(route: &str, method: &Method) -> &'static [&'static str] {
+    match (route, method) {
+        (KV_LIST | SET_LIST, _) => &["prefix", "limit", "after"],
+        (KV_KEY, &Method::PUT) => &["ttl"],
         _ => &[],
     }
 }

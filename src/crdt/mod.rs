@@ -11,6 +11,7 @@ mod lww;
 mod orset;
 mod pncounter;
 pub mod set_merge;
+mod state_codec;
 
 pub use context::CausalContext;
 pub use lww::{LwwRegister, Value};
@@ -18,7 +19,6 @@ pub use orset::OrSet;
 pub use pncounter::{CounterOverflow, PnCounter};
 pub use set_merge::{ElementChange, SetChange, SetReplica};
 
-use serde::{Deserialize, Serialize};
 
 /// What a merge did to the replica it was merged into.
 #[must_use = "a merge says whether the replica changed"]
@@ -41,8 +41,9 @@ impl Merged {
 #[error("cannot merge states of different kinds")]
 pub struct KindMismatch;
 
-/// The replicated state of one key, whichever keyspace it lives in.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The replicated state of one key, whichever keyspace it lives in. Encoded by
+/// `state_codec.rs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyState {
     Register(LwwRegister),
     Set(OrSet),
@@ -61,11 +62,11 @@ impl KeyState {
         }
     }
 
-    /// Whether the state is a live value: a register that is not a tombstone, or any set or
-    /// counter (an empty set exists).
-    pub fn is_live(&self) -> bool {
+    /// Whether the state is a live value at wall time `now_ms`: a register that is neither a
+    /// tombstone nor expired, or any set or counter (an empty set exists).
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
         match self {
-            KeyState::Register(r) => !r.is_tombstone(),
+            KeyState::Register(r) => r.live_value(now_ms).is_some(),
             KeyState::Set(_) | KeyState::Counter(_) => true,
         }
     }

@@ -5,7 +5,7 @@
 //! Never touches sockets or clocks; removals go to the store as one batch per pass.
 
 use super::tombstones::tombstone_of;
-use super::{Applied, Node, Refusal, Source};
+use super::{Applied, KeyChange, Node, Refusal, Source};
 use crate::clock::{NodeId, ReplicaId, Timestamp};
 use crate::crdt::KeyState;
 use crate::node::cluster::Outbound;
@@ -126,6 +126,8 @@ impl<S: Store> Node<S> {
         for (key, state) in records {
             let (bucket, _) = self.merkle.remove(&key, merkle::item_hash(&key, &state));
             self.dirty_leaves.insert(bucket);
+            // A forgotten value may have been due to expire (a collected one is already out).
+            self.tombstones.track(&key, tombstone_of(&state), None);
         }
         Ok(())
     }
@@ -231,6 +233,15 @@ impl<S: Store> Node<S> {
                 _ => None,
             })
             .collect();
+        let clock = self.hlc.high_water_mark();
+        for (key, _) in &forgotten {
+            if self.changes.is_some() {
+                self.changed(KeyChange {
+                    deleted: true,
+                    ..KeyChange::to(key, None, clock, Some(peer))
+                });
+            }
+        }
         self.remove_records(forgotten, None)?;
         // Another peer left out of the same collection may still hold these values and offer
         // them again: they are refused as collected, until this node's horizon covers them.

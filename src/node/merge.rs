@@ -7,7 +7,7 @@
 //! follows the delta, not the set. Nothing changes in memory before the store has taken the
 //! change, so a store error leaves no trace.
 
-use super::{prefix8, tombstones, Applied, Node, Refusal, Source};
+use super::{prefix8, tombstones, Applied, KeyChange, Node, Refusal, Source};
 use crate::clock::{ReplicaId, Timestamp};
 use crate::crdt::{set_merge, KeyState, OrSet};
 use crate::store::{
@@ -91,11 +91,20 @@ impl<S: Store> Node<S> {
             leaves_complete,
             ..WriteBatch::default()
         };
+        let origin = origin_seq.as_ref().map(|(replica, _)| &replica.node);
+        let recorded = self.changes.is_some() && source != Source::Replay;
+        let change = recorded.then(|| match &prepared.change {
+            Change::Whole(state) => KeyChange::to(&key, Some(state), hlc, origin),
+            Change::Set(_) => KeyChange::to(&key, None, hlc, origin),
+        });
         match prepared.change {
             Change::Whole(state) => batch.records.push((key.clone(), state)),
             Change::Set(write) => batch.sets.push(write),
         }
         self.store.apply(batch)?;
+        if let Some(change) = change {
+            self.changed(change);
+        }
         self.leaves_persisted = false;
         self.meta.hlc = hlc;
         self.meta_dirty = true;

@@ -16,6 +16,7 @@ use crate::wire::MAX_STATE_BYTES;
 use std::collections::{BTreeSet, VecDeque};
 
 mod anti_entropy;
+mod changes;
 mod clock_watch;
 mod cluster;
 mod collection;
@@ -28,6 +29,7 @@ mod roster;
 mod timer_clock;
 mod tombstones;
 
+pub use changes::KeyChange;
 pub use clock_watch::ClockStatus;
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};
 pub use precondition::{EtagCondition, Precondition};
@@ -79,6 +81,8 @@ pub enum Write {
     KvPut {
         key: String,
         value: Value,
+        /// The value expires this long after the write's timestamp (`PUT ?ttl=`).
+        ttl_ms: Option<u64>,
     },
     KvDelete {
         key: String,
@@ -109,6 +113,7 @@ impl Write {
                 content_type: "text/plain".into(),
                 data: text.as_bytes().to_vec(),
             },
+            ttl_ms: None,
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct WriteAck {
     pub size: Option<u64>,
     /// The counter's value on this node after a counter update.
     pub value: Option<i128>,
+    /// When the value expires, for a put with a TTL.
+    pub expires: Option<Timestamp>,
 }
 
 /// Why a client's write was not applied (nothing of it stays behind).
@@ -195,6 +202,8 @@ pub struct Node<S: Store> {
     roster: roster::Roster,
     /// The time timers run on: wall time with steps back absorbed (see `timer_clock.rs`).
     timers: timer_clock::TimerClock,
+    /// Changes not yet taken by the driver; `None` when not recording (see `changes.rs`).
+    changes: Option<Vec<KeyChange>>,
 }
 
 impl<S: Store> Node<S> {
@@ -305,6 +314,7 @@ impl<S: Store> Node<S> {
             disk: disk_watch::DiskWatch::new(disk_reserve_bytes),
             roster,
             timers: timer_clock::TimerClock::default(),
+            changes: None,
         };
         node.watch_disk(0, true);
         let replay = node.store.take_replay();
@@ -396,7 +406,7 @@ impl<S: Store> Node<S> {
             (precondition.is_none(), &write)
         {
             let current = match self.store.get(&StoreKey::kv(key))? {
-                Some(KeyState::Register(r)) => r.etag(),
+                Some(KeyState::Register(r)) => r.etag(wall_ms),
                 _ => None,
             };
             if !precondition.holds(current.as_deref()) {
@@ -407,12 +417,17 @@ impl<S: Store> Node<S> {
         let timestamp = self.hlc.tick(wall_ms).map_err(WriteError::ClockSkew)?;
         let mut value = None;
         let (key, delta, size) = match write {
-            Write::KvPut { key, value } => (
-                StoreKey::kv(key),
-                self.register(timestamp, Some(value)),
-                None,
-            ),
-            Write::KvDelete { key } => (StoreKey::kv(key), self.register(timestamp, None), None),
+            Write::KvPut { key, value, ttl_ms } => {
+                let mut register = LwwRegister::write(timestamp, self.id.clone(), Some(value));
+                if let Some(ttl_ms) = ttl_ms {
+                    register = register.expiring_after(ttl_ms);
+                }
+                (StoreKey::kv(key), KeyState::Register(register), None)
+            }
+            Write::KvDelete { key } => {
+                let tombstone = LwwRegister::write(timestamp, self.id.clone(), None);
+                (StoreKey::kv(key), KeyState::Register(tombstone), None)
+            }
             Write::SetEdit { key, add, remove } => {
                 let key = StoreKey::set(key);
                 // The edit reads only the elements it names: its delta is the one an edit of the
@@ -456,6 +471,10 @@ impl<S: Store> Node<S> {
                 (key, KeyState::Counter(delta), None)
             }
         };
+        let expires = match &delta {
+            KeyState::Register(r) => r.expires,
+            _ => None,
+        };
         let seq = self.meta.seen.get(&self.replica) + 1;
         let origin = Some((self.replica.clone(), seq));
         let applied = self.merge_checked(key.clone(), delta.clone(), origin, Source::Local)?;
@@ -479,11 +498,8 @@ impl<S: Store> Node<S> {
             node: self.id.clone(),
             size,
             value,
+            expires,
         })
-    }
-
-    fn register(&self, timestamp: Timestamp, value: Option<Value>) -> KeyState {
-        KeyState::Register(LwwRegister::write(timestamp, self.id.clone(), value))
     }
 
     /// Merges a state received from a peer at wall time `now_ms` (outside any rumor or exchange:
@@ -610,6 +626,10 @@ impl<S: Store> Node<S> {
             records = undone.len(),
             "rolled back the writes whose sync failed"
         );
+        // Nothing recorded since the last durable sync happened after all.
+        if let Some(changes) = &mut self.changes {
+            changes.clear();
+        }
         for crate::store::Undone { key, before, after } in undone {
             let before_hash = before.as_ref().map(|s| merkle::item_hash(&key, s));
             let after_hash = after.as_ref().map(|s| merkle::item_hash(&key, s));

@@ -244,6 +244,7 @@ mod tests {
                     content_type: "text/plain".into(),
                     data: b"v".to_vec(),
                 },
+                ttl_ms: None,
             },
         )
         .unwrap();

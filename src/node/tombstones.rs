@@ -65,10 +65,12 @@ impl Default for TombstoneConfig {
     }
 }
 
-/// The timestamp of `state` when it is a tombstone.
+/// The timestamp from which `state` is a tombstone: a delete's own, or the expiry of a value
+/// written with one (such a value is collected like a delete at that time, once every member has
+/// seen every write up to it).
 pub(super) fn tombstone_of(state: &KeyState) -> Option<Timestamp> {
     match state {
-        KeyState::Register(r) if r.is_tombstone() => Some(r.timestamp),
+        KeyState::Register(r) => r.deleted_from(),
         _ => None,
     }
 }

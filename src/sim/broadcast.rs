@@ -63,6 +63,7 @@ impl BroadcastWorkload {
                     Write::KvPut {
                         key: key.clone(),
                         value,
+                        ttl_ms: None,
                     },
                 )
                 .is_some()

@@ -8,7 +8,7 @@
 
 use super::{LoggedDelta, Meta, StoreError, StoreKey};
 use crate::clock::{Dot, NodeId, ReplicaId, Timestamp, VersionVector};
-use crate::crdt::{KeyState, LwwRegister};
+use crate::crdt::{KeyState, LwwRegister, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,9 +40,27 @@ struct OrSetV1 {
     entries: BTreeMap<String, BTreeSet<DotV1>>,
 }
 
+/// A register as every format encodes one without an expiry.
+#[derive(Serialize, Deserialize)]
+struct RegisterV1 {
+    timestamp: Timestamp,
+    node: NodeId,
+    value: Option<Value>,
+}
+
+impl From<LwwRegister> for RegisterV1 {
+    fn from(r: LwwRegister) -> Self {
+        RegisterV1 {
+            timestamp: r.timestamp,
+            node: r.node,
+            value: r.value,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 enum KeyStateV1 {
-    Register(LwwRegister),
+    Register(RegisterV1),
     Set(OrSetV1),
 }
 
@@ -62,14 +80,20 @@ struct OrSetV2 {
 
 #[derive(Serialize, Deserialize)]
 enum KeyStateV2 {
-    Register(LwwRegister),
+    Register(RegisterV1),
     Set(OrSetV2),
 }
 
 impl KeyStateV1 {
     fn current(self) -> Result<KeyState, StoreError> {
         let v2 = match self {
-            KeyStateV1::Register(r) => return Ok(KeyState::Register(r)),
+            KeyStateV1::Register(r) => {
+                return Ok(KeyState::Register(LwwRegister::write(
+                    r.timestamp,
+                    r.node,
+                    r.value,
+                )))
+            }
             KeyStateV1::Set(set) => KeyStateV2::Set(OrSetV2 {
                 context: ContextV2 {
                     vv: set

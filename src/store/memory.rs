@@ -239,6 +239,7 @@ impl StoreRead for MemoryReader {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        now_ms: u64,
     ) -> Result<KeyPage, StoreError> {
         let (start, from) = super::listing_bounds(space, prefix, after);
         let disk = read(&self.disk);
@@ -247,7 +248,7 @@ impl StoreRead for MemoryReader {
             .records
             .range(from..)
             .take_while(|(k, _)| k.starts_with(&start))
-            .map(|(k, v)| Ok((k[1..].to_vec(), v.is_live())));
+            .map(|(k, v)| Ok((k[1..].to_vec(), v.is_live_at(now_ms))));
         page_of(iter, after, limit)
     }
 
@@ -495,11 +496,11 @@ mod tests {
             })
             .unwrap();
         let reader = store.reader();
-        let page = reader.list_live(Keyspace::Kv, "a/", None, 2).unwrap();
+        let page = reader.list_live(Keyspace::Kv, "a/", None, 2, 0).unwrap();
         assert_eq!(page.keys, vec!["a/1", "a/2"]);
         assert_eq!(page.next.as_deref(), Some("a/2"));
         let page = reader
-            .list_live(Keyspace::Kv, "a/", Some("a/2"), 2)
+            .list_live(Keyspace::Kv, "a/", Some("a/2"), 2, 0)
             .unwrap();
         assert_eq!(
             page,
@@ -510,7 +511,7 @@ mod tests {
         );
         // `after` before the prefix starts at the prefix.
         let page = reader
-            .list_live(Keyspace::Kv, "b/", Some("a/9"), 5)
+            .list_live(Keyspace::Kv, "b/", Some("a/9"), 5, 0)
             .unwrap();
         assert_eq!(page.keys, vec!["b/1"]);
     }

@@ -371,13 +371,15 @@ pub struct KeyPage {
 /// acknowledged write (a batch is applied before it is acknowledged).
 pub trait StoreRead: Send + Sync {
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError>;
-    /// Live keys of `space` starting with `prefix`, sorted, strictly after `after`, at most `limit`.
+    /// Live keys of `space` starting with `prefix`, sorted, strictly after `after`, at most
+    /// `limit`, as a read at wall time `now_ms` sees them (expired values are not live).
     fn list_live(
         &self,
         space: Keyspace,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        now_ms: u64,
     ) -> Result<KeyPage, StoreError>;
     /// Whether set `key` holds `element`; `None` when the set was never written. Reads that
     /// element alone.

@@ -240,12 +240,12 @@ fn state_of(db: &sled::Db, key: &StoreKey, row: &[u8]) -> Result<KeyState, Store
     record::decode_record(row)
 }
 
-/// Whether a record row holds a live value (a set always is).
-fn row_is_live(row: &[u8]) -> Result<bool, StoreError> {
+/// Whether a record row holds a live value at wall time `now_ms` (a set always does).
+fn row_is_live(row: &[u8], now_ms: u64) -> Result<bool, StoreError> {
     if set_rows::is_header(row) {
         return Ok(true);
     }
-    Ok(record::decode_record(row)?.is_live())
+    Ok(record::decode_record(row)?.is_live_at(now_ms))
 }
 
 fn read_state(db: &sled::Db, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
@@ -266,12 +266,13 @@ impl StoreRead for SledReader {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
+        now_ms: u64,
     ) -> Result<KeyPage, StoreError> {
         let (start, from) = super::listing_bounds(space, prefix, after);
         let (start, from) = (record_key_of(start), record_key_of(from));
         let iter = self.db.range(from..).map(|item| {
             let (k, v) = item?;
-            Ok((k.to_vec(), row_is_live(&v)?))
+            Ok((k.to_vec(), row_is_live(&v, now_ms)?))
         });
         let iter = iter.take_while(|item: &Result<(Vec<u8>, bool), StoreError>| {
             item.as_ref().map_or(true, |(k, _)| k.starts_with(&start))
