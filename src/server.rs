@@ -231,6 +231,7 @@ pub async fn serve(
             api_token: api::auth::ApiToken(config.api_token.as_deref().map(Arc::from)),
         }),
         leave: Arc::new(tokio::sync::Notify::new()),
+        watchers: AppState::watcher_slots(),
     };
     let leave = state.leave.clone();
     let connections = state.metrics.http_connections.clone();
@@ -243,11 +244,14 @@ pub async fn serve(
         durability = ?config.durability,
         "serving"
     );
+    let feed = handle.feed().clone();
     let stop = async move {
         tokio::select! {
             _ = shutdown => {}
             _ = leave.notified() => {}
         }
+        // Watch streams end, so that the connections carrying them can close.
+        feed.close();
     };
     api::serve(listeners.http, app, &config.http, connections, stop).await;
     handle.leave().await;

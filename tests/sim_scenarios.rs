@@ -258,14 +258,20 @@ fn an_expired_value_is_gone_on_every_node_is_collected_and_never_returns() {
         let ack = sim.write(0, put_expiring("lease", "held", 5_000)).unwrap();
         let expires = ack.expires.expect("the ack names the expiry").wall_ms();
         assert_eq!(expires, ack.timestamp.wall_ms() + 5_000);
-        assert!(run_until(&mut sim, 2_000, |sim| (0..3)
-            .all(|i| live_text(sim, i, "lease").as_deref() == Some("held"))));
+        assert!(run_until(&mut sim, 2_000, |sim| (0..3).all(|i| live_text(
+            sim, i, "lease"
+        )
+        .as_deref()
+            == Some("held"))));
         // n3 is cut off holding the value; everyone's copy expires by its own clock.
         sim.partition(&[0, 0, 1]);
         assert!(run_until(&mut sim, 8_000, |sim| (0..3)
             .all(|i| live_text(sim, i, "lease").is_none())));
         for i in 0..3 {
-            assert!(sim.clock_of(i) + 200 >= expires, "seed {seed}: n{i} saw it expire early");
+            assert!(
+                sim.clock_of(i) + 200 >= expires,
+                "seed {seed}: n{i} saw it expire early"
+            );
         }
         // The majority collects it like a tombstone; the minority keeps its copy.
         assert!(

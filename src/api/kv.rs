@@ -135,7 +135,11 @@ pub async fn get(
     };
     let now_ms = crate::runtime::wall_ms();
     let (Some(etag), Some(value)) = (record.etag(now_ms), record.live_value(now_ms)) else {
-        let why = if record.is_tombstone() { "was deleted" } else { "has expired" };
+        let why = if record.is_tombstone() {
+            "was deleted"
+        } else {
+            "has expired"
+        };
         return Err(ApiError::not_found(format!("key {key:?} {why}")));
     };
     let mut response = match unless.is_some_and(|c| c.matches_weakly(&etag)) {

@@ -41,9 +41,7 @@ pub fn list(
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let page = state
-        .reader
-        .list_live(
+    let page = state.reader.list_live(
         space,
         &params.prefix,
         params.after.as_deref(),

@@ -19,6 +19,7 @@ mod listing;
 mod serve;
 mod sets;
 mod status;
+mod watch;
 
 pub use limits::HttpLimits;
 pub use serve::serve;
@@ -51,6 +52,15 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// Fired by `POST /v1/cluster/leave`: the server stops after answering.
     pub leave: Arc<tokio::sync::Notify>,
+    /// Caps the watch streams open at once ([`watch::MAX_WATCHERS`]).
+    pub watchers: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// The semaphore for [`AppState::watchers`].
+    pub fn watcher_slots() -> Arc<tokio::sync::Semaphore> {
+        watch::watcher_slots()
+    }
 }
 
 /// Fixed settings the handlers need.
@@ -81,7 +91,8 @@ const LEAVE: &str = "/v1/cluster/leave";
 const HEALTH: &str = "/v1/health";
 const METRICS: &str = "/metrics";
 const FAULTS: &str = "/v1/admin/faults";
-const ROUTES: [&str; 14] = [
+const WATCH: &str = "/v1/watch";
+const ROUTES: [&str; 15] = [
     KV_LIST,
     KV_KEY,
     SET_LIST,
@@ -96,6 +107,7 @@ const ROUTES: [&str; 14] = [
     HEALTH,
     METRICS,
     FAULTS,
+    WATCH,
 ];
 
 /// The query parameters a route takes with `method`; any other is a 400 `bad_query`.
@@ -103,6 +115,7 @@ pub fn query_parameters(route: &str, method: &Method) -> &'static [&'static str]
     match (route, method) {
         (KV_LIST | SET_LIST, _) => &["prefix", "limit", "after"],
         (KV_KEY, &Method::PUT) => &["ttl"],
+        (WATCH, _) => &["prefix", "since"],
         _ => &[],
     }
 }
@@ -126,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route(MEMBER, axum::routing::delete(cluster::remove_member))
         .route(DIGEST, get(cluster::digest))
         .route(STATUS, get(status::status))
+        .route(WATCH, get(watch::watch))
         .route(LEAVE, post(cluster::leave))
         .route(HEALTH, get(cluster::health))
         .route(METRICS, get(cluster::metrics))

@@ -87,6 +87,16 @@ pub async fn serve(
     }
 }
 
+fn is_event_stream<B>(
+    response: &Result<axum::http::Response<B>, std::convert::Infallible>,
+) -> bool {
+    response.as_ref().is_ok_and(|r| {
+        r.headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+    })
+}
+
 /// Accept errors about one connection (it was reset before it was accepted), as opposed to the
 /// node running out of resources.
 fn is_per_connection(e: &io::Error) -> bool {
@@ -141,7 +151,11 @@ impl Connection {
             let response = hyper::service::Service::call(&router, request);
             async move {
                 let response = response.await;
-                phase.answered();
+                // A stream of events is still being answered while its body flows: the idle
+                // deadline starts when it ends (it ends the connection).
+                if !is_event_stream(&response) {
+                    phase.answered();
+                }
                 response
             }
         });

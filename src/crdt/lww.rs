@@ -48,7 +48,11 @@ impl LwwRegister {
     /// The same write, expiring `ttl_ms` after its timestamp (the same logical part, so the
     /// expiry is later than the write whatever the TTL).
     pub fn expiring_after(mut self, ttl_ms: u64) -> Self {
-        let at = self.timestamp.wall_ms().saturating_add(ttl_ms).min(MAX_WALL_MS);
+        let at = self
+            .timestamp
+            .wall_ms()
+            .saturating_add(ttl_ms)
+            .min(MAX_WALL_MS);
         self.expires = Some(Timestamp::new(at, self.timestamp.logical()));
         self
     }
@@ -130,12 +134,18 @@ mod tests {
         assert!(expiring.live_value(6_000).is_none() && expiring.etag(6_000).is_none());
         // A write after it (before or after the expiry) replaces it, expiry and all.
         let mut a = expiring.clone();
-        assert_eq!(a.merge(&reg(Timestamp::new(2_000, 0).raw(), "n2", "w")), Merged::Changed);
+        assert_eq!(
+            a.merge(&reg(Timestamp::new(2_000, 0).raw(), "n2", "w")),
+            Merged::Changed
+        );
         assert_eq!((a.expires, a.deleted_from()), (None, None));
         assert!(a.live_value(1 << 40).is_some());
         // An older write does not revive an expired value.
         let mut b = expiring.clone();
-        assert_eq!(b.merge(&reg(Timestamp::new(900, 0).raw(), "n2", "old")), Merged::Unchanged);
+        assert_eq!(
+            b.merge(&reg(Timestamp::new(900, 0).raw(), "n2", "old")),
+            Merged::Unchanged
+        );
         assert!(b.live_value(6_000).is_none());
         // A delete is a tombstone from its own timestamp; a plain value never expires.
         let delete = LwwRegister::write(Timestamp::new(7, 0), NodeId::new("n1").unwrap(), None);

@@ -19,7 +19,6 @@ pub use orset::OrSet;
 pub use pncounter::{CounterOverflow, PnCounter};
 pub use set_merge::{ElementChange, SetChange, SetReplica};
 
-
 /// What a merge did to the replica it was merged into.
 #[must_use = "a merge says whether the replica changed"]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -390,6 +390,7 @@ impl<S: Store> Node<S> {
 
     /// Timers: probes, suspicion, re-contact, anti-entropy, rumor retransmission.
     pub fn handle_tick(&mut self, now_ms: u64) -> Result<(), StoreError> {
+        let announced = self.announce_expiries(now_ms);
         let now_ms = self.clock_in(now_ms);
         let mut out = Vec::new();
         self.cluster
@@ -405,7 +406,7 @@ impl<S: Store> Node<S> {
         self.push_fresh_rumors();
         self.watch_clock();
         self.watch_disk(now_ms, false);
-        self.collect_tombstones(now_ms)
+        announced.and(self.collect_tombstones(now_ms))
     }
 
     /// This node's clock against its peers' (see `clock_watch.rs`).

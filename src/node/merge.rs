@@ -93,9 +93,16 @@ impl<S: Store> Node<S> {
         };
         let origin = origin_seq.as_ref().map(|(replica, _)| &replica.node);
         let recorded = self.changes.is_some() && source != Source::Replay;
-        let change = recorded.then(|| match &prepared.change {
-            Change::Whole(state) => KeyChange::to(&key, Some(state), hlc, origin),
-            Change::Set(_) => KeyChange::to(&key, None, hlc, origin),
+        let change = recorded.then(|| {
+            let mut change = match &prepared.change {
+                Change::Whole(state) => KeyChange::to(&key, Some(state), hlc, origin),
+                Change::Set(_) => KeyChange::to(&key, None, hlc, origin),
+            };
+            // A peer's value that expired before it arrived reads as deleted at once.
+            if let (Source::Peer { now_ms }, Some(expires)) = (source, change.expires) {
+                change.deleted |= expires.wall_ms() <= self.wall(now_ms);
+            }
+            change
         });
         match prepared.change {
             Change::Whole(state) => batch.records.push((key.clone(), state)),

@@ -204,6 +204,8 @@ pub struct Node<S: Store> {
     timers: timer_clock::TimerClock,
     /// Changes not yet taken by the driver; `None` when not recording (see `changes.rs`).
     changes: Option<Vec<KeyChange>>,
+    /// Values expiring up to this time were announced as changes.
+    expiries_announced: Timestamp,
 }
 
 impl<S: Store> Node<S> {
@@ -315,6 +317,7 @@ impl<S: Store> Node<S> {
             roster,
             timers: timer_clock::TimerClock::default(),
             changes: None,
+            expiries_announced: Timestamp::ZERO,
         };
         node.watch_disk(0, true);
         let replay = node.store.take_replay();

@@ -206,6 +206,26 @@ impl TombstoneCollector {
         *mark = (*mark).max(stable);
     }
 
+    /// The held entries (tombstones, and values due to expire) with timestamps after `after`
+    /// and at or before `through`, oldest first, at most `max`.
+    pub(super) fn held_between(
+        &self,
+        after: Timestamp,
+        through: Timestamp,
+        max: usize,
+    ) -> Vec<(Timestamp, StoreKey)> {
+        let from = (
+            Timestamp::from_raw(after.raw().saturating_add(1)),
+            StoreKey::kv(""),
+        );
+        self.held
+            .range(from..)
+            .take_while(|(ts, _)| *ts <= through)
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
     /// Tombstones held.
     pub(super) fn held(&self) -> usize {
         self.held.len()

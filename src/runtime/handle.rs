@@ -147,11 +147,18 @@ pub struct NodeHandle {
     pub(super) cluster: mpsc::Sender<ClusterCommand>,
     pub(super) doorbell: Doorbell,
     pub(super) signals: Arc<Signals>,
+    /// The changes this node made durable, for watchers.
+    pub(super) feed: Arc<super::ChangeFeed>,
 }
 
 impl NodeHandle {
     pub fn id(&self) -> &NodeId {
         &self.id
+    }
+
+    /// The changes this node made durable, for watchers.
+    pub fn feed(&self) -> &Arc<super::ChangeFeed> {
+        &self.feed
     }
 
     /// True while the node recovers its data from peers (reads are not authoritative).

@@ -11,9 +11,11 @@
 //! Files: `handle.rs` (the queues and [`NodeHandle`]), `release.rs` (the sync and checkpoint
 //! threads).
 
+mod feed;
 mod handle;
 mod release;
 
+pub use feed::{ChangeFeed, FeedEvent, FeedRead, FEED_CAPACITY};
 pub use handle::{CoreError, CoreStats, NodeHandle};
 
 use crate::node::{Node, Outbound};
@@ -48,7 +50,7 @@ pub fn wall_ms() -> u64 {
 /// what the core sends goes to `outbound`. Returns the handle on the core and a reader of its
 /// store. Must be called inside a tokio runtime.
 pub fn start<S: Store>(
-    node: Node<S>,
+    mut node: Node<S>,
     tick: Duration,
     outbound: mpsc::UnboundedSender<Outbound>,
 ) -> (NodeHandle, Arc<dyn StoreRead>) {
@@ -58,14 +60,18 @@ pub fn start<S: Store>(
     let reader = node.store().reader();
     let signals = Arc::new(Signals::default());
     signals.mirror(&node);
+    node.record_changes();
+    let feed = Arc::new(ChangeFeed::starting_at(wall_ms()));
     let handle = NodeHandle {
         id: node.id().clone(),
         clients,
         cluster,
         doorbell: Doorbell(ring),
         signals: signals.clone(),
+        feed: feed.clone(),
     };
     let core = Core {
+        feed,
         clients: client_rx,
         cluster: cluster_rx,
         doorbell: rung,
@@ -88,6 +94,8 @@ struct Core {
     cluster: mpsc::Receiver<ClusterCommand>,
     doorbell: std::sync::mpsc::Receiver<()>,
     signals: Arc<Signals>,
+    /// Where the sync thread publishes durable changes.
+    feed: Arc<ChangeFeed>,
     tick: Duration,
     /// A rollback happened since the last group was sent: the next one resumes the sync thread.
     rolled_back: bool,
@@ -106,6 +114,7 @@ impl Core {
         let reports = release::Reports {
             core: back.clone(),
             doorbell: bell.clone(),
+            feed: self.feed.clone(),
         };
         let started = std::thread::Builder::new()
             .name("hearsay-sync".into())
@@ -149,6 +158,10 @@ impl Core {
                 }
             }
             releases.extend(node.take_outbound().into_iter().map(Release::Send));
+            let changes = node.take_changes();
+            if !changes.is_empty() {
+                releases.push(Release::Changes(changes));
+            }
             self.signals.mirror(&node);
             let committing = writes || node.has_uncommitted();
             let pending = if committing {

@@ -7,7 +7,7 @@
 //! the core never waits on it.
 
 use super::handle::{ClusterCommand, Doorbell};
-use crate::node::{Outbound, WriteAck, WriteError};
+use crate::node::{KeyChange, Outbound, WriteAck, WriteError};
 use crate::store::{CheckpointWork, PendingSync, StoreError};
 use crate::wire::SyncAnswer;
 use std::fs::File;
@@ -27,6 +27,8 @@ pub(super) enum Release {
     /// The answer to a peer's anti-entropy request.
     Answer(oneshot::Sender<Option<SyncAnswer>>, Option<SyncAnswer>),
     Send(Outbound),
+    /// Key changes, for the watchers ([`super::ChangeFeed`]).
+    Changes(Vec<KeyChange>),
 }
 
 /// A committed group: its pending sync and what waits for it.
@@ -40,10 +42,12 @@ pub(super) struct Group {
     pub(super) releases: Vec<Release>,
 }
 
-/// Where the sync thread tells the core thread what became of its syncs.
+/// Where the sync thread tells the core thread what became of its syncs, and publishes the
+/// changes made durable.
 pub(super) struct Reports {
     pub(super) core: mpsc::Sender<ClusterCommand>,
     pub(super) doorbell: Doorbell,
+    pub(super) feed: Arc<super::ChangeFeed>,
 }
 
 /// Reports syncs to the core, each commit once.
@@ -218,6 +222,9 @@ fn release(
                 reports.send(ClusterCommand::SyncReply(session, None));
             }
             (Release::Send(_), Some(_)) => {}
+            (Release::Changes(changes), None) => reports.reports.feed.publish(changes),
+            // Undone by the rollback that follows: they never happened.
+            (Release::Changes(_), Some(_)) => {}
         }
     }
 }
