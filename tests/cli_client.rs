@@ -279,6 +279,91 @@ fn counter_add_and_get() {
 }
 
 #[test]
+fn put_with_a_ttl_expires() {
+    let node = node();
+    run(&node, &["kv", "put", "--ttl", "1", "lease", "held"]).assert_ok();
+    assert_eq!(run(&node, &["kv", "get", "lease"]).text(), "held");
+    run(&node, &["kv", "put", "--ttl", "0", "lease", "x"]).assert_fails(2, "0");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = run(&node, &["kv", "get", "lease"]);
+        if got.code == Some(1) {
+            got.assert_fails(1, "expired");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn watch_prints_one_json_line_per_change_and_resumes_with_since() {
+    let node = node();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args(["kv", "watch", "app/", "--addr", &node.base])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a line within 10 s");
+        serde_json::from_str(&line).unwrap()
+    };
+    // The watch is open once a change made after it starts is printed: retry the first write.
+    let first = loop {
+        run(&node, &["kv", "put", "app/a", "1"]).assert_ok();
+        if let Ok(line) = lines.recv_timeout(std::time::Duration::from_millis(500)) {
+            break serde_json::from_str::<serde_json::Value>(&line).unwrap();
+        }
+    };
+    assert_eq!(
+        (first["key"].as_str(), first["deleted"].as_bool()),
+        (Some("app/a"), Some(false))
+    );
+    run(&node, &["kv", "put", "other", "x"]).assert_ok();
+    run(&node, &["kv", "del", "app/a"]).assert_ok();
+    let deleted = next();
+    assert_eq!(
+        (deleted["key"].as_str(), deleted["deleted"].as_bool()),
+        (Some("app/a"), Some(true))
+    );
+    assert!(deleted["timestamp"].as_str().is_some() && deleted["node"].as_str().is_some());
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Resuming after the first change brings the delete again.
+    let since = first["id"].as_str().unwrap().to_string();
+    let mut resumed = Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args([
+            "kv", "watch", "app/", "--since", &since, "--addr", &node.base,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(resumed.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let again: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(again, deleted);
+    let _ = resumed.kill();
+    let _ = resumed.wait();
+    run(&node, &["kv", "watch", "--since", "x"]).assert_fails(2, "invalid");
+}
+
+#[test]
 fn status_shows_each_members_digest_and_whether_they_agree() {
     let node = node();
     run(&node, &["kv", "put", "k", "v"]).assert_ok();

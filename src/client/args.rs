@@ -79,6 +79,9 @@ pub enum KvCommand {
         /// application/octet-stream for stdin].
         #[arg(long, value_name = "T")]
         content_type: Option<String>,
+        /// The value expires this many seconds after the write, on every node.
+        #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=315_360_000))]
+        ttl: Option<u64>,
     },
     /// Print a value to stdout exactly as stored, with no newline added.
     Get { key: String },
@@ -91,6 +94,17 @@ pub enum KvCommand {
         /// Keys asked for per request [default: the node's, 100].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
         page_size: Option<u16>,
+    },
+    /// Follow changes to keys as the node makes them durable (from any node), one JSON line
+    /// per change: {"id", "key", "timestamp", "node", "deleted"[, "expires"]}. Runs until
+    /// interrupted or the node stops (exit 3; resume with --since and the last id printed).
+    Watch {
+        /// Only keys that start with this.
+        prefix: Option<String>,
+        /// Resume after this event id (the node says "reset" on stderr when it no longer
+        /// holds changes that old: list the keys again).
+        #[arg(long, value_name = "ID")]
+        since: Option<u64>,
     },
 }
 

@@ -25,9 +25,13 @@ pub async fn kv(
             key,
             value,
             content_type,
+            ttl,
         } => {
             let body = put_body(value, content_type)?;
-            let target = format!("/v1/kv/{}", path_segment(&key));
+            let mut target = format!("/v1/kv/{}", path_segment(&key));
+            if let Some(ttl) = ttl {
+                target.push_str(&format!("?ttl={ttl}"));
+            }
             client.call(call(Method::PUT, &target, Some(body))).await?;
         }
         KvCommand::Get { key } => {
@@ -40,8 +44,107 @@ pub async fn kv(
             client.call(call(Method::DELETE, &target, None)).await?;
         }
         KvCommand::Ls { prefix, page_size } => list(client, prefix, page_size, out).await?,
+        KvCommand::Watch { prefix, since } => watch(client, prefix, since, out).await?,
     }
     Ok(())
+}
+
+/// Follows `GET /v1/watch` and prints each kv change as one JSON line, flushed at once.
+async fn watch(
+    client: &mut Client,
+    prefix: Option<String>,
+    since: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<(), ClientError> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(prefix) = &prefix {
+        query.append_pair("prefix", prefix);
+    }
+    if let Some(since) = since {
+        query.append_pair("since", &since.to_string());
+    }
+    let target = format!("/v1/watch?{}", query.finish());
+    let target = target.trim_end_matches('?').to_string();
+    let request = client.describe(&Method::GET, &target);
+    let mut events = EventReader::default();
+    let mut last_id = since;
+    let mut print = |bytes: &[u8]| {
+        for event in events.feed(bytes) {
+            last_id = event.id.or(last_id);
+            match event.kind.as_str() {
+                "kv" => {
+                    let mut line: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(&event.data).map_err(|e| ClientError::BadReply {
+                            request: request.clone(),
+                            reason: format!("an event is not the JSON a node sends: {e}"),
+                        })?;
+                    let id = event.id.map(|id| id.to_string());
+                    line.insert("id".into(), id.into());
+                    writeln!(out, "{}", serde_json::Value::Object(line))
+                        .and_then(|()| out.flush())
+                        .map_err(ClientError::Stdout)?;
+                }
+                "reset" => eprintln!(
+                    "reset: the node no longer holds the changes after the position asked for; list the keys again (following on from id {})",
+                    event.id.map_or("?".into(), |id| id.to_string())
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
+    };
+    client
+        .stream(call(Method::GET, &target, None), &mut print)
+        .await?;
+    Err(ClientError::BadReply {
+        request: client.describe(&Method::GET, &target),
+        reason: format!(
+            "the node ended the stream (stopping?); resume with --since {}",
+            last_id.map_or("<the last id printed>".into(), |id| id.to_string())
+        ),
+    })
+}
+
+/// One server-sent event.
+struct ServerEvent {
+    id: Option<u64>,
+    kind: String,
+    data: String,
+}
+
+/// Splits a `text/event-stream` into events as its bytes arrive (comments are skipped).
+#[derive(Default)]
+struct EventReader {
+    pending: Vec<u8>,
+}
+
+impl EventReader {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<ServerEvent> {
+        self.pending.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = self.pending.drain(..end + 2).collect();
+            let mut event = ServerEvent {
+                id: None,
+                kind: "message".into(),
+                data: String::new(),
+            };
+            for line in String::from_utf8_lossy(&block).lines() {
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "id" => event.id = value.parse().ok(),
+                    "event" => event.kind = value.to_string(),
+                    "data" => event.data.push_str(value),
+                    _ => {}
+                }
+            }
+            if !event.data.is_empty() {
+                events.push(event);
+            }
+        }
+        events
+    }
 }
 
 /// The value and its Content-Type: the argument as text/plain, or stdin as octet-stream.

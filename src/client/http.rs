@@ -103,11 +103,79 @@ impl Client {
         }
     }
 
+    /// Sends `call` and hands the body of its 2xx reply to `chunk` piece by piece as it arrives,
+    /// until the node ends it. The timeout covers the reply's head only: a stream may last.
+    pub async fn stream(
+        &mut self,
+        call: Call<'_>,
+        mut chunk: impl FnMut(&[u8]) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        let request = self.describe(&call.method, call.target);
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let reply = match tokio::time::timeout(self.timeout, self.send(call, &request)).await {
+            Ok(reply) => reply?,
+            Err(_) => {
+                self.sender = None;
+                return Err(ClientError::Timeout {
+                    request,
+                    timeout_ms,
+                });
+            }
+        };
+        let (head, mut body) = reply.into_parts();
+        if !head.status.is_success() {
+            let body = Limited::new(body, MAX_REPLY_BYTES)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(ClientError::Http(Box::new(failure(
+                &request,
+                head.status.as_u16(),
+                &body,
+            ))));
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::BadReply {
+                request: request.clone(),
+                reason: format!("the stream broke: {}", with_sources(&e)),
+            })?;
+            if let Some(data) = frame.data_ref() {
+                chunk(data)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn exchange(&mut self, call: Call<'_>, request: &str) -> Result<Bytes, ClientError> {
         let bad_reply = |reason: String| ClientError::BadReply {
             request: request.to_string(),
             reason,
         };
+        let reply = self.send(call, request).await?;
+        let (head, body) = reply.into_parts();
+        let body = Limited::new(body, MAX_REPLY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| bad_reply(format!("cannot read the reply: {}", with_sources(&*e))))?
+            .to_bytes();
+        if head.status.is_success() {
+            return Ok(body);
+        }
+        Err(ClientError::Http(Box::new(failure(
+            request,
+            head.status.as_u16(),
+            &body,
+        ))))
+    }
+
+    /// Sends `call` (described as `request` in errors) and returns the reply with its body
+    /// unread.
+    async fn send(
+        &mut self,
+        call: Call<'_>,
+        request: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let mut builder = Request::builder()
             .method(call.method)
             .uri(call.target)
@@ -126,24 +194,13 @@ impl Client {
             .body(Full::new(body))
             .map_err(|e| ClientError::Usage(format!("{request}: cannot build the request: {e}")))?;
         let sender = self.connected().await?;
-        let reply = sender
+        sender
             .send_request(http_request)
             .await
-            .map_err(|e| bad_reply(format!("the request failed: {}", with_sources(&e))))?;
-        let (head, body) = reply.into_parts();
-        let body = Limited::new(body, MAX_REPLY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| bad_reply(format!("cannot read the reply: {}", with_sources(&*e))))?
-            .to_bytes();
-        if head.status.is_success() {
-            return Ok(body);
-        }
-        Err(ClientError::Http(Box::new(failure(
-            request,
-            head.status.as_u16(),
-            &body,
-        ))))
+            .map_err(|e| ClientError::BadReply {
+                request: request.to_string(),
+                reason: format!("the request failed: {}", with_sources(&e)),
+            })
     }
 
     /// The open connection, or a new one when there is none or the node closed it.
