@@ -3,6 +3,8 @@
 //! output, byte-exact values, key encoding, paging, and the exit codes 0 / 1 / 2 / 3 with one
 //! line on stderr.
 
+#![allow(clippy::disallowed_methods)] // tests wait on real time
+
 mod common;
 
 use common::{path_str, Proc};
