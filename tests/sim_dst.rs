@@ -356,7 +356,21 @@ fn trace_differences(sim: &Sim) {
             held.insert(format!("{key:?}"), format!("{state:?}"));
             Ok(())
         });
-        eprintln!("node {i} collected through {:?}", store.collected_through());
+        let mut count = 0;
+        let mut xor = [0u8; 32];
+        let _ = store.for_each_record(&mut |key, state| {
+            count += 1;
+            let h = hearsay::store::merkle::item_hash(&key, &state);
+            xor.iter_mut().zip(h).for_each(|(a, b)| *a ^= b);
+            Ok(())
+        });
+        let index = sim.node(i).map(|n| n.digest().count);
+        eprintln!(
+            "node {i} collected through {:?}; {count} records (xor {:02x}{:02x}), the index counts {index:?}",
+            store.collected_through(),
+            xor[0],
+            xor[1]
+        );
         records.push(held);
     }
     let keys: BTreeSet<&String> = records.iter().flat_map(|held| held.keys()).collect();
@@ -538,7 +552,15 @@ fn random_write(rng: &mut SmallRng, workload: Workload, data: String) -> Write {
     let key = format!("k{}", rng.gen_range(0..workload.keys));
     match rng.gen_range(0..10) {
         n if n < workload.deletes => Write::KvDelete { key },
-        0..=4 => Write::put_text(&key, &data),
+        0..=4 => match Write::put_text(&key, &data) {
+            // One put in four expires, after half a second to eight seconds.
+            Write::KvPut { key, value, .. } if rng.gen_ratio(1, 4) => Write::KvPut {
+                key,
+                value,
+                ttl_ms: Some(rng.gen_range(500..8_000)),
+            },
+            put => put,
+        },
         n => {
             let key = format!("s{}", rng.gen_range(0..SETS));
             if rng.gen_ratio(1, 20) {
@@ -926,6 +948,8 @@ enum Status {
 
 struct KvWrite {
     value: Option<Vec<u8>>,
+    /// When the value expires (a put with a TTL).
+    expires: Option<Timestamp>,
     status: Status,
     writer: usize,
     /// Simulated time it was issued (ms).
@@ -948,6 +972,18 @@ struct SetOp {
     status: Status,
     /// Issue order.
     seq: u64,
+}
+
+impl KvWrite {
+    /// The timestamp from which the write reads as a delete (written at `stamp`): its own for a
+    /// delete, its expiry for a value that expires, none for a value that never does. A record
+    /// of it may be collected once that time is below the collection horizon.
+    fn gone_at(&self, stamp: &Stamp) -> Option<Timestamp> {
+        match &self.value {
+            None => Some(stamp.0),
+            Some(_) => self.expires,
+        }
+    }
 }
 
 /// What was submitted under one write id.
@@ -1082,6 +1118,7 @@ impl Oracle {
         }
         let write = KvWrite {
             value,
+            expires: ack.expires,
             status: Status::Pending,
             writer: i,
             issued: sim.now(),
@@ -1327,7 +1364,7 @@ impl Oracle {
             // otherwise only forgotten as the grace period allows.
             let deleted = writes
                 .range(stamp.clone()..)
-                .any(|(_, w)| w.value.is_none() && w.status != Status::Failed);
+                .any(|(s, w)| w.gone_at(s).is_some() && w.status != Status::Failed);
             let kept = held.as_ref().is_some_and(|h| h >= stamp)
                 || (held.is_none() && deleted)
                 || self.excusable(sim, world, key, stamp);
@@ -1414,8 +1451,8 @@ impl Oracle {
                             let deleted = writes
                                 .range(previous.clone()..)
                                 .rev()
-                                .filter(|(stamp, _)| stamp.0 <= collected)
-                                .find(|(_, w)| w.value.is_none() && w.status != Status::Failed)
+                                .filter(|(s, w)| w.gone_at(s).is_some_and(|t| t <= collected))
+                                .find(|(_, w)| w.status != Status::Failed)
                                 .map(|(stamp, _)| stamp);
                             match (value, deleted) {
                                 (None, _) => {}
@@ -1626,6 +1663,7 @@ impl Oracle {
         };
         let w = KvWrite {
             value: Some(data),
+            expires: None,
             status: Status::Pending,
             writer: i,
             issued: sim.now(),
@@ -1696,7 +1734,10 @@ impl Oracle {
                     if w.status != Status::Acked {
                         continue;
                     }
-                    if w.value.is_none() && h.is_none() {
+                    if w.gone_at(stamp).is_some() && h.is_none() {
+                        if w.value.is_some() {
+                            note("a key whose last acknowledged write expired is collected");
+                        }
                         break;
                     }
                     if self.excusable(sim, world, key, stamp) {

@@ -659,7 +659,12 @@ impl<S: Store> Node<S> {
         // Exchanges completed since then may have brought states now undone: their marks no
         // longer say what this node holds.
         self.tombstones.forget_syncs();
-        self.leaves_persisted = false;
+        // The undo restored the store's copy of the index as it was when last durable, and its
+        // mark saying whether that copy is complete: it may say so (it was, for the state
+        // restored). The next change must clear that mark again, and the next copy must write
+        // every leaf (leaves persisted in the undone window went back too).
+        self.leaves_persisted = true;
+        self.dirty_leaves.extend(0..merkle::LEAVES as u16);
         self.meta_dirty = true;
         // The roster written with the undone group is undone too.
         self.roster.changed();
