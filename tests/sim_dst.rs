@@ -1443,11 +1443,15 @@ impl Oracle {
                             // The delete that explains it is no newer than some node's
                             // collection horizon (a delete stamped by a clock far ahead may
                             // be newer still, and refused everywhere meanwhile).
-                            let value = writes.get(previous).and_then(|w| w.value.as_ref());
                             let collected = (0..NODES)
                                 .map(|n| sim.store(n).collected_through())
                                 .max()
                                 .unwrap_or_default();
+                            // A value that expired goes like a tombstone: by itself.
+                            let value = writes
+                                .get(previous)
+                                .filter(|w| w.gone_at(previous).is_none_or(|t| t > collected))
+                                .and_then(|w| w.value.as_ref());
                             let deleted = writes
                                 .range(previous.clone()..)
                                 .rev()
