@@ -804,6 +804,29 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_rolled_back_and_crashed_does_not_load_a_stale_index() {
+        let store = MemoryStore::with_crashes();
+        let mut node = Node::open(store.reopen(), id("n1")).unwrap();
+        node.handle_write(1_000, Write::put_text("a", "1")).unwrap();
+        // The index is persisted and marked complete, durably.
+        node.checkpoint().unwrap();
+        store.fail_syncs(true);
+        node.handle_write(1_001, Write::put_text("b", "1")).unwrap();
+        assert!(node.commit().unwrap().complete().is_err());
+        node.rollback().unwrap();
+        store.fail_syncs(false);
+        // Writes after the rollback are durable, and the node crashes.
+        node.handle_write(1_002, Write::put_text("c", "1")).unwrap();
+        node.commit().unwrap().complete().unwrap();
+        node.synced_through(node.commits());
+        let digest = node.digest();
+        assert_eq!(digest.count, 2);
+        drop(node);
+        let again = Node::open(store.reopen(), id("n1")).unwrap();
+        assert_eq!(again.digest(), digest, "the index loaded after the crash is stale");
+    }
+
+    #[test]
     fn reopening_restores_clock_and_index_and_refuses_another_node_id() {
         let store = MemoryStore::new();
         let mut node = Node::open(store.reopen(), id("n1")).unwrap();
