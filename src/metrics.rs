@@ -46,6 +46,11 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
     pub event: &'static str,
 }
@@ -75,6 +80,8 @@ pub struct Metrics {
     /// Encoded bytes of one-way frames waiting for their pooled connection (capped).
     pub cluster_frames_queued_bytes: Gauge,
     pub members: Family<StateLabels, Gauge>,
+    /// 1 while `/v1/health` gives the reason, else 0.
+    pub health_degraded: Family<ReasonLabels, Gauge>,
     /// Rumor events: `published`, `pushed`, `received`, `merged`.
     pub rumors: Family<EventLabels, Counter>,
     /// Anti-entropy events: `sessions`, `rounds`, `keys_repaired`.
@@ -176,6 +183,12 @@ impl Metrics {
             "Members by state, as this node sees them",
             members.clone(),
         );
+        let health_degraded = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "health_degraded",
+            "1 while this node's health is degraded for the reason (minority, isolated, clock_skew, disk_full, resyncing)",
+            health_degraded.clone(),
+        );
         let rumors = Family::<EventLabels, Counter>::default();
         registry.register(
             "rumors",
@@ -223,6 +236,7 @@ impl Metrics {
             cluster_connections_opened,
             cluster_frames_queued_bytes,
             members,
+            health_degraded,
             rumors,
             anti_entropy,
             anti_entropy_bytes,

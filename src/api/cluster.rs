@@ -84,33 +84,39 @@ pub async fn leave(State(state): State<AppState>) -> Json<Value> {
 }
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
-    let mut reasons = Vec::new();
-    let mut detail = serde_json::Map::new();
-    if let Some(offset_ms) = state.node.clock_skew() {
-        reasons.push("clock_skew");
-        detail.insert("clock_offset_ms".into(), offset_ms.into());
-    }
-    if state.node.is_resyncing() {
-        reasons.push("resyncing");
-    }
-    if state.node.is_disk_full() {
-        reasons.push("disk_full");
-    }
+    let (reasons, clock_offset_ms) = state.node.health_reasons();
+    let view = state.node.cluster_view();
     let status = if reasons.is_empty() { "ok" } else { "degraded" };
     let mut body = json!({
         "status": status,
         "node": state.node.id().to_string(),
         "reasons": reasons,
+        "members": {
+            "alive": view.alive,
+            "suspect": view.suspect,
+            "dead": view.dead,
+            "left": view.left,
+        },
+        "majority": view.majority,
     });
-    if let Some(map) = body.as_object_mut() {
-        map.extend(detail);
+    if let (Some(map), Some(offset)) = (body.as_object_mut(), clock_offset_ms) {
+        map.insert("clock_offset_ms".into(), offset.into());
     }
     Json(body)
 }
 
+/// Every reason `/v1/health` can give, for the gauges.
+const HEALTH_REASONS: [&str; 5] = ["minority", "isolated", "clock_skew", "disk_full", "resyncing"];
+
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let stats = state.node.stats().await?;
     let m = &state.metrics;
+    let (reasons, _) = state.node.health_reasons();
+    for reason in HEALTH_REASONS {
+        m.health_degraded
+            .get_or_create(&crate::metrics::ReasonLabels { reason })
+            .set(i64::from(reasons.contains(&reason)));
+    }
     m.keys.set(stats.digest.count as i64);
     for member_state in [
         MemberState::Alive,

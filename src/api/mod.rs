@@ -199,8 +199,23 @@ fn method_label(method: &Method) -> &'static str {
     .map_or("other", |(_, label)| label)
 }
 
+/// The routes whose writes change data (and so carry `X-Hearsay-Minority`).
+const DATA_ROUTES: [&str; 4] = [KV_KEY, SET, SET_ELEMENT, COUNTER];
+
+/// Marks a write answered while this node cannot see a majority of the members: under
+/// last-writer-wins, the majority side may overwrite it when the cluster heals.
+fn mark_minority(state: &AppState, response: &mut Response) {
+    if !state.node.cluster_view().majority {
+        response.headers_mut().insert(
+            "x-hearsay-minority",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+}
+
 /// Runs around every request: gives error responses from outside our handlers the JSON shape
-/// (see [`error::json_errors`]) and records the request count and latency by route and status.
+/// (see [`error::json_errors`]), marks writes answered without a majority
+/// ([`mark_minority`]) and records the request count and latency by route and status.
 #[allow(clippy::disallowed_methods)] // request latency is measured by the HTTP driver
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -210,7 +225,11 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .get::<MatchedPath>()
         .and_then(|p| ROUTES.iter().find(|r| **r == p.as_str()).copied())
         .unwrap_or("unmatched");
-    let response = error::json_errors(next.run(request).await);
+    let writes = request.method() != Method::GET && request.method() != Method::HEAD;
+    let mut response = error::json_errors(next.run(request).await);
+    if writes && response.status().is_success() && DATA_ROUTES.contains(&route) {
+        mark_minority(&state, &mut response);
+    }
     let labels = HttpLabels {
         method,
         route,

@@ -249,6 +249,11 @@ impl Membership {
         &self.config
     }
 
+    /// The seed addresses it joins through (its own address left out).
+    pub fn seeds(&self) -> &[SocketAddr] {
+        &self.seeds
+    }
+
     /// Every member known, this node first, then by id.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         std::iter::once(&self.me).chain(self.peers.values().map(|peer| &peer.member))

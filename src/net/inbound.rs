@@ -56,7 +56,7 @@ async fn serve(
 ) {
     let deadline = Instant::now() + HANDSHAKE;
     let first = tokio::select! {
-        frame = shared.frames.read(&mut stream, deadline, || pending.heard()) => frame,
+        frame = shared.frames.read(&mut stream, Some(from), deadline, || pending.heard()) => frame,
         () = pending.evicted() => {
             shared.frames.drop_counted("overload");
             return;
@@ -77,7 +77,7 @@ async fn serve(
     let _tally = tally.promote("peer");
     while handle(&shared, &mut stream, from, frame).await {
         let deadline = Instant::now() + PEER_IDLE;
-        frame = match shared.frames.read(&mut stream, deadline, || ()).await {
+        frame = match shared.frames.read(&mut stream, Some(from), deadline, || ()).await {
             Ok(frame) => frame,
             Err(_) => return,
         };

@@ -8,7 +8,8 @@ use super::seal::{SealError, Sealer};
 use crate::metrics::{DropLabels, Metrics, TrafficLabels};
 use crate::runtime::wall_ms;
 use crate::wire::{self, Frame, MAX_FRAME};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -32,11 +33,20 @@ pub enum Ended {
 pub struct SealedFrames {
     sealer: Sealer,
     metrics: Arc<Metrics>,
+    /// When traffic that failed authentication was last logged, and how much failed since.
+    auth_log: Arc<Mutex<(Option<Instant>, u64)>>,
 }
+
+/// Traffic failing authentication is logged at most this often.
+const AUTH_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl SealedFrames {
     pub fn new(sealer: Sealer, metrics: Arc<Metrics>) -> Self {
-        SealedFrames { sealer, metrics }
+        SealedFrames {
+            sealer,
+            metrics,
+            auth_log: Arc::default(),
+        }
     }
 
     pub fn sealer(&self) -> &Sealer {
@@ -65,18 +75,23 @@ impl SealedFrames {
             .inc();
     }
 
-    /// Opens a sealed message, counting a failure.
-    pub fn open(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        self.open_or_stale(bytes).ok()
+    /// Opens a sealed message from `from` (when known), counting a failure.
+    pub fn open(&self, bytes: &[u8], from: Option<SocketAddr>) -> Option<Vec<u8>> {
+        self.open_or_stale(bytes, from).ok()
     }
 
-    /// Opens a sealed message, counting a failure; an authentic but stale one is handed back
-    /// with the time its sender sealed it.
-    pub fn open_or_stale(&self, bytes: &[u8]) -> Result<Vec<u8>, Option<(u64, Vec<u8>)>> {
+    /// Opens a sealed message from `from` (when known), counting a failure; an authentic but
+    /// stale one is handed back with the time its sender sealed it.
+    pub fn open_or_stale(
+        &self,
+        bytes: &[u8],
+        from: Option<SocketAddr>,
+    ) -> Result<Vec<u8>, Option<(u64, Vec<u8>)>> {
         match self.sealer.open(bytes, wall_ms()) {
             Ok(plain) => Ok(plain),
             Err(SealError::Unauthentic) => {
                 self.drop_counted("auth");
+                self.log_unauthentic(from);
                 Err(None)
             }
             Err(SealError::Stale { sent_ms, payload }) => {
@@ -86,12 +101,29 @@ impl SealedFrames {
         }
     }
 
+    /// Logs traffic that failed authentication, naming its source, at most once per
+    /// [`AUTH_LOG_EVERY`] (with how much failed since the last line).
+    #[allow(clippy::disallowed_methods)] // the driver's own log pacing, not protocol time
+    fn log_unauthentic(&self, from: Option<SocketAddr>) {
+        let mut log = self.auth_log.lock().unwrap_or_else(|e| e.into_inner());
+        log.1 += 1;
+        let now = Instant::now();
+        if log.0.is_some_and(|last| now < last + AUTH_LOG_EVERY) {
+            return;
+        }
+        let failed = std::mem::take(&mut log.1);
+        log.0 = Some(now);
+        let from = from.map_or_else(|| "a peer".to_string(), |a| a.to_string());
+        tracing::warn!(%from, failed, "dropped cluster traffic that failed authentication: a node with another cluster key (or none), or garbage");
+    }
+
     /// Reads one frame that must be complete by `deadline`; `heard` is called whenever bytes
     /// arrive. A frame cut short, oversized, late once started, unauthentic or undecodable is
     /// dropped and counted.
     pub async fn read<S: AsyncRead + Unpin>(
         &self,
         stream: &mut S,
+        from: Option<SocketAddr>,
         deadline: Instant,
         mut heard: impl FnMut(),
     ) -> Result<Frame, Ended> {
@@ -104,7 +136,7 @@ impl SealedFrames {
         });
         let outcome = tokio::time::timeout_at(deadline, read).await;
         let reason = match outcome {
-            Ok(Ok(())) => return self.decode(&body),
+            Ok(Ok(())) => return self.decode(&body, from),
             Err(_elapsed) if !started => return Err(Ended::Quiet),
             Err(_elapsed) => "timeout",
             Ok(Err(FrameError::Closed)) => return Err(Ended::Closed),
@@ -116,9 +148,9 @@ impl SealedFrames {
         Err(Ended::Dropped)
     }
 
-    fn decode(&self, sealed: &[u8]) -> Result<Frame, Ended> {
+    fn decode(&self, sealed: &[u8], from: Option<SocketAddr>) -> Result<Frame, Ended> {
         self.count("frame", "in", sealed.len() + framing::HEADER);
-        let plain = self.open(sealed).ok_or(Ended::Dropped)?;
+        let plain = self.open(sealed, from).ok_or(Ended::Dropped)?;
         wire::decode_frame(&plain).map_err(|e| {
             tracing::debug!(error = %e, "dropping an undecodable frame");
             self.drop_counted("decode");

@@ -127,7 +127,7 @@ async fn receive_datagrams(shared: Shared) {
             shared.frames.drop_counted("oversized");
             continue;
         }
-        let plain = match shared.frames.open_or_stale(&buf[..len]) {
+        let plain = match shared.frames.open_or_stale(&buf[..len], Some(from)) {
             Ok(plain) => plain,
             Err(Some((sent_ms, payload))) => {
                 // Authentic but stale: the core learns how far off the sender's clock is.
@@ -230,7 +230,7 @@ async fn run_session(
     while let Some(request) = requests.recv().await {
         let reply = if shared.frames.write(&mut stream, &request, SYNC_REPLY).await {
             let deadline = Instant::now() + SYNC_REPLY;
-            match shared.frames.read(&mut stream, deadline, || ()).await {
+            match shared.frames.read(&mut stream, Some(to), deadline, || ()).await {
                 Err(Ended::Quiet) => {
                     shared.frames.drop_counted("timeout");
                     None

@@ -405,6 +405,7 @@ impl<S: Store> Node<S> {
         self.cluster.rumors.tick(now_ms);
         self.push_fresh_rumors();
         self.watch_clock();
+        self.log_cluster_view(now_ms);
         self.watch_disk(now_ms, false);
         announced.and(self.collect_tombstones(now_ms))
     }

@@ -19,6 +19,7 @@ mod anti_entropy;
 mod changes;
 mod clock_watch;
 mod cluster;
+mod cluster_view;
 mod collection;
 mod disk_watch;
 mod merge;
@@ -31,6 +32,7 @@ mod tombstones;
 
 pub use changes::KeyChange;
 pub use clock_watch::ClockStatus;
+pub use cluster_view::ClusterView;
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};
 pub use precondition::{EtagCondition, Precondition};
 pub use tombstones::TombstoneConfig;
@@ -206,6 +208,8 @@ pub struct Node<S: Store> {
     changes: Option<Vec<KeyChange>>,
     /// Values expiring up to this time were announced as changes.
     expiries_announced: Timestamp,
+    /// What was last logged about the cluster view (see `cluster_view.rs`).
+    view_log: cluster_view::ViewLog,
 }
 
 impl<S: Store> Node<S> {
@@ -318,6 +322,7 @@ impl<S: Store> Node<S> {
             timers: timer_clock::TimerClock::default(),
             changes: None,
             expiries_announced: Timestamp::ZERO,
+            view_log: Default::default(),
         };
         node.watch_disk(0, true);
         let replay = node.store.take_replay();

@@ -170,6 +170,11 @@ impl TombstoneCollector {
         self.synced.clear();
     }
 
+    /// Whether the node was given seeds or its directory was ever part of a cluster.
+    pub(super) fn expects_peers(&self) -> bool {
+        self.expects_peers
+    }
+
     /// The node has met another member: from now on (and after restarts, which the core
     /// persists), knowing no member means not joined yet.
     pub(super) fn met_peers(&mut self) {

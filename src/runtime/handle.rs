@@ -6,7 +6,7 @@
 
 use crate::clock::{ClockAhead, NodeId};
 use crate::membership::{ForceLeaveError, Member};
-use crate::node::{ClusterStats, Node, Precondition, Refusal, Write, WriteAck, WriteError};
+use crate::node::{ClusterStats, ClusterView, Node, Precondition, Refusal, Write, WriteAck, WriteError};
 use crate::store::{Leaf, Store, StoreError};
 use crate::wire::{Datagram, Frame, SyncAnswer, SyncRequest};
 use std::net::SocketAddr;
@@ -114,6 +114,8 @@ pub(super) struct Signals {
     clock_offset_ms: AtomicI64,
     /// [`Node::is_disk_full`].
     disk_full: AtomicBool,
+    /// [`Node::cluster_view`].
+    view: std::sync::Mutex<ClusterView>,
 }
 
 impl Signals {
@@ -125,6 +127,8 @@ impl Signals {
         self.clock_offset_ms
             .store(clock.median_offset_ms, Ordering::Relaxed);
         self.disk_full.store(node.is_disk_full(), Ordering::Relaxed);
+        let view = node.cluster_view();
+        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = view;
     }
 }
 
@@ -179,6 +183,28 @@ impl NodeHandle {
     /// refused).
     pub fn is_disk_full(&self) -> bool {
         self.signals.disk_full.load(Ordering::Relaxed)
+    }
+
+    /// What the node sees of its cluster (as of the core's last round).
+    pub fn cluster_view(&self) -> ClusterView {
+        *self.signals.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every reason the node's health is degraded now (empty: healthy), with the clock offset
+    /// when its clock is out of bounds.
+    pub fn health_reasons(&self) -> (Vec<&'static str>, Option<i64>) {
+        let mut reasons: Vec<&'static str> = self.cluster_view().reasons().collect();
+        let skew = self.clock_skew();
+        if skew.is_some() {
+            reasons.push("clock_skew");
+        }
+        if self.is_disk_full() {
+            reasons.push("disk_full");
+        }
+        if self.is_resyncing() {
+            reasons.push("resyncing");
+        }
+        (reasons, skew)
     }
 
     /// Applies a write and returns once it is durable (per the durability mode).

@@ -87,6 +87,8 @@ pub struct Proc {
     pub gossip: String,
     /// The data directory made for it when the test gave none (removed with it).
     _data: Option<tempfile::TempDir>,
+    /// Its log lines after the one saying it serves.
+    log: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 impl Proc {
@@ -169,11 +171,13 @@ impl Proc {
             base: String::new(),
             gossip: String::new(),
             _data: data,
+            log: std::sync::Mutex::new(rx),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
+            let received = proc.log.lock().unwrap().recv_timeout(left);
+            let line = match received {
                 Ok(line) => line,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = proc.child.wait();
@@ -198,6 +202,20 @@ impl Proc {
                 proc.base = format!("http://{http}");
                 proc.gossip = gossip;
                 return proc;
+            }
+        }
+    }
+
+    /// The first log line from now on containing every one of `needles`, waiting up to
+    /// `within` (lines before it are consumed).
+    pub fn log_line(&self, needles: &[&str], within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        let log = self.log.lock().unwrap();
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let line = log.recv_timeout(left).ok()?;
+            if needles.iter().all(|n| line.contains(n)) {
+                return Some(line);
             }
         }
     }
