@@ -44,7 +44,13 @@ async fn a_node_cut_off_reports_minority_and_marks_its_writes_until_the_cut_heal
     let c = Client::new();
     let dir = tempfile::tempdir().unwrap();
     let data = |id: &str| dir.path().join(id);
-    let n1 = Proc::serve(&["--node-id", "n1", "--fault-injection", "--data", path_str(&data("n1"))]);
+    let n1 = Proc::serve(&[
+        "--node-id",
+        "n1",
+        "--fault-injection",
+        "--data",
+        path_str(&data("n1")),
+    ]);
     let peer = |id: &str| {
         Proc::serve(&[
             "--node-id",
@@ -68,7 +74,10 @@ async fn a_node_cut_off_reports_minority_and_marks_its_writes_until_the_cut_heal
     let h = health(&c, &n3).await;
     assert_eq!(h["status"], "ok", "{h}");
     assert_eq!(h["majority"], true);
-    assert_eq!(h["members"], json!({"alive": 3, "suspect": 0, "dead": 0, "left": 0}));
+    assert_eq!(
+        h["members"],
+        json!({"alive": 3, "suspect": 0, "dead": 0, "left": 0})
+    );
     assert!(!minority_write(&c, &n3, "before").await);
 
     // Cut n3 off from both others.
@@ -89,11 +98,18 @@ async fn a_node_cut_off_reports_minority_and_marks_its_writes_until_the_cut_heal
     assert_eq!(h["status"], "degraded");
     assert_eq!(h["majority"], false);
     assert!(reasons(&h).contains(&"isolated".to_string()), "{h}");
-    assert_eq!(metric(&c, &n3, "hearsay_health_degraded{reason=\"minority\"}").await, Some(1));
-    assert_eq!(metric(&c, &n3, "hearsay_health_degraded{reason=\"isolated\"}").await, Some(1));
+    assert_eq!(
+        metric(&c, &n3, "hearsay_health_degraded{reason=\"minority\"}").await,
+        Some(1)
+    );
+    assert_eq!(
+        metric(&c, &n3, "hearsay_health_degraded{reason=\"isolated\"}").await,
+        Some(1)
+    );
     assert!(minority_write(&c, &n3, "alone").await);
     assert!(
-        n3.log_line(&["WARN", "isolated"], Duration::from_secs(15)).is_some(),
+        n3.log_line(&["WARN", "isolated"], Duration::from_secs(15))
+            .is_some(),
         "no log line says n3 is isolated"
     );
     // The majority side stays healthy once it has given up on n3, and its writes are plain.
@@ -102,9 +118,16 @@ async fn a_node_cut_off_reports_minority_and_marks_its_writes_until_the_cut_heal
         (h["members"]["alive"] == 2).then_some(h)
     })
     .await;
-    assert_eq!((h["status"].as_str(), h["majority"].as_bool()), (Some("ok"), Some(true)), "{h}");
+    assert_eq!(
+        (h["status"].as_str(), h["majority"].as_bool()),
+        (Some("ok"), Some(true)),
+        "{h}"
+    );
     assert!(!minority_write(&c, &n1, "majority").await);
-    assert_eq!(metric(&c, &n1, "hearsay_health_degraded{reason=\"minority\"}").await, Some(0));
+    assert_eq!(
+        metric(&c, &n1, "hearsay_health_degraded{reason=\"minority\"}").await,
+        Some(0)
+    );
 
     // Healed: n3 is healthy again and its writes plain.
     c.delete(n3.url("/v1/admin/faults")).send().await.unwrap();
@@ -135,7 +158,11 @@ async fn a_node_whose_seeds_never_answer_is_isolated_and_says_so() {
     // A lone node started without seeds is simply healthy.
     let alone = Proc::serve(&["--node-id", "alone"]);
     let h = health(&c, &alone).await;
-    assert_eq!((h["status"].as_str(), h["majority"].as_bool()), (Some("ok"), Some(true)), "{h}");
+    assert_eq!(
+        (h["status"].as_str(), h["majority"].as_bool()),
+        (Some("ok"), Some(true)),
+        "{h}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -159,7 +186,10 @@ async fn traffic_under_another_cluster_key_is_logged_with_its_source() {
     let line = n1
         .log_line(&["WARN", "failed authentication"], Duration::from_secs(15))
         .expect("n1 logs the traffic it cannot authenticate");
-    assert!(line.contains("from=127.0.0.1:"), "the line names the source: {line}");
+    assert!(
+        line.contains("from=127.0.0.1:"),
+        "the line names the source: {line}"
+    );
     let c = Client::new();
     let h = health(&c, &stranger).await;
     assert_eq!(reasons(&h), ["isolated"], "{h}");

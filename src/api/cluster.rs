@@ -106,7 +106,13 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// Every reason `/v1/health` can give, for the gauges.
-const HEALTH_REASONS: [&str; 5] = ["minority", "isolated", "clock_skew", "disk_full", "resyncing"];
+const HEALTH_REASONS: [&str; 5] = [
+    "minority",
+    "isolated",
+    "clock_skew",
+    "disk_full",
+    "resyncing",
+];
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let stats = state.node.stats().await?;

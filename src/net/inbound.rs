@@ -77,7 +77,11 @@ async fn serve(
     let _tally = tally.promote("peer");
     while handle(&shared, &mut stream, from, frame).await {
         let deadline = Instant::now() + PEER_IDLE;
-        frame = match shared.frames.read(&mut stream, Some(from), deadline, || ()).await {
+        frame = match shared
+            .frames
+            .read(&mut stream, Some(from), deadline, || ())
+            .await
+        {
             Ok(frame) => frame,
             Err(_) => return,
         };

@@ -230,7 +230,11 @@ async fn run_session(
     while let Some(request) = requests.recv().await {
         let reply = if shared.frames.write(&mut stream, &request, SYNC_REPLY).await {
             let deadline = Instant::now() + SYNC_REPLY;
-            match shared.frames.read(&mut stream, Some(to), deadline, || ()).await {
+            match shared
+                .frames
+                .read(&mut stream, Some(to), deadline, || ())
+                .await
+            {
                 Err(Ended::Quiet) => {
                     shared.frames.drop_counted("timeout");
                     None

@@ -110,7 +110,11 @@ impl<S: Store> Node<S> {
                 "this node cannot see a majority of the members: its writes are answered with X-Hearsay-Minority and may be overwritten when the cluster heals"
             );
         } else if changed && !first {
-            tracing::info!(up, of = staying, "this node sees a majority of the members again");
+            tracing::info!(
+                up,
+                of = staying,
+                "this node sees a majority of the members again"
+            );
         }
     }
 }

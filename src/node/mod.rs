@@ -32,8 +32,8 @@ mod tombstones;
 
 pub use changes::KeyChange;
 pub use clock_watch::ClockStatus;
-pub use cluster_view::ClusterView;
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};
+pub use cluster_view::ClusterView;
 pub use precondition::{EtagCondition, Precondition};
 pub use tombstones::TombstoneConfig;
 
@@ -828,7 +828,11 @@ mod tests {
         assert_eq!(digest.count, 2);
         drop(node);
         let again = Node::open(store.reopen(), id("n1")).unwrap();
-        assert_eq!(again.digest(), digest, "the index loaded after the crash is stale");
+        assert_eq!(
+            again.digest(),
+            digest,
+            "the index loaded after the crash is stale"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 use crate::clock::{ClockAhead, NodeId};
 use crate::membership::{ForceLeaveError, Member};
-use crate::node::{ClusterStats, ClusterView, Node, Precondition, Refusal, Write, WriteAck, WriteError};
+use crate::node::{
+    ClusterStats, ClusterView, Node, Precondition, Refusal, Write, WriteAck, WriteError,
+};
 use crate::store::{Leaf, Store, StoreError};
 use crate::wire::{Datagram, Frame, SyncAnswer, SyncRequest};
 use std::net::SocketAddr;
