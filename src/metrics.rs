@@ -46,6 +46,11 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyspaceLabels {
+    pub keyspace: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -91,6 +96,7 @@ pub struct Metrics {
     /// Tombstone events: `collected`, `refused` (stale values refused), `forgotten`.
     pub tombstones: Family<EventLabels, Counter>,
     pub tombstones_held: Gauge,
+    pub conflicts: Family<KeyspaceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -219,6 +225,12 @@ impl Metrics {
             "Tombstones collected; values refused or forgotten as older than a collected tombstone",
             tombstones.clone(),
         );
+        let conflicts = Family::<KeyspaceLabels, Counter>::default();
+        registry.register(
+            "conflicts",
+            "Writes this node merged that discarded a concurrent write (one its writer had not seen) by last-writer-wins",
+            conflicts.clone(),
+        );
         let tombstones_held = Gauge::default();
         registry.register(
             "tombstones_held",
@@ -229,6 +241,7 @@ impl Metrics {
             registry,
             tombstones,
             tombstones_held,
+            conflicts,
             cluster_messages,
             cluster_bytes,
             cluster_dropped,

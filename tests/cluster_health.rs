@@ -194,3 +194,116 @@ async fn traffic_under_another_cluster_key_is_logged_with_its_source() {
     let h = health(&c, &stranger).await;
     assert_eq!(reasons(&h), ["isolated"], "{h}");
 }
+
+/// Writes `value` as the color on `node` and returns the write's timestamp.
+async fn put_color(c: &Client, node: &Proc, value: &str) -> u64 {
+    let resp = c
+        .put(node.url("/v1/kv/color"))
+        .body(value.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let reply: Value = resp.json().await.unwrap();
+    reply["timestamp"].as_str().unwrap().parse().unwrap()
+}
+
+async fn color(c: &Client, node: &Proc) -> Option<String> {
+    c.get(node.url("/v1/kv/color"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+async fn conflicts(c: &Client, node: &Proc) -> Option<u64> {
+    metric(c, node, "hearsay_conflicts_total{keyspace=\"kv\"}").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_made_on_both_sides_of_a_partition_are_counted_as_conflicts_and_explained() {
+    let c = Client::new();
+    let n1 = Proc::serve(&["--node-id", "n1", "--fault-injection"]);
+    let n2 = Proc::serve(&[
+        "--node-id",
+        "n2",
+        "--fault-injection",
+        "--seeds",
+        &n1.gossip,
+    ]);
+    for (observer, id) in [(&n1, "n2"), (&n2, "n1")] {
+        eventually(&format!("{id} alive"), CONVERGE, || async {
+            (member_state(&c, observer, id).await?.0 == "alive").then_some(())
+        })
+        .await;
+    }
+    // One write both nodes see, then one made after seeing it: no conflict.
+    put_color(&c, &n1, "green").await;
+    eventually("green on n2", CONVERGE, || async {
+        (color(&c, &n2).await? == "green").then_some(())
+    })
+    .await;
+    put_color(&c, &n2, "yellow").await;
+    eventually("yellow on n1", CONVERGE, || async {
+        (color(&c, &n1).await? == "yellow").then_some(())
+    })
+    .await;
+    assert_eq!(conflicts(&c, &n1).await, Some(0));
+    assert_eq!(conflicts(&c, &n2).await, Some(0));
+
+    // A partition; each side writes without seeing the other's write.
+    for (node, other) in [(&n1, "n2"), (&n2, "n1")] {
+        c.put(node.url("/v1/admin/faults"))
+            .json(&json!({"drop": [other]}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let red = put_color(&c, &n1, "red").await;
+    let blue = put_color(&c, &n2, "blue").await;
+    // Last-writer-wins keeps the later stamp, the node id breaking a tie (blue, almost always).
+    let (winner, loser, kept) = if (blue, "n2") > (red, "n1") {
+        ("n2", "n1", "blue")
+    } else {
+        ("n1", "n2", "red")
+    };
+    for node in [&n1, &n2] {
+        c.delete(node.url("/v1/admin/faults")).send().await.unwrap();
+    }
+    for node in [&n1, &n2] {
+        eventually("one color everywhere", CONVERGE, || async {
+            (color(&c, node).await? == kept).then_some(())
+        })
+        .await;
+        eventually("the conflict counted", CONVERGE, || async {
+            (conflicts(&c, node).await? == 1).then_some(())
+        })
+        .await;
+    }
+    let explained = get_json(&c, n1.url("/v1/kv/color?explain=true"))
+        .await
+        .unwrap();
+    assert_eq!(explained["winner"]["node"], winner, "{explained}");
+    assert_eq!(explained["winner"]["size"], kept.len());
+    let overwritten = explained["overwritten"].as_array().unwrap();
+    assert_eq!(overwritten.len(), 1, "{explained}");
+    assert_eq!(overwritten[0]["node"], loser);
+    assert_eq!(overwritten[0]["size"], 7 - kept.len());
+    assert_eq!(
+        overwritten[0]["by"]["timestamp"],
+        explained["winner"]["timestamp"]
+    );
+    // The writes replaced knowingly before the partition (green, yellow) are not there.
+    assert_eq!(
+        get_json(&c, n1.url("/v1/kv/nothing?explain=true")).await,
+        None
+    );
+    let resp = c
+        .get(n1.url("/v1/kv/color?explain=maybe"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

@@ -165,6 +165,11 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         Metrics::raise(&m.tombstones.get_or_create(&EventLabels { event }), total);
     }
     m.tombstones_held.set(c.tombstones_held as i64);
+    Metrics::raise(
+        &m.conflicts
+            .get_or_create(&crate::metrics::KeyspaceLabels { keyspace: "kv" }),
+        c.conflicts,
+    );
     // Peer input the core refused joins what the transport dropped.
     for (reason, total) in [
         ("clock_skew", c.dropped_clock_skew),

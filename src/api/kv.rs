@@ -121,12 +121,30 @@ pub async fn put(
     Ok(Json(WriteReply::new(key, &ack)))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    explain: Option<String>,
+}
+
 pub async fn get(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<GetParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
+    let Query(params) = query?;
+    match params.explain.as_deref() {
+        None | Some("false") => {}
+        Some("true") => return explain(&state, key).await,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                "explain must be true or false",
+            ))
+        }
+    }
     let unless = precondition(&headers).if_none_match;
     super::authoritative(&state)?;
     let record = match state.reader.get(&StoreKey::kv(&key))? {
@@ -168,6 +186,44 @@ pub async fn get(
         }
     }
     Ok(response)
+}
+
+/// `?explain=true`: the write this node holds for the key and the concurrent writes that
+/// last-writer-wins discarded for it here (the last few since the node started).
+async fn explain(state: &AppState, key: String) -> Result<Response, ApiError> {
+    super::authoritative(state)?;
+    let store_key = StoreKey::kv(&key);
+    let held = match state.reader.get(&store_key)? {
+        Some(KeyState::Register(r)) => r,
+        _ => return Err(ApiError::not_found(format!("no key {key:?}"))),
+    };
+    let overwritten = state.node.overwritten(store_key).await?;
+    let now_ms = crate::runtime::wall_ms();
+    let overwritten: Vec<_> = overwritten
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "timestamp": o.timestamp.to_string(),
+                "node": o.node.to_string(),
+                "deleted": o.size.is_none(),
+                "size": o.size,
+                "by": {"timestamp": o.by.0.to_string(), "node": o.by.1.to_string()},
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "key": key,
+        "winner": {
+            "timestamp": held.timestamp.to_string(),
+            "node": held.node.to_string(),
+            "deleted": held.live_value(now_ms).is_none(),
+            "size": held.value.as_ref().map(|v| v.data.len()),
+            "expires": held.expires.map(|e| e.wall_ms()),
+            "observed": held.observed.map(|t| t.to_string()),
+        },
+        "overwritten": overwritten,
+    });
+    Ok(Json(body).into_response())
 }
 
 pub async fn delete(

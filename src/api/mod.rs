@@ -113,10 +113,12 @@ const ROUTES: [&str; 15] = [
 /// The query parameters a route takes with `method`; any other is a 400 `bad_query`. A method
 /// the route does not take gets them all, so that the router answers it 405 whatever its query.
 pub fn query_parameters(route: &str, method: &Method) -> &'static [&'static str] {
-    let read_or_delete = [Method::GET, Method::HEAD, Method::DELETE].contains(method);
     match (route, method) {
         (KV_LIST | SET_LIST, _) => &["prefix", "limit", "after"],
-        (KV_KEY, _) if !read_or_delete => &["ttl"],
+        (KV_KEY, &Method::GET | &Method::HEAD) => &["explain"],
+        (KV_KEY, &Method::PUT) => &["ttl"],
+        (KV_KEY, &Method::DELETE) => &[],
+        (KV_KEY, _) => &["ttl", "explain"],
         (WATCH, _) => &["prefix", "since"],
         _ => &[],
     }

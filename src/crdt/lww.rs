@@ -31,6 +31,10 @@ pub struct LwwRegister {
     pub value: Option<Value>,
     /// From this time on the register reads as deleted (`None`: never).
     pub expires: Option<Timestamp>,
+    /// The timestamp of the write its writer held for the key when it made this one (`None`:
+    /// none, or a writer that did not say). A write it did not observe and now replaces, or
+    /// loses to, was concurrent with it: a conflict (see [`LwwRegister::concurrent_with`]).
+    pub observed: Option<Timestamp>,
 }
 
 impl LwwRegister {
@@ -42,7 +46,27 @@ impl LwwRegister {
             node,
             value,
             expires: None,
+            observed: None,
         }
+    }
+
+    /// The same write, made by a writer that held the write stamped `observed` for the key.
+    pub fn observing(mut self, observed: Option<Timestamp>) -> Self {
+        self.observed = observed;
+        self
+    }
+
+    /// Whether this write and `other` (a different write of the same key) were made without
+    /// either writer having seen the other: last-writer-wins then discards one of them
+    /// unseen. A writer that said nothing about what it observed counts as having seen
+    /// nothing.
+    pub fn concurrent_with(&self, other: &LwwRegister) -> bool {
+        let (older, newer) = if self < other {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        older != newer && newer.observed.is_none_or(|seen| seen < older.timestamp)
     }
 
     /// The same write, expiring `ttl_ms` after its timestamp (the same logical part, so the

@@ -1,7 +1,8 @@
 //! The serde form of [`KeyState`], which records, write-ahead log entries, cluster messages and
-//! Merkle item hashes all use. A register that never expires keeps the form it had before
-//! expiries existed (so none of those changed for it); one with an expiry is a variant of its
-//! own, added after the others (a build that predates it refuses such a state as undecodable).
+//! Merkle item hashes all use. A register with neither an expiry nor what its writer observed
+//! keeps the form it had before those existed (so none of those changed for it); one with an
+//! expiry alone, or with what its writer observed, is a variant of its own, added after the
+//! others (a build that predates it refuses such a state as undecodable).
 //!
 //! Owns only the mapping between the in-memory types and their encoding; no I/O.
 
@@ -30,6 +31,13 @@ impl RegisterFields {
     }
 }
 
+/// What a register may carry beyond its fields.
+#[derive(Serialize, Deserialize)]
+struct RegisterExtras {
+    expires: Option<Timestamp>,
+    observed: Option<Timestamp>,
+}
+
 /// Variant order is the encoding: never reorder, only append.
 #[derive(Serialize)]
 enum StateRef<'a> {
@@ -37,6 +45,7 @@ enum StateRef<'a> {
     Set(&'a OrSet),
     Counter(&'a PnCounter),
     ExpiringRegister(RegisterRef<'a>, Timestamp),
+    RegisterWithExtras(RegisterRef<'a>, RegisterExtras),
 }
 
 #[derive(Deserialize)]
@@ -45,6 +54,7 @@ enum StateOwned {
     Set(OrSet),
     Counter(PnCounter),
     ExpiringRegister(RegisterFields, Timestamp),
+    RegisterWithExtras(RegisterFields, RegisterExtras),
 }
 
 impl Serialize for KeyState {
@@ -57,9 +67,12 @@ impl Serialize for KeyState {
             }
         }
         match self {
-            KeyState::Register(r) => match r.expires {
-                None => StateRef::Register(fields(r)),
-                Some(at) => StateRef::ExpiringRegister(fields(r), at),
+            KeyState::Register(r) => match (r.expires, r.observed) {
+                (None, None) => StateRef::Register(fields(r)),
+                (Some(at), None) => StateRef::ExpiringRegister(fields(r), at),
+                (expires, observed) => {
+                    StateRef::RegisterWithExtras(fields(r), RegisterExtras { expires, observed })
+                }
             },
             KeyState::Set(set) => StateRef::Set(set),
             KeyState::Counter(counter) => StateRef::Counter(counter),
@@ -75,6 +88,11 @@ impl<'de> Deserialize<'de> for KeyState {
             StateOwned::ExpiringRegister(fields, at) => {
                 let mut register = fields.register();
                 register.expires = Some(at);
+                KeyState::Register(register)
+            }
+            StateOwned::RegisterWithExtras(fields, extras) => {
+                let mut register = fields.register().observing(extras.observed);
+                register.expires = extras.expires;
                 KeyState::Register(register)
             }
             StateOwned::Set(set) => KeyState::Set(set),
@@ -125,6 +143,18 @@ mod tests {
             from_bytes::<KeyState>(&before).unwrap(),
             KeyState::Register(r)
         );
+    }
+
+    #[test]
+    fn what_a_writer_observed_survives_encoding() {
+        for expiring in [false, true] {
+            let mut r = register().observing(Some(Timestamp::new(900, 1)));
+            if expiring {
+                r = r.expiring_after(10);
+            }
+            let state = KeyState::Register(r);
+            assert_eq!(from_bytes::<KeyState>(&to_bytes(&state)).unwrap(), state);
+        }
     }
 
     #[test]

@@ -105,6 +105,8 @@ impl ClusterConfig {
 /// Counters of the cluster protocol, exported as metrics by the driver.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterStats {
+    /// Last-writer-wins writes this node merged that discarded a concurrent write (kv).
+    pub conflicts: u64,
     pub rumors_published: u64,
     pub rumors_pushed: u64,
     pub rumors_received: u64,
@@ -215,6 +217,7 @@ impl<S: Store> Node<S> {
         let mut stats = self.cluster.stats.clone();
         stats.rumors_published = self.meta.seen.get(&self.replica);
         stats.tombstones_held = self.tombstones.held() as u64;
+        stats.conflicts = self.conflicts.counted;
         stats
     }
 

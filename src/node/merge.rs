@@ -140,6 +140,16 @@ impl<S: Store> Node<S> {
         if old.is_none() && self.may_be_collected(key, delta) {
             return Ok(Err(Applied::Refused(Refusal::Collected)));
         }
+        if let (Source::Peer { .. }, Some(KeyState::Register(held)), KeyState::Register(came)) =
+            (source, &old, delta)
+        {
+            let (winner, loser) = if came > held {
+                (came, held)
+            } else {
+                (held, came)
+            };
+            self.conflicts.merged(key, winner, loser);
+        }
         let old_tombstone = old.as_ref().and_then(tombstones::tombstone_of);
         // Only a delta that changes the state is logged (duplicates are common: rumors arrive
         // more than once and anti-entropy resends what a peer already merged).

@@ -21,6 +21,7 @@ mod clock_watch;
 mod cluster;
 mod cluster_view;
 mod collection;
+mod conflicts;
 mod disk_watch;
 mod merge;
 mod outbox;
@@ -34,6 +35,7 @@ pub use changes::KeyChange;
 pub use clock_watch::ClockStatus;
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};
 pub use cluster_view::ClusterView;
+pub use conflicts::Overwritten;
 pub use precondition::{EtagCondition, Precondition};
 pub use tombstones::TombstoneConfig;
 
@@ -210,6 +212,8 @@ pub struct Node<S: Store> {
     expiries_announced: Timestamp,
     /// What was last logged about the cluster view (see `cluster_view.rs`).
     view_log: cluster_view::ViewLog,
+    /// Writes last-writer-wins discarded unseen (see `conflicts.rs`).
+    conflicts: conflicts::ConflictLog,
 }
 
 impl<S: Store> Node<S> {
@@ -323,6 +327,7 @@ impl<S: Store> Node<S> {
             changes: None,
             expiries_announced: Timestamp::ZERO,
             view_log: Default::default(),
+            conflicts: Default::default(),
         };
         node.watch_disk(0, true);
         let replay = node.store.take_replay();
@@ -410,30 +415,39 @@ impl<S: Store> Node<S> {
                 bound_ms: self.hlc.max_ahead_ms(),
             }));
         }
-        if let (false, Write::KvPut { key, .. } | Write::KvDelete { key }) =
-            (precondition.is_none(), &write)
-        {
-            let current = match self.store.get(&StoreKey::kv(key))? {
-                Some(KeyState::Register(r)) => r.etag(wall_ms),
-                _ => None,
-            };
+        // A kv write names the write it replaces on this node: a peer that held another one
+        // the writer never saw knows the two were concurrent (a conflict).
+        let held = match &write {
+            Write::KvPut { key, .. } | Write::KvDelete { key } => {
+                match self.store.get(&StoreKey::kv(key))? {
+                    Some(KeyState::Register(r)) => Some(r),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if !precondition.is_none() {
+            let current = held.as_ref().and_then(|r| r.etag(wall_ms));
             if !precondition.holds(current.as_deref()) {
                 return Err(WriteError::PreconditionFailed { current });
             }
         }
+        let observed = held.map(|r| r.timestamp);
         self.clock_in(wall_ms);
         let timestamp = self.hlc.tick(wall_ms).map_err(WriteError::ClockSkew)?;
         let mut value = None;
         let (key, delta, size) = match write {
             Write::KvPut { key, value, ttl_ms } => {
-                let mut register = LwwRegister::write(timestamp, self.id.clone(), Some(value));
+                let mut register =
+                    LwwRegister::write(timestamp, self.id.clone(), Some(value)).observing(observed);
                 if let Some(ttl_ms) = ttl_ms {
                     register = register.expiring_after(ttl_ms);
                 }
                 (StoreKey::kv(key), KeyState::Register(register), None)
             }
             Write::KvDelete { key } => {
-                let tombstone = LwwRegister::write(timestamp, self.id.clone(), None);
+                let tombstone =
+                    LwwRegister::write(timestamp, self.id.clone(), None).observing(observed);
                 (StoreKey::kv(key), KeyState::Register(tombstone), None)
             }
             Write::SetEdit { key, add, remove } => {

@@ -7,9 +7,10 @@
 use crate::clock::{ClockAhead, NodeId};
 use crate::membership::{ForceLeaveError, Member};
 use crate::node::{
-    ClusterStats, ClusterView, Node, Precondition, Refusal, Write, WriteAck, WriteError,
+    ClusterStats, ClusterView, Node, Overwritten, Precondition, Refusal, Write, WriteAck,
+    WriteError,
 };
-use crate::store::{Leaf, Store, StoreError};
+use crate::store::{Leaf, Store, StoreError, StoreKey};
 use crate::wire::{Datagram, Frame, SyncAnswer, SyncRequest};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -27,6 +28,7 @@ pub(super) enum ClientCommand {
     Members(oneshot::Sender<Vec<Member>>),
     RemoveMember(NodeId, oneshot::Sender<Result<Member, ForceLeaveError>>),
     Stats(oneshot::Sender<CoreStats>),
+    Overwritten(StoreKey, oneshot::Sender<Vec<Overwritten>>),
     Leave(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -253,6 +255,14 @@ impl NodeHandle {
     pub async fn stats(&self) -> Result<CoreStats, CoreError> {
         let (tx, rx) = oneshot::channel();
         self.ask(ClientCommand::Stats(tx)).await?;
+        rx.await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// The concurrent writes of `key` that last-writer-wins discarded on this node (the last
+    /// few since it started).
+    pub async fn overwritten(&self, key: StoreKey) -> Result<Vec<Overwritten>, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(ClientCommand::Overwritten(key, tx)).await?;
         rx.await.map_err(|_| CoreError::Stopped)
     }
 

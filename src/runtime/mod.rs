@@ -300,6 +300,9 @@ fn client_command<S: Store>(
         ClientCommand::RemoveMember(id, reply) => {
             let _ = reply.send(node.remove_member(now, &id));
         }
+        ClientCommand::Overwritten(key, reply) => {
+            let _ = reply.send(node.overwritten(&key));
+        }
         ClientCommand::Stats(reply) => {
             let _ = reply.send(CoreStats {
                 digest: node.digest(),
