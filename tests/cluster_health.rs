@@ -136,6 +136,24 @@ async fn a_node_cut_off_reports_minority_and_marks_its_writes_until_the_cut_heal
     })
     .await;
     assert!(!minority_write(&c, &n3, "after").await);
+    // Both sides report the heal once their exchanges find nothing left to repair.
+    for (node, back) in [(&n1, json!(["n3"])), (&n3, json!(["n1", "n2"]))] {
+        let heal = eventually("a heal report", CONVERGE, || async {
+            let status = get_json(&c, node.url("/v1/cluster/status")).await?;
+            let heal = status["heal"].clone();
+            heal["converged_after_ms"].as_u64().map(|_| heal)
+        })
+        .await;
+        let mut members = heal["members"].as_array().unwrap().clone();
+        members.sort_by_key(|m| m.to_string());
+        assert_eq!(Value::from(members), back, "{heal}");
+        eprintln!("heal report on {}: {heal}", node.base);
+    }
+    assert!(
+        n1.log_line(&["healed", "n3"], Duration::from_secs(5))
+            .is_some(),
+        "n1 logs the heal"
+    );
     drop((n1, n2, n3));
 }
 

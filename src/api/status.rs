@@ -21,6 +21,20 @@ pub struct StatusReply {
     /// Every member is alive, answered, and has the same root.
     converged: bool,
     nodes: Vec<NodeStatus>,
+    /// The catch-up after members this node had declared dead came back: in progress, else
+    /// the last one since it started (`null`: none).
+    heal: Option<Heal>,
+}
+
+#[derive(Serialize)]
+struct Heal {
+    members: Vec<String>,
+    started_ms: u64,
+    keys_repaired: u64,
+    bytes: u64,
+    conflicts: u64,
+    /// `null` while in progress.
+    converged_after_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -72,7 +86,19 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReply>, 
     }
     let first = nodes.first().and_then(|n| n.root.clone());
     let converged = first.is_some() && nodes.iter().all(|n| n.root == first);
-    Ok(Json(StatusReply { converged, nodes }))
+    let heal = state.node.stats().await?.heal.map(|h| Heal {
+        members: h.peers.iter().map(|p| p.to_string()).collect(),
+        started_ms: h.started_ms,
+        keys_repaired: h.keys_repaired,
+        bytes: h.bytes,
+        conflicts: h.conflicts,
+        converged_after_ms: h.converged_after_ms,
+    });
+    Ok(Json(StatusReply {
+        converged,
+        nodes,
+        heal,
+    }))
 }
 
 /// `member`'s digest, or `None` when it does not answer in time or answers something else.

@@ -199,7 +199,7 @@ impl<S: Store> Node<S> {
                 self.cluster.outbox.push(Outbound::SyncDone { session });
                 Ok(())
             }
-            _ => self.finish_session(session, &current),
+            _ => self.finish_session(session, &current, now_ms),
         }
     }
 
@@ -209,7 +209,12 @@ impl<S: Store> Node<S> {
         self.cluster.resyncing
     }
 
-    fn finish_session(&mut self, session: u64, done: &Session) -> Result<(), StoreError> {
+    fn finish_session(
+        &mut self,
+        session: u64,
+        done: &Session,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let stats = done.sync.stats();
         if !stats.aborted {
             self.tombstones.synced_with(&done.peer, done.started);
@@ -224,6 +229,15 @@ impl<S: Store> Node<S> {
         }
         self.cluster.stats.sync_bytes += stats.bytes();
         self.cluster.outbox.push(Outbound::SyncDone { session });
+        if !stats.aborted && self.heal.waits_for(&done.peer) {
+            let clean = stats.keys_sent == 0 && stats.keys_received == 0;
+            let totals = self.heal_totals();
+            self.heal.exchanged(&done.peer, clean, now_ms, totals);
+            if !clean && !self.cluster.sync_soon.contains(&done.peer) {
+                // Check again at once whether anything is left.
+                self.cluster.sync_soon.push(done.peer.clone());
+            }
+        }
         Ok(())
     }
 

@@ -319,7 +319,7 @@ impl<S: Store> Node<S> {
             self.answer_pull(from_addr, &from.id, &summary);
         }
         self.send_swim(out);
-        self.after_membership_change();
+        self.after_membership_change(now_ms);
         self.push_fresh_rumors();
         Ok(())
     }
@@ -400,7 +400,7 @@ impl<S: Store> Node<S> {
             .membership
             .handle_tick(now_ms, &mut self.cluster.rng, &mut out);
         self.send_swim(out);
-        self.after_membership_change();
+        self.after_membership_change(now_ms);
         self.expire_sessions(now_ms);
         if now_ms >= self.cluster.next_sync_ms || !self.cluster.sync_soon.is_empty() {
             self.start_anti_entropy(now_ms);
@@ -409,6 +409,7 @@ impl<S: Store> Node<S> {
         self.push_fresh_rumors();
         self.watch_clock();
         self.log_cluster_view(now_ms);
+        self.report_heal(now_ms);
         self.watch_disk(now_ms, false);
         announced.and(self.collect_tombstones(now_ms))
     }
@@ -549,7 +550,7 @@ impl<S: Store> Node<S> {
             .membership
             .handle_tick(now_ms, &mut self.cluster.rng, &mut out);
         self.send_swim(out);
-        self.after_membership_change();
+        self.after_membership_change(now_ms);
         Ok(removed)
     }
 
@@ -558,7 +559,8 @@ impl<S: Store> Node<S> {
         self.cluster.membership.me().incarnation
     }
 
-    fn after_membership_change(&mut self) {
+    /// Follows the membership events of the call at timer time `now_ms`.
+    fn after_membership_change(&mut self, now_ms: u64) {
         for event in self.cluster.membership.drain_events() {
             let (member, from) = match &event {
                 MemberEvent::Joined(m) => (m, None),
@@ -601,6 +603,11 @@ impl<S: Store> Node<S> {
                 if let Err(e) = marked {
                     tracing::error!(error = %e, "cannot record that this node joined a cluster");
                 }
+            }
+            if member.state == MemberState::Alive && from == Some(MemberState::Dead) {
+                let totals = self.heal_totals();
+                let wall_ms = self.wall(now_ms);
+                self.heal.came_back(&member.id, now_ms, wall_ms, totals);
             }
             if member.state == MemberState::Alive && !self.cluster.sync_soon.contains(&member.id) {
                 // Catch up with a member that just (re)appeared.

@@ -23,6 +23,7 @@ mod cluster_view;
 mod collection;
 mod conflicts;
 mod disk_watch;
+mod heal;
 mod merge;
 mod outbox;
 mod peer_input;
@@ -36,6 +37,7 @@ pub use clock_watch::ClockStatus;
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};
 pub use cluster_view::ClusterView;
 pub use conflicts::Overwritten;
+pub use heal::HealReport;
 pub use precondition::{EtagCondition, Precondition};
 pub use tombstones::TombstoneConfig;
 
@@ -214,6 +216,8 @@ pub struct Node<S: Store> {
     view_log: cluster_view::ViewLog,
     /// Writes last-writer-wins discarded unseen (see `conflicts.rs`).
     conflicts: conflicts::ConflictLog,
+    /// The catch-up after members came back (see `heal.rs`).
+    heal: heal::HealWatch,
 }
 
 impl<S: Store> Node<S> {
@@ -328,6 +332,7 @@ impl<S: Store> Node<S> {
             expiries_announced: Timestamp::ZERO,
             view_log: Default::default(),
             conflicts: Default::default(),
+            heal: Default::default(),
         };
         node.watch_disk(0, true);
         let replay = node.store.take_replay();

@@ -54,6 +54,8 @@ pub(super) enum ClusterCommand {
 /// What the metrics endpoint reads from the core.
 #[derive(Clone, Debug)]
 pub struct CoreStats {
+    /// The catch-up after members came back from dead (see [`Node::heal_report`]).
+    pub heal: Option<crate::node::HealReport>,
     pub digest: Leaf,
     pub cluster: ClusterStats,
     pub members: Vec<Member>,

@@ -305,6 +305,7 @@ fn client_command<S: Store>(
         }
         ClientCommand::Stats(reply) => {
             let _ = reply.send(CoreStats {
+                heal: node.heal_report(),
                 digest: node.digest(),
                 cluster: node.cluster_stats(),
                 members: node.members(),
