@@ -26,6 +26,26 @@ async fn pair(c: &Client) -> (Proc, Proc) {
     (n1, n2)
 }
 
+/// The JSON reply to a PUT of `body` at `url`.
+async fn put_reply(c: &Client, url: String, body: &'static str) -> Value {
+    c.put(url)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The wall clock, in milliseconds since the epoch.
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 async fn status_of(c: &Client, url: String) -> StatusCode {
     c.get(url).send().await.unwrap().status()
 }
@@ -55,19 +75,8 @@ async fn a_value_with_a_ttl_expires_on_every_node_and_stays_gone() {
     // A TTL means something only on a put.
     assert_eq!(status_of(&c, n1.url("/v1/kv/t?ttl=5")).await, 400);
 
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let reply: Value = c
-        .put(n1.url("/v1/kv/lease/a?ttl=2"))
-        .body("held")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before = epoch_ms();
+    let reply = put_reply(&c, n1.url("/v1/kv/lease/a?ttl=2"), "held").await;
     let expires = reply["expires"]
         .as_u64()
         .expect("the reply names the expiry");
@@ -101,10 +110,7 @@ async fn a_value_with_a_ttl_expires_on_every_node_and_stays_gone() {
             (status_of(&c, node.url("/v1/kv/lease/a")).await == 404).then_some(())
         })
         .await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now = epoch_ms();
         assert!(now >= expires, "gone at {now}, before its expiry {expires}");
         assert_eq!(listed(&c, node, "lease/").await, ["lease/b"]);
     }
@@ -267,15 +273,7 @@ async fn a_watch_sees_writes_from_other_nodes_at_once_and_resumes_without_a_gap(
         .send()
         .await
         .unwrap();
-    let ttl: Value = c
-        .put(n1.url("/v1/kv/app/lease?ttl=1"))
-        .body("brief")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ttl = put_reply(&c, n1.url("/v1/kv/app/lease?ttl=1"), "brief").await;
 
     // Resuming from the last id seen brings exactly what was missed, in order.
     let mut resumed = Watch::open(&c, &n2, "?prefix=app", Some(last_id)).await;
