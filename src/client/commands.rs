@@ -327,12 +327,38 @@ pub async fn members(client: &mut Client, out: &mut dyn Write) -> Result<(), Cli
     table(&rows, out)
 }
 
-/// Prints every member's digest as the node gathered them, then `converged` or `diverged`.
+/// The heal report of `/v1/cluster/status`.
+#[derive(Deserialize)]
+struct Heal {
+    members: Vec<String>,
+    keys_repaired: u64,
+    bytes: u64,
+    conflicts: u64,
+    converged_after_ms: Option<u64>,
+}
+
+/// One line telling a heal: in progress, or how it went.
+fn heal_line(heal: &Heal) -> String {
+    let back = heal.members.join(", ");
+    let moved = format!(
+        "{} keys repaired here, {} bytes moved, {} conflicts",
+        heal.keys_repaired, heal.bytes, heal.conflicts
+    );
+    match heal.converged_after_ms {
+        Some(ms) => format!("last heal: {back} back, converged in {ms} ms ({moved})"),
+        None => format!("healing: {back} back, catching up ({moved} so far)"),
+    }
+}
+
+/// Prints every member's digest as the node gathered them, then `converged` or `diverged`, and
+/// the node's last heal, if any.
 pub async fn status(client: &mut Client, out: &mut dyn Write) -> Result<(), ClientError> {
     #[derive(Deserialize)]
     struct Status {
         converged: bool,
         nodes: Vec<Node>,
+        #[serde(default)]
+        heal: Option<Heal>,
     }
     #[derive(Deserialize)]
     struct Node {
@@ -361,7 +387,11 @@ pub async fn status(client: &mut Client, out: &mut dyn Write) -> Result<(), Clie
     } else {
         "diverged"
     };
-    writeln!(out, "{verdict}").map_err(ClientError::Stdout)
+    writeln!(out, "{verdict}").map_err(ClientError::Stdout)?;
+    if let Some(heal) = &reply.heal {
+        writeln!(out, "{}", heal_line(heal)).map_err(ClientError::Stdout)?;
+    }
+    Ok(())
 }
 
 /// Prints `rows` as left-aligned columns two spaces apart.
@@ -387,5 +417,30 @@ fn call(method: Method, target: &str, body: Option<Body>) -> Call<'_> {
         method,
         target,
         body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heal_reads_as_one_line() {
+        let mut heal = Heal {
+            members: vec!["n2".into(), "n3".into()],
+            keys_repaired: 4,
+            bytes: 828,
+            conflicts: 1,
+            converged_after_ms: None,
+        };
+        assert_eq!(
+            heal_line(&heal),
+            "healing: n2, n3 back, catching up (4 keys repaired here, 828 bytes moved, 1 conflicts so far)"
+        );
+        heal.converged_after_ms = Some(57);
+        assert_eq!(
+            heal_line(&heal),
+            "last heal: n2, n3 back, converged in 57 ms (4 keys repaired here, 828 bytes moved, 1 conflicts)"
+        );
     }
 }
