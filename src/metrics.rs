@@ -97,6 +97,7 @@ pub struct Metrics {
     pub tombstones: Family<EventLabels, Counter>,
     pub tombstones_held: Gauge,
     pub conflicts: Family<KeyspaceLabels, Counter>,
+    pub heals: Counter,
 }
 
 impl Default for Metrics {
@@ -231,6 +232,12 @@ impl Metrics {
             "Writes this node merged that discarded a concurrent write (one its writer had not seen) by last-writer-wins",
             conflicts.clone(),
         );
+        let heals = Counter::default();
+        registry.register(
+            "heals",
+            "Times members this node had declared dead came back and it converged with them all (each also logged, and reported in /v1/cluster/status)",
+            heals.clone(),
+        );
         let tombstones_held = Gauge::default();
         registry.register(
             "tombstones_held",
@@ -242,6 +249,7 @@ impl Metrics {
             tombstones,
             tombstones_held,
             conflicts,
+            heals,
             cluster_messages,
             cluster_bytes,
             cluster_dropped,

@@ -154,6 +154,7 @@ async fn a_node_cut_off_reports_minority_and_marks_its_writes_until_the_cut_heal
             .is_some(),
         "n1 logs the heal"
     );
+    assert_eq!(metric(&c, &n1, "hearsay_heals_total").await, Some(1));
     drop((n1, n2, n3));
 }
 

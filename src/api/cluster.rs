@@ -170,6 +170,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             .get_or_create(&crate::metrics::KeyspaceLabels { keyspace: "kv" }),
         c.conflicts,
     );
+    Metrics::raise(&m.heals, c.heals);
     // Peer input the core refused joins what the transport dropped.
     for (reason, total) in [
         ("clock_skew", c.dropped_clock_skew),

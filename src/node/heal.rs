@@ -56,6 +56,8 @@ struct Healing {
 pub(super) struct HealWatch {
     current: Option<Healing>,
     last: Option<HealReport>,
+    /// Heals completed since the node started.
+    pub(super) completed: u64,
 }
 
 impl HealWatch {
@@ -112,6 +114,7 @@ impl HealWatch {
         let mut healing = self.current.take()?;
         healing.report.converged_after_ms = Some(converged.saturating_sub(healing.started_ms));
         self.last = Some(healing.report.clone());
+        self.completed += 1;
         Some(healing.report)
     }
 
@@ -187,6 +190,7 @@ mod tests {
         watch.exchanged(&id("n3"), true, 1_700, totals(16));
         assert_eq!(watch.settled(1_700 + SETTLE_MS - 1), None);
         let done = watch.settled(1_700 + SETTLE_MS).unwrap();
+        assert_eq!(watch.completed, 1);
         assert_eq!(done.peers, [id("n2"), id("n3")]);
         assert_eq!(done.started_ms, 50_000);
         assert_eq!(
