@@ -1,8 +1,8 @@
 //! The serde form of [`KeyState`], which records, write-ahead log entries, cluster messages and
 //! Merkle item hashes all use. A register with neither an expiry nor what its writer observed
-//! keeps the form it had before those existed (so none of those changed for it); one with an
-//! expiry alone, or with what its writer observed, is a variant of its own, added after the
-//! others (a build that predates it refuses such a state as undecodable).
+//! keeps the form it had before those existed (so none of those changed for it); one with either
+//! is a variant of its own, added after the others (a build that predates it refuses such a
+//! state as undecodable).
 //!
 //! Owns only the mapping between the in-memory types and their encoding; no I/O.
 
@@ -44,7 +44,6 @@ enum StateRef<'a> {
     Register(RegisterRef<'a>),
     Set(&'a OrSet),
     Counter(&'a PnCounter),
-    ExpiringRegister(RegisterRef<'a>, Timestamp),
     RegisterWithExtras(RegisterRef<'a>, RegisterExtras),
 }
 
@@ -53,7 +52,6 @@ enum StateOwned {
     Register(RegisterFields),
     Set(OrSet),
     Counter(PnCounter),
-    ExpiringRegister(RegisterFields, Timestamp),
     RegisterWithExtras(RegisterFields, RegisterExtras),
 }
 
@@ -69,7 +67,6 @@ impl Serialize for KeyState {
         match self {
             KeyState::Register(r) => match (r.expires, r.observed) {
                 (None, None) => StateRef::Register(fields(r)),
-                (Some(at), None) => StateRef::ExpiringRegister(fields(r), at),
                 (expires, observed) => {
                     StateRef::RegisterWithExtras(fields(r), RegisterExtras { expires, observed })
                 }
@@ -85,11 +82,6 @@ impl<'de> Deserialize<'de> for KeyState {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(match StateOwned::deserialize(deserializer)? {
             StateOwned::Register(fields) => KeyState::Register(fields.register()),
-            StateOwned::ExpiringRegister(fields, at) => {
-                let mut register = fields.register();
-                register.expires = Some(at);
-                KeyState::Register(register)
-            }
             StateOwned::RegisterWithExtras(fields, extras) => {
                 let mut register = fields.register().observing(extras.observed);
                 register.expires = extras.expires;
