@@ -241,7 +241,7 @@ impl Metrics {
         let tombstones_held = Gauge::default();
         registry.register(
             "tombstones_held",
-            "Tombstones this node holds (not yet seen by every member)",
+            "Tombstones this node holds (not yet seen by every member), and values due to expire (collected alike)",
             tombstones_held.clone(),
         );
         Metrics {

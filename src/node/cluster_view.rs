@@ -51,8 +51,8 @@ impl<S: Store> Node<S> {
     /// What this node sees of its cluster now.
     pub fn cluster_view(&self) -> ClusterView {
         let mut view = ClusterView::default();
-        let members: Vec<_> = self.cluster.membership.members().collect();
-        for member in &members {
+        let members = || self.cluster.membership.members();
+        for member in members() {
             match member.state {
                 MemberState::Alive => view.alive += 1,
                 MemberState::Suspect => view.suspect += 1,
@@ -60,10 +60,8 @@ impl<S: Store> Node<S> {
                 MemberState::Left => view.left += 1,
             }
         }
-        view.majority = up_majority(members.iter().copied());
-        let others_known = members
-            .iter()
-            .any(|m| m.id != self.id && m.state != MemberState::Left);
+        view.majority = up_majority(members());
+        let others_known = members().any(|m| m.id != self.id && m.state != MemberState::Left);
         view.isolated = !self.has_peers() && (others_known || self.tombstones.expects_peers());
         view
     }

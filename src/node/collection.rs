@@ -40,7 +40,7 @@ impl<S: Store> Node<S> {
             || self.tombstones.was_forgotten(key, r.timestamp)
     }
 
-    /// Tombstones held (collected ones are gone).
+    /// Tombstones held, and values due to expire (collected ones are gone).
     pub fn tombstones_held(&self) -> usize {
         self.tombstones.held()
     }
@@ -233,9 +233,9 @@ impl<S: Store> Node<S> {
                 _ => None,
             })
             .collect();
-        let clock = self.hlc.high_water_mark();
-        for (key, _) in &forgotten {
-            if self.changes.is_some() {
+        if self.changes.is_some() {
+            let clock = self.hlc.high_water_mark();
+            for (key, _) in &forgotten {
                 self.changed(KeyChange {
                     deleted: true,
                     ..KeyChange::to(key, None, clock, Some(peer))

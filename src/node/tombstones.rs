@@ -231,7 +231,7 @@ impl TombstoneCollector {
             .collect()
     }
 
-    /// Tombstones held.
+    /// Tombstones held, and values held that are due to expire (collected alike).
     pub(super) fn held(&self) -> usize {
         self.held.len()
     }
