@@ -4,7 +4,7 @@
 
 use super::body::{json_object, BoundedBody};
 use super::error::ApiError;
-use super::{check_name, AppState};
+use super::{key_of, AppState};
 use crate::crdt::KeyState;
 use crate::node::Write;
 use crate::store::StoreKey;
@@ -49,8 +49,7 @@ pub async fn get(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<CounterReply>, ApiError> {
-    let Path(key) = path?;
-    check_name("key", &key)?;
+    let key = key_of(path)?;
     super::authoritative(&state)?;
     match state.reader.get(&StoreKey::counter(&key))? {
         Some(KeyState::Counter(counter)) => Ok(Json(CounterReply {
@@ -66,8 +65,7 @@ pub async fn add(
     path: Result<Path<String>, PathRejection>,
     BoundedBody(body): BoundedBody,
 ) -> Result<Json<CounterReply>, ApiError> {
-    let Path(key) = path?;
-    check_name("key", &key)?;
+    let key = key_of(path)?;
     // Parsed whatever the Content-Type, so `curl -d` works.
     let request: AddRequest = json_object(&body, r#"{"add": <signed 64-bit integer>}"#)?;
     let ack = state

@@ -7,7 +7,7 @@
 use super::body::BoundedBody;
 use super::error::ApiError;
 use super::listing::{ListParams, ListReply};
-use super::{check_name, AppState};
+use super::{key_of, AppState};
 use crate::crdt::{KeyState, Value};
 use crate::node::{EtagCondition, Precondition, Write, WriteAck};
 use crate::store::{Keyspace, StoreKey};
@@ -78,12 +78,6 @@ fn precondition(headers: &HeaderMap) -> Precondition {
         if_match: condition(header::IF_MATCH),
         if_none_match: condition(header::IF_NONE_MATCH),
     }
-}
-
-fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(key) = path?;
-    check_name("key", &key)?;
-    Ok(key)
 }
 
 pub async fn put(

@@ -59,7 +59,7 @@ pub struct AppState {
 impl AppState {
     /// The semaphore for [`AppState::watchers`].
     pub fn watcher_slots() -> Arc<tokio::sync::Semaphore> {
-        watch::watcher_slots()
+        Arc::new(tokio::sync::Semaphore::new(watch::MAX_WATCHERS))
     }
 }
 
@@ -261,6 +261,15 @@ pub fn authoritative(state: &AppState) -> Result<(), ApiError> {
 
 fn empty_name(what: &str) -> ApiError {
     ApiError::bad_request("empty_name", format!("the {what} must not be empty"))
+}
+
+/// The key a route's `{key}` names, checked.
+pub fn key_of(
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
+    let axum::extract::Path(key) = path?;
+    check_name("key", &key)?;
+    Ok(key)
 }
 
 /// Checks a key or element name from a path or body.

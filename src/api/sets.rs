@@ -6,7 +6,7 @@
 use super::body::{json_object, BoundedBody};
 use super::error::ApiError;
 use super::listing::{ListParams, ListReply};
-use super::{check_name, AppState};
+use super::{check_name, key_of, AppState};
 use crate::crdt::KeyState;
 use crate::node::{Write, WriteAck};
 use crate::store::{Keyspace, StoreKey};
@@ -57,8 +57,7 @@ pub async fn get(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SetReply>, ApiError> {
-    let Path(key) = path?;
-    check_name("key", &key)?;
+    let key = key_of(path)?;
     super::authoritative(&state)?;
     match state.reader.get(&StoreKey::set(&key))? {
         Some(KeyState::Set(set)) => Ok(Json(SetReply {
@@ -136,8 +135,7 @@ pub async fn clear(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<EditReply>, ApiError> {
-    let Path(key) = path?;
-    check_name("key", &key)?;
+    let key = key_of(path)?;
     let ack = state
         .node
         .write(Write::SetClear { key: key.clone() })

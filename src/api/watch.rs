@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 /// Watch streams open at once; more are refused with 503 `overloaded`.
 pub const MAX_WATCHERS: usize = 256;
@@ -183,9 +183,4 @@ pub async fn watch(
         .headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
-}
-
-/// The semaphore that caps watch streams.
-pub fn watcher_slots() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(MAX_WATCHERS))
 }
