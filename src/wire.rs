@@ -57,6 +57,27 @@ pub enum FrameBody {
     /// Values the sender refused because they are older than a tombstone it has collected: the
     /// receiver drops its copy of each (key, timestamp, writer) it still holds unchanged.
     Forget(Vec<ForgetValue>),
+    /// A write its origin waits for (`?w=`): merged like a rumor, and answered with
+    /// [`FrameBody::Replicated`] once the merge is durable.
+    Replicate(Rumor),
+    /// The sender holds the write (`origin`, `seq`) durably.
+    Replicated {
+        origin: crate::clock::ReplicaId,
+        seq: u64,
+    },
+    /// A read's request (`?r=`) for the receiver's state of `key`.
+    ReadRequest { request: u64, key: StoreKey },
+    /// The answer to [`FrameBody::ReadRequest`] (`None`: the sender holds nothing of the key).
+    ReadReply {
+        request: u64,
+        key: StoreKey,
+        state: Option<crate::crdt::KeyState>,
+    },
+    /// A read's merged state, sent to a member whose answer held less.
+    ReadRepair {
+        key: StoreKey,
+        state: crate::crdt::KeyState,
+    },
 }
 
 /// One request of an anti-entropy exchange.

@@ -3,10 +3,11 @@
 //! every node add up once they meet.
 
 use super::body::{json_object, BoundedBody};
+use super::consistency::{self, ReadLevel, WriteLevel};
 use super::error::ApiError;
 use super::{key_of, AppState};
 use crate::crdt::KeyState;
-use crate::node::Write;
+use crate::node::{Precondition, Write};
 use crate::store::StoreKey;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -48,9 +49,11 @@ fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::
 pub async fn get(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    level: ReadLevel,
 ) -> Result<Json<CounterReply>, ApiError> {
     let key = key_of(path)?;
     super::authoritative(&state)?;
+    consistency::read_from(&state, StoreKey::counter(&key), &level).await?;
     match state.reader.get(&StoreKey::counter(&key))? {
         Some(KeyState::Counter(counter)) => Ok(Json(CounterReply {
             value: counter.value(),
@@ -63,20 +66,21 @@ pub async fn get(
 pub async fn add(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    level: WriteLevel,
     BoundedBody(body): BoundedBody,
-) -> Result<Json<CounterReply>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let key = key_of(path)?;
     // Parsed whatever the Content-Type, so `curl -d` works.
     let request: AddRequest = json_object(&body, r#"{"add": <signed 64-bit integer>}"#)?;
-    let ack = state
-        .node
-        .write(Write::CounterAdd {
-            key: key.clone(),
-            amount: request.add,
-        })
-        .await?;
-    Ok(Json(CounterReply {
-        value: ack.value.unwrap_or_default(),
-        key,
-    }))
+    let write = Write::CounterAdd {
+        key: key.clone(),
+        amount: request.add,
+    };
+    consistency::write(&state, write, Precondition::default(), level, |ack| {
+        CounterReply {
+            value: ack.value.unwrap_or_default(),
+            key,
+        }
+    })
+    .await
 }

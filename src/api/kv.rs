@@ -5,6 +5,7 @@
 //! against this node's value (412 otherwise); listing pages through live keys by prefix.
 
 use super::body::BoundedBody;
+use super::consistency::{self, ReadLevel, WriteLevel};
 use super::error::ApiError;
 use super::listing::{ListParams, ListReply};
 use super::{key_of, AppState};
@@ -45,8 +46,8 @@ impl WriteReply {
     }
 }
 
+/// Besides `w` and `timeout_ms` ([`WriteLevel`]).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PutParams {
     /// Kept as text so that a bad value gets its own error.
     ttl: Option<String>,
@@ -84,9 +85,10 @@ pub async fn put(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<PutParams>, QueryRejection>,
+    level: WriteLevel,
     headers: HeaderMap,
     BoundedBody(body): BoundedBody,
-) -> Result<Json<WriteReply>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let key = key_of(path)?;
     let Query(params) = query?;
     let ttl_ms = ttl_ms(&params)?;
@@ -111,12 +113,14 @@ pub async fn put(
         value: Value { content_type, data },
         ttl_ms,
     };
-    let ack = state.node.write_if(write, precondition).await?;
-    Ok(Json(WriteReply::new(key, &ack)))
+    consistency::write(&state, write, precondition, level, |ack| {
+        WriteReply::new(key, ack)
+    })
+    .await
 }
 
+/// Besides `r` and `timeout_ms` ([`ReadLevel`]).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GetParams {
     explain: Option<String>,
 }
@@ -125,6 +129,7 @@ pub async fn get(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<GetParams>, QueryRejection>,
+    level: ReadLevel,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
@@ -141,6 +146,7 @@ pub async fn get(
     }
     let unless = precondition(&headers).if_none_match;
     super::authoritative(&state)?;
+    consistency::read_from(&state, StoreKey::kv(&key), &level).await?;
     let record = match state.reader.get(&StoreKey::kv(&key))? {
         Some(KeyState::Register(r)) => r,
         _ => return Err(ApiError::not_found(format!("no key {key:?}"))),
@@ -223,13 +229,16 @@ async fn explain(state: &AppState, key: String) -> Result<Response, ApiError> {
 pub async fn delete(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    level: WriteLevel,
     headers: HeaderMap,
-) -> Result<Json<WriteReply>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let key = key_of(path)?;
     let precondition = precondition(&headers);
     let write = Write::KvDelete { key: key.clone() };
-    let ack = state.node.write_if(write, precondition).await?;
-    Ok(Json(WriteReply::new(key, &ack)))
+    consistency::write(&state, write, precondition, level, |ack| {
+        WriteReply::new(key, ack)
+    })
+    .await
 }
 
 pub async fn list(

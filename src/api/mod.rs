@@ -9,6 +9,7 @@ mod admin;
 pub mod auth;
 mod body;
 mod cluster;
+mod consistency;
 mod counters;
 mod deadline_io;
 pub mod error;
@@ -115,10 +116,15 @@ const ROUTES: [&str; 15] = [
 pub fn query_parameters(route: &str, method: &Method) -> &'static [&'static str] {
     match (route, method) {
         (KV_LIST | SET_LIST, _) => &["prefix", "limit", "after"],
-        (KV_KEY, &Method::GET | &Method::HEAD) => &["explain"],
-        (KV_KEY, &Method::PUT) => &["ttl"],
-        (KV_KEY, &Method::DELETE) => &[],
-        (KV_KEY, _) => &["ttl", "explain"],
+        (KV_KEY, &Method::GET | &Method::HEAD) => &["explain", "r", "timeout_ms"],
+        (KV_KEY, &Method::PUT) => &["ttl", "w", "timeout_ms"],
+        (KV_KEY, &Method::DELETE) => &["w", "timeout_ms"],
+        (KV_KEY, _) => &["ttl", "explain", "w", "r", "timeout_ms"],
+        (SET | SET_ELEMENT | COUNTER, &Method::GET | &Method::HEAD) => &["r", "timeout_ms"],
+        (SET, &Method::POST | &Method::DELETE)
+        | (SET_ELEMENT, &Method::PUT | &Method::DELETE)
+        | (COUNTER, &Method::POST) => &["w", "timeout_ms"],
+        (SET | SET_ELEMENT | COUNTER, _) => &["w", "r", "timeout_ms"],
         (WATCH, _) => &["prefix", "since"],
         _ => &[],
     }

@@ -4,11 +4,12 @@
 //! (reading that element alone); `GET /v1/sets` lists set keys.
 
 use super::body::{json_object, BoundedBody};
+use super::consistency::{self, ReadLevel, WriteLevel};
 use super::error::ApiError;
 use super::listing::{ListParams, ListReply};
 use super::{check_name, key_of, AppState};
 use crate::crdt::KeyState;
-use crate::node::{Write, WriteAck};
+use crate::node::{Precondition, Write, WriteAck};
 use crate::store::{Keyspace, StoreKey};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -56,9 +57,11 @@ pub struct BatchRequest {
 pub async fn get(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    level: ReadLevel,
 ) -> Result<Json<SetReply>, ApiError> {
     let key = key_of(path)?;
     super::authoritative(&state)?;
+    consistency::read_from(&state, StoreKey::set(&key), &level).await?;
     match state.reader.get(&StoreKey::set(&key))? {
         Some(KeyState::Set(set)) => Ok(Json(SetReply {
             elements: set.elements().map(str::to_string).collect(),
@@ -73,7 +76,8 @@ async fn edit(
     key: String,
     add: Vec<String>,
     remove: Vec<String>,
-) -> Result<Json<EditReply>, ApiError> {
+    level: WriteLevel,
+) -> Result<Json<serde_json::Value>, ApiError> {
     check_name("key", &key)?;
     if add.len() + remove.len() > MAX_BATCH {
         return Err(ApiError::bad_request(
@@ -84,15 +88,15 @@ async fn edit(
     for element in add.iter().chain(&remove) {
         check_name("element", element)?;
     }
-    let ack = state
-        .node
-        .write(Write::SetEdit {
-            key: key.clone(),
-            add,
-            remove,
-        })
-        .await?;
-    Ok(Json(EditReply::new(key, &ack)))
+    let write = Write::SetEdit {
+        key: key.clone(),
+        add,
+        remove,
+    };
+    consistency::write(state, write, Precondition::default(), level, |ack| {
+        EditReply::new(key, ack)
+    })
+    .await
 }
 
 #[derive(Serialize)]
@@ -105,11 +109,13 @@ pub struct MemberReply {
 pub async fn contains(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    level: ReadLevel,
 ) -> Result<Json<MemberReply>, ApiError> {
     let Path((key, element)) = path?;
     check_name("key", &key)?;
     check_name("element", &element)?;
     super::authoritative(&state)?;
+    consistency::read_from(&state, StoreKey::set(&key), &level).await?;
     match state.reader.set_contains(&StoreKey::set(&key), &element)? {
         Some(true) => Ok(Json(MemberReply {
             key,
@@ -134,38 +140,42 @@ pub async fn list(
 pub async fn clear(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<EditReply>, ApiError> {
+    level: WriteLevel,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let key = key_of(path)?;
-    let ack = state
-        .node
-        .write(Write::SetClear { key: key.clone() })
-        .await?;
-    Ok(Json(EditReply::new(key, &ack)))
+    let write = Write::SetClear { key: key.clone() };
+    consistency::write(&state, write, Precondition::default(), level, |ack| {
+        EditReply::new(key, ack)
+    })
+    .await
 }
 
 pub async fn add(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<Json<EditReply>, ApiError> {
+    level: WriteLevel,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Path((key, element)) = path?;
-    edit(&state, key, vec![element], vec![]).await
+    edit(&state, key, vec![element], vec![], level).await
 }
 
 pub async fn remove(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<Json<EditReply>, ApiError> {
+    level: WriteLevel,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Path((key, element)) = path?;
-    edit(&state, key, vec![], vec![element]).await
+    edit(&state, key, vec![], vec![element], level).await
 }
 
 pub async fn batch(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    level: WriteLevel,
     BoundedBody(body): BoundedBody,
-) -> Result<Json<EditReply>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Path(key) = path?;
     // Parsed whatever the Content-Type, so `curl -d` works as well as `-H 'Content-Type: ...'`.
     let request: BatchRequest = json_object(&body, r#"{"add": [...], "remove": [...]}"#)?;
-    edit(&state, key, request.add, request.remove).await
+    edit(&state, key, request.add, request.remove, level).await
 }

@@ -96,7 +96,13 @@ async fn handle(shared: &Shared, stream: &mut TcpStream, from: SocketAddr, frame
         return false;
     }
     match frame.body {
-        FrameBody::Rumors(_) | FrameBody::Forget(_) => {
+        FrameBody::Rumors(_)
+        | FrameBody::Forget(_)
+        | FrameBody::Replicate(_)
+        | FrameBody::Replicated { .. }
+        | FrameBody::ReadRequest { .. }
+        | FrameBody::ReadReply { .. }
+        | FrameBody::ReadRepair { .. } => {
             if !shared.core.deliver_frame(from, frame) {
                 // The core's cluster queue is full: anti-entropy repairs what this carried.
                 shared.frames.drop_counted("overload");

@@ -341,6 +341,21 @@ impl<S: Store> Node<S> {
                 self.push_fresh_rumors();
             }
             FrameBody::Forget(values) => self.forget(now_ms, &frame.from, values)?,
+            FrameBody::Replicate(rumor) => self.receive_replicate(now_ms, &frame.from, rumor)?,
+            FrameBody::Replicated { origin, seq } => {
+                self.receive_replicated(&frame.from, origin, seq)
+            }
+            FrameBody::ReadRequest { request, key } => {
+                self.answer_read(&frame.from, request, key)?
+            }
+            FrameBody::ReadReply {
+                request,
+                key,
+                state,
+            } => self.receive_read_reply(now_ms, &frame.from, request, key, state)?,
+            FrameBody::ReadRepair { key, state } => {
+                self.receive_read_repair(now_ms, &frame.from, key, state)?
+            }
             FrameBody::SyncRequest(_) | FrameBody::SyncReply(_) => {
                 self.invalid_input(
                     now_ms,
@@ -410,6 +425,7 @@ impl<S: Store> Node<S> {
         }
         self.cluster.rumors.tick(now_ms);
         self.push_fresh_rumors();
+        self.ask_again(now_ms);
         self.watch_clock();
         self.log_cluster_view(now_ms);
         self.report_heal(now_ms);

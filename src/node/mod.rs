@@ -28,6 +28,7 @@ mod merge;
 mod outbox;
 mod peer_input;
 mod precondition;
+mod quorum;
 mod roster;
 mod timer_clock;
 mod tombstones;
@@ -39,6 +40,7 @@ pub use cluster_view::ClusterView;
 pub use conflicts::Overwritten;
 pub use heal::HealReport;
 pub use precondition::{EtagCondition, Precondition};
+pub use quorum::{Level, Tally, Wait, WaitOutcome, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS};
 pub use tombstones::TombstoneConfig;
 
 /// What merging a state into this node did.
@@ -135,6 +137,13 @@ pub struct WriteAck {
     pub value: Option<i128>,
     /// When the value expires, for a put with a TTL.
     pub expires: Option<Timestamp>,
+    /// The write's sequence number among this replica's writes (its rumor's).
+    pub seq: u64,
+    /// The request whose [`WaitOutcome`] answers the client, when the write waits for other
+    /// members to hold it (see [`Node::handle_write_waiting`]).
+    pub awaiting: Option<u64>,
+    /// Who holds the write, once such a wait ended (the driver fills it in).
+    pub replicas: Option<Tally>,
 }
 
 /// Why a client's write was not applied (nothing of it stays behind).
@@ -218,6 +227,8 @@ pub struct Node<S: Store> {
     conflicts: conflicts::ConflictLog,
     /// The catch-up after members came back (see `heal.rs`).
     heal: heal::HealWatch,
+    /// Writes and reads waiting for other members (see `quorum.rs`).
+    waits: quorum::Waits,
 }
 
 impl<S: Store> Node<S> {
@@ -333,6 +344,7 @@ impl<S: Store> Node<S> {
             view_log: Default::default(),
             conflicts: Default::default(),
             heal: Default::default(),
+            waits: Default::default(),
         };
         node.watch_disk(0, true);
         let replay = node.store.take_replay();
@@ -400,6 +412,19 @@ impl<S: Store> Node<S> {
         wall_ms: u64,
         write: Write,
         precondition: &Precondition,
+    ) -> Result<WriteAck, WriteError> {
+        self.handle_write_waiting(wall_ms, write, precondition, None)
+    }
+
+    /// [`Node::handle_write_if`] answered once `wait.level` members hold the write durably:
+    /// when this node alone is not enough, the ack names the request (`awaiting`) whose
+    /// [`WaitOutcome`] comes later (see `quorum.rs`).
+    pub fn handle_write_waiting(
+        &mut self,
+        wall_ms: u64,
+        write: Write,
+        precondition: &Precondition,
+        wait: Option<Wait>,
     ) -> Result<WriteAck, WriteError> {
         // A full disk first: it is what an operator can act on, and what made the store fail
         // when it did (a sync and its undo can both run out of space).
@@ -516,6 +541,13 @@ impl<S: Store> Node<S> {
             Applied::Changed | Applied::Unchanged => {}
         }
         self.meta.seen.advance(&self.replica, seq);
+        let awaiting = match wait {
+            Some(wait) => {
+                let now_ms = self.clock_in(wall_ms);
+                self.await_replicas(now_ms, key.clone(), delta.clone(), seq, wait)
+            }
+            None => None,
+        };
         if self.has_peers() {
             self.spread_local(key, delta, seq);
         }
@@ -526,6 +558,9 @@ impl<S: Store> Node<S> {
             size,
             value,
             expires,
+            seq,
+            awaiting,
+            replicas: None,
         })
     }
 
@@ -641,6 +676,9 @@ impl<S: Store> Node<S> {
                 }
             }
         }
+        // The writes after the last durable one are undone even if the undo below fails.
+        let replica = self.replica.clone();
+        self.undo_waits(&replica, self.durable_seq);
         let undone = match self.store.rollback() {
             Ok(undone) => undone,
             Err(e) => {

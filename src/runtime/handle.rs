@@ -7,8 +7,8 @@
 use crate::clock::{ClockAhead, NodeId};
 use crate::membership::{ForceLeaveError, Member};
 use crate::node::{
-    ClusterStats, ClusterView, Node, Overwritten, Precondition, Refusal, Write, WriteAck,
-    WriteError,
+    ClusterStats, ClusterView, Node, Overwritten, Precondition, Refusal, Tally, Wait, Write,
+    WriteAck, WriteError,
 };
 use crate::store::{Leaf, Store, StoreError, StoreKey};
 use crate::wire::{Datagram, Frame, SyncAnswer, SyncRequest};
@@ -22,8 +22,12 @@ pub(super) enum ClientCommand {
     Write(
         Write,
         Precondition,
+        Option<Wait>,
         oneshot::Sender<Result<WriteAck, WriteError>>,
     ),
+    /// A read at a consistency level: answered `None` when this node alone is enough, else
+    /// once the members' states are merged (or the wait timed out).
+    Read(StoreKey, Wait, oneshot::Sender<Option<Tally>>),
     Digest(oneshot::Sender<Leaf>),
     Members(oneshot::Sender<Vec<Member>>),
     RemoveMember(NodeId, oneshot::Sender<Result<Member, ForceLeaveError>>),
@@ -224,10 +228,29 @@ impl NodeHandle {
         write: Write,
         precondition: Precondition,
     ) -> Result<WriteAck, CoreError> {
+        self.write_waiting(write, precondition, None).await
+    }
+
+    /// A write answered once `wait.level` members hold it durably, or once the wait timed out
+    /// ([`WriteAck::replicas`] says who holds it).
+    pub async fn write_waiting(
+        &self,
+        write: Write,
+        precondition: Precondition,
+        wait: Option<Wait>,
+    ) -> Result<WriteAck, CoreError> {
         let (tx, rx) = oneshot::channel();
-        self.ask(ClientCommand::Write(write, precondition, tx))
+        self.ask(ClientCommand::Write(write, precondition, wait, tx))
             .await?;
         Ok(rx.await.map_err(|_| CoreError::Stopped)??)
+    }
+
+    /// Merges the states of `key` that `wait.level` members hold into this node's store;
+    /// returns who answered (`None`: this node alone is enough). Read the store afterwards.
+    pub async fn read_from(&self, key: StoreKey, wait: Wait) -> Result<Option<Tally>, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(ClientCommand::Read(key, wait, tx)).await?;
+        rx.await.map_err(|_| CoreError::Stopped)
     }
 
     /// The Merkle root of all replicated state.

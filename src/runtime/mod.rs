@@ -18,13 +18,15 @@ mod release;
 pub use feed::{ChangeFeed, FeedEvent, FeedRead, FEED_CAPACITY};
 pub use handle::{CoreError, CoreStats, NodeHandle};
 
-use crate::node::{Node, Outbound};
-use crate::store::{PendingSync, Store, StoreRead};
+use crate::node::{Node, Outbound, Tally, WaitOutcome, WriteAck, WriteError};
+use crate::store::{PendingSync, Store, StoreError, StoreRead};
 use handle::{ClientCommand, ClusterCommand, Doorbell, Signals};
 use release::{Group, Release};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 /// Most client commands applied per round (one group commit).
 const MAX_GROUP: usize = 1024;
@@ -78,6 +80,7 @@ pub fn start<S: Store>(
         signals,
         tick,
         rolled_back: false,
+        waiting: HashMap::new(),
     };
     let back = (handle.cluster.clone(), handle.doorbell.clone());
     std::thread::Builder::new()
@@ -99,6 +102,34 @@ struct Core {
     tick: Duration,
     /// A rollback happened since the last group was sent: the next one resumes the sync thread.
     rolled_back: bool,
+    /// Clients whose write or read waits for other members, by the core's request number.
+    waiting: HashMap<u64, Waiter>,
+}
+
+/// A client waiting for a [`WaitOutcome`].
+enum Waiter {
+    Write(oneshot::Sender<Result<WriteAck, WriteError>>, WriteAck),
+    Read(oneshot::Sender<Option<Tally>>),
+}
+
+impl Waiter {
+    /// What the client gets once its wait ended.
+    fn release(self, outcome: WaitOutcome) -> Option<Release> {
+        match (self, outcome) {
+            (Waiter::Write(reply, _), WaitOutcome::Write { undone: true, .. }) => {
+                let undone = StoreError::Io("the write's sync failed: it was undone".into());
+                Some(Release::Ack(reply, Err(WriteError::Store(undone))))
+            }
+            (Waiter::Write(reply, mut ack), WaitOutcome::Write { tally, .. }) => {
+                ack.replicas = Some(tally);
+                Some(Release::Ack(reply, Ok(ack)))
+            }
+            (Waiter::Read(reply), WaitOutcome::Read { tally, .. }) => {
+                Some(Release::Read(reply, tally))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Core {
@@ -152,10 +183,16 @@ impl Core {
                     break;
                 };
                 writes |= matches!(command, ClientCommand::Write(..));
-                if let Some(reply) = client_command(&mut node, command, &mut releases) {
+                if let Some(reply) =
+                    client_command(&mut node, command, &mut releases, &mut self.waiting)
+                {
                     shutdown = Some(reply);
                     break;
                 }
+            }
+            for outcome in node.take_wait_outcomes() {
+                let waiter = self.waiting.remove(&outcome.request());
+                releases.extend(waiter.and_then(|w| w.release(outcome)));
             }
             releases.extend(node.take_outbound().into_iter().map(Release::Send));
             let changes = node.take_changes();
@@ -284,13 +321,29 @@ fn client_command<S: Store>(
     node: &mut Node<S>,
     command: ClientCommand,
     releases: &mut Vec<Release>,
-) -> Option<tokio::sync::oneshot::Sender<()>> {
+    waiting: &mut HashMap<u64, Waiter>,
+) -> Option<oneshot::Sender<()>> {
     let now = wall_ms();
     match command {
-        ClientCommand::Write(write, precondition, reply) => {
-            let result = node.handle_write_if(now, write, &precondition);
-            releases.push(Release::Ack(reply, result));
+        ClientCommand::Write(write, precondition, wait, reply) => {
+            let result = node.handle_write_waiting(now, write, &precondition, wait);
+            match result.as_ref().map(|ack| ack.awaiting) {
+                Ok(Some(request)) => {
+                    if let Ok(ack) = result {
+                        waiting.insert(request, Waiter::Write(reply, ack));
+                    }
+                }
+                _ => releases.push(Release::Ack(reply, result)),
+            }
         }
+        ClientCommand::Read(key, wait, reply) => match node.start_read(now, key, wait) {
+            Some(request) => {
+                waiting.insert(request, Waiter::Read(reply));
+            }
+            None => {
+                let _ = reply.send(None);
+            }
+        },
         ClientCommand::Digest(reply) => {
             let _ = reply.send(node.digest());
         }

@@ -7,7 +7,7 @@
 //! the core never waits on it.
 
 use super::handle::{ClusterCommand, Doorbell};
-use crate::node::{KeyChange, Outbound, WriteAck, WriteError};
+use crate::node::{KeyChange, Outbound, Tally, WriteAck, WriteError};
 use crate::store::{CheckpointWork, PendingSync, StoreError};
 use crate::wire::SyncAnswer;
 use std::fs::File;
@@ -29,6 +29,8 @@ pub(super) enum Release {
     Send(Outbound),
     /// Key changes, for the watchers ([`super::ChangeFeed`]).
     Changes(Vec<KeyChange>),
+    /// The end of a read's wait: the states it merged are durable.
+    Read(oneshot::Sender<Option<Tally>>, Tally),
 }
 
 /// A committed group: its pending sync and what waits for it.
@@ -225,6 +227,11 @@ fn release(
             (Release::Changes(changes), None) => reports.reports.feed.publish(changes),
             // Undone by the rollback that follows: they never happened.
             (Release::Changes(_), Some(_)) => {}
+            (Release::Read(reply, tally), None) => {
+                let _ = reply.send(Some(tally));
+            }
+            // What it merged is undone: the reader is told the node failed (dropped reply).
+            (Release::Read(..), Some(_)) => {}
         }
     }
 }
