@@ -98,6 +98,9 @@ pub struct Metrics {
     pub tombstones_held: Gauge,
     pub conflicts: Family<KeyspaceLabels, Counter>,
     pub heals: Counter,
+    /// Consistency-level events: `write_met`, `write_timeout`, `read_met`, `read_timeout`,
+    /// `read_merged`, `repair_sent`.
+    pub consistency: Family<EventLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -238,6 +241,12 @@ impl Metrics {
             "Times members this node had declared dead came back and it converged with them all (each also logged, and reported in /v1/cluster/status)",
             heals.clone(),
         );
+        let consistency = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "consistency",
+            "Writes (?w=) and reads (?r=) whose wait was met or timed out; states a read merged into this node that changed it; merged states a read sent to members that held less",
+            consistency.clone(),
+        );
         let tombstones_held = Gauge::default();
         registry.register(
             "tombstones_held",
@@ -250,6 +259,7 @@ impl Metrics {
             tombstones_held,
             conflicts,
             heals,
+            consistency,
             cluster_messages,
             cluster_bytes,
             cluster_dropped,

@@ -171,6 +171,16 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         c.conflicts,
     );
     Metrics::raise(&m.heals, c.heals);
+    for (event, total) in [
+        ("write_met", c.waits.write_met),
+        ("write_timeout", c.waits.write_timeout),
+        ("read_met", c.waits.read_met),
+        ("read_timeout", c.waits.read_timeout),
+        ("read_merged", c.waits.read_merged),
+        ("repair_sent", c.waits.repair_sent),
+    ] {
+        Metrics::raise(&m.consistency.get_or_create(&EventLabels { event }), total);
+    }
     // Peer input the core refused joins what the transport dropped.
     for (reason, total) in [
         ("clock_skew", c.dropped_clock_skew),

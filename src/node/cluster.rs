@@ -134,6 +134,8 @@ pub struct ClusterStats {
     pub dropped_invalid: u64,
     /// Peer states and exchanges refused while the disk was full.
     pub dropped_disk_full: u64,
+    /// Consistency-level waits (`?w=`, `?r=`).
+    pub waits: super::quorum::WaitStats,
 }
 
 pub(super) struct Cluster {

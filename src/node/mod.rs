@@ -40,7 +40,7 @@ pub use cluster_view::ClusterView;
 pub use conflicts::Overwritten;
 pub use heal::HealReport;
 pub use precondition::{EtagCondition, Precondition};
-pub use quorum::{Level, Tally, Wait, WaitOutcome, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS};
+pub use quorum::{Level, Tally, Wait, WaitOutcome, WaitStats, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS};
 pub use tombstones::TombstoneConfig;
 
 /// What merging a state into this node did.

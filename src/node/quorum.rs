@@ -25,8 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Members that have not answered are asked again this often (milliseconds).
 pub const ASK_AGAIN_MS: u64 = 500;
-/// Most waits open at once; a wait beyond it is answered at once with what this node alone
-/// holds (the HTTP layer bounds requests in flight far below this).
+/// Most waits open at once; one more ends at once, unmet (the HTTP layer bounds requests in
+/// flight far below this). So does a wait for more members than this node knows (that did
+/// not leave): it could not be met.
 pub const MAX_WAITS: usize = 16_384;
 /// The longest a client may ask a wait to last (milliseconds).
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
@@ -113,6 +114,20 @@ impl WaitOutcome {
     }
 }
 
+/// Running totals of the waits, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WaitStats {
+    pub write_met: u64,
+    pub write_timeout: u64,
+    pub read_met: u64,
+    pub read_timeout: u64,
+    /// States a read merged into this node (members' answers, or a reader's repair) that
+    /// changed it.
+    pub read_merged: u64,
+    /// Merged states a read sent to members that held less.
+    pub repair_sent: u64,
+}
+
 /// A write waiting for acknowledgements.
 struct WriteWait {
     rumor: Rumor,
@@ -197,10 +212,12 @@ impl<S: Store> Node<S> {
         seq: u64,
         wait: Wait,
     ) -> Option<u64> {
-        let required = wait.level.required(self.staying_members());
-        if required <= 1 || self.waits.open() >= MAX_WAITS {
+        let members = self.staying_members();
+        let required = wait.level.required(members);
+        if required <= 1 {
             return None;
         }
+        let hopeless = required > members || self.waits.open() >= MAX_WAITS;
         let request = self.waits.next();
         let rumor = Rumor {
             origin: self.replica.clone(),
@@ -221,7 +238,11 @@ impl<S: Store> Node<S> {
                 ask_at_ms: now_ms,
             },
         );
-        self.ask_again(now_ms);
+        match hopeless {
+            // More than there are members: it cannot be met, so it is not waited for.
+            true => self.end_write(request, false),
+            false => self.ask_again(now_ms),
+        }
         Some(request)
     }
 
@@ -230,10 +251,12 @@ impl<S: Store> Node<S> {
     /// (read this node's store then: it holds the merge).
     pub fn start_read(&mut self, wall_ms: u64, key: StoreKey, wait: Wait) -> Option<u64> {
         let now_ms = self.clock_in(wall_ms);
-        let required = wait.level.required(self.staying_members());
-        if required <= 1 || self.waits.open() >= MAX_WAITS {
+        let members = self.staying_members();
+        let required = wait.level.required(members);
+        if required <= 1 {
             return None;
         }
+        let hopeless = required > members || self.waits.open() >= MAX_WAITS;
         let request = self.waits.next();
         let mine = self.store.get(&key).ok().flatten();
         self.waits.reads.insert(
@@ -246,7 +269,10 @@ impl<S: Store> Node<S> {
                 ask_at_ms: now_ms,
             },
         );
-        self.ask_again(now_ms);
+        match hopeless {
+            true => self.end_read(request),
+            false => self.ask_again(now_ms),
+        }
         Some(request)
     }
 
@@ -315,6 +341,12 @@ impl<S: Store> Node<S> {
                 .by_rumor
                 .remove(&(wait.rumor.origin.clone(), wait.rumor.seq));
             let tally = self.tally(wait.answered.into_iter(), wait.required);
+            let stats = &mut self.cluster.stats.waits;
+            match (undone, tally.met()) {
+                (true, _) => {}
+                (false, true) => stats.write_met += 1,
+                (false, false) => stats.write_timeout += 1,
+            }
             self.waits.done.push(WaitOutcome::Write {
                 request,
                 tally,
@@ -341,10 +373,15 @@ impl<S: Store> Node<S> {
                         state: merged.clone(),
                     };
                     self.send_frame((peer.clone(), addr), body);
+                    self.cluster.stats.waits.repair_sent += 1;
                 }
             }
         }
         let tally = self.tally(answered.into_iter(), wait.required);
+        match tally.met() {
+            true => self.cluster.stats.waits.read_met += 1,
+            false => self.cluster.stats.waits.read_timeout += 1,
+        }
         self.waits.done.push(WaitOutcome::Read { request, tally });
     }
 
@@ -472,8 +509,10 @@ impl<S: Store> Node<S> {
             let applied =
                 self.merge_from_peer(now_ms, from, key.clone(), held.clone(), None, &mut refused)?;
             self.tell_to_forget(from, refused);
-            if matches!(applied, Applied::Refused(_)) {
-                return Ok(());
+            match applied {
+                Applied::Refused(_) => return Ok(()),
+                Applied::Changed => self.cluster.stats.waits.read_merged += 1,
+                Applied::Unchanged => {}
             }
         }
         let Some(wait) = self.waits.reads.get_mut(&request) else {
@@ -503,8 +542,33 @@ impl<S: Store> Node<S> {
             return Ok(());
         }
         let mut refused = Vec::new();
-        let _ = self.merge_from_peer(now_ms, from, key, state, None, &mut refused)?;
+        let applied = self.merge_from_peer(now_ms, from, key, state, None, &mut refused)?;
         self.tell_to_forget(from, refused);
+        if applied == Applied::Changed {
+            self.cluster.stats.waits.read_merged += 1;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Level;
+
+    #[test]
+    fn levels_parse_and_count_members() {
+        assert_eq!(Level::parse("1"), Some(Level::Count(1)));
+        assert_eq!(Level::parse("1000"), Some(Level::Count(1000)));
+        assert_eq!(Level::parse("majority"), Some(Level::Majority));
+        assert_eq!(Level::parse("all"), Some(Level::All));
+        for bad in ["", "0", "01", "+2", "-1", "1001", "most", "ALL", "2.0"] {
+            assert_eq!(Level::parse(bad), None, "{bad:?}");
+        }
+        let counts =
+            |members| [Level::Count(2), Level::Majority, Level::All].map(|l| l.required(members));
+        assert_eq!(counts(1), [2, 1, 1]);
+        assert_eq!(counts(3), [2, 2, 3]);
+        assert_eq!(counts(4), [2, 3, 4]);
+        assert_eq!(counts(5), [2, 3, 5]);
     }
 }
