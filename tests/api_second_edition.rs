@@ -320,6 +320,27 @@ async fn counters_add_up_and_refuse_what_is_not_a_64_bit_add() {
     // JSON Schema counts 2.0 as an integer, and so does the API.
     let (status, body) = call(c.post(url()).body(r#"{"add": 2.0}"#)).await;
     assert_eq!((status, body["value"].clone()), (StatusCode::OK, json!(11)));
+    // Exactly, even where the default float parser is one unit off in the last place.
+    let (status, body) = call(c.post(url()).body(r#"{"add": -2251799813685247.0}"#)).await;
+    assert_eq!(
+        (status, body["value"].clone()),
+        (StatusCode::OK, json!(11 - 2_251_799_813_685_247_i64))
+    );
+    // A total past 64 bits is answered exactly, with or without a consistency level.
+    for (key, query) in [("low", ""), ("lower", "?w=1")] {
+        let add = |n: &str| {
+            c.post(server.url(&format!("/v1/counters/{key}{query}")))
+                .body(format!(r#"{{"add": {n}}}"#))
+        };
+        let (status, _) = call(add("-9223372036854775808")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = call(add("-1")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            body["value"].as_f64().is_some_and(|v| v < -9.2e18),
+            "{body}"
+        );
+    }
     server.stop().await;
 }
 

@@ -48,17 +48,11 @@ fn wait_of(parts: &Parts, name: &str) -> Result<Option<Wait>, ApiError> {
             });
         }
     }
-    match (level, timeout) {
-        (Some(level), timeout) => Ok(Some(Wait {
-            level,
-            timeout_ms: timeout.unwrap_or(DEFAULT_TIMEOUT_MS),
-        })),
-        (None, Some(_)) => Err(ApiError::bad_request(
-            "bad_query",
-            format!("timeout_ms applies to {name}=; give {name} too"),
-        )),
-        (None, None) => Ok(None),
-    }
+    // Without a level nothing waits, whatever `timeout_ms` says.
+    Ok(level.map(|level| Wait {
+        level,
+        timeout_ms: timeout.unwrap_or(DEFAULT_TIMEOUT_MS),
+    }))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WriteLevel {
@@ -81,34 +75,34 @@ fn names(tally: &Tally) -> Vec<String> {
     tally.answered.iter().map(ToString::to_string).collect()
 }
 
-/// Makes a client's write at its level and renders the reply `reply` makes of its ack.
+/// A write's reply, with `acked` when the client asked for a level.
+#[derive(Serialize)]
+pub struct Acked<T> {
+    #[serde(flatten)]
+    reply: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acked: Option<Vec<String>>,
+}
+
+/// Makes a client's write at its level and renders the reply `reply` makes of its ack, or the
+/// 504 when too few members acknowledged it in time.
 pub async fn write<T: Serialize>(
     state: &AppState,
     write: Write,
     precondition: Precondition,
     level: WriteLevel,
     reply: impl FnOnce(&WriteAck) -> T,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Acked<T>>, ApiError> {
     let ack = state
         .node
         .write_waiting(write, precondition, level.0)
         .await?;
-    write_reply(reply(&ack), &ack, &level)
-}
-
-/// The reply to a write: `reply`, with `acked` when the client asked for a level, or the 504
-/// when too few members acknowledged it in time.
-fn write_reply<T: Serialize>(
-    reply: T,
-    ack: &WriteAck,
-    level: &WriteLevel,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut body = serde_json::to_value(reply).unwrap_or_default();
+    let reply = reply(&ack);
     if level.0.is_none() {
-        return Ok(Json(body));
+        return Ok(Json(Acked { reply, acked: None }));
     }
     // No wait was needed (this node alone was enough) when the core kept none.
-    let tally = ack.replicas.clone().unwrap_or_else(|| Tally {
+    let tally = ack.replicas.unwrap_or_else(|| Tally {
         answered: vec![ack.node.clone()],
         required: 1,
     });
@@ -125,10 +119,10 @@ fn write_reply<T: Serialize>(
         .with("acked", names(&tally).into())
         .with("required", tally.required.into()));
     }
-    if let Some(object) = body.as_object_mut() {
-        object.insert("acked".into(), names(&tally).into());
-    }
-    Ok(Json(body))
+    Ok(Json(Acked {
+        reply,
+        acked: Some(names(&tally)),
+    }))
 }
 
 /// Before a read at `level`: merges the states of enough members into this node's store (the

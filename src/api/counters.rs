@@ -3,7 +3,7 @@
 //! every node add up once they meet.
 
 use super::body::{json_object, BoundedBody};
-use super::consistency::{self, ReadLevel, WriteLevel};
+use super::consistency::{self, Acked, ReadLevel, WriteLevel};
 use super::error::ApiError;
 use super::{key_of, AppState};
 use crate::crdt::KeyState;
@@ -68,7 +68,7 @@ pub async fn add(
     path: Result<Path<String>, PathRejection>,
     level: WriteLevel,
     BoundedBody(body): BoundedBody,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Acked<CounterReply>>, ApiError> {
     let key = key_of(path)?;
     // Parsed whatever the Content-Type, so `curl -d` works.
     let request: AddRequest = json_object(&body, r#"{"add": <signed 64-bit integer>}"#)?;

@@ -5,7 +5,7 @@
 //! against this node's value (412 otherwise); listing pages through live keys by prefix.
 
 use super::body::BoundedBody;
-use super::consistency::{self, ReadLevel, WriteLevel};
+use super::consistency::{self, Acked, ReadLevel, WriteLevel};
 use super::error::ApiError;
 use super::listing::{ListParams, ListReply};
 use super::{key_of, AppState};
@@ -88,7 +88,7 @@ pub async fn put(
     level: WriteLevel,
     headers: HeaderMap,
     BoundedBody(body): BoundedBody,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Acked<WriteReply>>, ApiError> {
     let key = key_of(path)?;
     let Query(params) = query?;
     let ttl_ms = ttl_ms(&params)?;
@@ -231,7 +231,7 @@ pub async fn delete(
     path: Result<Path<String>, PathRejection>,
     level: WriteLevel,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Acked<WriteReply>>, ApiError> {
     let key = key_of(path)?;
     let precondition = precondition(&headers);
     let write = Write::KvDelete { key: key.clone() };

@@ -4,7 +4,7 @@
 //! (reading that element alone); `GET /v1/sets` lists set keys.
 
 use super::body::{json_object, BoundedBody};
-use super::consistency::{self, ReadLevel, WriteLevel};
+use super::consistency::{self, Acked, ReadLevel, WriteLevel};
 use super::error::ApiError;
 use super::listing::{ListParams, ListReply};
 use super::{check_name, key_of, AppState};
@@ -77,7 +77,7 @@ async fn edit(
     add: Vec<String>,
     remove: Vec<String>,
     level: WriteLevel,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Acked<EditReply>>, ApiError> {
     check_name("key", &key)?;
     if add.len() + remove.len() > MAX_BATCH {
         return Err(ApiError::bad_request(
@@ -141,7 +141,7 @@ pub async fn clear(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     level: WriteLevel,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Acked<EditReply>>, ApiError> {
     let key = key_of(path)?;
     let write = Write::SetClear { key: key.clone() };
     consistency::write(&state, write, Precondition::default(), level, |ack| {
@@ -154,7 +154,7 @@ pub async fn add(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     level: WriteLevel,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Acked<EditReply>>, ApiError> {
     let Path((key, element)) = path?;
     edit(&state, key, vec![element], vec![], level).await
 }
@@ -163,7 +163,7 @@ pub async fn remove(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     level: WriteLevel,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Acked<EditReply>>, ApiError> {
     let Path((key, element)) = path?;
     edit(&state, key, vec![], vec![element], level).await
 }
@@ -173,7 +173,7 @@ pub async fn batch(
     path: Result<Path<String>, PathRejection>,
     level: WriteLevel,
     BoundedBody(body): BoundedBody,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Acked<EditReply>>, ApiError> {
     let Path(key) = path?;
     // Parsed whatever the Content-Type, so `curl -d` works as well as `-H 'Content-Type: ...'`.
     let request: BatchRequest = json_object(&body, r#"{"add": [...], "remove": [...]}"#)?;
