@@ -281,6 +281,33 @@ fn counter_add_and_get() {
 }
 
 #[test]
+fn consistency_levels_pass_through_and_an_unmet_one_exits_3() {
+    let node = node();
+    // Alone, `all` and `majority` are this node.
+    run(&node, &["kv", "put", "--w", "all", "k", "v"]).assert_ok();
+    assert_eq!(
+        run(&node, &["kv", "get", "--r", "majority", "k"]).text(),
+        "v"
+    );
+    run(&node, &["set", "add", "--w", "all", "s", "a", "b"]).assert_ok();
+    assert_eq!(
+        run(&node, &["set", "get", "--r", "all", "s"]).lines(),
+        ["a", "b"]
+    );
+    assert_eq!(
+        run(&node, &["counter", "add", "--w", "1", "c", "2"]).lines(),
+        ["2"]
+    );
+    // Two members cannot answer on a one-node cluster: the node says so at once.
+    run(&node, &["kv", "put", "--w", "2", "k", "v2"]).assert_fails(3, "write_timeout");
+    run(&node, &["kv", "get", "--r", "2", "k"]).assert_fails(3, "read_timeout");
+    run(&node, &["counter", "get", "--r", "2", "c"]).assert_fails(3, "read_timeout");
+    // The timed-out write stayed applied.
+    assert_eq!(run(&node, &["kv", "get", "k"]).text(), "v2");
+    run(&node, &["kv", "put", "--w", "most", "k", "v"]).assert_fails(2, "majority or all");
+}
+
+#[test]
 fn put_with_a_ttl_expires() {
     let node = node();
     run(&node, &["kv", "put", "--ttl", "1", "lease", "held"]).assert_ok();

@@ -59,6 +59,25 @@ pub struct ConnectionArgs {
     pub timeout_ms: u64,
 }
 
+/// Consistency levels (`?w=` and `?r=`); accepted before or after the subcommand.
+#[derive(clap::Args, Clone, Default)]
+pub struct LevelArgs {
+    /// Writes wait until this many members hold them durably: a number, `majority` or `all`
+    /// (else exit 3 with `write_timeout`; the write stays applied and still spreads).
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = level)]
+    pub w: Option<String>,
+    /// Reads merge the state of this many members first: a number, `majority` or `all` (else
+    /// exit 3 with `read_timeout`).
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = level)]
+    pub r: Option<String>,
+}
+
+fn level(text: &str) -> Result<String, String> {
+    crate::node::Level::parse(text)
+        .map(|_| text.to_string())
+        .ok_or_else(|| "a number of members from 1 to 1000, majority or all".to_string())
+}
+
 #[derive(clap::Args)]
 #[command(arg_required_else_help = true, after_help = EXIT_CODES)]
 pub struct KvArgs {
@@ -66,6 +85,8 @@ pub struct KvArgs {
     pub command: KvCommand,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub levels: LevelArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -115,6 +136,8 @@ pub struct SetArgs {
     pub command: SetCommand,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub levels: LevelArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -142,6 +165,8 @@ pub struct CounterArgs {
     pub command: CounterCommand,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub levels: LevelArgs,
 }
 
 #[derive(clap::Subcommand)]

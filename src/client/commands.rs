@@ -2,7 +2,7 @@
 //! (README "The HTTP API"); nothing here decides anything the node does not.
 
 use super::address::path_segment;
-use super::args::{CounterCommand, KvCommand, SetCommand};
+use super::args::{CounterCommand, KvCommand, LevelArgs, SetCommand};
 use super::error::ClientError;
 use super::http::{Body, Call, Client};
 use hyper::body::Bytes;
@@ -15,11 +15,27 @@ use std::io::{Read, Write};
 /// Most bytes `kv put` reads from stdin: the largest value any node accepts.
 const MAX_STDIN_VALUE: usize = crate::wire::MAX_STATE_BYTES;
 
+/// `path` with the query parameters given (`None`s left out).
+fn with_query(path: String, parameters: &[(&str, Option<String>)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in parameters {
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
+    }
+    match query.finish() {
+        query if query.is_empty() => path,
+        query => format!("{path}?{query}"),
+    }
+}
+
 pub async fn kv(
     client: &mut Client,
     command: KvCommand,
+    levels: &LevelArgs,
     out: &mut dyn Write,
 ) -> Result<(), ClientError> {
+    let w = || ("w", levels.w.clone());
     match command {
         KvCommand::Put {
             key,
@@ -28,19 +44,19 @@ pub async fn kv(
             ttl,
         } => {
             let body = put_body(value, content_type)?;
-            let mut target = format!("/v1/kv/{}", path_segment(&key));
-            if let Some(ttl) = ttl {
-                target.push_str(&format!("?ttl={ttl}"));
-            }
+            let path = format!("/v1/kv/{}", path_segment(&key));
+            let target = with_query(path, &[("ttl", ttl.map(|t| t.to_string())), w()]);
             client.call(call(Method::PUT, &target, Some(body))).await?;
         }
         KvCommand::Get { key } => {
-            let target = format!("/v1/kv/{}", path_segment(&key));
+            let path = format!("/v1/kv/{}", path_segment(&key));
+            let target = with_query(path, &[("r", levels.r.clone())]);
             let value = client.call(call(Method::GET, &target, None)).await?;
             out.write_all(&value).map_err(ClientError::Stdout)?;
         }
         KvCommand::Del { key } => {
-            let target = format!("/v1/kv/{}", path_segment(&key));
+            let path = format!("/v1/kv/{}", path_segment(&key));
+            let target = with_query(path, &[w()]);
             client.call(call(Method::DELETE, &target, None)).await?;
         }
         KvCommand::Ls { prefix, page_size } => list(client, prefix, page_size, out).await?,
@@ -230,6 +246,7 @@ async fn list(
 pub async fn set(
     client: &mut Client,
     command: SetCommand,
+    levels: &LevelArgs,
     out: &mut dyn Write,
 ) -> Result<(), ClientError> {
     let (key, elements, method, field) = match command {
@@ -238,7 +255,8 @@ pub async fn set(
             struct Set {
                 elements: Vec<String>,
             }
-            let target = format!("/v1/sets/{}", path_segment(&key));
+            let path = format!("/v1/sets/{}", path_segment(&key));
+            let target = with_query(path, &[("r", levels.r.clone())]);
             let set: Set = client.call_json(call(Method::GET, &target, None)).await?;
             for element in &set.elements {
                 writeln!(out, "{element}").map_err(ClientError::Stdout)?;
@@ -251,7 +269,8 @@ pub async fn set(
     let set = path_segment(&key);
     if let [element] = elements.as_slice() {
         // One element: its own path, as with curl.
-        let target = format!("/v1/sets/{set}/{}", path_segment(element));
+        let path = format!("/v1/sets/{set}/{}", path_segment(element));
+        let target = with_query(path, &[("w", levels.w.clone())]);
         client.call(call(method, &target, None)).await?;
     } else {
         // Several: one batch, applied together.
@@ -260,7 +279,7 @@ pub async fn set(
             content_type: HeaderValue::from_static("application/json"),
             bytes: Bytes::from(batch.to_string()),
         };
-        let target = format!("/v1/sets/{set}");
+        let target = with_query(format!("/v1/sets/{set}"), &[("w", levels.w.clone())]);
         client.call(call(Method::POST, &target, Some(body))).await?;
     }
     Ok(())
@@ -270,6 +289,7 @@ pub async fn set(
 pub async fn counter(
     client: &mut Client,
     command: CounterCommand,
+    levels: &LevelArgs,
     out: &mut dyn Write,
 ) -> Result<(), ClientError> {
     #[derive(Deserialize)]
@@ -287,11 +307,11 @@ pub async fn counter(
             (key, Some(body))
         }
     };
-    let method = match body {
-        Some(_) => Method::POST,
-        None => Method::GET,
+    let (method, level) = match body {
+        Some(_) => (Method::POST, ("w", levels.w.clone())),
+        None => (Method::GET, ("r", levels.r.clone())),
     };
-    let target = format!("/v1/counters/{}", path_segment(&key));
+    let target = with_query(format!("/v1/counters/{}", path_segment(&key)), &[level]);
     let counter: Counter = client.call_json(call(method, &target, body)).await?;
     writeln!(out, "{}", counter.value).map_err(ClientError::Stdout)
 }

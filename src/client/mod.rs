@@ -52,9 +52,15 @@ fn run_with_output(command: ClientCommand, out: &mut dyn Write) -> Result<(), Cl
         .map_err(ClientError::Runtime)?;
     runtime.block_on(async move {
         match command {
-            ClientCommand::Kv(args) => commands::kv(&mut client, args.command, out).await,
-            ClientCommand::Set(args) => commands::set(&mut client, args.command, out).await,
-            ClientCommand::Counter(args) => commands::counter(&mut client, args.command, out).await,
+            ClientCommand::Kv(args) => {
+                commands::kv(&mut client, args.command, &args.levels, out).await
+            }
+            ClientCommand::Set(args) => {
+                commands::set(&mut client, args.command, &args.levels, out).await
+            }
+            ClientCommand::Counter(args) => {
+                commands::counter(&mut client, args.command, &args.levels, out).await
+            }
             ClientCommand::Members(_) => commands::members(&mut client, out).await,
             ClientCommand::Status(_) => commands::status(&mut client, out).await,
         }
