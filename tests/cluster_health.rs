@@ -271,6 +271,34 @@ async fn writes_made_on_both_sides_of_a_partition_are_counted_as_conflicts_and_e
     .await;
     assert_eq!(conflicts(&c, &n1).await, Some(0));
     assert_eq!(conflicts(&c, &n2).await, Some(0));
+    // A set element both see, removed and added again after seeing that: no race.
+    let element = |node: &Proc| node.url("/v1/sets/team/alice");
+    assert_eq!(c.put(element(&n1)).send().await.unwrap().status(), 200);
+    let present = |node: &'static str| {
+        let (c, url) = (
+            c.clone(),
+            [&n1, &n2][(node == "n2") as usize].url("/v1/sets/team/alice"),
+        );
+        async move { c.get(url).send().await.ok().map(|r| r.status() == 200) }
+    };
+    eventually("alice on n2", CONVERGE, || async {
+        present("n2").await?.then_some(())
+    })
+    .await;
+    assert_eq!(c.delete(element(&n2)).send().await.unwrap().status(), 200);
+    eventually("alice gone on n1", CONVERGE, || async {
+        (!present("n1").await?).then_some(())
+    })
+    .await;
+    assert_eq!(c.put(element(&n1)).send().await.unwrap().status(), 200);
+    eventually("alice back on n2", CONVERGE, || async {
+        present("n2").await?.then_some(())
+    })
+    .await;
+    for node in [&n1, &n2] {
+        let races = metric(&c, node, "hearsay_conflicts_total{keyspace=\"sets\"}").await;
+        assert_eq!(races, Some(0));
+    }
 
     // A partition; each side writes without seeing the other's write.
     for (node, other) in [(&n1, "n2"), (&n2, "n1")] {
@@ -282,6 +310,9 @@ async fn writes_made_on_both_sides_of_a_partition_are_counted_as_conflicts_and_e
     }
     let red = put_color(&c, &n1, "red").await;
     let blue = put_color(&c, &n2, "blue").await;
+    // n1 removes alice while n2 adds her again: the add wins, and both count the race.
+    assert_eq!(c.delete(element(&n1)).send().await.unwrap().status(), 200);
+    assert_eq!(c.put(element(&n2)).send().await.unwrap().status(), 200);
     // Last-writer-wins keeps the later stamp, the node id breaking a tie (blue, almost always).
     let (winner, loser, kept) = if (blue, "n2") > (red, "n1") {
         ("n2", "n1", "blue")
@@ -300,6 +331,14 @@ async fn writes_made_on_both_sides_of_a_partition_are_counted_as_conflicts_and_e
             (conflicts(&c, node).await? == 1).then_some(())
         })
         .await;
+        eventually("the set race counted", CONVERGE, || async {
+            let races = metric(&c, node, "hearsay_conflicts_total{keyspace=\"sets\"}").await?;
+            (races == 1).then_some(())
+        })
+        .await;
+    }
+    for node in ["n1", "n2"] {
+        assert_eq!(present(node).await, Some(true), "the add wins on {node}");
     }
     let explained = get_json(&c, n1.url("/v1/kv/color?explain=true"))
         .await

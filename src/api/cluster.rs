@@ -165,11 +165,13 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         Metrics::raise(&m.tombstones.get_or_create(&EventLabels { event }), total);
     }
     m.tombstones_held.set(c.tombstones_held as i64);
-    Metrics::raise(
-        &m.conflicts
-            .get_or_create(&crate::metrics::KeyspaceLabels { keyspace: "kv" }),
-        c.conflicts,
-    );
+    for (keyspace, total) in [("kv", c.conflicts), ("sets", c.set_conflicts)] {
+        Metrics::raise(
+            &m.conflicts
+                .get_or_create(&crate::metrics::KeyspaceLabels { keyspace }),
+            total,
+        );
+    }
     Metrics::raise(&m.heals, c.heals);
     for (event, total) in [
         ("write_met", c.waits.write_met),

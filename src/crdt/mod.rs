@@ -11,6 +11,7 @@ mod lww;
 mod orset;
 mod pncounter;
 pub mod set_merge;
+mod set_races;
 mod state_codec;
 
 pub use context::CausalContext;
@@ -18,6 +19,7 @@ pub use lww::{LwwRegister, Value};
 pub use orset::OrSet;
 pub use pncounter::{CounterOverflow, PnCounter};
 pub use set_merge::{ElementChange, SetChange, SetReplica};
+pub use set_races::LostDots;
 
 /// What a merge did to the replica it was merged into.
 #[must_use = "a merge says whether the replica changed"]

@@ -107,6 +107,8 @@ impl ClusterConfig {
 pub struct ClusterStats {
     /// Last-writer-wins writes this node merged that discarded a concurrent write (kv).
     pub conflicts: u64,
+    /// Set elements whose remove a concurrent add outlived, as this node merged them.
+    pub set_conflicts: u64,
     /// Heals this node followed to convergence (see `heal.rs`).
     pub heals: u64,
     pub rumors_published: u64,
@@ -222,6 +224,7 @@ impl<S: Store> Node<S> {
         stats.rumors_published = self.meta.seen.get(&self.replica);
         stats.tombstones_held = self.tombstones.held() as u64;
         stats.conflicts = self.conflicts.counted;
+        stats.set_conflicts = self.conflicts.set_races;
         stats.heals = self.heal.completed;
         stats
     }

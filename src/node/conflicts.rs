@@ -1,13 +1,14 @@
 //! Conflicts: a last-writer-wins write that replaced, or lost to, a write of the same key its
 //! writer had not seen (see [`LwwRegister::concurrent_with`]). Each one this node merges is
 //! counted by keyspace, and the last few writes discarded so are kept per key, in memory, for
-//! `GET /v1/kv/{key}?explain=true`.
+//! `GET /v1/kv/{key}?explain=true`. In sets, a remove that a concurrent add outlived (see
+//! `crdt/set_races.rs`) is counted too.
 //!
 //! Pure bookkeeping: bounded maps, no store, no clock.
 
 use super::Node;
 use crate::clock::{NodeId, Timestamp};
-use crate::crdt::LwwRegister;
+use crate::crdt::{LostDots, LwwRegister};
 use crate::store::{Store, StoreKey};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -15,6 +16,9 @@ use std::collections::{BTreeMap, VecDeque};
 const PER_KEY: usize = 4;
 /// Keys with discarded writes kept; the key whose last conflict is oldest goes first.
 const KEYS: usize = 10_000;
+/// Dots that set elements lost, remembered to recognize add/remove races (a few MB at most): a
+/// race whose remove and add arrive further apart than this many removes goes uncounted.
+const LOST_DOTS: usize = 50_000;
 
 /// A write last-writer-wins discarded though its writer had not seen the winner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +31,6 @@ pub struct Overwritten {
     pub by: (Timestamp, NodeId),
 }
 
-#[derive(Default)]
 pub(super) struct ConflictLog {
     by_key: BTreeMap<StoreKey, VecDeque<Overwritten>>,
     /// Keys by the order of their last conflict (a sequence number), to drop the stalest.
@@ -36,6 +39,24 @@ pub(super) struct ConflictLog {
     next: u64,
     /// Conflicts counted, kv keyspace (the only one with last-writer-wins registers).
     pub(super) counted: u64,
+    /// Set elements whose remove a concurrent add outlived, counted (see `crdt/set_races.rs`).
+    pub(super) set_races: u64,
+    /// The dots set elements lost here, to recognize those races.
+    pub(super) lost_dots: LostDots<StoreKey>,
+}
+
+impl Default for ConflictLog {
+    fn default() -> Self {
+        ConflictLog {
+            by_key: BTreeMap::new(),
+            order: BTreeMap::new(),
+            last_of: BTreeMap::new(),
+            next: 0,
+            counted: 0,
+            set_races: 0,
+            lost_dots: LostDots::new(LOST_DOTS),
+        }
+    }
 }
 
 impl ConflictLog {

@@ -146,7 +146,7 @@ impl<S: Store> Node<S> {
         Totals {
             keys_repaired: self.cluster.stats.sync_keys_repaired,
             bytes: self.cluster.stats.sync_bytes,
-            conflicts: self.conflicts.counted,
+            conflicts: self.conflicts.counted + self.conflicts.set_races,
         }
     }
 

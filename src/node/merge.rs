@@ -9,7 +9,7 @@
 
 use super::{prefix8, tombstones, Applied, KeyChange, Node, Refusal, Source};
 use crate::clock::{ReplicaId, Timestamp};
-use crate::crdt::{set_merge, KeyState, OrSet};
+use crate::crdt::{set_merge, KeyState, OrSet, SetReplica};
 use crate::store::{
     merkle, record, LoggedDeltaRef, SetWrite, Store, StoreError, StoreKey, StoredSet, WriteBatch,
 };
@@ -67,7 +67,7 @@ impl<S: Store> Node<S> {
                 self.merge_whole(&key, &delta, source)?
             }
             KeyState::Counter(_) => self.merge_whole(&key, &delta, source)?,
-            KeyState::Set(set) => self.merge_set(&key, set, source)?,
+            KeyState::Set(set) => self.merge_set(&key, set, source, origin_seq.is_some())?,
         };
         let prepared = match prepared {
             Ok(prepared) => prepared,
@@ -178,12 +178,14 @@ impl<S: Store> Node<S> {
     }
 
     /// Merges a set state or delta into the stored set, reading only the elements it touches.
-    /// `Err` carries the outcome when there is nothing to write.
+    /// `Err` carries the outcome when there is nothing to write. `one_write`: the state is the
+    /// delta of one write (a rumor), not a whole replica; it tells add/remove races apart.
     fn merge_set(
         &mut self,
         key: &StoreKey,
         delta: &OrSet,
         source: Source,
+        one_write: bool,
     ) -> Result<Result<Prepared, Applied>, StoreError> {
         if delta.is_noop_delta() {
             return Ok(Err(Applied::Unchanged));
@@ -202,6 +204,21 @@ impl<S: Store> Node<S> {
         } else {
             set_merge::plan(&stored, delta)?
         };
+        // Races are looked for even when nothing changes: a remove that a concurrent add here
+        // outlived may find nothing left to remove.
+        if let Source::Peer { .. } = source {
+            let held = |element: &str| {
+                stored
+                    .dots(element)
+                    .map(|dots| dots.into_owned())
+                    .unwrap_or_default()
+            };
+            let raced =
+                self.conflicts
+                    .lost_dots
+                    .merged(key, delta, planned.as_ref(), one_write, held);
+            self.conflicts.set_races += raced.len() as u64;
+        }
         let Some(change) = planned else {
             return Ok(Err(Applied::Unchanged));
         };
@@ -211,6 +228,7 @@ impl<S: Store> Node<S> {
             if bytes > MAX_STATE_BYTES {
                 return Ok(Err(Applied::Refused(Refusal::TooLarge { bytes })));
             }
+            self.conflicts.lost_dots.record(key, &change);
         }
         let old_hash = stored
             .existed()
