@@ -306,7 +306,7 @@ fn the_write_ahead_log_alone_restores_committed_writes() {
 }
 
 #[test]
-fn the_tombstone_collection_horizon_removals_and_roster_persist() {
+fn the_tombstone_collection_horizon_removals_roster_and_forgotten_values_persist() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let horizon = Timestamp::new(1_700_000_000_500, 0);
@@ -315,6 +315,7 @@ fn the_tombstone_collection_horizon_removals_and_roster_persist() {
         assert_eq!(store.collected_through(), Timestamp::ZERO);
         assert!(!store.clustered());
         assert!(store.roster().is_empty());
+        assert!(store.forgotten().is_empty());
         store
             .apply(hearsay::store::WriteBatch {
                 records: fixture(),
@@ -327,6 +328,7 @@ fn the_tombstone_collection_horizon_removals_and_roster_persist() {
                 collected_through: Some(horizon),
                 clustered: true,
                 roster: Some(vec![NodeId::new("n2").unwrap(), NodeId::new("n3").unwrap()]),
+                forgotten: Some(vec![(StoreKey::kv("forgotten"), horizon)]),
                 ..Default::default()
             })
             .unwrap();
@@ -339,6 +341,7 @@ fn the_tombstone_collection_horizon_removals_and_roster_persist() {
         store.roster(),
         [NodeId::new("n2").unwrap(), NodeId::new("n3").unwrap()]
     );
+    assert_eq!(store.forgotten(), [(StoreKey::kv("forgotten"), horizon)]);
     assert!(store.get(&StoreKey::kv("deleted")).unwrap().is_none());
     assert!(store.get(&StoreKey::kv("greeting")).unwrap().is_some());
     let leaf = hearsay::store::merkle::bucket_of(&StoreKey::kv("deleted"));

@@ -74,7 +74,7 @@ impl<S: Store> Node<S> {
             .iter()
             .filter_map(|(key, state)| Some((key.clone(), tombstone_of(state)?)))
             .collect();
-        if let Err(e) = self.remove_records(collected, Some(through)) {
+        if let Err(e) = self.remove_records(collected, Some(through), None) {
             // Still held: a later pass tries again.
             for (key, ts) in keys {
                 self.tombstones.track(&key, None, Some(ts));
@@ -112,6 +112,7 @@ impl<S: Store> Node<S> {
         &mut self,
         records: Vec<(StoreKey, KeyState)>,
         collected_through: Option<Timestamp>,
+        forgotten: Option<Vec<(StoreKey, Timestamp)>>,
     ) -> Result<(), StoreError> {
         let removals = records.iter().map(|(key, _)| key.clone()).collect();
         let leaves_complete = self.leaves_persisted.then_some(false);
@@ -119,6 +120,7 @@ impl<S: Store> Node<S> {
             removals,
             collected_through,
             leaves_complete,
+            forgotten,
             ..WriteBatch::default()
         })?;
         self.leaves_persisted = false;
@@ -242,12 +244,14 @@ impl<S: Store> Node<S> {
                 });
             }
         }
-        self.remove_records(forgotten, None)?;
         // Another peer left out of the same collection may still hold these values and offer
-        // them again: they are refused as collected, until this node's horizon covers them.
+        // them again: they are refused as collected, until this node's horizon covers them. The
+        // marks are stored with the removals, so a restart does not lose them.
         for (key, timestamp) in marks {
             self.tombstones.forgot(&key, timestamp);
         }
+        let marks = self.tombstones.forgotten_marks();
+        self.remove_records(forgotten, None, Some(marks))?;
         tracing::info!(
             count,
             peer = %peer,

@@ -300,6 +300,7 @@ impl<S: Store> Node<S> {
             tombstones.track(&key, None, Some(ts));
         }
         tombstones.restore_own(&id, meta.stable_reported);
+        tombstones.restore_forgotten(store.forgotten(), store.collected_through());
         meta.forgettable_through = Timestamp::ZERO;
         let max_clock_skew_ms = config.max_clock_skew_ms;
         let disk_reserve_bytes = config.disk_reserve_bytes;
@@ -890,6 +891,56 @@ mod tests {
             digest,
             "the index loaded after the crash is stale"
         );
+    }
+
+    #[test]
+    fn a_value_forgotten_on_a_peers_word_stays_refused_after_a_restart() {
+        use crate::crdt::Value;
+        use crate::membership::{Member, MemberState};
+        use crate::wire::ForgetValue;
+        let store = MemoryStore::with_crashes();
+        let mut node = Node::open(store.reopen(), id("n1")).unwrap();
+        let n2 = Member {
+            id: id("n2"),
+            gossip_addr: "127.0.0.1:2".parse().unwrap(),
+            http_addr: "127.0.0.1:3".parse().unwrap(),
+            state: MemberState::Alive,
+            incarnation: 1,
+        };
+        node.cluster.membership.apply_updates(1_000, &[n2]);
+        let key = StoreKey::kv("k");
+        let written = Timestamp::new(900, 0);
+        let value = Value {
+            content_type: "text/plain".into(),
+            data: b"old".to_vec(),
+        };
+        let register =
+            || KeyState::Register(LwwRegister::write(written, id("n3"), Some(value.clone())));
+        assert_eq!(
+            node.merge_delta(1_000, key.clone(), register()).unwrap(),
+            Applied::Changed
+        );
+        // n2 collected a newer tombstone of k and refused the value: n1 forgets it.
+        node.cluster
+            .peer_horizons
+            .insert(id("n2"), Timestamp::new(950, 0));
+        let forget = ForgetValue {
+            key: key.clone(),
+            timestamp: written,
+            node: id("n3"),
+        };
+        node.forget(1_000, &id("n2"), vec![forget]).unwrap();
+        assert_eq!(node.store().get(&key).unwrap(), None);
+        node.commit().unwrap().complete().unwrap();
+        node.synced_through(node.commits());
+        drop(node);
+        // After a crash, another member that missed the collection offers it again: refused.
+        let mut again = Node::open(store.reopen(), id("n1")).unwrap();
+        assert_eq!(
+            again.merge_delta(1_100, key.clone(), register()).unwrap(),
+            Applied::Refused(Refusal::Collected)
+        );
+        assert_eq!(again.store().get(&key).unwrap(), None);
     }
 
     #[test]

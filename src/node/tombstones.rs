@@ -99,7 +99,8 @@ pub(super) struct TombstoneCollector {
     collected_elsewhere: Timestamp,
     /// Keys whose value this node forgot because a peer had collected a newer tombstone, with
     /// the newest timestamp forgotten: a register that old for the key is refused again, from
-    /// whichever peer still holds it, until this node's own horizon covers it. Kept in memory.
+    /// whichever peer still holds it, until this node's own horizon covers it. Persisted with
+    /// the removals (the store's `forgotten`), so a restart does not let the value back.
     forgotten: BTreeMap<StoreKey, Timestamp>,
 }
 
@@ -124,6 +125,27 @@ impl TombstoneCollector {
     pub(super) fn forgot(&mut self, key: &StoreKey, timestamp: Timestamp) {
         let mark = self.forgotten.entry(key.clone()).or_insert(timestamp);
         *mark = (*mark).max(timestamp);
+    }
+
+    /// The marks, for the store.
+    pub(super) fn forgotten_marks(&self) -> Vec<(StoreKey, Timestamp)> {
+        self.forgotten
+            .iter()
+            .map(|(k, t)| (k.clone(), *t))
+            .collect()
+    }
+
+    /// Restores the marks persisted before a restart; those at or below `horizon` go (the
+    /// horizon refuses those values by itself).
+    pub(super) fn restore_forgotten(
+        &mut self,
+        marks: Vec<(StoreKey, Timestamp)>,
+        horizon: Timestamp,
+    ) {
+        for (key, timestamp) in marks {
+            self.forgot(&key, timestamp);
+        }
+        self.horizon_reached(horizon);
     }
 
     /// Whether a register for `key` written at `timestamp` is one this node forgot (or older).

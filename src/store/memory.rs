@@ -30,6 +30,7 @@ struct Contents {
     collected_through: Timestamp,
     clustered: bool,
     roster: Vec<NodeId>,
+    forgotten: Vec<(StoreKey, Timestamp)>,
 }
 
 impl Contents {
@@ -40,6 +41,9 @@ impl Contents {
         self.clustered |= batch.clustered;
         if let Some(roster) = &batch.roster {
             self.roster = roster.clone();
+        }
+        if let Some(forgotten) = &batch.forgotten {
+            self.forgotten = forgotten.clone();
         }
         for key in &batch.removals {
             let encoded = key.encode();
@@ -285,6 +289,10 @@ impl Store for MemoryStore {
 
     fn roster(&self) -> Vec<NodeId> {
         read(&self.disk).applied.roster.clone()
+    }
+
+    fn forgotten(&self) -> Vec<(StoreKey, Timestamp)> {
+        read(&self.disk).applied.forgotten.clone()
     }
 
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {

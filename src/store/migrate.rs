@@ -9,7 +9,7 @@ use crate::crdt::KeyState;
 use std::path::Path;
 
 /// The layout this build writes.
-pub const CURRENT_LAYOUT: u32 = 7;
+pub const CURRENT_LAYOUT: u32 = 8;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
 /// The node metadata ([`super::Meta`]).
@@ -51,6 +51,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<u32, StoreError> {
             4 => v4_to_v5(db)?,
             5 => v5_to_v6(db)?,
             6 => v6_to_v7(db)?,
+            7 => v7_to_v8(db)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "no upgrade step from layout {other}"
@@ -107,6 +108,14 @@ fn v2_to_v3(db: &sled::Db) -> Result<(), StoreError> {
 /// first records the members it knows: nothing to rewrite.
 fn v5_to_v6(db: &sled::Db) -> Result<(), StoreError> {
     db.insert(LAYOUT_KEY, &6u32.to_be_bytes())?;
+    Ok(())
+}
+
+/// Layout 8 (`migrations/0008_forgotten_values.md`) adds `meta/forgotten`, absent until the
+/// node first forgets a value on a peer's word: nothing to rewrite, but an older build must
+/// refuse the directory, since it would take those values back.
+fn v7_to_v8(db: &sled::Db) -> Result<(), StoreError> {
+    db.insert(LAYOUT_KEY, &8u32.to_be_bytes())?;
     Ok(())
 }
 

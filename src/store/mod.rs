@@ -181,6 +181,9 @@ pub struct WriteBatch {
     pub clustered: bool,
     /// The other members this node knows of now ([`Store::roster`]), replacing the previous list.
     pub roster: Option<Vec<NodeId>>,
+    /// The values this node forgot on a peer's word ([`Store::forgotten`]), replacing the
+    /// previous list; applied atomically with the removals.
+    pub forgotten: Option<Vec<(StoreKey, Timestamp)>>,
 }
 
 /// A delta as the write-ahead log keeps it: enough to redo its merge and to restore the clock and
@@ -404,6 +407,10 @@ pub trait Store: Send + 'static {
     /// after a restart, until it hears of them again, they are members it must not collect
     /// tombstones without.
     fn roster(&self) -> Vec<NodeId>;
+    /// Per key, the newest value this node forgot because a peer had collected a newer
+    /// tombstone (empty if none): such a value is refused again, from whichever peer still
+    /// holds it, until this node's own horizon covers it.
+    fn forgotten(&self) -> Vec<(StoreKey, Timestamp)>;
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError>;
     /// The header of set `key`; `None` for a set never written.
     fn set_header(&self, key: &StoreKey) -> Result<Option<SetHeader>, StoreError>;

@@ -26,6 +26,7 @@ use std::sync::Arc;
 const COLLECTED_KEY: &[u8] = b"meta/collected";
 const CLUSTERED_KEY: &[u8] = b"meta/clustered";
 const ROSTER_KEY: &[u8] = b"meta/members";
+const FORGOTTEN_KEY: &[u8] = b"meta/forgotten";
 const LEAF_PREFIX: u8 = b'l';
 const KEY_HASH_PREFIX: u8 = b'h';
 /// A checkpoint starts once the active log grows past this.
@@ -38,6 +39,7 @@ pub struct SledStore {
     collected_through: Timestamp,
     clustered: bool,
     roster: Vec<NodeId>,
+    forgotten: Vec<(StoreKey, Timestamp)>,
     /// The write-ahead logs (none under `none` durability).
     wal: Option<Logs>,
     /// A checkpoint's work is running off the core's thread.
@@ -93,6 +95,7 @@ impl SledStore {
         let collected_through = read_horizon(&db)?;
         let clustered = db.get(CLUSTERED_KEY)?.is_some();
         let roster = read_roster(&db)?;
+        let forgotten = read_forgotten(&db)?;
         let (wal, replay) = if durability == Durability::None {
             (None, Vec::new())
         } else {
@@ -110,6 +113,7 @@ impl SledStore {
             collected_through,
             clustered,
             roster,
+            forgotten,
             wal,
             checkpointing: false,
             undo: UndoLog::default(),
@@ -163,6 +167,14 @@ impl TreeBatch {
 /// The members recorded (`meta/members`), none when absent.
 fn read_roster(db: &sled::Db) -> Result<Vec<NodeId>, StoreError> {
     match db.get(ROSTER_KEY)? {
+        Some(bytes) => record::from_bytes(&bytes),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The values forgotten on a peer's word (`meta/forgotten`), none when absent.
+fn read_forgotten(db: &sled::Db) -> Result<Vec<(StoreKey, Timestamp)>, StoreError> {
+    match db.get(FORGOTTEN_KEY)? {
         Some(bytes) => record::from_bytes(&bytes),
         None => Ok(Vec::new()),
     }
@@ -321,6 +333,10 @@ impl Store for SledStore {
         self.roster.clone()
     }
 
+    fn forgotten(&self) -> Vec<(StoreKey, Timestamp)> {
+        self.forgotten.clone()
+    }
+
     fn get(&self, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
         read_state(&self.db, key)
     }
@@ -469,6 +485,7 @@ impl Store for SledStore {
         self.collected_through = read_horizon(&self.db)?;
         self.clustered = self.db.get(CLUSTERED_KEY)?.is_some();
         self.roster = read_roster(&self.db)?;
+        self.forgotten = read_forgotten(&self.db)?;
         let mut undone = Vec::new();
         for (tree_key, before) in records {
             let Some(key) = StoreKey::decode(&tree_key[1..]) else {
@@ -565,6 +582,7 @@ impl SledStore {
             && batch.collected_through.is_none()
             && !batch.clustered
             && batch.roster.is_none()
+            && batch.forgotten.is_none()
         {
             for (key, state) in &batch.records {
                 let tree_key = record_key(key);
@@ -589,6 +607,9 @@ impl SledStore {
         }
         if let Some(roster) = &batch.roster {
             tree_batch.insert(ROSTER_KEY, record::to_bytes(roster));
+        }
+        if let Some(forgotten) = &batch.forgotten {
+            tree_batch.insert(FORGOTTEN_KEY, record::to_bytes(forgotten));
         }
         for key in &batch.removals {
             if key.space == Keyspace::Sets {
@@ -646,6 +667,9 @@ impl SledStore {
         self.clustered |= batch.clustered;
         if let Some(roster) = &batch.roster {
             self.roster = roster.clone();
+        }
+        if let Some(forgotten) = &batch.forgotten {
+            self.forgotten = forgotten.clone();
         }
         if let Some(meta) = &batch.meta {
             self.meta = meta.clone();
