@@ -87,7 +87,7 @@ async fn a_full_disk_refuses_writes_keeps_what_was_acknowledged_and_recovers_by_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_node_started_on_a_nearly_full_disk_serves_reads_and_leaves_no_half_written_log() {
+async fn a_node_started_on_a_nearly_full_disk_serves_reads_leaves_no_half_written_log_and_recovers() {
     let Some(disk) = SmallDisk::mount(256 * MIB) else {
         return;
     };
@@ -110,16 +110,20 @@ async fn a_node_started_on_a_nearly_full_disk_serves_reads_and_leaves_no_half_wr
         free > 8 * MIB,
         "starting took the disk's last space: {free} bytes left"
     );
-    drop(fresh);
     // The old directory restarts on the nearly full disk and serves what it holds.
     let node = serve(&old);
     assert_readable(&c, &node, &keys).await;
     assert_eq!(put(&c, &node, "x", "y").await, 507);
+    assert_eq!(put(&c, &fresh, "x", "y").await, 507);
     std::fs::remove_file(filler).unwrap();
-    eventually("writes taken again", WITHIN, || async {
-        (put(&c, &node, "x", "y").await == 200).then_some(())
-    })
-    .await;
+    // Both take writes again once there is room, without a restart.
+    for node in [&node, &fresh] {
+        eventually("writes taken again", WITHIN, || async {
+            (put(&c, node, "x", "value of x").await == 200).then_some(())
+        })
+        .await;
+    }
+    assert_readable(&c, &fresh, &["x".to_string()]).await;
 }
 
 /// Free bytes on the file system holding `path`.

@@ -364,11 +364,12 @@ impl<S: Store> Node<S> {
         // Persist the node id, the clock and the index, then start with an empty log. On a disk
         // below its reserve the node still starts, to serve reads (writes get 507): the log is
         // kept, and the database is flushed once there is room.
-        if let Err(e) = node.checkpoint() {
-            if !node.disk.is_full() {
-                return Err(e.into());
-            }
-            tracing::warn!(error = %e, "cannot checkpoint at start-up on a full disk; the write-ahead log is kept");
+        if node.disk.is_full() {
+            // sled remembers a failed write for good (its "global error"): a flush that runs
+            // out of space would leave the database unwritable until a restart.
+            tracing::warn!("no checkpoint at start-up on a disk below its reserve; the write-ahead log is kept until there is room");
+        } else {
+            node.checkpoint()?;
         }
         Ok(node)
     }
@@ -596,6 +597,15 @@ impl<S: Store> Node<S> {
     /// Starts making every change so far durable (per the durability mode): the driver calls
     /// this once per group of writes and acknowledges them once the returned sync completes.
     pub fn commit(&mut self) -> Result<PendingSync, StoreError> {
+        // On a disk below its reserve, writes and peers' states are refused: what is left is
+        // metadata, which waits for room (the log replays what it would record). A sync that
+        // ran out of space there could leave the store unable to undo it.
+        if self.disk.is_full() {
+            let pending = self.store.commit()?;
+            self.own_seq_at
+                .push_back((self.store.commits(), self.meta.seen.get(&self.replica)));
+            return Ok(pending);
+        }
         if self.meta_dirty {
             self.meta.hlc = self.hlc.high_water_mark();
             for (origin, seq) in self.cluster.rumors().contiguous() {
@@ -736,14 +746,15 @@ impl<S: Store> Node<S> {
 
     /// True when changes wait for [`Node::commit`].
     pub fn has_uncommitted(&self) -> bool {
-        self.meta_dirty || self.roster.is_dirty()
+        (self.meta_dirty || self.roster.is_dirty()) && !self.disk.is_full()
     }
 
     /// Starts a checkpoint once the store's log has grown large (call after a commit):
     /// persists the Merkle index, retires the log, and returns the slow part, which the driver
     /// runs off the core's thread and reports with [`Node::checkpoint_done`].
     pub fn begin_checkpoint(&mut self) -> Result<Option<CheckpointWork>, StoreError> {
-        if !self.store.wants_checkpoint() {
+        // On a disk below its reserve the flush waits for room (see `open_in_cluster`).
+        if !self.store.wants_checkpoint() || self.disk.is_full() {
             return Ok(None);
         }
         self.persist_leaves()?;

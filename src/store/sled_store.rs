@@ -86,7 +86,11 @@ impl SledStore {
         let probe = dir.join(".write-probe");
         std::fs::write(&probe, b"").map_err(unwritable)?;
         let _ = std::fs::remove_file(&probe);
-        let db = open_db(dir)?;
+        // With a write-ahead log, the database is flushed only by checkpoints, which wait while
+        // the disk is below its reserve: sled remembers a failed write for good (its "global
+        // error"), so a background flush that ran out of space would leave the database
+        // unwritable until a restart. Without a log, the background flush is all there is.
+        let db = open_db(dir, durability == Durability::None)?;
         migrate::upgrade(&db, dir)?;
         let meta = match db.get(META_KEY)? {
             Some(bytes) => record::from_bytes(&bytes)?,
@@ -197,25 +201,25 @@ fn read_horizon(db: &sled::Db) -> Result<Timestamp, StoreError> {
 /// Opens the database, waiting up to two seconds for a handle this process just dropped: sled
 /// releases the directory's lock from its own threads shortly after the last handle goes (a node
 /// reopened in place, a test). Another process holding it is still refused after that.
-fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+fn open_db(dir: &Path, background_flush: bool) -> Result<sled::Db, StoreError> {
     const TRIES: u32 = 200;
     for _ in 1..TRIES {
-        match open_db_once(dir) {
+        match open_db_once(dir, background_flush) {
             Err(StoreError::InUse { .. }) => {
                 std::thread::sleep(std::time::Duration::from_millis(10))
             }
             result => return result,
         }
     }
-    open_db_once(dir)
+    open_db_once(dir, background_flush)
 }
 
-fn open_db_once(dir: &Path) -> Result<sled::Db, StoreError> {
+fn open_db_once(dir: &Path, background_flush: bool) -> Result<sled::Db, StoreError> {
     // sled 0.34 can panic, not just fail, on some damaged files (sled #1533, #1527, #1189): a
     // damaged directory must end in a clear message, so a panic here is an error too.
     let config = sled::Config::new()
         .path(dir.join("db"))
-        .flush_every_ms(Some(500));
+        .flush_every_ms(background_flush.then_some(500));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
         .unwrap_or_else(|panic| {
             let reason = panic
