@@ -107,17 +107,8 @@ pub async fn write<T: Serialize>(
         required: 1,
     });
     if !tally.met() {
-        return Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "write_timeout",
-            format!(
-                "{} of the {} members required acknowledged the write in time; it stays applied on this node and still spreads",
-                tally.answered.len(),
-                tally.required
-            ),
-        )
-        .with("acked", names(&tally).into())
-        .with("required", tally.required.into()));
+        let why = "acknowledged the write in time; it stays applied on this node and still spreads";
+        return Err(timed_out("write_timeout", "acked", why, &tally));
     }
     Ok(Json(Acked {
         reply,
@@ -134,18 +125,26 @@ pub async fn read_from(state: &AppState, key: StoreKey, level: &ReadLevel) -> Re
     let Some(tally) = state.node.read_from(key, wait).await? else {
         return Ok(());
     };
-    if tally.met() {
-        return Ok(());
+    match tally.met() {
+        true => Ok(()),
+        false => Err(timed_out(
+            "read_timeout",
+            "answered",
+            "answered in time",
+            &tally,
+        )),
     }
-    Err(ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "read_timeout",
-        format!(
-            "{} of the {} members required answered in time",
-            tally.answered.len(),
-            tally.required
-        ),
-    )
-    .with("answered", names(&tally).into())
-    .with("required", tally.required.into()))
+}
+
+/// The 504 of a wait that was not met: `code`, the members who answered under `field`, and how
+/// many were required.
+fn timed_out(code: &'static str, field: &str, what: &str, tally: &Tally) -> ApiError {
+    let message = format!(
+        "{} of the {} members required {what}",
+        tally.answered.len(),
+        tally.required
+    );
+    ApiError::new(StatusCode::GATEWAY_TIMEOUT, code, message)
+        .with(field, names(tally).into())
+        .with("required", tally.required.into())
 }

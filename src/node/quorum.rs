@@ -128,13 +128,45 @@ pub struct WaitStats {
     pub repair_sent: u64,
 }
 
+/// When a wait ends, and when the members that have not answered are asked again.
+struct Timing {
+    deadline_ms: u64,
+    ask_at_ms: u64,
+}
+
+impl Timing {
+    /// Asked now (at `now_ms`), for `timeout_ms` at most.
+    fn starting(now_ms: u64, timeout_ms: u64) -> Self {
+        Timing {
+            deadline_ms: now_ms + timeout_ms.min(MAX_TIMEOUT_MS),
+            ask_at_ms: now_ms,
+        }
+    }
+
+    fn is_due(&self, now_ms: u64) -> bool {
+        self.ask_at_ms <= now_ms || self.is_over(now_ms)
+    }
+
+    fn is_over(&self, now_ms: u64) -> bool {
+        self.deadline_ms <= now_ms
+    }
+}
+
+/// The requests among `waits` due at `now_ms`.
+fn due<W>(waits: &BTreeMap<u64, W>, timing: impl Fn(&W) -> &Timing, now_ms: u64) -> Vec<u64> {
+    waits
+        .iter()
+        .filter(|(_, w)| timing(w).is_due(now_ms))
+        .map(|(r, _)| *r)
+        .collect()
+}
+
 /// A write waiting for acknowledgements.
 struct WriteWait {
     rumor: Rumor,
     answered: BTreeSet<NodeId>,
     required: usize,
-    deadline_ms: u64,
-    ask_at_ms: u64,
+    timing: Timing,
 }
 
 /// A read waiting for answers.
@@ -143,8 +175,7 @@ struct ReadWait {
     /// Each member that answered, with the state it held (`None`: nothing).
     answered: BTreeMap<NodeId, Option<KeyState>>,
     required: usize,
-    deadline_ms: u64,
-    ask_at_ms: u64,
+    timing: Timing,
 }
 
 /// The open waits of one node.
@@ -234,8 +265,7 @@ impl<S: Store> Node<S> {
                 rumor,
                 answered: BTreeSet::from([self.id.clone()]),
                 required,
-                deadline_ms: now_ms + wait.timeout_ms.min(MAX_TIMEOUT_MS),
-                ask_at_ms: now_ms,
+                timing: Timing::starting(now_ms, wait.timeout_ms),
             },
         );
         match hopeless {
@@ -265,8 +295,7 @@ impl<S: Store> Node<S> {
                 key,
                 answered: BTreeMap::from([(self.id.clone(), mine)]),
                 required,
-                deadline_ms: now_ms + wait.timeout_ms.min(MAX_TIMEOUT_MS),
-                ask_at_ms: now_ms,
+                timing: Timing::starting(now_ms, wait.timeout_ms),
             },
         );
         match hopeless {
@@ -284,44 +313,30 @@ impl<S: Store> Node<S> {
     /// Sends what each wait due asks for to the members up that have not answered, and ends
     /// the waits past their deadline (at every tick).
     pub(super) fn ask_again(&mut self, now_ms: u64) {
-        let due: Vec<u64> = self
-            .waits
-            .writes
-            .iter()
-            .filter(|(_, w)| w.ask_at_ms <= now_ms || w.deadline_ms <= now_ms)
-            .map(|(r, _)| *r)
-            .collect();
-        for request in due {
+        for request in due(&self.waits.writes, |w| &w.timing, now_ms) {
             let Some(wait) = self.waits.writes.get_mut(&request) else {
                 continue;
             };
-            if wait.deadline_ms <= now_ms {
+            if wait.timing.is_over(now_ms) {
                 self.end_write(request, false);
                 continue;
             }
-            wait.ask_at_ms = now_ms + ASK_AGAIN_MS;
+            wait.timing.ask_at_ms = now_ms + ASK_AGAIN_MS;
             let rumor = wait.rumor.clone();
             let answered = wait.answered.clone();
             for peer in self.peers_to_ask(|id| answered.contains(id)) {
                 self.send_frame(peer, FrameBody::Replicate(rumor.clone()));
             }
         }
-        let due: Vec<u64> = self
-            .waits
-            .reads
-            .iter()
-            .filter(|(_, w)| w.ask_at_ms <= now_ms || w.deadline_ms <= now_ms)
-            .map(|(r, _)| *r)
-            .collect();
-        for request in due {
+        for request in due(&self.waits.reads, |w| &w.timing, now_ms) {
             let Some(wait) = self.waits.reads.get_mut(&request) else {
                 continue;
             };
-            if wait.deadline_ms <= now_ms {
+            if wait.timing.is_over(now_ms) {
                 self.end_read(request);
                 continue;
             }
-            wait.ask_at_ms = now_ms + ASK_AGAIN_MS;
+            wait.timing.ask_at_ms = now_ms + ASK_AGAIN_MS;
             let key = wait.key.clone();
             let answered: BTreeSet<NodeId> = wait.answered.keys().cloned().collect();
             let peers = self.peers_to_ask(|id| answered.contains(id));
