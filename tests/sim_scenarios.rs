@@ -1,10 +1,11 @@
 //! Focused scenarios in the deterministic simulator: each isolates one mechanism of the
-//! replication protocol (rumors alone, anti-entropy alone) and checks what it must achieve.
+//! replication protocol (rumors alone, anti-entropy alone, a consistency level) and checks what
+//! it must achieve.
 
 use hearsay::clock::Timestamp;
 use hearsay::crdt::KeyState;
-use hearsay::node::Write;
-use hearsay::sim::{Sim, SimConfig};
+use hearsay::node::{Level, Tally, Wait, Write};
+use hearsay::sim::{ReadOutcome, Sim, SimConfig, WriteOutcome};
 use hearsay::store::{Store, StoreKey};
 
 fn holds(sim: &Sim, i: usize, key: &str) -> bool {
@@ -310,4 +311,150 @@ fn a_write_after_an_expiring_value_replaces_it_and_its_expiry() {
     let expires = ack.expires.unwrap().wall_ms();
     sim.run_for(expires.saturating_sub(sim.clock_of(2)) + 1_000);
     assert!((0..3).all(|i| live_text(&sim, i, "d").is_none()));
+}
+
+/// The text node `i` holds for `key` (its store, what a client reads there).
+fn text(sim: &Sim, i: usize, key: &str) -> Option<String> {
+    match sim.read(i, &StoreKey::kv(key)) {
+        Some(KeyState::Register(r)) => r.value.map(|v| String::from_utf8_lossy(&v.data).into()),
+        _ => None,
+    }
+}
+
+/// Whether node `i`'s disk holds `key`'s register written at `timestamp` (as the simulator
+/// tracks what each node made durable).
+fn durable_at(sim: &Sim, i: usize, key: &str, timestamp: Timestamp) -> bool {
+    sim.durable_change(i, &StoreKey::kv(key))
+        .is_some_and(|c| c.timestamp == timestamp)
+}
+
+fn names(tally: &Tally) -> Vec<String> {
+    tally.answered.iter().map(|id| id.to_string()).collect()
+}
+
+/// Three nodes with disks that sync in 0.1 to 2 ms (answers wait for the sync, as in
+/// production), started and joined.
+fn three_with_disks(seed: u64, anti_entropy: bool) -> Sim {
+    let mut config = SimConfig::new(3, seed);
+    config.latency_ms = (1, 5);
+    config.fsync_us = Some((100, 2_000));
+    if !anti_entropy {
+        config.anti_entropy_interval_ms = u64::MAX / 4; // rumors only
+    }
+    let mut sim = Sim::new(config);
+    sim.run_for(8_000);
+    sim
+}
+
+#[test]
+fn a_write_for_every_member_times_out_while_one_is_cut_off_and_is_met_once_healed() {
+    let mut sim = three_with_disks(61, true);
+    sim.partition(&[0, 0, 1]);
+    let all = |timeout_ms| Wait {
+        level: Level::All,
+        timeout_ms,
+    };
+    let issued = sim.now();
+    let Some(WriteOutcome::Waited(cut)) =
+        sim.write_waiting(0, Write::put_text("k", "v1"), all(1_000))
+    else {
+        panic!("the write was not answered after waiting");
+    };
+    let tally = cut.ack.replicas.clone().expect("a tally");
+    assert!(!tally.met(), "met while n3 was cut off: {tally:?}");
+    assert_eq!(
+        (names(&tally), tally.required),
+        (vec!["n1".into(), "n2".into()], 3)
+    );
+    // Answered at its deadline, not before.
+    assert!(
+        cut.at_us / 1_000 >= issued + 1_000,
+        "timed out after {} ms",
+        cut.at_us / 1_000 - issued
+    );
+    // The write stays applied where it was taken and spreads to whom it can.
+    assert_eq!(text(&sim, 0, "k").as_deref(), Some("v1"));
+    assert_eq!(text(&sim, 1, "k").as_deref(), Some("v1"));
+    assert_eq!(text(&sim, 2, "k"), None);
+    sim.heal();
+    sim.run_for(2_000);
+    let Some(WriteOutcome::Waited(healed)) =
+        sim.write_waiting(0, Write::put_text("k", "v2"), all(5_000))
+    else {
+        panic!("the write was not answered after waiting");
+    };
+    let tally = healed.ack.replicas.clone().expect("a tally");
+    assert!(tally.met(), "not met once healed: {tally:?}");
+    assert_eq!(
+        (names(&tally), tally.required),
+        (vec!["n1".into(), "n2".into(), "n3".into()], 3)
+    );
+    // When it was answered, every node's disk held it.
+    for (i, durable) in healed.durable.iter().enumerate() {
+        let at = durable.as_ref().map(|c| c.timestamp);
+        assert_eq!(at, Some(healed.ack.timestamp), "node {i}'s disk");
+    }
+    assert!((0..3).all(|i| durable_at(&sim, i, "k", healed.ack.timestamp)));
+    assert!((0..3).all(|i| text(&sim, i, "k").as_deref() == Some("v2")));
+}
+
+#[test]
+fn a_majority_read_brings_what_the_others_hold_and_repairs_the_stale() {
+    // Anti-entropy off: only rumors and reads carry writes. A node misses a write while its
+    // disk is full (it cannot merge) until the write's rumors give up, staying a member all
+    // along (a partition would have the others catch it up with an exchange when it is back).
+    let mut sim = three_with_disks(67, false);
+    let majority = Wait {
+        level: Level::Majority,
+        timeout_ms: 2_000,
+    };
+    let miss = |sim: &mut Sim, stale: usize, writer: usize, key: &str, text: &str| {
+        sim.set_disk_full(stale, true);
+        let written = sim
+            .write(writer, Write::put_text(key, text))
+            .expect("an ack");
+        sim.run_for(20_000);
+        sim.set_disk_full(stale, false);
+        sim.run_for(2_000);
+        assert!(
+            !has_record(sim, stale, key),
+            "node {stale} got {key} without a read"
+        );
+        written
+    };
+    // n3 misses "a", held by the two others; a read at n3 brings it.
+    let written = miss(&mut sim, 2, 0, "a", "held by two");
+    assert!(holds(&sim, 0, "a") && holds(&sim, 1, "a"));
+    let Some(ReadOutcome::Answered { tally, state, .. }) =
+        sim.read_waiting(2, StoreKey::kv("a"), majority)
+    else {
+        panic!("the read was not answered after waiting");
+    };
+    assert!(tally.met(), "{tally:?}");
+    assert_eq!((tally.answered.len(), tally.required), (2, 2));
+    assert!(matches!(state, Some(KeyState::Register(r)) if r.timestamp == written.timestamp));
+    // The reader keeps what it read, durably.
+    assert_eq!(text(&sim, 2, "a").as_deref(), Some("held by two"));
+    assert!(durable_at(&sim, 2, "a", written.timestamp));
+
+    // n2 misses "b"; a read at n1 while n3 is cut off is answered by n2, which the read then
+    // repairs.
+    let written = miss(&mut sim, 1, 0, "b", "new");
+    assert!(holds(&sim, 2, "b"));
+    sim.partition(&[0, 0, 1]);
+    let Some(ReadOutcome::Answered { tally, state, .. }) =
+        sim.read_waiting(0, StoreKey::kv("b"), majority)
+    else {
+        panic!("the read was not answered after waiting");
+    };
+    assert!(tally.met(), "{tally:?}");
+    assert_eq!(names(&tally), vec!["n1".to_string(), "n2".to_string()]);
+    assert!(matches!(state, Some(KeyState::Register(r)) if r.timestamp == written.timestamp));
+    sim.run_for(100);
+    assert_eq!(
+        text(&sim, 1, "b").as_deref(),
+        Some("new"),
+        "n2 not repaired"
+    );
+    assert!(durable_at(&sim, 1, "b", written.timestamp));
 }

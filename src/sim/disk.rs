@@ -1,6 +1,7 @@
 //! A simulated node's sync thread, ordered as `src/runtime/release.rs` orders the real one: each
-//! event a core handles is one group (the client's answer, the anti-entropy answer, the messages
-//! the core produced, and the pending sync of the group's commit). A sync covers every group
+//! event a core handles is one group (the client's answer, the answers of waits that ended (`?w=`,
+//! `?r=`), the anti-entropy answer, the messages the core produced, and the pending sync of the
+//! group's commit). A sync covers every group
 //! queued while the previous sync ran; once it completes, its groups are released in order. A
 //! failed sync (or a failed commit) turns its group's acknowledgements into errors and its
 //! answers into refusals, and sends nothing of it; so for every later group, built on it, until
@@ -10,8 +11,8 @@
 //! Owns no protocol logic and no clock: the simulator says when a sync completes.
 
 use crate::clock::NodeId;
-use crate::node::{Outbound, WriteAck, WriteError};
-use crate::store::{PendingSync, StoreError};
+use crate::node::{KeyChange, Outbound, Tally, WriteAck, WriteError};
+use crate::store::{PendingSync, StoreError, StoreKey};
 use crate::wire::SyncAnswer;
 
 /// Who sent an anti-entropy request, so that its answer can go back: a node, in the life
@@ -29,6 +30,21 @@ pub(super) enum Release {
     Ack {
         id: u64,
         result: Result<WriteAck, WriteError>,
+    },
+    /// A client's write that waited for other members, answered once its wait ended: the
+    /// acknowledgement with who holds it (met or timed out), or an error when a failed sync
+    /// undid it.
+    Waited {
+        id: u64,
+        key: StoreKey,
+        result: Result<WriteAck, WriteError>,
+    },
+    /// A client's read that waited for other members, answered once its wait ended (`None`:
+    /// the group's sync failed, and with it what the read merged: the client gets an error).
+    Read {
+        id: u64,
+        key: StoreKey,
+        tally: Option<Tally>,
     },
     /// The answer to an anti-entropy request (`None`: refused).
     Answer {
@@ -48,6 +64,16 @@ impl Release {
             Release::Ack { id, result } => Some(Release::Ack {
                 id,
                 result: result.and(Err(WriteError::Store(StoreError::Io(e.to_string())))),
+            }),
+            Release::Waited { id, key, result } => Some(Release::Waited {
+                id,
+                key,
+                result: result.and(Err(WriteError::Store(StoreError::Io(e.to_string())))),
+            }),
+            Release::Read { id, key, .. } => Some(Release::Read {
+                id,
+                key,
+                tally: None,
             }),
             Release::Answer {
                 to, to_id, session, ..
@@ -70,6 +96,9 @@ pub(super) struct Group {
     pub(super) failed: Option<StoreError>,
     pub(super) pending: PendingSync,
     pub(super) releases: Vec<Release>,
+    /// The key changes the core recorded in the group: once it is durable, what the node's
+    /// disk holds (never released early, whatever the driver).
+    pub(super) changes: Vec<KeyChange>,
     /// Simulated time the group was produced (microseconds).
     pub(super) at_us: u64,
 }

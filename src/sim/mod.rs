@@ -11,7 +11,11 @@
 //! after a simulated fsync latency, and only then are the group's acknowledgements, anti-entropy
 //! answers and messages released, in order (`disk.rs`, mirroring `src/runtime/release.rs`). A
 //! crash loses what was not durable and everything not yet released; clients then learn the fate
-//! of a write asynchronously ([`Sim::submit`], [`Sim::take_outcomes`]). Injected disk faults
+//! of a write asynchronously ([`Sim::submit`], [`Sim::take_outcomes`]). Consistency levels go
+//! through the core's waits as in production: a write that waits for other members
+//! ([`Sim::submit_waiting`]) or a read that does ([`Sim::start_read`]) is answered once the core
+//! reports its wait over, in the group of the event that ended it, after that group's sync (the
+//! runtime's `Waiter`s). Injected disk faults
 //! (failing syncs, a full disk) come from the memory store. A hostile participant
 //! (`hostile.rs`) can join and lie. Time inside the simulator is counted in microseconds, so a
 //! sync can take a fraction of a millisecond; the cores are given milliseconds.
@@ -23,9 +27,13 @@ pub mod hostile;
 pub mod rounds;
 
 use crate::clock::{NodeId, DEFAULT_MAX_CLOCK_SKEW_MS};
+use crate::crdt::KeyState;
 use crate::membership::MembershipConfig;
-use crate::node::{ClusterConfig, Node, Outbound, TombstoneConfig, Write, WriteAck, WriteError};
-use crate::store::{Leaf, MemoryStore, PendingSync, Store};
+use crate::node::{
+    ClusterConfig, KeyChange, Node, Outbound, Precondition, Tally, TombstoneConfig, Wait,
+    WaitOutcome, Write, WriteAck, WriteError,
+};
+use crate::store::{Leaf, MemoryStore, PendingSync, Store, StoreError, StoreKey};
 use crate::wire::{self, Frame, SyncAnswer, SyncRequest};
 use core::net::SocketAddr;
 use disk::{Group, Queued, Release, Requester, Syncer};
@@ -33,7 +41,7 @@ use hostile::{Counter, Hostile, Lie};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 
 /// The wall-clock time (milliseconds since the Unix epoch) at which a simulation starts: a day
 /// in 2023, so that clocks minutes behind real time stay well above zero.
@@ -126,9 +134,45 @@ pub struct SimStats {
 pub enum WriteOutcome {
     /// Durable and acknowledged.
     Acked(WriteAck),
-    /// Answered with an error: refused by the core, or its group's sync failed.
+    /// A write that waited for other members ([`Sim::submit_waiting`]) answered once its wait
+    /// ended: met or timed out (`ack.replicas`, always `Some`, tells which); durable on its
+    /// node either way.
+    Waited(Box<Waited>),
+    /// Answered with an error: refused by the core, its group's sync failed, or (a write that
+    /// waited) a failed sync undid it or failed the group that ended its wait.
     Failed(WriteError),
     /// The node crashed before the write's group was released: the client never heard back.
+    Unknown,
+}
+
+/// The answer to a write that waited for other members.
+#[derive(Debug)]
+pub struct Waited {
+    /// The acknowledgement, with `replicas: Some(tally)`.
+    pub ack: WriteAck,
+    /// Simulated time the answer was released (microseconds).
+    pub at_us: u64,
+    /// Per node, what its disk held of the write's key at that moment ([`Sim::durable_change`]).
+    pub durable: Vec<Option<KeyChange>>,
+}
+
+/// What a client learns of a read it started ([`Sim::start_read`]).
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// The node alone was enough: read from its store at once.
+    Local(Option<KeyState>),
+    /// The wait ended (met or timed out: `tally`) and the group that ended it was durable:
+    /// `state` is what the node's store held then, what the client reads.
+    Answered {
+        tally: Tally,
+        state: Option<KeyState>,
+        /// Simulated time the answer was released (microseconds).
+        at_us: u64,
+    },
+    /// The group that ended the wait failed to sync (what the read merged was undone): an
+    /// error.
+    Failed,
+    /// The node crashed before answering: the client never heard back.
     Unknown,
 }
 
@@ -182,6 +226,64 @@ struct SimNode {
     /// Partition group: messages only flow within a group.
     group: u32,
     syncer: Syncer,
+    /// Clients whose write or read waits for other members, by the request number the core
+    /// gave it (in this life of the core).
+    waiting: BTreeMap<u64, Waiter>,
+    /// Per key, the last change the core recorded in a group made durable since the simulation
+    /// started: what the node's disk holds ([`Sim::durable_change`]).
+    durable: BTreeMap<StoreKey, KeyChange>,
+}
+
+/// A client waiting for its [`WaitOutcome`], as the runtime's `Waiter`.
+enum Waiter {
+    Write {
+        id: u64,
+        key: StoreKey,
+        ack: WriteAck,
+    },
+    Read {
+        id: u64,
+        key: StoreKey,
+    },
+}
+
+impl Waiter {
+    /// What the client gets once its wait ended (as `src/runtime/mod.rs` has it).
+    fn release(self, outcome: WaitOutcome) -> Option<Release> {
+        match (self, outcome) {
+            (Waiter::Write { id, key, .. }, WaitOutcome::Write { undone: true, .. }) => {
+                let undone = StoreError::Io("the write's sync failed: it was undone".into());
+                Some(Release::Waited {
+                    id,
+                    key,
+                    result: Err(WriteError::Store(undone)),
+                })
+            }
+            (Waiter::Write { id, key, mut ack }, WaitOutcome::Write { tally, .. }) => {
+                ack.replicas = Some(tally);
+                Some(Release::Waited {
+                    id,
+                    key,
+                    result: Ok(ack),
+                })
+            }
+            (Waiter::Read { id, key }, WaitOutcome::Read { tally, .. }) => Some(Release::Read {
+                id,
+                key,
+                tally: Some(tally),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The key a write changes.
+fn key_of(write: &Write) -> StoreKey {
+    match write {
+        Write::KvPut { key, .. } | Write::KvDelete { key } => StoreKey::kv(key.as_str()),
+        Write::SetEdit { key, .. } | Write::SetClear { key } => StoreKey::set(key.as_str()),
+        Write::CounterAdd { key, .. } => StoreKey::counter(key.as_str()),
+    }
 }
 
 enum Event {
@@ -258,6 +360,8 @@ pub struct Sim {
     pub stats: SimStats,
     next_write: u64,
     outcomes: Vec<(u64, WriteOutcome)>,
+    next_read: u64,
+    read_outcomes: Vec<(u64, ReadOutcome)>,
     /// Nodes that rolled back since [`Sim::take_rollbacks`] was last called.
     rollbacks: Vec<usize>,
     hostile: Option<Hostile>,
@@ -300,6 +404,8 @@ impl Sim {
                 paused: false,
                 group: 0,
                 syncer: Syncer::default(),
+                waiting: BTreeMap::new(),
+                durable: BTreeMap::new(),
             });
         }
         let mut sim = Sim {
@@ -313,6 +419,8 @@ impl Sim {
             stats: SimStats::default(),
             next_write: 0,
             outcomes: Vec::new(),
+            next_read: 0,
+            read_outcomes: Vec::new(),
             rollbacks: Vec::new(),
             hostile: None,
             hostile_generation: 0,
@@ -384,7 +492,11 @@ impl Sim {
         let store = self.nodes[i].store.reopen();
         let id = self.nodes[i].id.clone();
         match Node::open_in_cluster(store, id, config) {
-            Ok(node) => self.nodes[i].node = Some(node),
+            Ok(mut node) => {
+                // What each group changed, to know what the disk holds once it is durable.
+                node.record_changes();
+                self.nodes[i].node = Some(node);
+            }
             Err(e) => panic!("simulated node {i} cannot open its store: {e}"),
         }
         let now_us = self.now_us;
@@ -400,15 +512,25 @@ impl Sim {
 
     /// Stops node `i` abruptly. With [`SimConfig::fsync_us`], what was not durable is lost
     /// (its store now reads as a restart will find it), and so is everything it had not
-    /// released: writes waiting for their sync end [`WriteOutcome::Unknown`], anti-entropy
-    /// requests it was answering fail.
+    /// released: writes waiting for their sync, and writes and reads waiting for other members,
+    /// end [`WriteOutcome::Unknown`] ([`ReadOutcome::Unknown`]), anti-entropy requests it was
+    /// answering fail.
     pub fn crash(&mut self, i: usize) {
         if self.nodes[i].node.take().is_none() {
             return;
         }
+        for waiter in std::mem::take(&mut self.nodes[i].waiting).into_values() {
+            match waiter {
+                Waiter::Write { id, .. } => self.outcomes.push((id, WriteOutcome::Unknown)),
+                Waiter::Read { id, .. } => self.read_outcomes.push((id, ReadOutcome::Unknown)),
+            }
+        }
         for release in self.nodes[i].syncer.crash() {
             match release {
-                Release::Ack { id, .. } => self.outcomes.push((id, WriteOutcome::Unknown)),
+                Release::Ack { id, .. } | Release::Waited { id, .. } => {
+                    self.outcomes.push((id, WriteOutcome::Unknown))
+                }
+                Release::Read { id, .. } => self.read_outcomes.push((id, ReadOutcome::Unknown)),
                 Release::Answer {
                     to: Requester::Node { index, epoch },
                     session,
@@ -512,12 +634,26 @@ impl Sim {
     /// outcome comes later through [`Sim::take_outcomes`] (at once without
     /// [`SimConfig::fsync_us`]).
     pub fn submit(&mut self, i: usize, write: Write) -> Option<Submitted> {
+        self.submit_inner(i, write, None)
+    }
+
+    /// [`Sim::submit`] with a consistency level (`?w=`): a write the core applied and that waits
+    /// for other members ([`WriteAck::awaiting`]) is not answered with its group; its outcome
+    /// ([`WriteOutcome::Waited`], or [`WriteOutcome::Failed`] when undone) comes once the core
+    /// reports the wait over, released after the sync of the group that ended it, as the
+    /// runtime does. A write this node alone was enough for is answered as usual.
+    pub fn submit_waiting(&mut self, i: usize, write: Write, wait: Wait) -> Option<Submitted> {
+        self.submit_inner(i, write, Some(wait))
+    }
+
+    fn submit_inner(&mut self, i: usize, write: Write, wait: Option<Wait>) -> Option<Submitted> {
         if !self.is_up(i) {
             return None;
         }
         let now = self.local_time(i);
+        let key = key_of(&write);
         let node = self.nodes[i].node.as_mut()?;
-        let result = node.handle_write(now, write);
+        let result = node.handle_write_waiting(now, write, &Precondition::default(), wait);
         let applied = match &result {
             Ok(ack) => Ok(ack.clone()),
             Err(WriteError::ClockSkew(_)) => Err(Refused::ClockSkew),
@@ -531,8 +667,99 @@ impl Sim {
         };
         let id = self.next_write;
         self.next_write += 1;
-        self.after(i, vec![Release::Ack { id, result }]);
+        let releases = match result {
+            Ok(ack) if ack.awaiting.is_some() => {
+                let request = ack.awaiting.unwrap_or_default();
+                let waiter = Waiter::Write { id, key, ack };
+                self.nodes[i].waiting.insert(request, waiter);
+                Vec::new()
+            }
+            result => vec![Release::Ack { id, result }],
+        };
+        self.after_event(i, releases, true);
         Some(Submitted { id, applied })
+    }
+
+    /// A client reads `key` at node `i` with a consistency level (`?r=`); `None` when the node
+    /// is down or paused. Returns the read's id; its [`ReadOutcome`] comes through
+    /// [`Sim::take_read_outcomes`]: at once when this node alone is enough
+    /// ([`ReadOutcome::Local`]), else once the core reports the wait over, after the sync of the
+    /// group that ended it (the merge it read is durable then), as the runtime does.
+    pub fn start_read(&mut self, i: usize, key: StoreKey, wait: Wait) -> Option<u64> {
+        if !self.is_up(i) {
+            return None;
+        }
+        let now = self.local_time(i);
+        let id = self.next_read;
+        self.next_read += 1;
+        let node = self.nodes[i].node.as_mut()?;
+        match node.start_read(now, key.clone(), wait) {
+            Some(request) => {
+                self.nodes[i]
+                    .waiting
+                    .insert(request, Waiter::Read { id, key });
+            }
+            None => {
+                let state = self.read(i, &key);
+                self.read_outcomes.push((id, ReadOutcome::Local(state)));
+            }
+        }
+        self.after(i, Vec::new());
+        Some(id)
+    }
+
+    /// The outcomes of reads started with [`Sim::start_read`] learned since the last call, in
+    /// the order learned.
+    pub fn take_read_outcomes(&mut self) -> Vec<(u64, ReadOutcome)> {
+        std::mem::take(&mut self.read_outcomes)
+    }
+
+    /// What node `i`'s disk holds of `key`, as the last change of it the core recorded in a
+    /// group made durable: for a kv key, the register (its `timestamp` and `node`) or, when a
+    /// value was dropped on a peer's word, a deletion stamped with the node's clock then. A
+    /// record collected since (a tombstone, an expired value) still shows. `None`: no change of
+    /// the key was ever durable there. Exact under [`SimConfig::fsync_us`]; without it, what the
+    /// store holds.
+    pub fn durable_change(&self, i: usize, key: &StoreKey) -> Option<&KeyChange> {
+        self.nodes[i].durable.get(key)
+    }
+
+    /// Runs until the outcome of write `id` is known (at most a minute of simulated time).
+    fn await_outcome(&mut self, id: u64) -> Option<WriteOutcome> {
+        let deadline = self.now() + 60_000;
+        loop {
+            if let Some(at) = self.outcomes.iter().position(|(w, _)| *w == id) {
+                return Some(self.outcomes.remove(at).1);
+            }
+            if self.now() >= deadline {
+                return None;
+            }
+            self.run_for(1);
+        }
+    }
+
+    /// A client write at node `i` with a consistency level, waiting for its answer:
+    /// [`WriteOutcome::Waited`] or [`WriteOutcome::Acked`] (this node alone was enough). `None`
+    /// when the node is down or paused, or no answer came within a simulated minute.
+    pub fn write_waiting(&mut self, i: usize, write: Write, wait: Wait) -> Option<WriteOutcome> {
+        let submitted = self.submit_waiting(i, write, wait)?;
+        self.await_outcome(submitted.id)
+    }
+
+    /// A client read at node `i` with a consistency level, waiting for its answer; `None` when
+    /// the node is down or paused, or no answer came within a simulated minute.
+    pub fn read_waiting(&mut self, i: usize, key: StoreKey, wait: Wait) -> Option<ReadOutcome> {
+        let id = self.start_read(i, key, wait)?;
+        let deadline = self.now() + 60_000;
+        loop {
+            if let Some(at) = self.read_outcomes.iter().position(|(r, _)| *r == id) {
+                return Some(self.read_outcomes.remove(at).1);
+            }
+            if self.now() >= deadline {
+                return None;
+            }
+            self.run_for(1);
+        }
     }
 
     /// The outcomes of submitted writes learned since the last call, in the order learned.
@@ -545,18 +772,10 @@ impl Sim {
     /// failed it or crashed first.
     pub fn write(&mut self, i: usize, write: Write) -> Option<WriteAck> {
         let submitted = self.submit(i, write)?;
-        let deadline = self.now() + 60_000;
-        loop {
-            if let Some(at) = self.outcomes.iter().position(|(id, _)| *id == submitted.id) {
-                return match self.outcomes.remove(at).1 {
-                    WriteOutcome::Acked(ack) => Some(ack),
-                    WriteOutcome::Failed(_) | WriteOutcome::Unknown => None,
-                };
-            }
-            if self.now() >= deadline {
-                return None;
-            }
-            self.run_for(1);
+        match self.await_outcome(submitted.id)? {
+            WriteOutcome::Acked(ack) => Some(ack),
+            WriteOutcome::Waited(waited) => Some(waited.ack),
+            WriteOutcome::Failed(_) | WriteOutcome::Unknown => None,
         }
     }
 
@@ -951,14 +1170,26 @@ impl Sim {
     }
 
     /// Ends node `i`'s event: commits its changes, and queues what it produced (`releases`,
-    /// then its messages) behind the commit's sync, as the runtime does.
-    fn after(&mut self, i: usize, mut releases: Vec<Release>) {
+    /// the answers of the waits that ended, then its messages) behind the commit's sync, as
+    /// the runtime does.
+    fn after(&mut self, i: usize, releases: Vec<Release>) {
+        self.after_event(i, releases, false);
+    }
+
+    /// [`Sim::after`]; `writes`: the event was a client write (its group commits).
+    fn after_event(&mut self, i: usize, mut releases: Vec<Release>, writes: bool) {
         let at_us = self.now_us;
-        let Some(node) = self.nodes[i].node.as_mut() else {
+        let sim_node = &mut self.nodes[i];
+        let Some(node) = sim_node.node.as_mut() else {
             return;
         };
-        let writes = releases.iter().any(|r| matches!(r, Release::Ack { .. }));
+        let writes = writes || releases.iter().any(|r| matches!(r, Release::Ack { .. }));
+        for outcome in node.take_wait_outcomes() {
+            let waiter = sim_node.waiting.remove(&outcome.request());
+            releases.extend(waiter.and_then(|w| w.release(outcome)));
+        }
         releases.extend(node.take_outbound().into_iter().map(Release::Send));
+        let changes = node.take_changes();
         let pending = if writes || node.has_uncommitted() {
             node.commit()
         } else {
@@ -975,6 +1206,7 @@ impl Sim {
             failed,
             pending,
             releases,
+            changes,
             at_us,
         };
         if self.config.release_before_sync {
@@ -1004,6 +1236,14 @@ impl Sim {
             node.synced_through(last);
         }
         for group in groups {
+            let durable = &mut self.nodes[i].durable;
+            for change in group.changes {
+                // An expiry announced is no change of the record (a register's change carries
+                // its own timestamp, below its expiry).
+                if change.expires != Some(change.timestamp) {
+                    durable.insert(change.key.clone(), change);
+                }
+            }
             self.release(i, group.releases, None);
         }
     }
@@ -1057,6 +1297,30 @@ impl Sim {
                         Err(e) => WriteOutcome::Failed(e),
                     };
                     self.outcomes.push((id, outcome));
+                }
+                Release::Waited { id, key, result } => {
+                    let outcome = match result {
+                        Ok(ack) => WriteOutcome::Waited(Box::new(Waited {
+                            ack,
+                            at_us: self.now_us,
+                            durable: (0..self.nodes.len())
+                                .map(|j| self.durable_change(j, &key).cloned())
+                                .collect(),
+                        })),
+                        Err(e) => WriteOutcome::Failed(e),
+                    };
+                    self.outcomes.push((id, outcome));
+                }
+                Release::Read { id, key, tally } => {
+                    let outcome = match tally {
+                        Some(tally) => ReadOutcome::Answered {
+                            tally,
+                            state: self.read(i, &key),
+                            at_us: self.now_us,
+                        },
+                        None => ReadOutcome::Failed,
+                    };
+                    self.read_outcomes.push((id, outcome));
                 }
                 Release::Answer {
                     to: Requester::Node { index: j, epoch },
