@@ -1246,6 +1246,28 @@ impl Sim {
             }
             self.release(i, group.releases, None);
         }
+        self.answer_ended_waits(i);
+    }
+
+    /// Answers the waits node `i`'s core ended outside an event it handled (on learning that a
+    /// sync completed, or rolling back after one failed), in a group of their own, as the
+    /// runtime answers them in the round that learns of the sync.
+    fn answer_ended_waits(&mut self, i: usize) {
+        let sim_node = &mut self.nodes[i];
+        let Some(node) = sim_node.node.as_mut() else {
+            return;
+        };
+        let releases: Vec<Release> = node
+            .take_wait_outcomes()
+            .into_iter()
+            .filter_map(|outcome| {
+                let waiter = sim_node.waiting.remove(&outcome.request())?;
+                waiter.release(outcome)
+            })
+            .collect();
+        if !releases.is_empty() {
+            self.after(i, releases);
+        }
     }
 
     /// Fails groups of node `i` after a failed sync or commit (errors, refusals, nothing sent)
@@ -1258,6 +1280,7 @@ impl Sim {
             // The core drops what it produced on the undone writes itself.
             let _ = node.rollback();
             self.rollbacks.push(i);
+            self.answer_ended_waits(i);
         }
     }
 
