@@ -87,7 +87,8 @@ async fn a_full_disk_refuses_writes_keeps_what_was_acknowledged_and_recovers_by_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_node_started_on_a_nearly_full_disk_serves_reads_leaves_no_half_written_log_and_recovers() {
+async fn a_node_started_on_a_nearly_full_disk_serves_reads_leaves_no_half_written_log_and_recovers()
+{
     let Some(disk) = SmallDisk::mount(256 * MIB) else {
         return;
     };

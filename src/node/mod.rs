@@ -671,6 +671,7 @@ impl<S: Store> Node<S> {
             }
         }
         self.store.synced_through(commit);
+        self.end_durable_waits();
     }
 
     /// A sync failed: undoes everything since the last commit known to be durable, in the

@@ -164,15 +164,24 @@ fn due<W>(waits: &BTreeMap<u64, W>, timing: impl Fn(&W) -> &Timing, now_ms: u64)
 /// A write waiting for acknowledgements.
 struct WriteWait {
     rumor: Rumor,
+    /// The members counted when the wait began (this node included): only their
+    /// acknowledgements count, so a member that joined meanwhile never stands in for one of
+    /// them.
+    counted: BTreeSet<NodeId>,
     answered: BTreeSet<NodeId>,
     required: usize,
     timing: Timing,
+    /// Past its deadline, but the write is not yet known durable here: it ends once it is (or
+    /// as undone, if its sync fails), so that an answer never precedes the write's own sync.
+    overdue: bool,
 }
 
 /// A read waiting for answers.
 struct ReadWait {
     key: StoreKey,
-    /// Each member that answered, with the state it held (`None`: nothing).
+    /// The members counted when the wait began (this node included).
+    counted: BTreeSet<NodeId>,
+    /// Each counted member that answered, with the state it held (`None`: nothing).
     answered: BTreeMap<NodeId, Option<KeyState>>,
     required: usize,
     timing: Timing,
@@ -202,12 +211,19 @@ impl Waits {
 
 impl<S: Store> Node<S> {
     /// Members that did not leave, this node included.
-    fn staying_members(&self) -> usize {
+    fn staying_members(&self) -> BTreeSet<NodeId> {
         self.cluster
             .membership
             .members()
             .filter(|m| m.state != MemberState::Left)
-            .count()
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
+    /// Whether this node knows the write of `wait` durable: its sequence number is synced, or
+    /// it was made in an earlier storage epoch (a failed sync since would have undone it).
+    fn is_durable(&self, wait: &WriteWait) -> bool {
+        wait.rumor.origin != self.replica || wait.rumor.seq <= self.durable_seq
     }
 
     /// Peers up (alive or suspect) not in `answered`, with their addresses.
@@ -243,12 +259,14 @@ impl<S: Store> Node<S> {
         seq: u64,
         wait: Wait,
     ) -> Option<u64> {
-        let members = self.staying_members();
-        let required = wait.level.required(members);
+        let counted = self.staying_members();
+        let required = wait.level.required(counted.len());
         if required <= 1 {
             return None;
         }
-        let hopeless = required > members || self.waits.open() >= MAX_WAITS;
+        // More than there are members cannot be met: not waited for (it ends once durable).
+        let hopeless = required > counted.len() || self.waits.open() >= MAX_WAITS;
+        let timeout_ms = if hopeless { 0 } else { wait.timeout_ms };
         let request = self.waits.next();
         let rumor = Rumor {
             origin: self.replica.clone(),
@@ -263,16 +281,14 @@ impl<S: Store> Node<S> {
             request,
             WriteWait {
                 rumor,
+                counted,
                 answered: BTreeSet::from([self.id.clone()]),
                 required,
-                timing: Timing::starting(now_ms, wait.timeout_ms),
+                timing: Timing::starting(now_ms, timeout_ms),
+                overdue: false,
             },
         );
-        match hopeless {
-            // More than there are members: it cannot be met, so it is not waited for.
-            true => self.end_write(request, false),
-            false => self.ask_again(now_ms),
-        }
+        self.ask_again(now_ms);
         Some(request)
     }
 
@@ -281,18 +297,19 @@ impl<S: Store> Node<S> {
     /// (read this node's store then: it holds the merge).
     pub fn start_read(&mut self, wall_ms: u64, key: StoreKey, wait: Wait) -> Option<u64> {
         let now_ms = self.clock_in(wall_ms);
-        let members = self.staying_members();
-        let required = wait.level.required(members);
+        let counted = self.staying_members();
+        let required = wait.level.required(counted.len());
         if required <= 1 {
             return None;
         }
-        let hopeless = required > members || self.waits.open() >= MAX_WAITS;
+        let hopeless = required > counted.len() || self.waits.open() >= MAX_WAITS;
         let request = self.waits.next();
         let mine = self.store.get(&key).ok().flatten();
         self.waits.reads.insert(
             request,
             ReadWait {
                 key,
+                counted,
                 answered: BTreeMap::from([(self.id.clone(), mine)]),
                 required,
                 timing: Timing::starting(now_ms, wait.timeout_ms),
@@ -318,13 +335,14 @@ impl<S: Store> Node<S> {
                 continue;
             };
             if wait.timing.is_over(now_ms) {
-                self.end_write(request, false);
+                wait.overdue = true;
+                self.end_write_once_durable(request);
                 continue;
             }
             wait.timing.ask_at_ms = now_ms + ASK_AGAIN_MS;
             let rumor = wait.rumor.clone();
-            let answered = wait.answered.clone();
-            for peer in self.peers_to_ask(|id| answered.contains(id)) {
+            let (counted, answered) = (wait.counted.clone(), wait.answered.clone());
+            for peer in self.peers_to_ask(|id| !counted.contains(id) || answered.contains(id)) {
                 self.send_frame(peer, FrameBody::Replicate(rumor.clone()));
             }
         }
@@ -338,8 +356,9 @@ impl<S: Store> Node<S> {
             }
             wait.timing.ask_at_ms = now_ms + ASK_AGAIN_MS;
             let key = wait.key.clone();
+            let counted = wait.counted.clone();
             let answered: BTreeSet<NodeId> = wait.answered.keys().cloned().collect();
-            let peers = self.peers_to_ask(|id| answered.contains(id));
+            let peers = self.peers_to_ask(|id| !counted.contains(id) || answered.contains(id));
             for peer in peers {
                 let body = FrameBody::ReadRequest {
                     request,
@@ -347,6 +366,32 @@ impl<S: Store> Node<S> {
                 };
                 self.send_frame(peer, body);
             }
+        }
+    }
+
+    /// Ends the write wait `request` if the write is durable here; else it waits for that.
+    fn end_write_once_durable(&mut self, request: u64) {
+        if self
+            .waits
+            .writes
+            .get(&request)
+            .is_some_and(|wait| self.is_durable(wait))
+        {
+            self.end_write(request, false);
+        }
+    }
+
+    /// The writes made durable up to now: ends the waits that were only waiting for that.
+    pub(super) fn end_durable_waits(&mut self) {
+        let overdue: Vec<u64> = self
+            .waits
+            .writes
+            .iter()
+            .filter(|(_, wait)| wait.overdue)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in overdue {
+            self.end_write_once_durable(request);
         }
     }
 
@@ -476,8 +521,12 @@ impl<S: Store> Node<S> {
         let Some(wait) = self.waits.writes.get_mut(&request) else {
             return;
         };
+        if !wait.counted.contains(from) {
+            return; // joined since the wait began: it does not stand in for a member counted
+        }
         wait.answered.insert(from.clone());
         if wait.answered.len() >= wait.required {
+            // Its peers had it only once it was durable here.
             self.end_write(request, false);
         }
     }
@@ -536,6 +585,9 @@ impl<S: Store> Node<S> {
         if wait.key != key {
             self.invalid_input(now_ms, from, "an answer to a read of another key");
             return Ok(());
+        }
+        if !wait.counted.contains(from) {
+            return Ok(()); // merged, but it does not stand in for a member counted
         }
         wait.answered.insert(from.clone(), state);
         if wait.answered.len() >= wait.required {

@@ -118,11 +118,11 @@ impl Waiter {
         match (self, outcome) {
             (Waiter::Write(reply, _), WaitOutcome::Write { undone: true, .. }) => {
                 let undone = StoreError::Io("the write's sync failed: it was undone".into());
-                Some(Release::Ack(reply, Err(WriteError::Store(undone))))
+                Some(Release::Waited(reply, Err(WriteError::Store(undone))))
             }
             (Waiter::Write(reply, mut ack), WaitOutcome::Write { tally, .. }) => {
                 ack.replicas = Some(tally);
-                Some(Release::Ack(reply, Ok(ack)))
+                Some(Release::Waited(reply, Ok(ack)))
             }
             (Waiter::Read(reply), WaitOutcome::Read { tally, .. }) => {
                 Some(Release::Read(reply, tally))

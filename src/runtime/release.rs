@@ -31,6 +31,12 @@ pub(super) enum Release {
     Changes(Vec<KeyChange>),
     /// The end of a read's wait: the states it merged are durable.
     Read(oneshot::Sender<Option<Tally>>, Tally),
+    /// The answer to a write that waited for other members: the core ends such a wait only
+    /// once the write is durable here (or undone), so no later failure changes it.
+    Waited(
+        oneshot::Sender<Result<WriteAck, WriteError>>,
+        Result<WriteAck, WriteError>,
+    ),
 }
 
 /// A committed group: its pending sync and what waits for it.
@@ -227,6 +233,9 @@ fn release(
             (Release::Changes(changes), None) => reports.reports.feed.publish(changes),
             // Undone by the rollback that follows: they never happened.
             (Release::Changes(_), Some(_)) => {}
+            (Release::Waited(reply, result), _) => {
+                let _ = reply.send(result);
+            }
             (Release::Read(reply, tally), None) => {
                 let _ = reply.send(Some(tally));
             }

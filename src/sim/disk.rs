@@ -33,7 +33,7 @@ pub(super) enum Release {
     },
     /// A client's write that waited for other members, answered once its wait ended: the
     /// acknowledgement with who holds it (met or timed out), or an error when a failed sync
-    /// undid it.
+    /// undid it. Sent as it is even in a failed group.
     Waited {
         id: u64,
         key: StoreKey,
@@ -65,11 +65,9 @@ impl Release {
                 id,
                 result: result.and(Err(WriteError::Store(StoreError::Io(e.to_string())))),
             }),
-            Release::Waited { id, key, result } => Some(Release::Waited {
-                id,
-                key,
-                result: result.and(Err(WriteError::Store(StoreError::Io(e.to_string())))),
-            }),
+            // The core ends a write's wait only once the write is durable (or undone): a
+            // later group's failure does not change its answer (as `runtime/release.rs`).
+            waited @ Release::Waited { .. } => Some(waited),
             Release::Read { id, key, .. } => Some(Release::Read {
                 id,
                 key,
