@@ -67,11 +67,14 @@ pub enum FrameBody {
     },
     /// A read's request (`?r=`) for the receiver's state of `key`.
     ReadRequest { request: u64, key: StoreKey },
-    /// The answer to [`FrameBody::ReadRequest`] (`None`: the sender holds nothing of the key).
+    /// The answer to [`FrameBody::ReadRequest`] (`None`: the sender holds nothing of the key),
+    /// with the sender's collection horizon: a value no newer, for a key it lacks, is one it
+    /// refuses as collected.
     ReadReply {
         request: u64,
         key: StoreKey,
         state: Option<crate::crdt::KeyState>,
+        collected_through: Timestamp,
     },
     /// A read's merged state, sent to a member whose answer held less.
     ReadRepair {

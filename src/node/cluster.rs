@@ -357,7 +357,15 @@ impl<S: Store> Node<S> {
                 request,
                 key,
                 state,
-            } => self.receive_read_reply(now_ms, &frame.from, request, key, state)?,
+                collected_through,
+            } => self.receive_read_reply(
+                now_ms,
+                &frame.from,
+                request,
+                key,
+                state,
+                collected_through,
+            )?,
             FrameBody::ReadRepair { key, state } => {
                 self.receive_read_repair(now_ms, &frame.from, key, state)?
             }

@@ -15,12 +15,12 @@
 //! paths (`handle_write_if`, `merge_from_peer`); nothing here decides what wins.
 
 use super::{Applied, Node};
-use crate::clock::{NodeId, ReplicaId};
+use crate::clock::{NodeId, ReplicaId, Timestamp};
 use crate::crdt::KeyState;
 use crate::gossip::rumor::Rumor;
 use crate::membership::MemberState;
 use crate::store::{Store, StoreError, StoreKey};
-use crate::wire::{encoded_len, FrameBody, MAX_DATAGRAM};
+use crate::wire::{encoded_len, ForgetValue, FrameBody, MAX_DATAGRAM};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Members that have not answered are asked again this often (milliseconds).
@@ -548,6 +548,7 @@ impl<S: Store> Node<S> {
                 request,
                 key,
                 state,
+                collected_through: self.store.collected_through(),
             };
             self.send_frame((from.clone(), addr), body);
         }
@@ -555,7 +556,10 @@ impl<S: Store> Node<S> {
     }
 
     /// A peer's answer to a read: merged into this node's store (whether or not the read still
-    /// waits: it repairs this node either way), and counted unless refused.
+    /// waits: it repairs this node either way), and counted unless refused. A peer that holds
+    /// nothing of the key, with a collection horizon at or above the value this node holds,
+    /// would refuse that value as collected: this node forgets it, as it would on that peer's
+    /// word after an exchange.
     pub(super) fn receive_read_reply(
         &mut self,
         now_ms: u64,
@@ -563,7 +567,16 @@ impl<S: Store> Node<S> {
         request: u64,
         key: StoreKey,
         state: Option<KeyState>,
+        collected_through: Timestamp,
     ) -> Result<(), StoreError> {
+        // An answer this node cannot take (refused) is not counted.
+        let taken = match state {
+            Some(_) => true,
+            None => self.forget_collected_elsewhere(now_ms, from, &key, collected_through)?,
+        };
+        if !taken {
+            return Ok(());
+        }
         if let Some(held) = &state {
             if let Err(why) = self.vet(&key, held, now_ms) {
                 self.refused_input(now_ms, from, why);
@@ -594,6 +607,40 @@ impl<S: Store> Node<S> {
             self.end_read(request);
         }
         Ok(())
+    }
+
+    /// `peer` holds nothing of `key` and refuses registers up to `horizon` for keys it lacks:
+    /// a value this node holds that old was deleted there and the delete collected (every
+    /// member had seen it), so this node forgets it, as a peer's `Forget` makes it do. `false`:
+    /// the horizon is beyond this node's clock bound, so the answer cannot be taken.
+    fn forget_collected_elsewhere(
+        &mut self,
+        now_ms: u64,
+        peer: &NodeId,
+        key: &StoreKey,
+        horizon: Timestamp,
+    ) -> Result<bool, StoreError> {
+        if horizon == Timestamp::ZERO {
+            return Ok(true);
+        }
+        if let Err(ahead) = self.check_clock(horizon, now_ms) {
+            self.clock_skew_from(now_ms, peer, ahead);
+            return Ok(false);
+        }
+        let Some(KeyState::Register(held)) = self.store.get(key)? else {
+            return Ok(true);
+        };
+        if held.is_tombstone() || held.timestamp > horizon {
+            return Ok(true);
+        }
+        self.note_peer_horizon(peer, horizon);
+        let value = ForgetValue {
+            key: key.clone(),
+            timestamp: held.timestamp,
+            node: held.node.clone(),
+        };
+        self.forget(now_ms, peer, vec![value])?;
+        Ok(true)
     }
 
     /// The merged state of a read, sent to a member that held less.
