@@ -25,9 +25,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Members that have not answered are asked again this often (milliseconds).
 pub const ASK_AGAIN_MS: u64 = 500;
-/// Most waits open at once; one more ends at once, unmet (the HTTP layer bounds requests in
-/// flight far below this). So does a wait for more members than this node knows (that did
-/// not leave): it could not be met.
+/// Most waits open at once; one more ends unmet without waiting (a write's once it is
+/// durable here; the HTTP layer bounds requests in flight far below this). So does a wait for
+/// more members than this node knows (that did not leave): it could not be met.
 pub const MAX_WAITS: usize = 16_384;
 /// The longest a client may ask a wait to last (milliseconds).
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
