@@ -465,7 +465,7 @@ impl<S: Store> Node<S> {
             }
         }
         let observed = held.map(|r| r.timestamp);
-        self.clock_in(wall_ms);
+        let now_ms = self.clock_in(wall_ms);
         let timestamp = self.hlc.tick(wall_ms).map_err(WriteError::ClockSkew)?;
         let mut value = None;
         let (key, delta, size) = match write {
@@ -544,10 +544,7 @@ impl<S: Store> Node<S> {
         }
         self.meta.seen.advance(&self.replica, seq);
         let awaiting = match wait {
-            Some(wait) => {
-                let now_ms = self.clock_in(wall_ms);
-                self.await_replicas(now_ms, key.clone(), delta.clone(), seq, wait)
-            }
+            Some(wait) => self.await_replicas(now_ms, key.clone(), delta.clone(), seq, wait),
             None => None,
         };
         if self.has_peers() {
@@ -600,12 +597,17 @@ impl<S: Store> Node<S> {
         // On a disk below its reserve, writes and peers' states are refused: what is left is
         // metadata, which waits for room (the log replays what it would record). A sync that
         // ran out of space there could leave the store unable to undo it.
-        if self.disk.is_full() {
-            let pending = self.store.commit()?;
-            self.own_seq_at
-                .push_back((self.store.commits(), self.meta.seen.get(&self.replica)));
-            return Ok(pending);
+        if !self.disk.is_full() {
+            self.commit_metadata()?;
         }
+        let pending = self.store.commit()?;
+        self.own_seq_at
+            .push_back((self.store.commits(), self.meta.seen.get(&self.replica)));
+        Ok(pending)
+    }
+
+    /// Hands the store the metadata and the roster changed since the last commit.
+    fn commit_metadata(&mut self) -> Result<(), StoreError> {
         if self.meta_dirty {
             self.meta.hlc = self.hlc.high_water_mark();
             for (origin, seq) in self.cluster.rumors().contiguous() {
@@ -619,11 +621,7 @@ impl<S: Store> Node<S> {
             })?;
             self.meta_dirty = false;
         }
-        self.persist_roster()?;
-        let pending = self.store.commit()?;
-        self.own_seq_at
-            .push_back((self.store.commits(), self.meta.seen.get(&self.replica)));
-        Ok(pending)
+        self.persist_roster()
     }
 
     /// Whether the data directory's file system is below its free-space reserve (writes and

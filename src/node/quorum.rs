@@ -578,18 +578,9 @@ impl<S: Store> Node<S> {
             return Ok(());
         }
         if let Some(held) = &state {
-            if let Err(why) = self.vet(&key, held, now_ms) {
-                self.refused_input(now_ms, from, why);
+            let applied = self.merge_read_state(now_ms, from, key.clone(), held.clone())?;
+            if matches!(applied, Applied::Refused(_)) {
                 return Ok(());
-            }
-            let mut refused = Vec::new();
-            let applied =
-                self.merge_from_peer(now_ms, from, key.clone(), held.clone(), None, &mut refused)?;
-            self.tell_to_forget(from, refused);
-            match applied {
-                Applied::Refused(_) => return Ok(()),
-                Applied::Changed => self.cluster.stats.waits.read_merged += 1,
-                Applied::Unchanged => {}
             }
         }
         let Some(wait) = self.waits.reads.get_mut(&request) else {
@@ -651,17 +642,26 @@ impl<S: Store> Node<S> {
         key: StoreKey,
         state: KeyState,
     ) -> Result<(), StoreError> {
-        if let Err(why) = self.vet(&key, &state, now_ms) {
-            self.refused_input(now_ms, from, why);
-            return Ok(());
-        }
+        self.merge_read_state(now_ms, from, key, state).map(drop)
+    }
+
+    /// Merges a state a read brought (an answer, or a reader's repair) as any peer's state is
+    /// merged (checked, refusals counted, a value refused as collected handed back to be
+    /// forgotten), counting it when it changed this node.
+    fn merge_read_state(
+        &mut self,
+        now_ms: u64,
+        from: &NodeId,
+        key: StoreKey,
+        state: KeyState,
+    ) -> Result<Applied, StoreError> {
         let mut refused = Vec::new();
         let applied = self.merge_from_peer(now_ms, from, key, state, None, &mut refused)?;
         self.tell_to_forget(from, refused);
         if applied == Applied::Changed {
             self.cluster.stats.waits.read_merged += 1;
         }
-        Ok(())
+        Ok(applied)
     }
 }
 

@@ -219,19 +219,12 @@ impl NodeHandle {
 
     /// Applies a write and returns once it is durable (per the durability mode).
     pub async fn write(&self, write: Write) -> Result<WriteAck, CoreError> {
-        self.write_if(write, Precondition::default()).await
+        self.write_waiting(write, Precondition::default(), None)
+            .await
     }
 
-    /// A write under a precondition on the key's current value on this node.
-    pub async fn write_if(
-        &self,
-        write: Write,
-        precondition: Precondition,
-    ) -> Result<WriteAck, CoreError> {
-        self.write_waiting(write, precondition, None).await
-    }
-
-    /// A write answered once `wait.level` members hold it durably, or once the wait timed out
+    /// A write under a precondition on the key's current value on this node, answered once
+    /// `wait.level` members hold it durably, or once the wait timed out
     /// ([`WriteAck::replicas`] says who holds it).
     pub async fn write_waiting(
         &self,

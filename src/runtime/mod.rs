@@ -326,14 +326,14 @@ fn client_command<S: Store>(
     let now = wall_ms();
     match command {
         ClientCommand::Write(write, precondition, wait, reply) => {
-            let result = node.handle_write_waiting(now, write, &precondition, wait);
-            match result.as_ref().map(|ack| ack.awaiting) {
-                Ok(Some(request)) => {
-                    if let Ok(ack) = result {
+            match node.handle_write_waiting(now, write, &precondition, wait) {
+                Ok(ack) => match ack.awaiting {
+                    Some(request) => {
                         waiting.insert(request, Waiter::Write(reply, ack));
                     }
-                }
-                _ => releases.push(Release::Ack(reply, result)),
+                    None => releases.push(Release::Ack(reply, Ok(ack))),
+                },
+                Err(e) => releases.push(Release::Ack(reply, Err(e))),
             }
         }
         ClientCommand::Read(key, wait, reply) => match node.start_read(now, key, wait) {
