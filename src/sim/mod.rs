@@ -724,18 +724,23 @@ impl Sim {
         self.nodes[i].durable.get(key)
     }
 
-    /// Runs until the outcome of write `id` is known (at most a minute of simulated time).
-    fn await_outcome(&mut self, id: u64) -> Option<WriteOutcome> {
+    /// Runs until `found` takes what it looks for (at most a minute of simulated time).
+    fn run_until_found<T>(&mut self, mut found: impl FnMut(&mut Sim) -> Option<T>) -> Option<T> {
         let deadline = self.now() + 60_000;
         loop {
-            if let Some(at) = self.outcomes.iter().position(|(w, _)| *w == id) {
-                return Some(self.outcomes.remove(at).1);
+            if let Some(thing) = found(self) {
+                return Some(thing);
             }
             if self.now() >= deadline {
                 return None;
             }
             self.run_for(1);
         }
+    }
+
+    /// Runs until the outcome of write `id` is known (at most a minute of simulated time).
+    fn await_outcome(&mut self, id: u64) -> Option<WriteOutcome> {
+        self.run_until_found(|sim| take_by_id(&mut sim.outcomes, id))
     }
 
     /// A client write at node `i` with a consistency level, waiting for its answer:
@@ -750,16 +755,7 @@ impl Sim {
     /// the node is down or paused, or no answer came within a simulated minute.
     pub fn read_waiting(&mut self, i: usize, key: StoreKey, wait: Wait) -> Option<ReadOutcome> {
         let id = self.start_read(i, key, wait)?;
-        let deadline = self.now() + 60_000;
-        loop {
-            if let Some(at) = self.read_outcomes.iter().position(|(r, _)| *r == id) {
-                return Some(self.read_outcomes.remove(at).1);
-            }
-            if self.now() >= deadline {
-                return None;
-            }
-            self.run_for(1);
-        }
+        self.run_until_found(|sim| take_by_id(&mut sim.read_outcomes, id))
     }
 
     /// The outcomes of submitted writes learned since the last call, in the order learned.
@@ -1184,10 +1180,7 @@ impl Sim {
             return;
         };
         let writes = writes || releases.iter().any(|r| matches!(r, Release::Ack { .. }));
-        for outcome in node.take_wait_outcomes() {
-            let waiter = sim_node.waiting.remove(&outcome.request());
-            releases.extend(waiter.and_then(|w| w.release(outcome)));
-        }
+        releases.extend(ended_waits(node, &mut sim_node.waiting));
         releases.extend(node.take_outbound().into_iter().map(Release::Send));
         let changes = node.take_changes();
         let pending = if writes || node.has_uncommitted() {
@@ -1257,14 +1250,7 @@ impl Sim {
         let Some(node) = sim_node.node.as_mut() else {
             return;
         };
-        let releases: Vec<Release> = node
-            .take_wait_outcomes()
-            .into_iter()
-            .filter_map(|outcome| {
-                let waiter = sim_node.waiting.remove(&outcome.request())?;
-                waiter.release(outcome)
-            })
-            .collect();
+        let releases = ended_waits(node, &mut sim_node.waiting);
         if !releases.is_empty() {
             self.after(i, releases);
         }
@@ -1552,6 +1538,20 @@ impl Sim {
 
 /// A fixed pseudo-random function of `x` (SplitMix64's finalizer): per-link properties derived
 /// from the seed without storing one per pair of nodes.
+/// The answers of the waits `node` ended since last asked, to the clients in `waiting`.
+fn ended_waits(node: &mut Node<MemoryStore>, waiting: &mut BTreeMap<u64, Waiter>) -> Vec<Release> {
+    node.take_wait_outcomes()
+        .into_iter()
+        .filter_map(|outcome| waiting.remove(&outcome.request())?.release(outcome))
+        .collect()
+}
+
+/// Takes the entry of `id` out of `list`, if there.
+fn take_by_id<T>(list: &mut Vec<(u64, T)>, id: u64) -> Option<T> {
+    let at = list.iter().position(|(entry, _)| *entry == id)?;
+    Some(list.remove(at).1)
+}
+
 fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
