@@ -139,6 +139,10 @@ struct ServeArgs {
     /// survives kill -9) or none (sled's own 500 ms flush).
     #[arg(long, env = "HEARSAY_DURABILITY", default_value = "fsync")]
     durability: Durability,
+    /// Memory for the database's page cache, in MiB: the node's resident memory is about this
+    /// plus its own state (a few MiB, and about 50 bytes per key held) [default: 64].
+    #[arg(long, env = "HEARSAY_CACHE_MB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    cache_mb: Option<u64>,
     /// Largest value (request body) accepted, in bytes; at most 4194304 (4 MiB).
     #[arg(long, env = "HEARSAY_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
     max_value_bytes: usize,
@@ -272,6 +276,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(read_api_token)
         .transpose()?;
     config.durability = args.durability;
+    if let Some(mb) = args.cache_mb {
+        config.cache_bytes = mb << 20;
+    }
     if args.max_value_bytes > MAX_VALUE_BYTES_CAP {
         bail!(
             "--max-value-bytes {} is over the cap of {MAX_VALUE_BYTES_CAP} (4 MiB): a larger value \

@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub cluster_key: Option<[u8; 32]>,
     pub fault_injection: bool,
     pub durability: Durability,
+    /// The database's page cache, in bytes (`--cache-mb`).
+    pub cache_bytes: u64,
     pub max_value_bytes: usize,
     /// Connection cap, requests in flight and timeouts of the HTTP server.
     pub http: HttpLimits,
@@ -49,6 +51,7 @@ impl ServerConfig {
             cluster_key: None,
             fault_injection: false,
             durability: Durability::Fsync,
+            cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             max_value_bytes: 1 << 20,
             http: HttpLimits::default(),
             recover: false,
@@ -152,7 +155,7 @@ pub fn open_node(
     config: &ServerConfig,
     listeners: &Listeners,
 ) -> Result<Node<SledStore>, ServerError> {
-    let opened = SledStore::open(&config.data_dir, config.durability);
+    let opened = SledStore::open_with_cache(&config.data_dir, config.durability, config.cache_bytes);
     let mut recovered = false;
     let store = match opened {
         Err(StoreError::Damaged { dir, reason }) if config.recover => {
@@ -163,7 +166,7 @@ pub fn open_node(
                 %reason,
                 "recovery: moved the damaged data directory aside; starting empty"
             );
-            SledStore::open(&config.data_dir, config.durability).map_err(NodeError::from)?
+            SledStore::open_with_cache(&config.data_dir, config.durability, config.cache_bytes).map_err(NodeError::from)?
         }
         other => other.map_err(NodeError::from)?,
     };

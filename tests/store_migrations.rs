@@ -351,3 +351,57 @@ fn the_tombstone_collection_horizon_removals_roster_and_forgotten_values_persist
         .iter()
         .all(|(k, _)| *k != StoreKey::kv("deleted")));
 }
+
+/// Layout 8 had no tombstone index: the upgrade builds it from the records, so a start finds the
+/// tombstones (and values with an expiry) without reading a record, and collects them.
+#[test]
+fn a_layout_8_directory_gains_its_tombstone_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let expiring = StoreKey::kv("expiring");
+    let expires = Timestamp::new(1_700_000_000_900, 0);
+    {
+        let mut node = Node::open(
+            SledStore::open(dir.path(), Durability::Fsync).unwrap(),
+            id("n1"),
+        )
+        .unwrap();
+        let mut states = fixture();
+        let mut with_expiry = LwwRegister::write(
+            Timestamp::new(1_700_000_000_100, 0),
+            id("n2"),
+            Some(Value {
+                content_type: "text/plain".into(),
+                data: b"soon".to_vec(),
+            }),
+        );
+        with_expiry.expires = Some(expires);
+        states.push((expiring.clone(), KeyState::Register(with_expiry)));
+        for (key, state) in states {
+            let _ = node.merge_delta(NOW, key, state).unwrap();
+        }
+        assert_eq!(node.tombstones_held(), 2);
+        node.close().unwrap();
+    }
+    {
+        // What a layout-8 build left: the same records, no index.
+        let db = sled::open(dir.path().join("db")).unwrap();
+        assert_eq!(db.scan_prefix(b"t").count(), 2, "the current build indexes tombstones");
+        for row in db.scan_prefix(b"t").keys() {
+            db.remove(row.unwrap()).unwrap();
+        }
+        db.insert(migrate::LAYOUT_KEY, &8u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), Durability::Fsync).unwrap();
+    let mut found = store.tombstones().unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (StoreKey::kv("deleted"), Timestamp::new(1_700_000_000_500, 0)),
+            (expiring, expires),
+        ]
+    );
+    let node = Node::open(store, id("n1")).unwrap();
+    assert_eq!(node.tombstones_held(), 2);
+}

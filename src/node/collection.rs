@@ -15,18 +15,6 @@ use crate::wire::{ForgetValue, FrameBody};
 /// Values named per `Forget` frame (keys are at most 1 KiB, so a frame stays near 1 MiB).
 const FORGET_PER_FRAME: usize = 1_000;
 
-/// The tombstones `store` holds, with their timestamps (read once at start-up).
-pub(super) fn tombstones_in<S: Store>(store: &S) -> Result<super::Tombstones, StoreError> {
-    let mut found = Vec::new();
-    store.for_each_record(&mut |key, state| {
-        if let Some(ts) = tombstone_of(&state) {
-            found.push((key, ts));
-        }
-        Ok(())
-    })?;
-    Ok(found)
-}
-
 impl<S: Store> Node<S> {
     /// Whether `delta`, for a key this node lacks, is no newer than a tombstone collected here
     /// (every write that old reached this node before the collection, so the key was deleted),

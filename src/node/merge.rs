@@ -91,6 +91,9 @@ impl<S: Store> Node<S> {
             leaves_complete,
             ..WriteBatch::default()
         };
+        if prepared.old_tombstone != prepared.new_tombstone {
+            batch.tombstones = vec![(key.clone(), prepared.new_tombstone)];
+        }
         let origin = origin_seq.as_ref().map(|(replica, _)| &replica.node);
         let recorded = self.changes.is_some() && source != Source::Replay;
         let change = recorded.then(|| {

@@ -274,23 +274,16 @@ impl<S: Store> Node<S> {
         }
         meta.node_id = Some(id.clone());
         let replica = ReplicaId::new(id.clone(), meta.epoch);
-        // One pass over the records finds the tombstones; a rebuild of the index is that pass.
-        let (merkle, dirty_leaves, leaves_persisted, found) = match store.load_leaves()? {
-            Some(leaves) => {
-                let found = collection::tombstones_in(&store)?;
-                (
-                    MerkleIndex::from_leaves(leaves),
-                    BTreeSet::new(),
-                    true,
-                    found,
-                )
-            }
+        // The tombstones come from the store's index, without reading any record.
+        let (merkle, dirty_leaves, leaves_persisted) = match store.load_leaves()? {
+            Some(leaves) => (MerkleIndex::from_leaves(leaves), BTreeSet::new(), true),
             None => {
-                let (merkle, found) = rebuild_merkle(&mut store)?;
+                let merkle = rebuild_merkle(&mut store)?;
                 let dirty = (0..=u16::MAX).collect();
-                (merkle, dirty, false, found)
+                (merkle, dirty, false)
             }
         };
+        let found = store.tombstones()?;
         meta.incarnation += 1;
         let mut tombstones = tombstones::TombstoneCollector::new(
             config.tombstones.clone(),
@@ -821,20 +814,12 @@ pub fn prefix8(hash: &[u8; 32]) -> [u8; 8] {
     out
 }
 
-/// Keys holding a tombstone, with its timestamp.
-type Tombstones = Vec<(StoreKey, Timestamp)>;
-
-/// Rebuilds the Merkle index and the per-leaf key index from the records; also returns the
-/// tombstones among them.
-fn rebuild_merkle<S: Store>(store: &mut S) -> Result<(MerkleIndex, Tombstones), StoreError> {
+/// Rebuilds the Merkle index and the per-leaf key index from the records.
+fn rebuild_merkle<S: Store>(store: &mut S) -> Result<MerkleIndex, StoreError> {
     const CHUNK: usize = 10_000;
     let mut index = MerkleIndex::default();
     let mut key_hashes = Vec::new();
-    let mut found = Vec::new();
     store.for_each_record(&mut |key, state| {
-        if let Some(ts) = tombstones::tombstone_of(&state) {
-            found.push((key.clone(), ts));
-        }
         let hash = merkle::item_hash(&key, &state);
         index.update_hashed(&key, None, hash);
         key_hashes.push((key, prefix8(&hash)));
@@ -851,7 +836,7 @@ fn rebuild_merkle<S: Store>(store: &mut S) -> Result<(MerkleIndex, Tombstones), 
         keys = index.root().count,
         "rebuilt the Merkle index from the data"
     );
-    Ok((index, found))
+    Ok(index)
 }
 
 #[cfg(test)]
@@ -874,6 +859,30 @@ mod tests {
         assert_ne!(node.digest(), empty);
         node.commit().unwrap().complete().unwrap();
         assert_eq!(node.store().meta().seen.get(node.replica()), 2);
+    }
+
+    #[test]
+    fn a_restart_finds_exactly_the_tombstones_held_through_the_stores_index() {
+        let store = MemoryStore::new();
+        let mut node = Node::open(store.clone(), id("n1")).unwrap();
+        let delete = |k: &str| Write::KvDelete { key: k.into() };
+        node.handle_write(1_000, Write::put_text("a", "1")).unwrap();
+        node.handle_write(1_000, Write::put_text("b", "1")).unwrap();
+        node.handle_write(1_001, delete("a")).unwrap();
+        node.handle_write(1_001, delete("b")).unwrap();
+        // Written again: no longer a tombstone, and no longer indexed as one.
+        node.handle_write(1_002, Write::put_text("b", "2")).unwrap();
+        assert_eq!(node.tombstones_held(), 1);
+        node.close().unwrap();
+        let indexed: Vec<String> = store
+            .tombstones()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.name)
+            .collect();
+        assert_eq!(indexed, ["a"]);
+        let reopened = Node::open(store.reopen(), id("n1")).unwrap();
+        assert_eq!(reopened.tombstones_held(), 1);
     }
 
     #[test]
@@ -1070,7 +1079,7 @@ mod tests {
                     })
                 })
                 .unwrap();
-            rebuild_merkle(&mut rebuilt).unwrap().0
+            rebuild_merkle(&mut rebuilt).unwrap()
         };
         assert_eq!(merkle.root(), node.digest());
     }

@@ -31,6 +31,8 @@ struct Contents {
     clustered: bool,
     roster: Vec<NodeId>,
     forgotten: Vec<(StoreKey, Timestamp)>,
+    /// Encoded key → timestamp from which its record is a tombstone.
+    tombstones: BTreeMap<Vec<u8>, Timestamp>,
 }
 
 impl Contents {
@@ -50,7 +52,14 @@ impl Contents {
             self.key_hashes
                 .remove(&(merkle::bucket_of(key), encoded.clone()));
             self.set_headers.remove(&encoded);
+            self.tombstones.remove(&encoded);
             self.records.remove(&encoded);
+        }
+        for (key, from) in &batch.tombstones {
+            match from {
+                Some(ts) => self.tombstones.insert(key.encode(), *ts),
+                None => self.tombstones.remove(&key.encode()),
+            };
         }
         for (key, state) in &batch.records {
             match state {
@@ -344,6 +353,15 @@ impl Store for MemoryStore {
         let disk = read(&self.disk);
         let c = &disk.applied;
         Ok(c.leaves.clone().filter(|_| c.leaves_complete))
+    }
+
+    fn tombstones(&self) -> Result<Vec<(StoreKey, Timestamp)>, StoreError> {
+        Ok(read(&self.disk)
+            .applied
+            .tombstones
+            .iter()
+            .filter_map(|(k, ts)| Some((StoreKey::decode(k)?, *ts)))
+            .collect())
     }
 
     fn for_each_record(

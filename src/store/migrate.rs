@@ -3,13 +3,13 @@
 //! [`LAYOUT_KEY`]. Steps are applied in order, each as one atomic batch, so a crash during an
 //! upgrade leaves the directory in either the old layout or the new one.
 
-use super::sled_store::{key_hash_key, TreeBatch};
+use super::sled_store::{key_hash_key, tombstone_key, TreeBatch};
 use super::{record, set_rows, StoreError, StoreKey};
 use crate::crdt::KeyState;
 use std::path::Path;
 
 /// The layout this build writes.
-pub const CURRENT_LAYOUT: u32 = 8;
+pub const CURRENT_LAYOUT: u32 = 9;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
 /// The node metadata ([`super::Meta`]).
@@ -52,6 +52,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<u32, StoreError> {
             5 => v5_to_v6(db)?,
             6 => v6_to_v7(db)?,
             7 => v7_to_v8(db)?,
+            8 => v8_to_v9(db)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "no upgrade step from layout {other}"
@@ -116,6 +117,30 @@ fn v5_to_v6(db: &sled::Db) -> Result<(), StoreError> {
 /// refuse the directory, since it would take those values back.
 fn v7_to_v8(db: &sled::Db) -> Result<(), StoreError> {
     db.insert(LAYOUT_KEY, &8u32.to_be_bytes())?;
+    Ok(())
+}
+
+/// Layout 9 (`migrations/0009_tombstone_index.md`) adds the tombstone index (`t` + encoded key →
+/// the timestamp from which the record is a tombstone), so that a start reads the tombstones
+/// without decoding every record: every register record is read once here to build it.
+fn v8_to_v9(db: &sled::Db) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for item in db.scan_prefix([RECORD_PREFIX]) {
+        let (row, value) = item?;
+        if set_rows::is_header(&value) {
+            continue;
+        }
+        let Some(key) = StoreKey::decode(&row[1..]) else {
+            return Err(StoreError::Corrupt("undecodable key".into()));
+        };
+        if let state @ KeyState::Register(register) = &record::decode_record(&value)? {
+            if let (true, Some(from)) = (key.holds(state), register.deleted_from()) {
+                batch.insert(tombstone_key(&key), &from.raw().to_be_bytes());
+            }
+        }
+    }
+    batch.insert(LAYOUT_KEY, &9u32.to_be_bytes());
+    db.apply_batch(batch)?;
     Ok(())
 }
 

@@ -22,7 +22,7 @@ mod wal;
 pub use memory::{MemoryStore, MemorySync};
 pub use merkle::{Leaf, MerkleIndex};
 pub use set_header::SetHeader;
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, DEFAULT_CACHE_BYTES};
 pub use stored_set::StoredSet;
 
 use crate::clock::{Dot, NodeId, ReplicaId, Timestamp, VersionVector};
@@ -172,9 +172,13 @@ pub struct WriteBatch {
     /// do (records change ahead of them). Applied atomically with the records.
     pub leaves_complete: Option<bool>,
     pub meta: Option<Meta>,
-    /// Keys whose records (and key-index entries) are deleted: collected tombstones and
-    /// forgotten values.
+    /// Keys whose records (and key-index and tombstone-index entries) are deleted: collected
+    /// tombstones and forgotten values.
     pub removals: Vec<StoreKey>,
+    /// Changes to the tombstone index ([`Store::tombstones`]): per key, the timestamp from which
+    /// its record is a tombstone (a delete, or a value's expiry), or `None` once it no longer
+    /// is one. Only keys whose answer changed are named.
+    pub tombstones: Vec<(StoreKey, Option<Timestamp>)>,
     /// The new collection horizon ([`Store::collected_through`]), applied before the removals.
     pub collected_through: Option<Timestamp>,
     /// Records that this data directory has been part of a cluster ([`Store::clustered`]).
@@ -430,6 +434,10 @@ pub trait Store: Send + 'static {
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError>;
     /// The persisted Merkle leaves, or `None` when they are missing and must be rebuilt.
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError>;
+    /// The keys whose records are tombstones (deletes, or values written with an expiry), with
+    /// the timestamp from which each is one: read at start-up from an index, without decoding
+    /// any record.
+    fn tombstones(&self) -> Result<Vec<(StoreKey, Timestamp)>, StoreError>;
     /// Visits every record (for rebuilding the Merkle index).
     fn for_each_record(
         &self,

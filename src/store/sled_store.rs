@@ -2,7 +2,8 @@
 //!
 //! Keys in the tree: `r` + encoded key → record (a set's header; its element and dot rows are laid
 //! out by [`super::set_rows`]); `h` + leaf + encoded key → item hash prefix; `l` + leaf index
-//! (u16 BE) → Merkle leaf;
+//! (u16 BE) → Merkle leaf; `t` + encoded key → the timestamp (8 bytes BE) from which the key's
+//! record is a tombstone (the tombstone index, read at start-up instead of every record);
 //! `meta/...` → layout version, node metadata, Merkle completeness marker, tombstone collection
 //! horizon (`meta/collected`, 8 bytes BE, absent meaning none collected), whether the node ever
 //! met another member (`meta/clustered`), the other members it last knew of (`meta/members`,
@@ -29,6 +30,7 @@ const ROSTER_KEY: &[u8] = b"meta/members";
 const FORGOTTEN_KEY: &[u8] = b"meta/forgotten";
 const LEAF_PREFIX: u8 = b'l';
 const KEY_HASH_PREFIX: u8 = b'h';
+pub(super) const TOMBSTONE_PREFIX: u8 = b't';
 /// A checkpoint starts once the active log grows past this.
 const CHECKPOINT_BYTES: u64 = super::wal::PREALLOCATED * 3 / 4;
 
@@ -69,14 +71,35 @@ pub(super) fn key_hash_key(key: &StoreKey) -> Vec<u8> {
     k
 }
 
+/// `t` + encoded key: the key's entry in the tombstone index.
+pub(super) fn tombstone_key(key: &StoreKey) -> Vec<u8> {
+    let mut k = vec![TOMBSTONE_PREFIX];
+    k.extend(key.encode());
+    k
+}
+
 fn leaf_key(index: u16) -> [u8; 3] {
     let [a, b] = index.to_be_bytes();
     [LEAF_PREFIX, a, b]
 }
 
+/// The database's page cache when none is given: what `hearsay serve --cache-mb` defaults to.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 impl SledStore {
-    /// Opens (creating if needed) the data directory, upgrades its layout and reads the log.
+    /// Opens (creating if needed) the data directory, upgrades its layout and reads the log,
+    /// with the default page cache ([`DEFAULT_CACHE_BYTES`]).
     pub fn open(dir: &Path, durability: Durability) -> Result<SledStore, StoreError> {
+        Self::open_with_cache(dir, durability, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledStore::open`] with a page cache of `cache_bytes`: the memory the database keeps of
+    /// what it read or wrote (the node's resident memory is about this plus its own state).
+    pub fn open_with_cache(
+        dir: &Path,
+        durability: Durability,
+        cache_bytes: u64,
+    ) -> Result<SledStore, StoreError> {
         let unwritable = |cause| StoreError::Unwritable {
             dir: dir.to_path_buf(),
             cause,
@@ -90,7 +113,7 @@ impl SledStore {
         // the disk is below its reserve: sled remembers a failed write for good (its "global
         // error"), so a background flush that ran out of space would leave the database
         // unwritable until a restart. Without a log, the background flush is all there is.
-        let db = open_db(dir, durability == Durability::None)?;
+        let db = open_db(dir, durability == Durability::None, cache_bytes)?;
         migrate::upgrade(&db, dir)?;
         let meta = match db.get(META_KEY)? {
             Some(bytes) => record::from_bytes(&bytes)?,
@@ -201,24 +224,29 @@ fn read_horizon(db: &sled::Db) -> Result<Timestamp, StoreError> {
 /// Opens the database, waiting up to two seconds for a handle this process just dropped: sled
 /// releases the directory's lock from its own threads shortly after the last handle goes (a node
 /// reopened in place, a test). Another process holding it is still refused after that.
-fn open_db(dir: &Path, background_flush: bool) -> Result<sled::Db, StoreError> {
+fn open_db(dir: &Path, background_flush: bool, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     const TRIES: u32 = 200;
     for _ in 1..TRIES {
-        match open_db_once(dir, background_flush) {
+        match open_db_once(dir, background_flush, cache_bytes) {
             Err(StoreError::InUse { .. }) => {
                 std::thread::sleep(std::time::Duration::from_millis(10))
             }
             result => return result,
         }
     }
-    open_db_once(dir, background_flush)
+    open_db_once(dir, background_flush, cache_bytes)
 }
 
-fn open_db_once(dir: &Path, background_flush: bool) -> Result<sled::Db, StoreError> {
+fn open_db_once(
+    dir: &Path,
+    background_flush: bool,
+    cache_bytes: u64,
+) -> Result<sled::Db, StoreError> {
     // sled 0.34 can panic, not just fail, on some damaged files (sled #1533, #1527, #1189): a
     // damaged directory must end in a clear message, so a panic here is an error too.
     let config = sled::Config::new()
         .path(dir.join("db"))
+        .cache_capacity(cache_bytes)
         .flush_every_ms(background_flush.then_some(500));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
         .unwrap_or_else(|panic| {
@@ -396,6 +424,22 @@ impl Store for SledStore {
             leaves[u16::from_be_bytes([k[1], k[2]]) as usize] = record::from_bytes(&v)?;
         }
         Ok(Some(leaves))
+    }
+
+    fn tombstones(&self) -> Result<Vec<(StoreKey, Timestamp)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([TOMBSTONE_PREFIX]) {
+            let (k, v) = item?;
+            let key = StoreKey::decode(&k[1..]).ok_or_else(|| {
+                StoreError::Corrupt("undecodable key in the tombstone index".into())
+            })?;
+            let raw: [u8; 8] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bad tombstone index entry".into()))?;
+            out.push((key, Timestamp::from_raw(u64::from_be_bytes(raw))));
+        }
+        Ok(out)
     }
 
     fn for_each_record(
@@ -583,6 +627,7 @@ impl SledStore {
             && batch.leaves_complete.is_none()
             && batch.meta.is_none()
             && batch.removals.is_empty()
+            && batch.tombstones.is_empty()
             && batch.collected_through.is_none()
             && !batch.clustered
             && batch.roster.is_none()
@@ -621,6 +666,13 @@ impl SledStore {
             }
             tree_batch.remove(record_key(key));
             tree_batch.remove(key_hash_key(key));
+            tree_batch.remove(tombstone_key(key));
+        }
+        for (key, from) in &batch.tombstones {
+            match from {
+                Some(ts) => tree_batch.insert(tombstone_key(key), &ts.raw().to_be_bytes()),
+                None => tree_batch.remove(tombstone_key(key)),
+            }
         }
         for (key, state) in &batch.records {
             match state {
@@ -638,7 +690,11 @@ impl SledStore {
         }
         for (index, leaf) in &batch.leaves {
             if leaf.count == 0 {
-                tree_batch.remove(leaf_key(*index));
+                // An empty leaf has no row; most were never written (a rebuild of an empty
+                // index names all 65,536).
+                if self.db.contains_key(leaf_key(*index))? {
+                    tree_batch.remove(leaf_key(*index));
+                }
             } else {
                 tree_batch.insert(leaf_key(*index), record::to_bytes(leaf));
             }
