@@ -216,7 +216,10 @@ async fn main() {
     row(
         &mut rows,
         "keys",
-        format!("{keys} of {KEY_BYTES} bytes, {VALUE_BYTES}-byte values ({} live)", mb(live)),
+        format!(
+            "{keys} of {KEY_BYTES} bytes, {VALUE_BYTES}-byte values ({} live)",
+            mb(live)
+        ),
     );
 
     // An empty idle node.
@@ -231,12 +234,20 @@ async fn main() {
     row(
         &mut rows,
         "inserts",
-        format!("{} ({:.0} writes/s)", secs(took), keys as f64 / took.as_secs_f64()),
+        format!(
+            "{} ({:.0} writes/s)",
+            secs(took),
+            keys as f64 / took.as_secs_f64()
+        ),
     );
     row(&mut rows, "RSS with the keys (after the inserts)", rss(&a));
     row(&mut rows, "RSS of an empty idle node", empty_rss);
     stop(a);
-    row(&mut rows, "on disk after the inserts", ratio(disk_bytes(&a_dir), live));
+    row(
+        &mut rows,
+        "on disk after the inserts",
+        ratio(disk_bytes(&a_dir), live),
+    );
 
     // Restart after SIGTERM.
     let (a, took) = serve(&a_dir, &["--node-id", "a"]);
@@ -248,7 +259,11 @@ async fn main() {
     row(
         &mut rows,
         "overwrites",
-        format!("{} ({:.0} writes/s)", secs(took), keys as f64 / took.as_secs_f64()),
+        format!(
+            "{} ({:.0} writes/s)",
+            secs(took),
+            keys as f64 / took.as_secs_f64()
+        ),
     );
     stop(a);
     row(
@@ -364,7 +379,10 @@ async fn main() {
     let page = |c: Client, url: String| async move {
         let started = Instant::now();
         let page = get_json(&c, url).await.expect("list");
-        (started.elapsed(), page["keys"][0].as_str().map(str::to_string))
+        (
+            started.elapsed(),
+            page["keys"][0].as_str().map(str::to_string),
+        )
     };
     let (took, first) = page(c.clone(), a.url("/v1/kv?limit=100")).await;
     row(
@@ -378,7 +396,11 @@ async fn main() {
         (held == 0.0).then_some(())
     })
     .await;
-    row(&mut rows, "tombstone collection after the deletes", secs(took));
+    row(
+        &mut rows,
+        "tombstone collection after the deletes",
+        secs(took),
+    );
     let (took, _) = page(c.clone(), a.url("/v1/kv?limit=100")).await;
     row(
         &mut rows,

@@ -155,7 +155,8 @@ pub fn open_node(
     config: &ServerConfig,
     listeners: &Listeners,
 ) -> Result<Node<SledStore>, ServerError> {
-    let opened = SledStore::open_with_cache(&config.data_dir, config.durability, config.cache_bytes);
+    let opened =
+        SledStore::open_with_cache(&config.data_dir, config.durability, config.cache_bytes);
     let mut recovered = false;
     let store = match opened {
         Err(StoreError::Damaged { dir, reason }) if config.recover => {
@@ -166,7 +167,8 @@ pub fn open_node(
                 %reason,
                 "recovery: moved the damaged data directory aside; starting empty"
             );
-            SledStore::open_with_cache(&config.data_dir, config.durability, config.cache_bytes).map_err(NodeError::from)?
+            SledStore::open_with_cache(&config.data_dir, config.durability, config.cache_bytes)
+                .map_err(NodeError::from)?
         }
         other => other.map_err(NodeError::from)?,
     };

@@ -385,7 +385,11 @@ fn a_layout_8_directory_gains_its_tombstone_index() {
     {
         // What a layout-8 build left: the same records, no index.
         let db = sled::open(dir.path().join("db")).unwrap();
-        assert_eq!(db.scan_prefix(b"t").count(), 2, "the current build indexes tombstones");
+        assert_eq!(
+            db.scan_prefix(b"t").count(),
+            2,
+            "the current build indexes tombstones"
+        );
         for row in db.scan_prefix(b"t").keys() {
             db.remove(row.unwrap()).unwrap();
         }
@@ -398,10 +402,67 @@ fn a_layout_8_directory_gains_its_tombstone_index() {
     assert_eq!(
         found,
         [
-            (StoreKey::kv("deleted"), Timestamp::new(1_700_000_000_500, 0)),
+            (
+                StoreKey::kv("deleted"),
+                Timestamp::new(1_700_000_000_500, 0)
+            ),
             (expiring, expires),
         ]
     );
     let node = Node::open(store, id("n1")).unwrap();
     assert_eq!(node.tombstones_held(), 2);
+}
+
+/// Layout 9 kept one key-index row per key (`h` + leaf + key → hash prefix); layout 10 keeps one
+/// row per leaf. The upgrade moves every entry and anti-entropy sees the same keys.
+#[test]
+fn a_layout_9_key_index_becomes_one_list_per_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_of = |node: &Node<SledStore>| {
+        let mut all = Vec::new();
+        for leaf in 0..hearsay::store::merkle::LEAVES as u32 {
+            all.extend(node.store().leaf_keys(leaf as u16).unwrap());
+        }
+        all.sort();
+        all
+    };
+    let (digest, keys) = {
+        let mut node = Node::open(
+            SledStore::open(dir.path(), Durability::Fsync).unwrap(),
+            id("n1"),
+        )
+        .unwrap();
+        for (key, state) in fixture() {
+            let _ = node.merge_delta(NOW, key, state).unwrap();
+        }
+        node.close().unwrap();
+        (node.digest(), keys_of(&node))
+    };
+    assert_eq!(keys.len(), 3);
+    {
+        // What a layout-9 build left: a row per key, no lists.
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let lists: Vec<_> = db.scan_prefix(b"k").collect::<Result<_, _>>().unwrap();
+        assert!(!lists.is_empty());
+        for (row, _) in lists {
+            db.remove(row).unwrap();
+        }
+        for (key, hash) in &keys {
+            let leaf = hearsay::store::merkle::bucket_of(key).to_be_bytes();
+            let row = [b"h".as_slice(), &leaf, &key.encode()].concat();
+            db.insert(row, hash.as_slice()).unwrap();
+        }
+        db.insert(migrate::LAYOUT_KEY, &9u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let node = Node::open(
+        SledStore::open(dir.path(), Durability::Fsync).unwrap(),
+        id("n1"),
+    )
+    .unwrap();
+    assert_eq!(node.digest(), digest);
+    assert_eq!(keys_of(&node), keys);
+    drop(node);
+    let db = sled::open(dir.path().join("db")).unwrap();
+    assert_eq!(db.scan_prefix(b"h").count(), 0, "the per-key rows are gone");
 }

@@ -151,6 +151,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     }
     for (event, total) in [
         ("sessions", c.sync_sessions),
+        ("declined", c.sync_declined),
         ("rounds", c.sync_rounds),
         ("keys_repaired", c.sync_keys_repaired),
     ] {

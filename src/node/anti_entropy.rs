@@ -19,6 +19,9 @@ use rand::seq::SliceRandom;
 
 /// An anti-entropy session with no answer for this long is abandoned.
 const SESSION_TIMEOUT_MS: u64 = 60_000;
+/// A peer that fetched whole leaves this recently is still catching up (the rounds of an
+/// exchange follow each other within a round trip).
+const ANSWERING_MS: u64 = 250;
 
 pub(super) struct Session {
     peer: NodeId,
@@ -109,6 +112,25 @@ impl<S: Store> Node<S> {
             }
             return Ok(None);
         }
+        // A node that holds nothing, or is catching up from `from` by fetching whole leaves,
+        // declines an exchange `from` starts: it would push every state the fetch brings, a
+        // second time. It fetches from `from` instead, at once; `from` tries again later, by when
+        // there is little left to repair.
+        if let SyncMessage::Root { root } = &request.message {
+            let fetching = self
+                .cluster
+                .sessions
+                .values()
+                .any(|s| s.peer == *from && s.sync.is_fetching());
+            let empty = self.merkle.root().count == 0;
+            if *root != self.merkle.root() && (empty || fetching) {
+                self.cluster.stats.sync_declined += 1;
+                if empty && !self.cluster.sync_soon.contains(from) {
+                    self.cluster.sync_soon.push(from.clone());
+                }
+                return Ok(None);
+            }
+        }
         if let Some(start) = request.start {
             // Every write from here on is newer than the exchange's start (see `tombstones.rs`).
             self.hlc.recover(start.clock);
@@ -118,6 +140,9 @@ impl<S: Store> Node<S> {
             self.tombstones
                 .collected_by_peer(&self.id, start.collected_through);
             self.note_peer_horizon(from, start.collected_through);
+        }
+        if matches!(request.message, SyncMessage::FetchLeaves { .. }) {
+            self.cluster.answered_ms.insert(from.clone(), now_ms);
         }
         let (reply, merges) = respond(&self.sync_view(), request.message);
         self.merge_repairs(now_ms, from, merges)?;
@@ -260,11 +285,18 @@ impl<S: Store> Node<S> {
         if self.is_disk_full() {
             return;
         }
+        // Peers in an exchange: one this node started, or one catching up from this node (it
+        // fetched whole leaves a moment ago): an exchange started with it now would push it the
+        // same states again.
+        self.cluster
+            .answered_ms
+            .retain(|_, at| now_ms.saturating_sub(*at) < ANSWERING_MS);
         let busy: Vec<NodeId> = self
             .cluster
             .sessions
             .values()
             .map(|s| s.peer.clone())
+            .chain(self.cluster.answered_ms.keys().cloned())
             .collect();
         let peer = loop {
             match self.cluster.sync_soon.pop() {

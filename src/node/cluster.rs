@@ -116,6 +116,8 @@ pub struct ClusterStats {
     pub rumors_received: u64,
     pub rumors_merged: u64,
     pub sync_sessions: u64,
+    /// Exchanges a peer started that this node declined while it caught up from that peer.
+    pub sync_declined: u64,
     pub sync_rounds: u64,
     pub sync_keys_repaired: u64,
     pub sync_bytes: u64,
@@ -154,6 +156,9 @@ pub(super) struct Cluster {
     /// replacement, so every peer is visited once per cycle (which bounds how long tombstone
     /// collection waits for an exchange with each member).
     pub(super) visited: BTreeSet<NodeId>,
+    /// Per peer, when it last fetched whole leaves from this node (local milliseconds): it is
+    /// catching up, so no exchange is started with it meanwhile.
+    pub(super) answered_ms: BTreeMap<NodeId, u64>,
     pub(super) outbox: Vec<Outbound>,
     pub(super) stats: ClusterStats,
     /// Reads are not authoritative until a full exchange with a peer completes.
@@ -194,6 +199,7 @@ impl Cluster {
             anti_entropy_interval_ms: config.anti_entropy_interval_ms,
             sync_soon: Vec::new(),
             visited: BTreeSet::new(),
+            answered_ms: BTreeMap::new(),
             outbox: Vec::new(),
             stats: ClusterStats::default(),
             resyncing: config.resync_first,

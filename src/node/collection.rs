@@ -103,7 +103,7 @@ impl<S: Store> Node<S> {
         forgotten: Option<Vec<(StoreKey, Timestamp)>>,
     ) -> Result<(), StoreError> {
         let removals = records.iter().map(|(key, _)| key.clone()).collect();
-        let leaves_complete = self.leaves_persisted.then_some(false);
+        let leaves_complete = self.leaves_marked_stale();
         self.store.apply(WriteBatch {
             removals,
             collected_through,

@@ -82,9 +82,7 @@ impl<S: Store> Node<S> {
         }
         .encode();
         let key_hash = (key.clone(), prefix8(&prepared.new_hash));
-        // The first change after the index was persisted marks the persisted copy stale, in the
-        // same atomic batch: a crash from here on rebuilds the index from the records.
-        let leaves_complete = self.leaves_persisted.then_some(false);
+        let leaves_complete = self.leaves_marked_stale();
         let mut batch = WriteBatch {
             key_hashes: vec![key_hash],
             deltas: vec![logged],

@@ -24,6 +24,7 @@ mod collection;
 mod conflicts;
 mod disk_watch;
 mod heal;
+mod index_repair;
 mod merge;
 mod outbox;
 mod peer_input;
@@ -342,9 +343,11 @@ impl<S: Store> Node<S> {
         };
         node.watch_disk(0, true);
         let replay = node.store.take_replay();
+        let mut named = node.store.take_replayed_removals();
         if !replay.is_empty() {
             tracing::info!(entries = replay.len(), "redoing the write-ahead log");
         }
+        named.extend(replay.iter().map(|logged| logged.key.clone()));
         for logged in replay {
             node.hlc.recover(logged.hlc);
             if let Some((origin, seq)) = &logged.origin_seq {
@@ -353,6 +356,15 @@ impl<S: Store> Node<S> {
             // A replayed delta that is refused now (older than a horizon adopted since) was
             // refused on its way in too, or collected: nothing to redo.
             let _ = node.merge_checked(logged.key, logged.delta, None, Source::Replay)?;
+        }
+        // The database may hold changes the persisted leaves do not: the replay's merges found
+        // some already there, so the leaves of every key the log names are recomputed.
+        if leaves_persisted && node.store.repairs_index_from_log() && !named.is_empty() {
+            let repaired = node.repair_leaves(named)?;
+            tracing::info!(
+                leaves = repaired,
+                "repaired the Merkle leaves the log named"
+            );
         }
         // Persist the node id, the clock and the index, then start with an empty log. On a disk
         // below its reserve the node still starts, to serve reads (writes get 507): the log is
@@ -780,7 +792,16 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
-    /// Writes the Merkle leaves changed since they were last persisted, marked complete.
+    /// What a batch that changes records says of the persisted Merkle leaves: on a store that
+    /// repairs them from its log after a crash, nothing; otherwise the first change after they
+    /// were persisted marks them stale, in the same atomic batch, so that a crash from then on
+    /// rebuilds them from the records.
+    pub(super) fn leaves_marked_stale(&self) -> Option<bool> {
+        (self.leaves_persisted && !self.store.repairs_index_from_log()).then_some(false)
+    }
+
+    /// Writes the Merkle leaves changed since they were last persisted, marked complete, with the
+    /// store's per-leaf key index.
     fn persist_leaves(&mut self) -> Result<(), StoreError> {
         let leaves = self.merkle.leaves();
         let changed: Vec<(u16, Leaf)> = self
@@ -791,6 +812,7 @@ impl<S: Store> Node<S> {
         self.store.apply(WriteBatch {
             leaves: changed,
             leaves_complete: Some(true),
+            flush_key_index: true,
             ..WriteBatch::default()
         })?;
         self.dirty_leaves.clear();
@@ -807,12 +829,7 @@ fn new_epoch(seed: u64) -> u64 {
     rng.gen_range(1..=u64::MAX)
 }
 
-/// The first 8 bytes of an item hash: what the per-leaf key index and anti-entropy compare.
-pub fn prefix8(hash: &[u8; 32]) -> [u8; 8] {
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&hash[..8]);
-    out
-}
+pub use crate::store::merkle::prefix8;
 
 /// Rebuilds the Merkle index and the per-leaf key index from the records.
 fn rebuild_merkle<S: Store>(store: &mut S) -> Result<MerkleIndex, StoreError> {
@@ -825,10 +842,13 @@ fn rebuild_merkle<S: Store>(store: &mut S) -> Result<MerkleIndex, StoreError> {
         key_hashes.push((key, prefix8(&hash)));
         Ok(())
     })?;
-    while !key_hashes.is_empty() {
+    // The first batch drops whatever key index there was.
+    let mut reset = true;
+    while reset || !key_hashes.is_empty() {
         let rest = key_hashes.split_off(key_hashes.len().saturating_sub(CHUNK));
         store.apply(WriteBatch {
             key_hashes: rest,
+            key_index_reset: std::mem::take(&mut reset),
             ..WriteBatch::default()
         })?;
     }

@@ -84,6 +84,9 @@ impl Contents {
             }
             self.set_headers.insert(encoded, write.header.clone());
         }
+        if batch.key_index_reset {
+            self.key_hashes.clear();
+        }
         for (key, hash) in &batch.key_hashes {
             self.key_hashes
                 .insert((merkle::bucket_of(key), key.encode()), *hash);

@@ -31,6 +31,12 @@ impl Leaf {
         }
     }
 
+    /// Adds one key's item hash to this node.
+    pub fn add_item(&mut self, item: &[u8; 32]) {
+        self.xor(item);
+        self.count += 1;
+    }
+
     /// The hash as lowercase hex.
     pub fn hex(&self) -> String {
         self.hash.iter().map(|b| format!("{b:02x}")).collect()
@@ -47,6 +53,13 @@ impl Default for MerkleIndex {
     fn default() -> Self {
         Self::from_leaves(vec![Leaf::default(); LEAVES])
     }
+}
+
+/// The first 8 bytes of an item hash: what the per-leaf key index and anti-entropy compare.
+pub fn prefix8(hash: &[u8; 32]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&hash[..8]);
+    out
 }
 
 /// The leaf a key belongs to.
@@ -161,6 +174,22 @@ impl MerkleIndex {
     }
 
     /// Records that `key`, whose state had item hash `old`, is gone; returns the changed leaf.
+    /// Replaces leaf `bucket` with `leaf` (recomputed from the records), adjusting every node
+    /// above it.
+    pub fn replace_leaf(&mut self, bucket: u16, leaf: Leaf) {
+        let old = self.levels[DEPTH][bucket as usize];
+        let mut diff = leaf.hash;
+        for (d, o) in diff.iter_mut().zip(old.hash) {
+            *d ^= o;
+        }
+        for level in 0..=DEPTH {
+            let index = bucket as usize >> (4 * (DEPTH - level));
+            let node = &mut self.levels[level][index];
+            node.xor(&diff);
+            node.count = (node.count + leaf.count).saturating_sub(old.count);
+        }
+    }
+
     pub fn remove(&mut self, key: &StoreKey, old: [u8; 32]) -> (u16, Leaf) {
         let bucket = bucket_of(key);
         for level in 0..=DEPTH {
@@ -209,6 +238,26 @@ mod tests {
         assert_eq!(a.root(), before);
         let rebuilt = MerkleIndex::from_leaves(a.leaves().to_vec());
         assert_eq!(rebuilt.root(), a.root());
+    }
+
+    #[test]
+    fn a_replaced_leaf_updates_every_node_above_it() {
+        let keys: Vec<StoreKey> = (0..40).map(|i| StoreKey::kv(format!("k{i}"))).collect();
+        let mut index = MerkleIndex::default();
+        let mut stale = MerkleIndex::default();
+        for k in &keys {
+            index.update(k, None, &state(1));
+            stale.update(k, None, &state(1));
+        }
+        // `stale` misses one change; replacing that key's leaf with the right one repairs it.
+        let (bucket, right) =
+            index.update(&keys[7], Some(item_hash(&keys[7], &state(1))), &state(2));
+        stale.replace_leaf(bucket, right);
+        assert_eq!(stale.root(), index.root());
+        assert_eq!(
+            MerkleIndex::from_leaves(stale.leaves().to_vec()).root(),
+            stale.root()
+        );
     }
 
     #[test]

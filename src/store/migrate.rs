@@ -3,13 +3,14 @@
 //! [`LAYOUT_KEY`]. Steps are applied in order, each as one atomic batch, so a crash during an
 //! upgrade leaves the directory in either the old layout or the new one.
 
-use super::sled_store::{key_hash_key, tombstone_key, TreeBatch};
+use super::key_lists::{self, KeyList};
+use super::sled_store::{key_hash_key, tombstone_key, TreeBatch, KEY_HASH_PREFIX};
 use super::{record, set_rows, StoreError, StoreKey};
 use crate::crdt::KeyState;
 use std::path::Path;
 
 /// The layout this build writes.
-pub const CURRENT_LAYOUT: u32 = 9;
+pub const CURRENT_LAYOUT: u32 = 10;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
 /// The node metadata ([`super::Meta`]).
@@ -53,6 +54,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<u32, StoreError> {
             6 => v6_to_v7(db)?,
             7 => v7_to_v8(db)?,
             8 => v8_to_v9(db)?,
+            9 => v9_to_v10(db)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "no upgrade step from layout {other}"
@@ -117,6 +119,32 @@ fn v5_to_v6(db: &sled::Db) -> Result<(), StoreError> {
 /// refuse the directory, since it would take those values back.
 fn v7_to_v8(db: &sled::Db) -> Result<(), StoreError> {
     db.insert(LAYOUT_KEY, &8u32.to_be_bytes())?;
+    Ok(())
+}
+
+/// Layout 10 (`migrations/0010_key_lists.md`) keeps the per-leaf key index in one row per leaf
+/// (`k` + leaf → every key of the leaf with its item hash prefix) instead of one row per key
+/// (`h` + leaf + key): the rows are built from the per-key ones, which are removed.
+fn v9_to_v10(db: &sled::Db) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut lists: std::collections::BTreeMap<u16, KeyList> = Default::default();
+    for item in db.scan_prefix([KEY_HASH_PREFIX]) {
+        let (row, hash) = item?;
+        let (Some(leaf), Some(key), Ok(hash)) = (
+            row.get(1..3).map(|l| u16::from_be_bytes([l[0], l[1]])),
+            row.get(3..),
+            <[u8; 8]>::try_from(hash.as_ref()),
+        ) else {
+            return Err(StoreError::Corrupt("bad key index row".into()));
+        };
+        lists.entry(leaf).or_default().insert(key.to_vec(), hash);
+        batch.remove(row);
+    }
+    for (leaf, list) in &lists {
+        batch.insert(&key_lists::row_key(*leaf), key_lists::encode(list));
+    }
+    batch.insert(LAYOUT_KEY, &10u32.to_be_bytes());
+    db.apply_batch(batch)?;
     Ok(())
 }
 

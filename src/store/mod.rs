@@ -6,6 +6,7 @@
 //! index, and node metadata. It makes no protocol decisions: the core ([`crate::node`]) decides
 //! what to write and hands it over as one atomic [`WriteBatch`].
 
+mod key_lists;
 mod legacy;
 mod logs;
 mod memory;
@@ -171,6 +172,10 @@ pub struct WriteBatch {
     /// `Some(true)`: the persisted leaves now cover every record; `Some(false)`: they no longer
     /// do (records change ahead of them). Applied atomically with the records.
     pub leaves_complete: Option<bool>,
+    /// Write the per-leaf key index changed since it was last written, with the leaves.
+    pub flush_key_index: bool,
+    /// Drop the whole per-leaf key index first (a rebuild from the records follows).
+    pub key_index_reset: bool,
     pub meta: Option<Meta>,
     /// Keys whose records (and key-index and tombstone-index entries) are deleted: collected
     /// tombstones and forgotten values.
@@ -266,6 +271,34 @@ pub struct LoggedDeltaRef<'a> {
 /// The first byte of a write-ahead log entry written since storage epochs. Entries written
 /// before began with their key's keyspace index (0 or 1), so the two never mix up.
 const LOGGED_FORMAT: u8 = 2;
+/// The format byte of a log entry naming a key a batch removed.
+const REMOVED_FORMAT: u8 = 3;
+
+/// What a write-ahead log entry holds.
+pub enum LogEntry {
+    /// A delta to merge again.
+    Delta(LoggedDelta),
+    /// A key whose record a batch removed: nothing to redo, but its Merkle leaf may need repair.
+    Removed(StoreKey),
+}
+
+impl LogEntry {
+    /// The log entry of a removal.
+    pub fn removed(key: &StoreKey) -> Vec<u8> {
+        let mut out = vec![REMOVED_FORMAT];
+        out.extend(key.encode());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<LogEntry, StoreError> {
+        match bytes.split_first() {
+            Some((&REMOVED_FORMAT, key)) => StoreKey::decode(key)
+                .map(LogEntry::Removed)
+                .ok_or_else(|| StoreError::Corrupt("bad removal log entry".into())),
+            _ => LoggedDelta::decode(bytes).map(LogEntry::Delta),
+        }
+    }
+}
 
 impl LoggedDeltaRef<'_> {
     pub fn encode(&self) -> Vec<u8> {
@@ -446,6 +479,17 @@ pub trait Store: Send + 'static {
     /// Deltas logged but possibly not in the database at the last stop; the core merges them at
     /// start-up and then calls [`Store::checkpoint`].
     fn take_replay(&mut self) -> Vec<LoggedDelta>;
+    /// Keys whose removal was logged since the last checkpoint (see [`Store::take_replay`]).
+    fn take_replayed_removals(&mut self) -> Vec<StoreKey> {
+        Vec::new()
+    }
+    /// Whether the persisted Merkle leaves stay valid after a crash, to be repaired where the
+    /// log's entries (deltas and removals) name keys: every change to a record is logged before
+    /// the database takes it. Otherwise a change marks them stale
+    /// ([`WriteBatch::leaves_complete`]) and a crash rebuilds them from every record.
+    fn repairs_index_from_log(&self) -> bool {
+        false
+    }
     /// Applies a batch atomically; visible to readers at once, durable after [`Store::commit`].
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
     /// Starts making every applied batch as durable as the durability mode promises; they are

@@ -1,22 +1,26 @@
 //! The production store: one sled 0.34 tree plus the write-ahead log ([`super::wal`]).
 //!
 //! Keys in the tree: `r` + encoded key → record (a set's header; its element and dot rows are laid
-//! out by [`super::set_rows`]); `h` + leaf + encoded key → item hash prefix; `l` + leaf index
-//! (u16 BE) → Merkle leaf; `t` + encoded key → the timestamp (8 bytes BE) from which the key's
+//! out by [`super::set_rows`]); `k` + leaf (u16 BE) → the leaf's keys and item hash prefixes
+//! ([`super::key_lists`]); `l` + leaf index (u16 BE) → Merkle leaf; `t` + encoded key → the timestamp (8 bytes BE) from which the key's
 //! record is a tombstone (the tombstone index, read at start-up instead of every record);
 //! `meta/...` → layout version, node metadata, Merkle completeness marker, tombstone collection
 //! horizon (`meta/collected`, 8 bytes BE, absent meaning none collected), whether the node ever
 //! met another member (`meta/clustered`), the other members it last knew of (`meta/members`,
-//! absent meaning none recorded). A batch from the core goes to the tree atomically and its
-//! deltas to the log; [`Store::commit`] syncs the log.
+//! absent meaning none recorded). A batch's deltas and removals go to the log file first (written,
+//! not synced), then the batch to the tree atomically; [`Store::commit`] syncs the log. So a crash
+//! that keeps a change to the tree keeps its log entry too, and the Merkle leaves and key lists
+//! persisted at the last checkpoint are repaired at start-up where the log names keys.
 
+use super::key_lists::{self, PendingKeys, KEY_LIST_PREFIX};
 use super::logs::Logs;
+use super::merkle::prefix8;
 use super::migrate::{self, MERKLE_COMPLETE_KEY, META_KEY, RECORD_PREFIX};
 use super::undo::UndoLog;
 use super::{
     merkle, record, set_rows, CheckpointWork, Durability, KeyPage, KeyState, Keyspace, Leaf,
-    LoggedDelta, Meta, PendingSync, SetHeader, Store, StoreError, StoreKey, StoreRead, Undone,
-    WriteBatch,
+    LogEntry, LoggedDelta, Meta, PendingSync, SetHeader, Store, StoreError, StoreKey, StoreRead,
+    Undone, WriteBatch,
 };
 use crate::clock::{Dot, NodeId, ReplicaId, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,7 +33,8 @@ const CLUSTERED_KEY: &[u8] = b"meta/clustered";
 const ROSTER_KEY: &[u8] = b"meta/members";
 const FORGOTTEN_KEY: &[u8] = b"meta/forgotten";
 const LEAF_PREFIX: u8 = b'l';
-const KEY_HASH_PREFIX: u8 = b'h';
+/// The per-key index rows of layouts up to 9 (`h` + leaf + encoded key → item hash prefix).
+pub(super) const KEY_HASH_PREFIX: u8 = b'h';
 pub(super) const TOMBSTONE_PREFIX: u8 = b't';
 /// A checkpoint starts once the active log grows past this.
 const CHECKPOINT_BYTES: u64 = super::wal::PREALLOCATED * 3 / 4;
@@ -50,6 +55,9 @@ pub struct SledStore {
     undo: UndoLog,
     durability: Durability,
     replay: Vec<LoggedDelta>,
+    replayed_removals: Vec<StoreKey>,
+    /// Changes to the key lists not yet written to their rows.
+    pending_keys: PendingKeys,
 }
 
 pub(super) fn record_key(key: &StoreKey) -> Vec<u8> {
@@ -63,7 +71,7 @@ fn record_key_of(encoded: Vec<u8>) -> Vec<u8> {
     k
 }
 
-/// `h` + leaf (u16 BE) + encoded key: the per-leaf key index.
+/// `h` + leaf (u16 BE) + encoded key: a row of the per-key index of layouts up to 9.
 pub(super) fn key_hash_key(key: &StoreKey) -> Vec<u8> {
     let [a, b] = merkle::bucket_of(key).to_be_bytes();
     let mut k = vec![KEY_HASH_PREFIX, a, b];
@@ -123,16 +131,23 @@ impl SledStore {
         let clustered = db.get(CLUSTERED_KEY)?.is_some();
         let roster = read_roster(&db)?;
         let forgotten = read_forgotten(&db)?;
-        let (wal, replay) = if durability == Durability::None {
+        let (wal, replay_payloads) = if durability == Durability::None {
             (None, Vec::new())
         } else {
             let (wal, payloads) = Logs::open(dir).map_err(unwritable)?;
-            let replay = payloads
-                .iter()
-                .filter_map(|p| LoggedDelta::decode(p).ok())
-                .collect();
-            (Some(wal), replay)
+            (Some(wal), payloads)
         };
+        let mut replay = Vec::new();
+        let mut replayed_removals = Vec::new();
+        for entry in replay_payloads
+            .iter()
+            .filter_map(|p| LogEntry::decode(p).ok())
+        {
+            match entry {
+                LogEntry::Delta(delta) => replay.push(delta),
+                LogEntry::Removed(key) => replayed_removals.push(key),
+            }
+        }
         Ok(SledStore {
             dir: dir.to_path_buf(),
             db,
@@ -146,6 +161,8 @@ impl SledStore {
             undo: UndoLog::default(),
             durability,
             replay,
+            replayed_removals,
+            pending_keys: PendingKeys::default(),
         })
     }
 }
@@ -314,13 +331,16 @@ impl StoreRead for SledReader {
     ) -> Result<KeyPage, StoreError> {
         let (start, from) = super::listing_bounds(space, prefix, after);
         let (start, from) = (record_key_of(start), record_key_of(from));
-        let iter = self.db.range(from..).map(|item| {
-            let (k, v) = item?;
-            Ok((k.to_vec(), row_is_live(&v, now_ms)?))
-        });
-        let iter = iter.take_while(|item: &Result<(Vec<u8>, bool), StoreError>| {
-            item.as_ref().map_or(true, |(k, _)| k.starts_with(&start))
-        });
+        // The range ends at the first row past the prefix, before its value is read: rows of
+        // other kinds (the tombstone index) follow the records.
+        let iter = self
+            .db
+            .range(from..)
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&start)))
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.to_vec(), row_is_live(&v, now_ms)?))
+            });
         super::memory::page_of(
             iter.map(|item| item.map(|(k, v)| (k[2..].to_vec(), v))),
             after,
@@ -396,19 +416,20 @@ impl Store for SledStore {
     }
 
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {
-        let [a, b] = leaf.to_be_bytes();
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix([KEY_HASH_PREFIX, a, b]) {
-            let (k, v) = item?;
-            let key = StoreKey::decode(&k[3..])
-                .ok_or_else(|| StoreError::Corrupt("undecodable key in the key index".into()))?;
-            let hash: [u8; 8] = v
-                .as_ref()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("bad key hash".into()))?;
-            out.push((key, hash));
-        }
-        Ok(out)
+        let row = match self.db.get(key_lists::row_key(leaf))? {
+            Some(row) => key_lists::decode(&row)?,
+            None => key_lists::KeyList::new(),
+        };
+        self.pending_keys
+            .apply_to(leaf, row)
+            .into_iter()
+            .map(|(k, hash)| {
+                let key = StoreKey::decode(&k).ok_or_else(|| {
+                    StoreError::Corrupt("undecodable key in the key index".into())
+                })?;
+                Ok((key, hash))
+            })
+            .collect()
     }
 
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError> {
@@ -460,17 +481,41 @@ impl Store for SledStore {
         std::mem::take(&mut self.replay)
     }
 
+    fn take_replayed_removals(&mut self) -> Vec<StoreKey> {
+        std::mem::take(&mut self.replayed_removals)
+    }
+
+    fn repairs_index_from_log(&self) -> bool {
+        self.wal.is_some()
+    }
+
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.apply_to_tree(&batch)?;
-        // Logged only once the database took the batch: one that failed leaves nothing to redo.
+        // The log entries first, written to the file (a process crash keeps them): whatever of
+        // the batch a crash keeps in the tree, the log names its keys.
+        let mut logged_from = None;
         if let Some(wal) = &mut self.wal {
-            if !batch.deltas.is_empty() {
-                self.undo.mark_log(|| wal.position());
+            if !batch.deltas.is_empty() || !batch.removals.is_empty() {
+                let position = wal.position();
+                self.undo.mark_log(|| position);
+                let log = wal.active();
+                for delta in &batch.deltas {
+                    log.append(delta);
+                }
+                for key in &batch.removals {
+                    log.append(&LogEntry::removed(key));
+                }
+                log.write()?;
+                logged_from = Some(position);
             }
-            let log = wal.active();
-            for delta in &batch.deltas {
-                log.append(delta);
+        }
+        if let Err(e) = self.apply_to_tree(&batch) {
+            // A batch the database refused leaves nothing to redo.
+            if let (Some(wal), Some((log, offset))) = (&mut self.wal, logged_from) {
+                if let Err(undo) = wal.truncate(log, offset) {
+                    tracing::error!(error = %undo, "cannot withdraw the log entries of a refused batch");
+                }
             }
+            return Err(e);
         }
         Ok(())
     }
@@ -520,6 +565,13 @@ impl Store for SledStore {
             }
         }
         for (key, old) in commits.iter().rev().flat_map(|c| c.entries.iter().rev()) {
+            // Key lists are not undone: a row may still name an undone key (the key's pending
+            // entry, set from its restored record below, overrides it), but never lacks a key
+            // that has a record, other than those the log names (a repair after a crash reads
+            // the records of a row's keys, and of the keys the log names).
+            if key.first() == Some(&KEY_LIST_PREFIX) {
+                continue;
+            }
             match old {
                 Some(value) => self.db.insert(key.as_slice(), value.clone())?,
                 None => self.db.remove(key.as_slice())?,
@@ -540,6 +592,10 @@ impl Store for SledStore {
                 continue;
             };
             let after = read_state(&self.db, &key)?;
+            let hash = after
+                .as_ref()
+                .map(|state| prefix8(&merkle::item_hash(&key, state)));
+            self.pending_keys.note(&key, hash);
             if before != after {
                 undone.push(Undone { key, before, after });
             }
@@ -625,6 +681,8 @@ impl SledStore {
             && batch.key_hashes.len() <= 1
             && batch.leaves.is_empty()
             && batch.leaves_complete.is_none()
+            && !batch.flush_key_index
+            && !batch.key_index_reset
             && batch.meta.is_none()
             && batch.removals.is_empty()
             && batch.tombstones.is_empty()
@@ -641,9 +699,7 @@ impl SledStore {
                 self.undo.record(tree_key, old);
             }
             for (key, hash) in &batch.key_hashes {
-                let tree_key = key_hash_key(key);
-                let old = self.db.insert(tree_key.as_slice(), hash)?;
-                self.undo.record(tree_key, old);
+                self.pending_keys.note(key, Some(*hash));
             }
             return Ok(());
         }
@@ -665,7 +721,6 @@ impl SledStore {
                 set_rows::remove_all(&self.db, &mut tree_batch, key)?;
             }
             tree_batch.remove(record_key(key));
-            tree_batch.remove(key_hash_key(key));
             tree_batch.remove(tombstone_key(key));
         }
         for (key, from) in &batch.tombstones {
@@ -685,8 +740,28 @@ impl SledStore {
         for write in &batch.sets {
             set_rows::write(&mut tree_batch, write);
         }
-        for (key, hash) in &batch.key_hashes {
-            tree_batch.insert(key_hash_key(key), hash);
+        if batch.key_index_reset {
+            for row in self.db.scan_prefix([KEY_LIST_PREFIX]).keys() {
+                tree_batch.remove(row?);
+            }
+        }
+        // The key lists with the changes pending, written with the leaves (a checkpoint).
+        let mut lists_written = Vec::new();
+        if batch.flush_key_index && !batch.key_index_reset {
+            for leaf in self.pending_keys.leaves() {
+                let row_key = key_lists::row_key(leaf);
+                let row = match self.db.get(row_key)? {
+                    Some(row) => key_lists::decode(&row)?,
+                    None => key_lists::KeyList::new(),
+                };
+                let list = self.pending_keys.apply_to(leaf, row);
+                if list.is_empty() {
+                    tree_batch.remove(row_key);
+                } else {
+                    tree_batch.insert(row_key, key_lists::encode(&list));
+                }
+                lists_written.push(leaf);
+            }
         }
         for (index, leaf) in &batch.leaves {
             if leaf.count == 0 {
@@ -721,6 +796,16 @@ impl SledStore {
             self.undo.record(key, value);
         }
         // What the store keeps in memory follows the database, never leads it.
+        if batch.key_index_reset {
+            self.pending_keys.clear();
+        }
+        self.pending_keys.written(&lists_written);
+        for key in &batch.removals {
+            self.pending_keys.note(key, None);
+        }
+        for (key, hash) in &batch.key_hashes {
+            self.pending_keys.note(key, Some(*hash));
+        }
         if let Some(horizon) = batch.collected_through {
             self.collected_through = horizon;
         }
@@ -797,6 +882,26 @@ mod tests {
                 ..WriteBatch::default()
             })
             .unwrap();
+    }
+
+    #[test]
+    fn removals_are_logged_so_that_a_restart_repairs_their_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SledStore::open(dir.path(), Durability::Fsync).unwrap();
+        write(&mut store, "a", register(1, "kept"));
+        store.checkpoint().unwrap();
+        store
+            .apply(WriteBatch {
+                removals: vec![StoreKey::kv("a")],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        store.commit().unwrap().complete().unwrap();
+        drop(store);
+        let mut reopened = SledStore::open(dir.path(), Durability::Fsync).unwrap();
+        assert!(reopened.take_replay().is_empty());
+        assert_eq!(reopened.take_replayed_removals(), [StoreKey::kv("a")]);
+        assert!(reopened.repairs_index_from_log());
     }
 
     #[test]

@@ -48,9 +48,19 @@ pub(super) fn respond_within(
             let reply = repaired(source, &leaves, after.as_ref(), &want, budget);
             (Some(reply), push)
         }
-        SyncMessage::InSync | SyncMessage::Children { .. } | SyncMessage::Repaired { .. } => {
-            (None, Vec::new())
+        SyncMessage::FetchLeaves { leaves, after } => {
+            if leaves.is_empty() || leaves.len() > MAX_LEAVES_PER_REQUEST {
+                return (None, Vec::new());
+            }
+            (
+                Some(leaf_states(source, &leaves, after.as_ref(), budget)),
+                Vec::new(),
+            )
         }
+        SyncMessage::InSync
+        | SyncMessage::Children { .. }
+        | SyncMessage::Repaired { .. }
+        | SyncMessage::LeafStates { .. } => (None, Vec::new()),
     }
 }
 
@@ -132,5 +142,42 @@ fn repaired(
         keys,
         states,
         answered: answered as u32,
+    }
+}
+
+/// Every state of `leaves` in order (the first resumed after `after`), up to the budget; always
+/// at least one state or one whole leaf, so every round makes progress.
+fn leaf_states(
+    source: &impl SyncSource,
+    leaves: &[u16],
+    after: Option<&StoreKey>,
+    budget: usize,
+) -> SyncMessage {
+    let mut size = RESERVE;
+    let mut states = Vec::new();
+    let mut complete = 0;
+    'leaves: for (i, &leaf) in leaves.iter().enumerate() {
+        let mut list = source.leaf_keys(leaf);
+        list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let resume = if i == 0 { after } else { None };
+        for (key, _) in list {
+            if resume.is_some_and(|after| key <= *after) {
+                continue;
+            }
+            let Some(state) = source.state(&key) else {
+                continue;
+            };
+            let len = encoded_len(&(&key, &state));
+            if size + len > budget && (complete > 0 || !states.is_empty()) {
+                break 'leaves;
+            }
+            size += len;
+            states.push((key, state));
+        }
+        complete += 1;
+    }
+    SyncMessage::LeafStates {
+        states,
+        complete: complete as u32,
     }
 }

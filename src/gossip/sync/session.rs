@@ -42,6 +42,12 @@ pub struct SyncSession {
     want: VecDeque<StoreKey>,
     /// The wanted keys of the outstanding `Repair`.
     asked_want: Vec<StoreKey>,
+    /// Differing leaves fetched whole (this replica holds nothing), ascending.
+    fetch: VecDeque<u16>,
+    /// Where the first leaf of `fetch` resumes (its states arrived in part up to this key).
+    fetch_after: Option<StoreKey>,
+    /// The leaves of the outstanding `FetchLeaves`.
+    asked_fetch: Vec<u16>,
     stats: SyncStats,
 }
 
@@ -69,6 +75,9 @@ impl SyncSession {
             push: VecDeque::new(),
             want: VecDeque::new(),
             asked_want: Vec::new(),
+            fetch: VecDeque::new(),
+            fetch_after: None,
+            asked_fetch: Vec::new(),
             stats: SyncStats::default(),
         };
         let request = SyncMessage::Root {
@@ -112,6 +121,9 @@ impl SyncSession {
                     answered,
                 },
             ) => self.take_repaired(source, keys, states, answered, &mut merge),
+            (Phase::Repair, SyncMessage::LeafStates { states, complete }) => {
+                self.take_leaf_states(states, complete, &mut merge)
+            }
             _ => false,
         };
         if !fits {
@@ -133,6 +145,11 @@ impl SyncSession {
 
     pub fn stats(&self) -> SyncStats {
         self.stats
+    }
+
+    /// Whether this exchange fetches whole leaves (this replica held nothing when it began).
+    pub fn is_fetching(&self) -> bool {
+        !self.fetch.is_empty() || !self.asked_fetch.is_empty()
     }
 
     /// Compares the children of the asked nodes with the local ones; returns false when the
@@ -222,6 +239,62 @@ impl SyncSession {
         true
     }
 
+    /// Takes the states of whole leaves ([`SyncMessage::LeafStates`]); returns false when the
+    /// reply does not fit the request.
+    fn take_leaf_states(
+        &mut self,
+        states: Vec<(StoreKey, KeyState)>,
+        complete: u32,
+        merge: &mut Vec<(StoreKey, KeyState)>,
+    ) -> bool {
+        let asked = std::mem::take(&mut self.asked_fetch);
+        let complete = complete as usize;
+        if complete > asked.len() || (complete == 0 && states.is_empty()) {
+            return false;
+        }
+        // Every state belongs to a leaf asked for, in order, none past the partial one; the
+        // first leaf's resume point holds too.
+        let covered = &asked[..(complete + 1).min(asked.len())];
+        let mut position = 0;
+        let mut last: Option<&StoreKey> = None;
+        for (key, _) in &states {
+            let leaf = merkle::bucket_of(key);
+            let Some(offset) = covered[position..].iter().position(|&l| l == leaf) else {
+                return false;
+            };
+            if offset > 0 {
+                last = None;
+            }
+            position += offset;
+            let floor = if position == 0 {
+                last.or(self.fetch_after.as_ref())
+            } else {
+                last
+            };
+            if floor.is_some_and(|floor| key <= floor) {
+                return false;
+            }
+            last = Some(key);
+        }
+        let partial = asked.get(complete).copied();
+        let resume = match (partial, states.last()) {
+            (Some(leaf), Some((key, _))) if merkle::bucket_of(key) == leaf => Some(key.clone()),
+            (Some(_), _) if complete == 0 => self.fetch_after.clone(),
+            _ => None,
+        };
+        for &leaf in asked[complete..].iter().rev() {
+            self.fetch.push_front(leaf);
+        }
+        self.fetch_after = resume;
+        merge.extend(
+            states
+                .into_iter()
+                .filter(|(key, state)| kind_matches(key, state)),
+        );
+        self.stats.keys_received += merge.len() as u64;
+        true
+    }
+
     /// Queues the keys of one differing leaf: wanted where the responder holds something this
     /// replica lacks, pushed where this replica holds something the responder lacks.
     fn compare_leaf(
@@ -252,7 +325,15 @@ impl SyncSession {
                 self.frontier = std::mem::take(&mut self.next).into();
             }
             if self.level == DEPTH {
-                self.leaves = std::mem::take(&mut self.frontier);
+                // A replica that holds nothing fetches every leaf whole; others compare key
+                // lists.
+                let empty = source.merkle().root().count == 0;
+                let (fetch, compare): (VecDeque<u16>, VecDeque<u16>) =
+                    std::mem::take(&mut self.frontier)
+                        .into_iter()
+                        .partition(|_| empty);
+                self.fetch = fetch;
+                self.leaves = compare;
                 self.phase = Phase::Repair;
             } else if self.frontier.is_empty() {
                 // The roots differed but no child prefix does (the peer changed meanwhile).
@@ -273,6 +354,14 @@ impl SyncSession {
     }
 
     fn next_repair(&mut self, source: &impl SyncSource) -> Option<SyncMessage> {
+        if !self.fetch.is_empty() {
+            let n = self.fetch.len().min(MAX_LEAVES_PER_REQUEST);
+            self.asked_fetch = self.fetch.drain(..n).collect();
+            return Some(SyncMessage::FetchLeaves {
+                leaves: self.asked_fetch.clone(),
+                after: self.fetch_after.clone(),
+            });
+        }
         loop {
             let idle = self.leaves.is_empty()
                 && self.partial.is_none()

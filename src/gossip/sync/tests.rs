@@ -166,6 +166,43 @@ fn an_empty_replica_fetches_5000_keys_in_bounded_chunks() {
     assert!(out.largest <= MESSAGE_BUDGET, "{}", out.largest);
     // About 5 MB of states cannot travel in one message.
     assert!(out.stats.rounds > 8, "{} rounds", out.stats.rounds);
+    // Every leaf is fetched whole: each state travels once, with no key lists or wanted keys.
+    let states: usize = (0..5000)
+        .map(|i| {
+            let key = StoreKey::kv(format!("key-{i}"));
+            encoded_len(&(&key, b.get(&key).unwrap()))
+        })
+        .sum();
+    // The descent: 16 child prefixes for every node of `b` that holds a key (`a` holds none).
+    let merkle = b.merkle();
+    let descent: usize = (0..DEPTH)
+        .map(|level| {
+            (0..FANOUT.pow(level as u32))
+                .filter(|&node| merkle.children(level, node).iter().any(|c| c.count > 0))
+                .count()
+                * FANOUT
+                * 8
+        })
+        .sum();
+    assert!(
+        out.stats.bytes_received as usize <= states + descent + out.stats.rounds as usize * 64,
+        "{} bytes received: {states} of states, {descent} of descent",
+        out.stats.bytes_received
+    );
+}
+
+#[test]
+fn an_empty_replica_fetches_one_state_per_message_resuming_after_the_last() {
+    let crowded = same_leaf_names("crowded", 4);
+    let mut a = MemoryReplica::new();
+    let mut b = replica(keys(0..5));
+    for name in &crowded {
+        b.merge(StoreKey::kv(name.as_str()), register(3, "n2", "b"));
+    }
+    let out = exchange(&mut a, &mut b, 0);
+    assert_converged(&a, &b);
+    assert_eq!(out.stats.keys_received, crowded.len() as u64 + 5);
+    assert_eq!(out.stats.keys_sent, 0);
 }
 
 #[test]
@@ -398,5 +435,14 @@ proptest! {
             push: vec![],
             want: want.into_iter().map(StoreKey::kv).collect(),
         });
+    }
+
+    #[test]
+    fn the_responder_survives_arbitrary_fetches(
+        leaves in prop::collection::vec(any::<u16>(), 0..64),
+        after in proptest::option::of("[a-z0-9-]{0,8}"),
+    ) {
+        let r = small_replica();
+        let _ = respond(r, SyncMessage::FetchLeaves { leaves, after: after.map(StoreKey::kv) });
     }
 }
