@@ -7,8 +7,8 @@
 //! instead of the whole index from every record. Reads the store; never touches a clock.
 
 use super::Node;
-use crate::store::merkle::{self, prefix8};
-use crate::store::{Keyspace, Leaf, Store, StoreError, StoreKey, WriteBatch};
+use crate::store::merkle;
+use crate::store::{Leaf, Store, StoreError, StoreKey, WriteBatch};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl<S: Store> Node<S> {
@@ -24,14 +24,19 @@ impl<S: Store> Node<S> {
         }
         let repaired = by_leaf.len();
         let mut batch = WriteBatch::default();
-        for (bucket, mut keys) in by_leaf {
-            keys.extend(self.store.leaf_keys(bucket)?.into_iter().map(|(k, _)| k));
+        for (bucket, named) in by_leaf {
+            // The keys the log does not name are as the list holds them; the others are read.
             let mut leaf = Leaf::default();
-            for key in keys {
-                match self.stored_item_hash(&key)? {
+            for (key, listed) in self.store.leaf_item_hashes(bucket)? {
+                if !named.contains(&key) {
+                    leaf.add_item(&listed);
+                }
+            }
+            for key in named {
+                match self.store.item_hash(&key)? {
                     Some(hash) => {
                         leaf.add_item(&hash);
-                        batch.key_hashes.push((key, prefix8(&hash)));
+                        batch.key_hashes.push((key, hash));
                     }
                     None => batch.removals.push(key),
                 }
@@ -41,19 +46,5 @@ impl<S: Store> Node<S> {
         }
         self.store.apply(batch)?;
         Ok(repaired)
-    }
-
-    /// The item hash of what the store holds for `key` (a set's, from its header alone).
-    fn stored_item_hash(&self, key: &StoreKey) -> Result<Option<[u8; 32]>, StoreError> {
-        Ok(match key.space {
-            Keyspace::Sets => self
-                .store
-                .set_header(key)?
-                .map(|header| merkle::set_item_hash(key, &header)),
-            Keyspace::Kv | Keyspace::Counters => self
-                .store
-                .get(key)?
-                .map(|state| merkle::item_hash(key, &state)),
-        })
     }
 }

@@ -7,7 +7,7 @@
 //! follows the delta, not the set. Nothing changes in memory before the store has taken the
 //! change, so a store error leaves no trace.
 
-use super::{prefix8, tombstones, Applied, KeyChange, Node, Refusal, Source};
+use super::{tombstones, Applied, KeyChange, Node, Refusal, Source};
 use crate::clock::{ReplicaId, Timestamp};
 use crate::crdt::{set_merge, KeyState, OrSet, SetReplica};
 use crate::store::{
@@ -81,7 +81,7 @@ impl<S: Store> Node<S> {
             origin_seq: origin_seq.as_ref().map(|(n, s)| (n, *s)),
         }
         .encode();
-        let key_hash = (key.clone(), prefix8(&prepared.new_hash));
+        let key_hash = (key.clone(), prepared.new_hash);
         let leaves_complete = self.leaves_marked_stale();
         let mut batch = WriteBatch {
             key_hashes: vec![key_hash],

@@ -839,7 +839,7 @@ fn rebuild_merkle<S: Store>(store: &mut S) -> Result<MerkleIndex, StoreError> {
     store.for_each_record(&mut |key, state| {
         let hash = merkle::item_hash(&key, &state);
         index.update_hashed(&key, None, hash);
-        key_hashes.push((key, prefix8(&hash)));
+        key_hashes.push((key, hash));
         Ok(())
     })?;
     // The first batch drops whatever key index there was.

@@ -88,8 +88,10 @@ impl Contents {
             self.key_hashes.clear();
         }
         for (key, hash) in &batch.key_hashes {
-            self.key_hashes
-                .insert((merkle::bucket_of(key), key.encode()), *hash);
+            self.key_hashes.insert(
+                (merkle::bucket_of(key), key.encode()),
+                merkle::prefix8(hash),
+            );
         }
         if !batch.leaves.is_empty() {
             let leaves = self
@@ -215,22 +217,42 @@ fn write(d: &RwLock<Disk>) -> std::sync::RwLockWriteGuard<'_, Disk> {
     d.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Rows a page may read per key it may hold (and a few more): deleted keys cost a read each, so
+/// a page that passes many stops early, holding fewer keys, with `next` where it stopped.
+const ROWS_PER_LISTED_KEY: usize = 8;
+const ROWS_PER_PAGE: usize = 64;
+
 /// One page of live keys from an iterator over (encoded-key-without-keyspace, whether it is
-/// live) in key order that starts at the listing's prefix. Shared by both stores.
+/// live) in key order that starts at the listing's prefix. Shared by both stores. It reads at
+/// most [`ROWS_PER_LISTED_KEY`] rows per key of `limit` (plus [`ROWS_PER_PAGE`]): a range of
+/// deleted keys ends the page early, with `next` at the last one read.
 pub(super) fn page_of(
     iter: impl Iterator<Item = Result<(Vec<u8>, bool), StoreError>>,
     after: Option<&str>,
     limit: usize,
 ) -> Result<KeyPage, StoreError> {
     let mut keys = Vec::new();
+    let mut budget = limit
+        .saturating_mul(ROWS_PER_LISTED_KEY)
+        .saturating_add(ROWS_PER_PAGE);
     for item in iter {
         let (name, live) = item?;
         if after.is_some_and(|a| name.as_slice() <= a.as_bytes()) {
             continue;
         }
         if !live {
+            budget = budget.saturating_sub(1);
+            if budget == 0 {
+                let next =
+                    String::from_utf8(name).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                return Ok(KeyPage {
+                    keys,
+                    next: Some(next),
+                });
+            }
             continue;
         }
+        budget = budget.saturating_sub(1);
         if keys.len() == limit {
             let next = keys.last().cloned();
             return Ok(KeyPage { keys, next });
@@ -499,6 +521,47 @@ mod tests {
     use super::*;
     use crate::clock::{NodeId, Timestamp};
     use crate::crdt::LwwRegister;
+
+    #[test]
+    fn a_page_past_many_deleted_keys_stops_early_and_paging_goes_on_from_there() {
+        let mut store = MemoryStore::new();
+        let reg = |value: bool| {
+            KeyState::Register(LwwRegister::write(
+                Timestamp::from_raw(1),
+                NodeId::new("n1").unwrap(),
+                value.then(|| crate::crdt::Value {
+                    content_type: "x".into(),
+                    data: vec![1],
+                }),
+            ))
+        };
+        let records = (0..1000)
+            .map(|i| (StoreKey::kv(format!("d/{i:04}")), reg(false)))
+            .chain([(StoreKey::kv("d/live"), reg(true))])
+            .collect();
+        store
+            .apply(WriteBatch {
+                records,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        let reader = store.reader();
+        let (mut after, mut pages, mut found) = (None::<String>, 0, Vec::new());
+        loop {
+            let page = reader
+                .list_live(Keyspace::Kv, "d/", after.as_deref(), 10, 0)
+                .unwrap();
+            pages += 1;
+            found.extend(page.keys);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(found, ["d/live"]);
+        // Each page read at most 8 rows per key it may hold, plus 64: 144 of the 1,000.
+        assert_eq!(pages, 1000 / 144 + 1);
+    }
 
     #[test]
     fn listing_pages_through_live_keys_of_one_keyspace_by_prefix() {

@@ -164,9 +164,9 @@ pub struct WriteBatch {
     /// The deltas that produced them, encoded as [`LoggedDelta`]s for the write-ahead log
     /// (replaying merges is idempotent).
     pub deltas: Vec<Vec<u8>>,
-    /// The first 8 bytes of each changed key's item hash, for the per-leaf key index that
-    /// anti-entropy reads ([`Store::leaf_keys`]).
-    pub key_hashes: Vec<(StoreKey, [u8; 8])>,
+    /// Each changed key's item hash, for the per-leaf key index that anti-entropy reads
+    /// ([`Store::leaf_keys`]) and that repairs the Merkle leaves after a crash.
+    pub key_hashes: Vec<(StoreKey, [u8; 32])>,
     /// Merkle leaves to persist.
     pub leaves: Vec<(u16, Leaf)>,
     /// `Some(true)`: the persisted leaves now cover every record; `Some(false)`: they no longer
@@ -465,6 +465,29 @@ pub trait Store: Send + 'static {
     ) -> Result<(), StoreError>;
     /// The keys of Merkle leaf `leaf`, with the first 8 bytes of their item hashes.
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError>;
+    /// The item hash ([`merkle::item_hash`]) of what the store holds for `key` (a set's from its
+    /// header alone), `None` when it holds nothing.
+    fn item_hash(&self, key: &StoreKey) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(match key.space {
+            Keyspace::Sets => self
+                .set_header(key)?
+                .map(|header| merkle::set_item_hash(key, &header)),
+            Keyspace::Kv | Keyspace::Counters => {
+                self.get(key)?.map(|state| merkle::item_hash(key, &state))
+            }
+        })
+    }
+    /// The keys of Merkle leaf `leaf` with their whole item hashes, as the key index holds them
+    /// (what a repair after a crash starts from).
+    fn leaf_item_hashes(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 32])>, StoreError> {
+        let mut out = Vec::new();
+        for (key, _) in self.leaf_keys(leaf)? {
+            if let Some(hash) = self.item_hash(&key)? {
+                out.push((key, hash));
+            }
+        }
+        Ok(out)
+    }
     /// The persisted Merkle leaves, or `None` when they are missing and must be rebuilt.
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError>;
     /// The keys whose records are tombstones (deletes, or values written with an expiry), with

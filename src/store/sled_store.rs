@@ -309,6 +309,26 @@ fn row_is_live(row: &[u8], now_ms: u64) -> Result<bool, StoreError> {
     Ok(record::decode_record(row)?.is_live_at(now_ms))
 }
 
+/// The item hash of what the database holds for `key` (see [`Store::item_hash`]).
+pub(super) fn stored_item_hash(
+    db: &sled::Db,
+    key: &StoreKey,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    let Some(row) = db.get(record_key(key))? else {
+        return Ok(None);
+    };
+    if set_rows::is_header(&row) {
+        let header = set_rows::decode_header(&row)?;
+        return Ok(Some(merkle::set_item_hash(key, &header)));
+    }
+    // A register's or counter's record is its format byte and then the very bytes the item hash
+    // covers: no need to decode it.
+    match row.split_first() {
+        Some((&record::RECORD_FORMAT, encoded)) => Ok(Some(merkle::item_hash_of(key, encoded))),
+        _ => Ok(Some(merkle::item_hash(key, &record::decode_record(&row)?))),
+    }
+}
+
 fn read_state(db: &sled::Db, key: &StoreKey) -> Result<Option<KeyState>, StoreError> {
     match db.get(record_key(key))? {
         Some(row) => Ok(Some(state_of(db, key, &row)?)),
@@ -415,7 +435,11 @@ impl Store for SledStore {
         set_rows::for_each_holding(&self.db, key, actor, first, last, found)
     }
 
-    fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {
+    fn item_hash(&self, key: &StoreKey) -> Result<Option<[u8; 32]>, StoreError> {
+        stored_item_hash(&self.db, key)
+    }
+
+    fn leaf_item_hashes(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 32])>, StoreError> {
         let row = match self.db.get(key_lists::row_key(leaf))? {
             Some(row) => key_lists::decode(&row)?,
             None => key_lists::KeyList::new(),
@@ -430,6 +454,14 @@ impl Store for SledStore {
                 Ok((key, hash))
             })
             .collect()
+    }
+
+    fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {
+        Ok(self
+            .leaf_item_hashes(leaf)?
+            .into_iter()
+            .map(|(key, hash)| (key, prefix8(&hash)))
+            .collect())
     }
 
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError> {
@@ -587,19 +619,23 @@ impl Store for SledStore {
         self.roster = read_roster(&self.db)?;
         self.forgotten = read_forgotten(&self.db)?;
         let mut undone = Vec::new();
+        // The key lists of the undone keys' leaves are written at once, durably: their rows were
+        // not undone, and the log, truncated, no longer names those keys for a repair.
+        let mut touched = BTreeSet::new();
         for (tree_key, before) in records {
             let Some(key) = StoreKey::decode(&tree_key[1..]) else {
                 continue;
             };
+            touched.insert(merkle::bucket_of(&key));
             let after = read_state(&self.db, &key)?;
-            let hash = after
-                .as_ref()
-                .map(|state| prefix8(&merkle::item_hash(&key, state)));
+            let hash = after.as_ref().map(|state| merkle::item_hash(&key, state));
             self.pending_keys.note(&key, hash);
             if before != after {
                 undone.push(Undone { key, before, after });
             }
         }
+        self.write_key_lists(&touched)?;
+        flush_and_sync(&self.db, &self.dir)?;
         Ok(undone)
     }
 
@@ -665,6 +701,28 @@ fn flush_and_sync(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
 }
 
 impl SledStore {
+    /// Writes the key lists of `leaves` with their pending changes, in one batch.
+    fn write_key_lists(&mut self, leaves: &BTreeSet<u16>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for &leaf in leaves {
+            let row_key = key_lists::row_key(leaf);
+            let row = match self.db.get(row_key)? {
+                Some(row) => key_lists::decode(&row)?,
+                None => key_lists::KeyList::new(),
+            };
+            let list = self.pending_keys.apply_to(leaf, row);
+            if list.is_empty() {
+                batch.remove(&row_key);
+            } else {
+                batch.insert(&row_key, key_lists::encode(&list));
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.pending_keys
+            .written(&leaves.iter().copied().collect::<Vec<_>>());
+        Ok(())
+    }
+
     /// The database part of [`Store::apply`]: one atomic sled batch, except for the common case
     /// of one record alone.
     fn apply_to_tree(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
@@ -877,7 +935,7 @@ mod tests {
         store
             .apply(WriteBatch {
                 records: vec![(key.clone(), state)],
-                key_hashes: vec![(key, [7; 8])],
+                key_hashes: vec![(key, [7; 32])],
                 deltas: vec![delta],
                 ..WriteBatch::default()
             })
