@@ -11,6 +11,11 @@ fn id(s: &str) -> NodeId {
     NodeId::new(s).unwrap()
 }
 
+/// Node `n1` on a sled store in `dir`, upgraded to the current layout.
+fn open_node(dir: &std::path::Path) -> Node<SledStore> {
+    Node::open(SledStore::open(dir, Durability::Fsync).unwrap(), id("n1")).unwrap()
+}
+
 /// The replica of node `s` in epoch 0: what every dot was before storage epochs.
 fn actor(s: &str) -> ReplicaId {
     ReplicaId::new(id(s), 0)
@@ -87,11 +92,7 @@ fn a_layout_1_directory_is_upgraded_and_keeps_its_data() {
     assert_eq!(layout.as_ref(), &migrate::CURRENT_LAYOUT.to_be_bytes());
     assert!(db.get(migrate::MERKLE_COMPLETE_KEY).unwrap().is_some());
     drop(db);
-    let node = Node::open(
-        SledStore::open(dir.path(), Durability::Fsync).unwrap(),
-        id("n1"),
-    )
-    .unwrap();
+    let node = open_node(dir.path());
     assert_eq!(node.digest(), digest);
 }
 
@@ -113,11 +114,7 @@ fn a_layout_6_set_record_is_split_into_rows() {
         db.insert(migrate::LAYOUT_KEY, &6u32.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
-    let node = Node::open(
-        SledStore::open(dir.path(), Durability::Fsync).unwrap(),
-        id("n1"),
-    )
-    .unwrap();
+    let node = open_node(dir.path());
     assert_eq!(node.store().get(&key).unwrap(), Some(set.clone()));
     assert_eq!(node.store().get(&stray).unwrap(), None);
     let mut reference = Node::open(MemoryStore::new(), id("n1")).unwrap();
@@ -142,11 +139,7 @@ fn a_layout_6_set_record_is_split_into_rows() {
 fn a_missing_merkle_index_is_rebuilt_from_the_data() {
     let dir = tempfile::tempdir().unwrap();
     let digest = {
-        let mut node = Node::open(
-            SledStore::open(dir.path(), Durability::Fsync).unwrap(),
-            id("n1"),
-        )
-        .unwrap();
+        let mut node = open_node(dir.path());
         for (key, state) in fixture() {
             let _ = node.merge_delta(NOW, key, state).unwrap();
         }
@@ -161,11 +154,7 @@ fn a_missing_merkle_index_is_rebuilt_from_the_data() {
         }
         db.flush().unwrap();
     }
-    let node = Node::open(
-        SledStore::open(dir.path(), Durability::Fsync).unwrap(),
-        id("n1"),
-    )
-    .unwrap();
+    let node = open_node(dir.path());
     assert_eq!(node.digest(), digest);
     assert_eq!(node.digest().count, 3);
 }
@@ -360,11 +349,7 @@ fn a_layout_8_directory_gains_its_tombstone_index() {
     let expiring = StoreKey::kv("expiring");
     let expires = Timestamp::new(1_700_000_000_900, 0);
     {
-        let mut node = Node::open(
-            SledStore::open(dir.path(), Durability::Fsync).unwrap(),
-            id("n1"),
-        )
-        .unwrap();
+        let mut node = open_node(dir.path());
         let mut states = fixture();
         let mut with_expiry = LwwRegister::write(
             Timestamp::new(1_700_000_000_100, 0),
@@ -427,11 +412,7 @@ fn a_layout_9_key_index_becomes_one_list_per_leaf() {
         all
     };
     let (digest, keys) = {
-        let mut node = Node::open(
-            SledStore::open(dir.path(), Durability::Fsync).unwrap(),
-            id("n1"),
-        )
-        .unwrap();
+        let mut node = open_node(dir.path());
         for (key, state) in fixture() {
             let _ = node.merge_delta(NOW, key, state).unwrap();
         }
@@ -455,11 +436,7 @@ fn a_layout_9_key_index_becomes_one_list_per_leaf() {
         db.insert(migrate::LAYOUT_KEY, &9u32.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
-    let node = Node::open(
-        SledStore::open(dir.path(), Durability::Fsync).unwrap(),
-        id("n1"),
-    )
-    .unwrap();
+    let node = open_node(dir.path());
     assert_eq!(node.digest(), digest);
     assert_eq!(keys_of(&node), keys);
     drop(node);

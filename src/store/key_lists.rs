@@ -1,6 +1,9 @@
-//! The per-leaf key index of the sled store: for each Merkle leaf, the keys it holds with their
-//! item hashes (anti-entropy compares their first 8 bytes, [`super::Store::leaf_keys`]; a repair
-//! after a crash XORs them, reading only the records the log names).
+//! The per-leaf key index of the sled store: for each Merkle leaf, the keys it holds with the
+//! first 8 bytes of their item hashes (what anti-entropy compares, [`super::Store::leaf_keys`]).
+//! Whole hashes would let a repair after a crash skip reading the records of a leaf's other keys
+//! (1,000,000 keys, 10,000 logged writes: 0.19 s instead of 1.1 s), but rows four times as large,
+//! rewritten at every checkpoint, cost 190 MB more on disk after 1,000,000 inserts and 500 MB more
+//! after overwriting them.
 //!
 //! One row per leaf (`k` + leaf, u16 BE), written only when the Merkle leaves are persisted (a
 //! checkpoint) or a batch removes keys; the changes in between wait in memory
@@ -19,8 +22,8 @@ pub const KEY_LIST_PREFIX: u8 = b'k';
 /// The format byte of a key list row.
 const FORMAT: u8 = 1;
 
-/// A leaf's keys: encoded key → item hash.
-pub type KeyList = BTreeMap<Vec<u8>, [u8; 32]>;
+/// A leaf's keys: encoded key → item hash prefix.
+pub type KeyList = BTreeMap<Vec<u8>, [u8; 8]>;
 
 /// `k` + leaf: the row holding a leaf's key list.
 pub fn row_key(leaf: u16) -> [u8; 3] {
@@ -29,7 +32,7 @@ pub fn row_key(leaf: u16) -> [u8; 3] {
 }
 
 pub fn encode(list: &KeyList) -> Vec<u8> {
-    let entries: Vec<(&[u8], &[u8; 32])> = list.iter().map(|(k, h)| (k.as_slice(), h)).collect();
+    let entries: Vec<(&[u8], &[u8; 8])> = list.iter().map(|(k, h)| (k.as_slice(), h)).collect();
     let mut out = vec![FORMAT];
     out.extend(super::record::to_bytes(&entries));
     out
@@ -38,7 +41,7 @@ pub fn encode(list: &KeyList) -> Vec<u8> {
 pub fn decode(row: &[u8]) -> Result<KeyList, StoreError> {
     match row.split_first() {
         Some((&FORMAT, rest)) => {
-            let entries: Vec<(Vec<u8>, [u8; 32])> = super::record::from_bytes(rest)?;
+            let entries: Vec<(Vec<u8>, [u8; 8])> = super::record::from_bytes(rest)?;
             Ok(entries.into_iter().collect())
         }
         _ => Err(StoreError::Corrupt("bad key list row".into())),
@@ -46,14 +49,14 @@ pub fn decode(row: &[u8]) -> Result<KeyList, StoreError> {
 }
 
 /// Changes to the key lists not yet written to their rows: per leaf, per encoded key, the new
-/// item hash or `None` for a key gone.
+/// item hash prefix or `None` for a key gone.
 #[derive(Default)]
 pub struct PendingKeys {
-    by_leaf: BTreeMap<u16, BTreeMap<Vec<u8>, Option<[u8; 32]>>>,
+    by_leaf: BTreeMap<u16, BTreeMap<Vec<u8>, Option<[u8; 8]>>>,
 }
 
 impl PendingKeys {
-    pub fn note(&mut self, key: &StoreKey, hash: Option<[u8; 32]>) {
+    pub fn note(&mut self, key: &StoreKey, hash: Option<[u8; 8]>) {
         self.by_leaf
             .entry(super::merkle::bucket_of(key))
             .or_default()
@@ -96,19 +99,19 @@ mod tests {
     fn rows_round_trip_and_pending_changes_override_them() {
         let (a, b) = (StoreKey::kv("a"), StoreKey::kv("b"));
         let mut list = KeyList::new();
-        list.insert(a.encode(), [1; 32]);
-        list.insert(b.encode(), [2; 32]);
+        list.insert(a.encode(), [1; 8]);
+        list.insert(b.encode(), [2; 8]);
         assert_eq!(decode(&encode(&list)).unwrap(), list);
         assert!(decode(b"\x09junk").is_err());
         let mut pending = PendingKeys::default();
         pending.note(&a, None);
-        pending.note(&b, Some([3; 32]));
+        pending.note(&b, Some([3; 8]));
         let leaf_a = super::super::merkle::bucket_of(&a);
         let leaf_b = super::super::merkle::bucket_of(&b);
         let merged = pending.apply_to(leaf_b, pending.apply_to(leaf_a, list));
         assert_eq!(
             merged.into_iter().collect::<Vec<_>>(),
-            [(b.encode(), [3; 32])]
+            [(b.encode(), [3; 8])]
         );
         pending.written(&[leaf_a, leaf_b]);
         assert_eq!(pending.leaves().count(), 0);

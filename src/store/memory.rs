@@ -522,19 +522,21 @@ mod tests {
     use crate::clock::{NodeId, Timestamp};
     use crate::crdt::LwwRegister;
 
+    /// A register holding a value (`live`) or a tombstone.
+    fn reg(live: bool) -> KeyState {
+        KeyState::Register(LwwRegister::write(
+            Timestamp::from_raw(1),
+            NodeId::new("n1").unwrap(),
+            live.then(|| crate::crdt::Value {
+                content_type: "x".into(),
+                data: vec![1],
+            }),
+        ))
+    }
+
     #[test]
     fn a_page_past_many_deleted_keys_stops_early_and_paging_goes_on_from_there() {
         let mut store = MemoryStore::new();
-        let reg = |value: bool| {
-            KeyState::Register(LwwRegister::write(
-                Timestamp::from_raw(1),
-                NodeId::new("n1").unwrap(),
-                value.then(|| crate::crdt::Value {
-                    content_type: "x".into(),
-                    data: vec![1],
-                }),
-            ))
-        };
         let records = (0..1000)
             .map(|i| (StoreKey::kv(format!("d/{i:04}")), reg(false)))
             .chain([(StoreKey::kv("d/live"), reg(true))])
@@ -566,16 +568,6 @@ mod tests {
     #[test]
     fn listing_pages_through_live_keys_of_one_keyspace_by_prefix() {
         let mut store = MemoryStore::new();
-        let reg = |value: bool| {
-            KeyState::Register(LwwRegister::write(
-                Timestamp::from_raw(1),
-                NodeId::new("n1").unwrap(),
-                value.then(|| crate::crdt::Value {
-                    content_type: "x".into(),
-                    data: vec![1],
-                }),
-            ))
-        };
         let records = ["a/1", "a/2", "a/3", "a/4", "b/1"]
             .map(|k| (StoreKey::kv(k), reg(k != "a/3")))
             .into_iter()

@@ -4,9 +4,7 @@
 //! upgrade leaves the directory in either the old layout or the new one.
 
 use super::key_lists::{self, KeyList};
-use super::sled_store::{
-    key_hash_key, stored_item_hash, tombstone_key, TreeBatch, KEY_HASH_PREFIX,
-};
+use super::sled_store::{key_hash_key, tombstone_key, TreeBatch, KEY_HASH_PREFIX};
 use super::{record, set_rows, StoreError, StoreKey};
 use crate::crdt::KeyState;
 use std::path::Path;
@@ -126,23 +124,20 @@ fn v7_to_v8(db: &sled::Db) -> Result<(), StoreError> {
 
 /// Layout 10 (`migrations/0010_key_lists.md`) keeps the per-leaf key index in one row per leaf
 /// (`k` + leaf → every key of the leaf with its item hash prefix) instead of one row per key
-/// (`h` + leaf + key): the lists are built from the per-key rows (whole item hashes, read from
-/// the records), which are removed.
+/// (`h` + leaf + key): the lists are built from the per-key rows, which are removed.
 fn v9_to_v10(db: &sled::Db) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     let mut lists: std::collections::BTreeMap<u16, KeyList> = Default::default();
-    for row in db.scan_prefix([KEY_HASH_PREFIX]).keys() {
-        let row = row?;
-        let (Some(leaf), Some(key)) = (
+    for item in db.scan_prefix([KEY_HASH_PREFIX]) {
+        let (row, hash) = item?;
+        let (Some(leaf), Some(key), Ok(hash)) = (
             row.get(1..3).map(|l| u16::from_be_bytes([l[0], l[1]])),
-            row.get(3..).and_then(StoreKey::decode),
+            row.get(3..),
+            <[u8; 8]>::try_from(hash.as_ref()),
         ) else {
             return Err(StoreError::Corrupt("bad key index row".into()));
         };
-        // The lists hold whole item hashes, where the rows held their first 8 bytes.
-        if let Some(hash) = stored_item_hash(db, &key)? {
-            lists.entry(leaf).or_default().insert(key.encode(), hash);
-        }
+        lists.entry(leaf).or_default().insert(key.to_vec(), hash);
         batch.remove(row);
     }
     for (leaf, list) in &lists {

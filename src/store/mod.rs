@@ -477,7 +477,7 @@ pub trait Store: Send + 'static {
             }
         })
     }
-    /// The keys of Merkle leaf `leaf` with their whole item hashes, as the key index holds them
+    /// The keys of Merkle leaf `leaf` with their whole item hashes, read from their records
     /// (what a repair after a crash starts from).
     fn leaf_item_hashes(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 32])>, StoreError> {
         let mut out = Vec::new();

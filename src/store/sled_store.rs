@@ -439,7 +439,7 @@ impl Store for SledStore {
         stored_item_hash(&self.db, key)
     }
 
-    fn leaf_item_hashes(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 32])>, StoreError> {
+    fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {
         let row = match self.db.get(key_lists::row_key(leaf))? {
             Some(row) => key_lists::decode(&row)?,
             None => key_lists::KeyList::new(),
@@ -454,14 +454,6 @@ impl Store for SledStore {
                 Ok((key, hash))
             })
             .collect()
-    }
-
-    fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {
-        Ok(self
-            .leaf_item_hashes(leaf)?
-            .into_iter()
-            .map(|(key, hash)| (key, prefix8(&hash)))
-            .collect())
     }
 
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError> {
@@ -628,7 +620,9 @@ impl Store for SledStore {
             };
             touched.insert(merkle::bucket_of(&key));
             let after = read_state(&self.db, &key)?;
-            let hash = after.as_ref().map(|state| merkle::item_hash(&key, state));
+            let hash = after
+                .as_ref()
+                .map(|state| prefix8(&merkle::item_hash(&key, state)));
             self.pending_keys.note(&key, hash);
             if before != after {
                 undone.push(Undone { key, before, after });
@@ -701,20 +695,28 @@ fn flush_and_sync(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
 }
 
 impl SledStore {
+    /// Leaf `leaf`'s key list row with its pending changes: the row's key and its new value
+    /// (`None`: the leaf holds no key, the row goes).
+    fn key_list_row(&self, leaf: u16) -> Result<([u8; 3], Option<Vec<u8>>), StoreError> {
+        let row_key = key_lists::row_key(leaf);
+        let row = match self.db.get(row_key)? {
+            Some(row) => key_lists::decode(&row)?,
+            None => key_lists::KeyList::new(),
+        };
+        let list = self.pending_keys.apply_to(leaf, row);
+        Ok((
+            row_key,
+            (!list.is_empty()).then(|| key_lists::encode(&list)),
+        ))
+    }
+
     /// Writes the key lists of `leaves` with their pending changes, in one batch.
     fn write_key_lists(&mut self, leaves: &BTreeSet<u16>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for &leaf in leaves {
-            let row_key = key_lists::row_key(leaf);
-            let row = match self.db.get(row_key)? {
-                Some(row) => key_lists::decode(&row)?,
-                None => key_lists::KeyList::new(),
-            };
-            let list = self.pending_keys.apply_to(leaf, row);
-            if list.is_empty() {
-                batch.remove(&row_key);
-            } else {
-                batch.insert(&row_key, key_lists::encode(&list));
+            match self.key_list_row(leaf)? {
+                (row_key, Some(list)) => batch.insert(&row_key, list),
+                (row_key, None) => batch.remove(&row_key),
             }
         }
         self.db.apply_batch(batch)?;
@@ -757,7 +759,7 @@ impl SledStore {
                 self.undo.record(tree_key, old);
             }
             for (key, hash) in &batch.key_hashes {
-                self.pending_keys.note(key, Some(*hash));
+                self.pending_keys.note(key, Some(prefix8(hash)));
             }
             return Ok(());
         }
@@ -807,16 +809,9 @@ impl SledStore {
         let mut lists_written = Vec::new();
         if batch.flush_key_index && !batch.key_index_reset {
             for leaf in self.pending_keys.leaves() {
-                let row_key = key_lists::row_key(leaf);
-                let row = match self.db.get(row_key)? {
-                    Some(row) => key_lists::decode(&row)?,
-                    None => key_lists::KeyList::new(),
-                };
-                let list = self.pending_keys.apply_to(leaf, row);
-                if list.is_empty() {
-                    tree_batch.remove(row_key);
-                } else {
-                    tree_batch.insert(row_key, key_lists::encode(&list));
+                match self.key_list_row(leaf)? {
+                    (row_key, Some(list)) => tree_batch.insert(row_key, list),
+                    (row_key, None) => tree_batch.remove(row_key),
                 }
                 lists_written.push(leaf);
             }
@@ -862,7 +857,7 @@ impl SledStore {
             self.pending_keys.note(key, None);
         }
         for (key, hash) in &batch.key_hashes {
-            self.pending_keys.note(key, Some(*hash));
+            self.pending_keys.note(key, Some(prefix8(hash)));
         }
         if let Some(horizon) = batch.collected_through {
             self.collected_through = horizon;

@@ -230,13 +230,22 @@ impl SyncSession {
             self.partial = partial;
         }
 
+        self.received(states, merge);
+        true
+    }
+
+    /// Hands the states of the right kind for their keys to the caller to merge.
+    fn received(
+        &mut self,
+        states: Vec<(StoreKey, KeyState)>,
+        merge: &mut Vec<(StoreKey, KeyState)>,
+    ) {
         merge.extend(
             states
                 .into_iter()
                 .filter(|(key, state)| kind_matches(key, state)),
         );
         self.stats.keys_received += merge.len() as u64;
-        true
     }
 
     /// Takes the states of whole leaves ([`SyncMessage::LeafStates`]); returns false when the
@@ -286,12 +295,7 @@ impl SyncSession {
             self.fetch.push_front(leaf);
         }
         self.fetch_after = resume;
-        merge.extend(
-            states
-                .into_iter()
-                .filter(|(key, state)| kind_matches(key, state)),
-        );
-        self.stats.keys_received += merge.len() as u64;
+        self.received(states, merge);
         true
     }
 
