@@ -12,35 +12,42 @@ use crate::store::{Leaf, Store, StoreError, StoreKey, WriteBatch};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl<S: Store> Node<S> {
-    /// Recomputes the leaves holding `named` (the keys the log named) from the records, with
-    /// their key lists; returns how many leaves it recomputed.
+    /// Recomputes the leaves holding `named` (the keys the log named) from the records of all
+    /// their keys; returns how many leaves it recomputed.
     pub(super) fn repair_leaves(&mut self, named: Vec<StoreKey>) -> Result<usize, StoreError> {
-        let mut by_leaf: BTreeMap<u16, BTreeSet<StoreKey>> = BTreeMap::new();
-        for key in named {
-            by_leaf
-                .entry(merkle::bucket_of(&key))
-                .or_default()
-                .insert(key);
+        let named: BTreeSet<StoreKey> = named.into_iter().collect();
+        let mut leaves: BTreeMap<u16, Leaf> = named
+            .iter()
+            .map(|key| (merkle::bucket_of(key), Leaf::default()))
+            .collect();
+        // Every key of those leaves: the ones their lists hold and the ones the log names.
+        let mut keys = named.clone();
+        for &bucket in leaves.keys() {
+            keys.extend(
+                self.store
+                    .leaf_keys(bucket)?
+                    .into_iter()
+                    .map(|(key, _)| key),
+            );
         }
-        let repaired = by_leaf.len();
+        // Read in key order, so that neighbouring records share the database's pages.
         let mut batch = WriteBatch::default();
-        for (bucket, named) in by_leaf {
-            // The keys the log does not name are as the list holds them; the others are read.
-            let mut leaf = Leaf::default();
-            for (key, listed) in self.store.leaf_item_hashes(bucket)? {
-                if !named.contains(&key) {
-                    leaf.add_item(&listed);
-                }
-            }
-            for key in named {
-                match self.store.item_hash(&key)? {
-                    Some(hash) => {
+        for key in keys {
+            let bucket = merkle::bucket_of(&key);
+            match self.store.item_hash(&key)? {
+                Some(hash) => {
+                    if let Some(leaf) = leaves.get_mut(&bucket) {
                         leaf.add_item(&hash);
+                    }
+                    if named.contains(&key) {
                         batch.key_hashes.push((key, hash));
                     }
-                    None => batch.removals.push(key),
                 }
+                None => batch.removals.push(key),
             }
+        }
+        let repaired = leaves.len();
+        for (bucket, leaf) in leaves {
             self.merkle.replace_leaf(bucket, leaf);
             self.dirty_leaves.insert(bucket);
         }

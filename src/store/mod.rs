@@ -477,17 +477,6 @@ pub trait Store: Send + 'static {
             }
         })
     }
-    /// The keys of Merkle leaf `leaf` with their whole item hashes, read from their records
-    /// (what a repair after a crash starts from).
-    fn leaf_item_hashes(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 32])>, StoreError> {
-        let mut out = Vec::new();
-        for (key, _) in self.leaf_keys(leaf)? {
-            if let Some(hash) = self.item_hash(&key)? {
-                out.push((key, hash));
-            }
-        }
-        Ok(out)
-    }
     /// The persisted Merkle leaves, or `None` when they are missing and must be rebuilt.
     fn load_leaves(&self) -> Result<Option<Vec<Leaf>>, StoreError>;
     /// The keys whose records are tombstones (deletes, or values written with an expiry), with
