@@ -7,7 +7,8 @@
 //! 100-byte values over HTTP (64 connections), and the benchmark prints:
 //! - bytes on disk (allocated blocks of the data directory, measured after a clean stop) after the
 //!   inserts, after overwriting every key once, after deleting half and collecting every
-//!   tombstone, and on a replica filled by anti-entropy alone, each against the live data;
+//!   tombstone, then after `hearsay compact` (with its time, and the digest checked unchanged),
+//!   and on a replica filled by anti-entropy alone, each against the live data;
 //! - resident memory with the keys loaded and of an empty idle node;
 //! - time to serving (and the digest after it) of a restart after `kill -9` with writes in the
 //!   log, after SIGTERM, and after an idle `kill -9`;
@@ -21,7 +22,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{get_json, get_text, Proc};
+use common::{get_json, get_text, run_to_exit, Proc};
 use reqwest::Client;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -407,6 +408,7 @@ async fn main() {
         "GET /v1/kv?limit=100 once collected",
         format!("{:.1} ms", took.as_secs_f64() * 1e3),
     );
+    let collected = digest(&c, &a).await.expect("digest before the compaction");
     stop(a);
     stop(b);
     let remaining = live - (half * (KEY_BYTES + VALUE_BYTES)) as u64;
@@ -420,6 +422,31 @@ async fn main() {
             bytes as f64 / remaining as f64
         ),
     );
+    let a_data = a_dir.to_str().expect("utf-8 path");
+    let started = Instant::now();
+    let (code, stderr) = run_to_exit(&["compact", "--data", a_data], Duration::from_secs(600));
+    assert_eq!(code, Some(0), "hearsay compact failed: {stderr}");
+    let took = started.elapsed();
+    let bytes = disk_bytes(&a_dir);
+    row(
+        &mut rows,
+        "on disk after that and `hearsay compact`",
+        format!(
+            "{} ({:.1}× the remaining live data), compacted in {}",
+            mb(bytes),
+            bytes as f64 / remaining as f64,
+            secs(took)
+        ),
+    );
+    let (a, _) = serve(&a_dir, &["--node-id", "a"]);
+    let compacted = digest(&c, &a).await.expect("digest after the compaction");
+    assert_eq!(compacted, collected, "the compaction changed the data");
+    row(
+        &mut rows,
+        "keys after the compaction",
+        format!("{} (same digest as before)", compacted.1),
+    );
+    stop(a);
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!();

@@ -41,6 +41,9 @@ enum Command {
     Cluster(ClusterArgs),
     /// Run the deterministic simulator on a workload and print its figures.
     Sim(SimArgs),
+    /// Compact a stopped node's database: copy its rows into a fresh one, giving back the space
+    /// of deleted and overwritten data.
+    Compact(CompactArgs),
     #[command(flatten)]
     Client(hearsay::client::ClientCommand),
 }
@@ -81,6 +84,16 @@ struct SimArgs {
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct CompactArgs {
+    /// The node's data directory (the node must be stopped).
+    #[arg(long, env = "HEARSAY_DATA")]
+    data: PathBuf,
+    /// Page cache for the copy, in MiB.
+    #[arg(long, env = "HEARSAY_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    cache_mb: u64,
 }
 
 #[derive(clap::Args)]
@@ -244,6 +257,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Cluster(args) => cluster(args),
         Command::Sim(args) => sim(args),
+        Command::Compact(args) => compact(args),
         Command::Client(command) => return hearsay::client::run(command),
     };
     match result {
@@ -253,6 +267,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let done = hearsay::store::compact(&args.data, args.cache_mb << 20)?;
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    println!(
+        "compacted {}: {:.1} MB -> {:.1} MB ({} rows) in {:.1} s",
+        args.data.display(),
+        mb(done.bytes_before),
+        mb(done.bytes_after),
+        done.rows,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

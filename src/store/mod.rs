@@ -6,6 +6,7 @@
 //! index, and node metadata. It makes no protocol decisions: the core ([`crate::node`]) decides
 //! what to write and hands it over as one atomic [`WriteBatch`].
 
+mod compact;
 mod key_lists;
 mod legacy;
 mod logs;
@@ -20,6 +21,7 @@ mod stored_set;
 mod undo;
 mod wal;
 
+pub use compact::{compact, dir_bytes, Compaction};
 pub use memory::{MemoryStore, MemorySync};
 pub use merkle::{Leaf, MerkleIndex};
 pub use set_header::SetHeader;

@@ -121,7 +121,9 @@ impl SledStore {
         // the disk is below its reserve: sled remembers a failed write for good (its "global
         // error"), so a background flush that ran out of space would leave the database
         // unwritable until a restart. Without a log, the background flush is all there is.
+        super::compact::restore_database(dir)?;
         let db = open_db(dir, durability == Durability::None, cache_bytes)?;
+        super::compact::remove_leftovers(dir)?;
         migrate::upgrade(&db, dir)?;
         let meta = match db.get(META_KEY)? {
             Some(bytes) => record::from_bytes(&bytes)?,
@@ -241,7 +243,11 @@ fn read_horizon(db: &sled::Db) -> Result<Timestamp, StoreError> {
 /// Opens the database, waiting up to two seconds for a handle this process just dropped: sled
 /// releases the directory's lock from its own threads shortly after the last handle goes (a node
 /// reopened in place, a test). Another process holding it is still refused after that.
-fn open_db(dir: &Path, background_flush: bool, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+pub(super) fn open_db(
+    dir: &Path,
+    background_flush: bool,
+    cache_bytes: u64,
+) -> Result<sled::Db, StoreError> {
     const TRIES: u32 = 200;
     for _ in 1..TRIES {
         match open_db_once(dir, background_flush, cache_bytes) {
