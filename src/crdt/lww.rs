@@ -17,6 +17,8 @@ const MAX_WALL_MS: u64 = u64::MAX >> 16;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Value {
     pub content_type: String,
+    /// Encoded as bytes, not as a sequence of numbers: the same bytes in postcard, decoded at once.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

@@ -124,10 +124,7 @@ pub enum SyncMessage {
     /// Reply to `FetchLeaves`: states of the requested leaves, in their order and sorted by key
     /// within each; the first `complete` leaves are covered whole, the next one up to the last
     /// state of it.
-    LeafStates {
-        states: Vec<(StoreKey, KeyState)>,
-        complete: u32,
-    },
+    LeafStates { states: PackedStates, complete: u32 },
 }
 
 /// One leaf's keys (or the next part of them) with their item hash prefixes, sorted by key.
@@ -182,12 +179,14 @@ impl SyncStats {
     }
 }
 
+mod packed;
 mod replica;
 mod respond;
 mod session;
 #[cfg(test)]
 mod tests;
 
+pub use packed::PackedStates;
 pub use replica::MemoryReplica;
 pub use respond::respond;
 #[cfg(test)]

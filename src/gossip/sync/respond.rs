@@ -1,5 +1,6 @@
 //! The responder's side of an exchange: stateless, one bounded reply per request.
 
+use super::packed::PackedSize;
 use super::*;
 
 /// The responder's side: stateless, one reply per request (every request carries what the
@@ -154,6 +155,7 @@ fn leaf_states(
     budget: usize,
 ) -> SyncMessage {
     let mut size = RESERVE;
+    let mut sizes = PackedSize::default();
     let mut states = Vec::new();
     let mut complete = 0;
     'leaves: for (i, &leaf) in leaves.iter().enumerate() {
@@ -167,7 +169,7 @@ fn leaf_states(
             let Some(state) = source.state(&key) else {
                 continue;
             };
-            let len = encoded_len(&(&key, &state));
+            let len = sizes.add(&key, &state);
             if size + len > budget && (complete > 0 || !states.is_empty()) {
                 break 'leaves;
             }
@@ -177,7 +179,7 @@ fn leaf_states(
         complete += 1;
     }
     SyncMessage::LeafStates {
-        states,
+        states: PackedStates(states),
         complete: complete as u32,
     }
 }

@@ -121,9 +121,13 @@ impl SyncSession {
                     answered,
                 },
             ) => self.take_repaired(source, keys, states, answered, &mut merge),
-            (Phase::Repair, SyncMessage::LeafStates { states, complete }) => {
-                self.take_leaf_states(states, complete, &mut merge)
-            }
+            (
+                Phase::Repair,
+                SyncMessage::LeafStates {
+                    states: PackedStates(states),
+                    complete,
+                },
+            ) => self.take_leaf_states(states, complete, &mut merge),
             _ => false,
         };
         if !fits {
