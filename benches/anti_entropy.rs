@@ -76,7 +76,7 @@ fn main() {
     );
 
     let started = Instant::now();
-    let (mut session, mut request) = SyncSession::start(&a);
+    let (mut session, mut request) = SyncSession::start(&a, true);
     let mut largest = 0;
     loop {
         largest = largest.max(request.encoded_len());

@@ -62,6 +62,33 @@ fn anti_entropy_repairs_what_rumors_could_not_deliver() {
     assert!(repaired >= 40, "anti-entropy repaired {repaired} keys");
 }
 
+/// A node that holds nothing fetches whole leaves from its peers; a peer of a version without
+/// that request drops it. The empty node must then catch up by comparing key lists with it.
+#[test]
+fn an_empty_node_catches_up_from_a_peer_that_predates_fetching_whole_leaves() {
+    let mut config = SimConfig::new(2, 5);
+    config.latency_ms = (1, 5);
+    // Only the empty node starts exchanges, so only its own can bring the keys.
+    config.passive = vec![0];
+    let mut sim = Sim::new(config);
+    sim.predate_fetch(0);
+    sim.run_for(8_000);
+    sim.partition(&[0, 1]);
+    for i in 0..300 {
+        sim.write(0, Write::put_text(&format!("k{i}"), "v"));
+    }
+    // Long enough for every rumor to run out of retransmissions.
+    sim.run_for(20_000);
+    assert!(!holds(&sim, 1, "k0"));
+    sim.heal();
+    assert!(
+        run_until(&mut sim, 30_000, |sim| same_digests(sim, 0..2)),
+        "n2 did not catch up; {} fetches refused",
+        sim.stats.fetch_refused
+    );
+    assert_eq!(sim.stats.fetch_refused, 1, "fetched again after a refusal");
+}
+
 fn delete(key: &str) -> Write {
     Write::KvDelete { key: key.into() }
 }

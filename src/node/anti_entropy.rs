@@ -188,6 +188,11 @@ impl<S: Store> Node<S> {
             message,
         }) = reply
         else {
+            if current.sync.is_fetching() {
+                // Never again with this peer: fetching is only an optimisation of the first
+                // catch-up, and a peer that predates it fails every such exchange.
+                self.cluster.fetch_failed.insert(current.peer);
+            }
             self.cluster.outbox.push(Outbound::SyncDone { session });
             return Ok(());
         };
@@ -335,7 +340,8 @@ impl<S: Store> Node<S> {
         let Ok(started) = self.hlc.tick(self.wall(now_ms)) else {
             return;
         };
-        let (sync, first) = SyncSession::start(&self.sync_view());
+        let fetch = !self.cluster.fetch_failed.contains(&peer);
+        let (sync, first) = SyncSession::start(&self.sync_view(), fetch);
         let session = self.cluster.next_session;
         self.cluster.next_session += 1;
         self.cluster.stats.sync_sessions += 1;

@@ -159,6 +159,9 @@ pub(super) struct Cluster {
     /// Per peer, when it last fetched whole leaves from this node (local milliseconds): it is
     /// catching up, so no exchange is started with it meanwhile.
     pub(super) answered_ms: BTreeMap<NodeId, u64>,
+    /// Peers with which an exchange fetching whole leaves failed: exchanges with them compare
+    /// key lists from then on (a peer of a version without `FetchLeaves` drops it).
+    pub(super) fetch_failed: BTreeSet<NodeId>,
     pub(super) outbox: Vec<Outbound>,
     pub(super) stats: ClusterStats,
     /// Reads are not authoritative until a full exchange with a peer completes.
@@ -200,6 +203,7 @@ impl Cluster {
             sync_soon: Vec::new(),
             visited: BTreeSet::new(),
             answered_ms: BTreeMap::new(),
+            fetch_failed: BTreeSet::new(),
             outbox: Vec::new(),
             stats: ClusterStats::default(),
             resyncing: config.resync_first,

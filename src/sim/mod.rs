@@ -28,6 +28,7 @@ pub mod rounds;
 
 use crate::clock::{NodeId, DEFAULT_MAX_CLOCK_SKEW_MS};
 use crate::crdt::KeyState;
+use crate::gossip::sync::SyncMessage;
 use crate::membership::MembershipConfig;
 use crate::node::{
     ClusterConfig, KeyChange, Node, Outbound, Precondition, Tally, TombstoneConfig, Wait,
@@ -41,7 +42,7 @@ use hostile::{Counter, Hostile, Lie};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 /// The wall-clock time (milliseconds since the Unix epoch) at which a simulation starts: a day
 /// in 2023, so that clocks minutes behind real time stay well above zero.
@@ -75,6 +76,8 @@ pub struct SimConfig {
     /// An anti-entropy request with no reply is failed after this long (milliseconds).
     pub sync_timeout_ms: u64,
     pub anti_entropy_interval_ms: u64,
+    /// Nodes that never start an anti-entropy exchange (they still answer them).
+    pub passive: Vec<usize>,
     pub tombstones: TombstoneConfig,
     /// Membership timings of every node ([`MembershipConfig::for_sim`] by default).
     pub membership: MembershipConfig,
@@ -105,6 +108,7 @@ impl SimConfig {
             link_spread_ms: 0,
             sync_timeout_ms: 1_000,
             anti_entropy_interval_ms: 2_000,
+            passive: Vec::new(),
             // Short enough that simulated runs of a minute collect.
             tombstones: TombstoneConfig {
                 min_age_ms: 2_000,
@@ -126,6 +130,8 @@ pub struct SimStats {
     pub dropped: u64,
     /// Messages a node sent to an address where no participant ever was (a reflected probe).
     pub to_strangers: u64,
+    /// `FetchLeaves` requests dropped by a node that predates them ([`Sim::predate_fetch`]).
+    pub fetch_refused: u64,
 }
 
 /// What a client learns of a write it submitted ([`Sim::submit`]), once the node released the
@@ -369,6 +375,8 @@ pub struct Sim {
     hostile_generation: u64,
     gone: Vec<SocketAddr>,
     lies: Vec<LieReport>,
+    /// Nodes that behave as a version without `FetchLeaves`: they drop the request undecoded.
+    predate_fetch: BTreeSet<usize>,
 }
 
 impl Sim {
@@ -426,6 +434,7 @@ impl Sim {
             hostile_generation: 0,
             gone: Vec::new(),
             lies: Vec::new(),
+            predate_fetch: BTreeSet::new(),
         };
         for i in 0..sim.nodes.len() {
             sim.start(i);
@@ -478,7 +487,11 @@ impl Sim {
         config.http_addr = self.nodes[i].addr;
         config.seeds = seeds;
         config.membership = self.config.membership.clone();
-        config.anti_entropy_interval_ms = self.config.anti_entropy_interval_ms;
+        config.anti_entropy_interval_ms = if self.config.passive.contains(&i) {
+            u64::MAX / 4
+        } else {
+            self.config.anti_entropy_interval_ms
+        };
         config.tombstones = self.config.tombstones.clone();
         config.max_clock_skew_ms = self.config.max_clock_skew_ms;
         config.rng_seed = self.rng.gen();
@@ -577,6 +590,12 @@ impl Sim {
 
     pub fn is_paused(&self, i: usize) -> bool {
         self.nodes[i].paused
+    }
+
+    /// Node `i` behaves as a version without `FetchLeaves`: it drops that request, undecoded, and
+    /// the exchange that sent it fails.
+    pub fn predate_fetch(&mut self, i: usize) {
+        self.predate_fetch.insert(i);
     }
 
     /// From now on node `i`'s syncs fail (`true`) or succeed again.
@@ -1372,6 +1391,13 @@ impl Sim {
                 };
                 let epoch = self.nodes[from].syncer.epoch;
                 match self.route(to) {
+                    Route::Node(target)
+                        if self.predate_fetch.contains(&target)
+                            && matches!(message.message, SyncMessage::FetchLeaves { .. }) =>
+                    {
+                        self.stats.fetch_refused += 1;
+                        self.fail_sync(from, epoch, session);
+                    }
                     Route::Node(target) if !self.lost(from, target) => {
                         let delay = self.latency(from, target);
                         let from_id = self.nodes[from].id.clone();

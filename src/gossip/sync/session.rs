@@ -48,22 +48,28 @@ pub struct SyncSession {
     fetch_after: Option<StoreKey>,
     /// The leaves of the outstanding `FetchLeaves`.
     asked_fetch: Vec<u16>,
+    /// Whether this exchange may fetch whole leaves at all.
+    may_fetch: bool,
     stats: SyncStats,
 }
 
 impl SyncSession {
-    /// Opens an exchange: returns the session and the first request for the peer.
-    pub fn start(source: &impl SyncSource) -> (SyncSession, SyncMessage) {
-        Self::start_within(source, MESSAGE_BUDGET)
+    /// Opens an exchange: returns the session and the first request for the peer. With `fetch`,
+    /// a replica that holds nothing fetches the differing leaves whole (`FetchLeaves`); without
+    /// it, or holding anything, it compares key lists (`Repair`).
+    pub fn start(source: &impl SyncSource, fetch: bool) -> (SyncSession, SyncMessage) {
+        Self::start_within(source, MESSAGE_BUDGET, fetch)
     }
 
     pub(super) fn start_within(
         source: &impl SyncSource,
         budget: usize,
+        fetch: bool,
     ) -> (SyncSession, SyncMessage) {
         let mut session = SyncSession {
             phase: Phase::Root,
             budget,
+            may_fetch: fetch,
             level: 0,
             frontier: VecDeque::new(),
             next: Vec::new(),
@@ -333,9 +339,9 @@ impl SyncSession {
                 self.frontier = std::mem::take(&mut self.next).into();
             }
             if self.level == DEPTH {
-                // A replica that holds nothing fetches every leaf whole; others compare key
-                // lists.
-                let empty = source.merkle().root().count == 0;
+                // A replica that holds nothing fetches every leaf whole (unless told not to);
+                // others compare key lists.
+                let empty = self.may_fetch && source.merkle().root().count == 0;
                 let (fetch, compare): (VecDeque<u16>, VecDeque<u16>) =
                     std::mem::take(&mut self.frontier)
                         .into_iter()

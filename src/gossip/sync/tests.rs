@@ -49,15 +49,29 @@ fn carry(message: SyncMessage, bound: usize, largest: &mut usize) -> SyncMessage
 struct Outcome {
     stats: SyncStats,
     largest: usize,
+    /// `FetchLeaves` requests sent.
+    fetches: usize,
 }
 
 /// Runs one exchange, `a` initiating, merging each side's outputs as a driver would.
 fn exchange(a: &mut MemoryReplica, b: &mut MemoryReplica, budget: usize) -> Outcome {
+    exchange_with(a, b, budget, true)
+}
+
+/// [`exchange`], `a` fetching whole leaves if it holds nothing only when `fetch` says so.
+fn exchange_with(
+    a: &mut MemoryReplica,
+    b: &mut MemoryReplica,
+    budget: usize,
+    fetch: bool,
+) -> Outcome {
     // Descent messages are bounded by their node count, not by the budget.
     let bound = budget.max(MAX_NODES_PER_REQUEST * FANOUT * 8 + RESERVE);
     let mut largest = 0;
-    let (mut session, mut request) = SyncSession::start_within(a, budget);
+    let mut fetches = 0;
+    let (mut session, mut request) = SyncSession::start_within(a, budget, fetch);
     loop {
+        fetches += usize::from(matches!(request, SyncMessage::FetchLeaves { .. }));
         let request_in = carry(request, bound, &mut largest);
         let (reply, merges) = respond_within(b, request_in, budget);
         for (key, state) in merges {
@@ -82,6 +96,7 @@ fn exchange(a: &mut MemoryReplica, b: &mut MemoryReplica, budget: usize) -> Outc
     Outcome {
         stats: session.stats(),
         largest,
+        fetches,
     }
 }
 
@@ -164,6 +179,7 @@ fn an_empty_replica_fetches_5000_keys_in_bounded_chunks() {
     assert_converged(&a, &b);
     assert_eq!(out.stats.keys_received, 5000);
     assert!(out.largest <= MESSAGE_BUDGET, "{}", out.largest);
+    assert!(out.fetches > 0);
     // About 5 MB of states cannot travel in one message.
     assert!(out.stats.rounds > 8, "{} rounds", out.stats.rounds);
     // Every leaf is fetched whole: each state travels once, with no key lists or wanted keys.
@@ -189,6 +205,18 @@ fn an_empty_replica_fetches_5000_keys_in_bounded_chunks() {
         "{} bytes received: {states} of states, {descent} of descent",
         out.stats.bytes_received
     );
+}
+
+/// After a fetch failed (a peer of a version without `FetchLeaves` drops the request), the
+/// next exchange compares key lists, which every version answers.
+#[test]
+fn an_empty_replica_told_not_to_fetch_compares_key_lists_and_converges() {
+    let mut a = MemoryReplica::new();
+    let mut b = big_replica(5000);
+    let out = exchange_with(&mut a, &mut b, MESSAGE_BUDGET, false);
+    assert_converged(&a, &b);
+    assert_eq!(out.fetches, 0);
+    assert_eq!(out.stats.keys_received, 5000);
 }
 
 #[test]
@@ -361,7 +389,7 @@ fn the_initiator_gives_up_on_replies_that_do_not_fit() {
         },
     ];
     for reply in wrong_replies {
-        let (mut session, _) = SyncSession::start(&a);
+        let (mut session, _) = SyncSession::start(&a, true);
         let step = session.handle(&a, reply);
         assert!(step.done && step.send.is_none());
         assert!(session.stats().aborted);
@@ -374,7 +402,7 @@ fn the_initiator_gives_up_on_replies_that_do_not_fit() {
 fn the_initiator_drops_states_of_the_wrong_kind() {
     let a = replica(keys(0..10));
     let b = replica(keys(5..10));
-    let (mut session, request) = SyncSession::start(&a);
+    let (mut session, request) = SyncSession::start(&a, true);
     let mut reply = respond(&b, request).0.unwrap();
     // Walk down to the first Repair, then answer it with a state of the wrong kind.
     let leaf = loop {
