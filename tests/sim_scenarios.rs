@@ -87,6 +87,8 @@ fn an_empty_node_catches_up_from_a_peer_that_predates_fetching_whole_leaves() {
         sim.stats.fetch_refused
     );
     assert_eq!(sim.stats.fetch_refused, 1, "fetched again after a refusal");
+    let failed = sim.node(1).map(|n| n.cluster_stats().sync_fetch_failed);
+    assert_eq!(failed, Some(1));
 }
 
 fn delete(key: &str) -> Write {

@@ -152,6 +152,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     for (event, total) in [
         ("sessions", c.sync_sessions),
         ("declined", c.sync_declined),
+        ("fetch_failed", c.sync_fetch_failed),
         ("rounds", c.sync_rounds),
         ("keys_repaired", c.sync_keys_repaired),
     ] {

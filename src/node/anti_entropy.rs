@@ -189,8 +189,10 @@ impl<S: Store> Node<S> {
         }) = reply
         else {
             if current.sync.is_fetching() {
-                // Never again with this peer: fetching is only an optimisation of the first
-                // catch-up, and a peer that predates it fails every such exchange.
+                // Perhaps a peer that predates fetching: the next exchange with it compares key
+                // lists, which brings everything as well (and after it this node holds keys, so
+                // it fetches no more). A passing failure costs one slower exchange.
+                self.cluster.stats.sync_fetch_failed += 1;
                 self.cluster.fetch_failed.insert(current.peer);
             }
             self.cluster.outbox.push(Outbound::SyncDone { session });
@@ -340,7 +342,7 @@ impl<S: Store> Node<S> {
         let Ok(started) = self.hlc.tick(self.wall(now_ms)) else {
             return;
         };
-        let fetch = !self.cluster.fetch_failed.contains(&peer);
+        let fetch = !self.cluster.fetch_failed.remove(&peer);
         let (sync, first) = SyncSession::start(&self.sync_view(), fetch);
         let session = self.cluster.next_session;
         self.cluster.next_session += 1;

@@ -118,6 +118,9 @@ pub struct ClusterStats {
     pub sync_sessions: u64,
     /// Exchanges a peer started that this node declined while it caught up from that peer.
     pub sync_declined: u64,
+    /// Exchanges fetching whole leaves that failed (the next one with that peer compares key
+    /// lists instead).
+    pub sync_fetch_failed: u64,
     pub sync_rounds: u64,
     pub sync_keys_repaired: u64,
     pub sync_bytes: u64,
@@ -159,8 +162,8 @@ pub(super) struct Cluster {
     /// Per peer, when it last fetched whole leaves from this node (local milliseconds): it is
     /// catching up, so no exchange is started with it meanwhile.
     pub(super) answered_ms: BTreeMap<NodeId, u64>,
-    /// Peers with which an exchange fetching whole leaves failed: exchanges with them compare
-    /// key lists from then on (a peer of a version without `FetchLeaves` drops it).
+    /// Peers with which the last exchange fetching whole leaves failed: the next exchange with
+    /// each compares key lists instead (a peer of a version without `FetchLeaves` drops it).
     pub(super) fetch_failed: BTreeSet<NodeId>,
     pub(super) outbox: Vec<Outbound>,
     pub(super) stats: ClusterStats,

@@ -534,19 +534,26 @@ mod tests {
         ))
     }
 
-    #[test]
-    fn a_page_past_many_deleted_keys_stops_early_and_paging_goes_on_from_there() {
+    /// A store holding `records`.
+    fn holding(records: Vec<(StoreKey, KeyState)>) -> MemoryStore {
         let mut store = MemoryStore::new();
-        let records = (0..1000)
-            .map(|i| (StoreKey::kv(format!("d/{i:04}")), reg(false)))
-            .chain([(StoreKey::kv("d/live"), reg(true))])
-            .collect();
         store
             .apply(WriteBatch {
                 records,
                 ..WriteBatch::default()
             })
             .unwrap();
+        store
+    }
+
+    #[test]
+    fn a_page_past_many_deleted_keys_stops_early_and_paging_goes_on_from_there() {
+        let store = holding(
+            (0..1000)
+                .map(|i| (StoreKey::kv(format!("d/{i:04}")), reg(false)))
+                .chain([(StoreKey::kv("d/live"), reg(true))])
+                .collect(),
+        );
         let reader = store.reader();
         let (mut after, mut pages, mut found) = (None::<String>, 0, Vec::new());
         loop {
@@ -567,18 +574,13 @@ mod tests {
 
     #[test]
     fn listing_pages_through_live_keys_of_one_keyspace_by_prefix() {
-        let mut store = MemoryStore::new();
-        let records = ["a/1", "a/2", "a/3", "a/4", "b/1"]
-            .map(|k| (StoreKey::kv(k), reg(k != "a/3")))
-            .into_iter()
-            .chain([(StoreKey::set("a/0"), KeyState::Set(Default::default()))])
-            .collect();
-        store
-            .apply(WriteBatch {
-                records,
-                ..WriteBatch::default()
-            })
-            .unwrap();
+        let store = holding(
+            ["a/1", "a/2", "a/3", "a/4", "b/1"]
+                .map(|k| (StoreKey::kv(k), reg(k != "a/3")))
+                .into_iter()
+                .chain([(StoreKey::set("a/0"), KeyState::Set(Default::default()))])
+                .collect(),
+        );
         let reader = store.reader();
         let page = reader.list_live(Keyspace::Kv, "a/", None, 2, 0).unwrap();
         assert_eq!(page.keys, vec!["a/1", "a/2"]);
