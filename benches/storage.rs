@@ -321,7 +321,16 @@ async fn main() {
         (digest(&c, &b).await.as_ref() == Some(&target)).then_some(())
     })
     .await;
-    let received = metric_sum(&c, &b, "hearsay_cluster_bytes_total").await;
+    let mut received = 0.0;
+    for kind in ["frame", "datagram"] {
+        let series = format!("hearsay_cluster_bytes_total{{kind=\"{kind}\",direction=\"in\"}}");
+        received += metric_sum(&c, &b, &series).await;
+    }
+    let mut events = Vec::new();
+    for event in ["sessions", "declined", "fetch_failed", "rounds"] {
+        let series = format!("hearsay_anti_entropy_total{{event=\"{event}\"}}");
+        events.push(format!("{event} {}", metric_sum(&c, &b, &series).await));
+    }
     row(
         &mut rows,
         "catch-up of an empty node",
@@ -333,6 +342,7 @@ async fn main() {
             received / live as f64
         ),
     );
+    row(&mut rows, "its anti-entropy exchanges", events.join(", "));
 
     // One add to the big set, replicated to b.
     let mut latencies = Vec::new();

@@ -91,6 +91,38 @@ fn an_empty_node_catches_up_from_a_peer_that_predates_fetching_whole_leaves() {
     assert_eq!(failed, Some(1));
 }
 
+/// An exchange is abandoned only when its peer stops answering, not because it is long: a
+/// catch-up over slow links takes many round trips.
+#[test]
+fn a_catch_up_longer_than_a_minute_is_one_exchange_to_the_end() {
+    let mut config = SimConfig::new(2, 9);
+    // Two seconds each way: every round trip of the exchange takes four.
+    config.latency_ms = (2_000, 2_000);
+    config.sync_timeout_ms = 20_000;
+    config.membership.probe_interval_ms = 20_000;
+    config.membership.probe_timeout_ms = 10_000;
+    config.passive = vec![0];
+    let mut sim = Sim::new(config);
+    sim.run_for(30_000);
+    sim.crash(1);
+    // About 20 MB: some 20 replies of at most 1 MiB, 80 seconds at least.
+    let value = "v".repeat(10_000);
+    for i in 0..2_000 {
+        sim.write(0, Write::put_text(&format!("k{i}"), &value));
+    }
+    sim.restart(1);
+    assert!(
+        run_until(&mut sim, 400_000, |sim| same_digests(sim, 0..2)),
+        "n2 did not catch up"
+    );
+    let stats = sim.node(1).map(|n| n.cluster_stats()).unwrap();
+    assert!(stats.sync_rounds >= 20, "{} rounds", stats.sync_rounds);
+    assert_eq!(
+        stats.sync_abandoned, 0,
+        "an exchange that kept getting answers was abandoned"
+    );
+}
+
 fn delete(key: &str) -> Write {
     Write::KvDelete { key: key.into() }
 }

@@ -153,6 +153,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         ("sessions", c.sync_sessions),
         ("declined", c.sync_declined),
         ("fetch_failed", c.sync_fetch_failed),
+        ("abandoned", c.sync_abandoned),
         ("rounds", c.sync_rounds),
         ("keys_repaired", c.sync_keys_repaired),
     ] {

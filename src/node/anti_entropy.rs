@@ -17,7 +17,8 @@ use crate::store::{MerkleIndex, Store, StoreError, StoreKey};
 use crate::wire::{FrameBody, SyncAnswer, SyncRequest, SyncStart};
 use rand::seq::SliceRandom;
 
-/// An anti-entropy session with no answer for this long is abandoned.
+/// An anti-entropy session with no answer for this long is abandoned (one that keeps getting
+/// answers goes on: a catch-up of millions of keys takes minutes).
 const SESSION_TIMEOUT_MS: u64 = 60_000;
 /// A peer that fetched whole leaves this recently is still catching up (the rounds of an
 /// exchange follow each other within a round trip).
@@ -26,7 +27,8 @@ const ANSWERING_MS: u64 = 250;
 pub(super) struct Session {
     peer: NodeId,
     sync: SyncSession,
-    started_ms: u64,
+    /// When the session started or last got an answer (local milliseconds).
+    answered_ms: u64,
     /// This node's clock when the session started.
     started: Timestamp,
     /// The peer's tombstone collection horizon, from its first answer.
@@ -224,6 +226,7 @@ impl<S: Store> Node<S> {
                             message: next,
                         })),
                     });
+                    current.answered_ms = now_ms;
                     self.cluster.sessions.insert(session, current);
                     return Ok(());
                 }
@@ -278,10 +281,11 @@ impl<S: Store> Node<S> {
             .cluster
             .sessions
             .iter()
-            .filter(|(_, s)| now_ms.saturating_sub(s.started_ms) > SESSION_TIMEOUT_MS)
+            .filter(|(_, s)| now_ms.saturating_sub(s.answered_ms) > SESSION_TIMEOUT_MS)
             .map(|(id, _)| *id)
             .collect();
         for session in expired {
+            self.cluster.stats.sync_abandoned += 1;
             self.cluster.sessions.remove(&session);
             self.cluster.outbox.push(Outbound::SyncDone { session });
         }
@@ -371,7 +375,7 @@ impl<S: Store> Node<S> {
             Session {
                 peer,
                 sync,
-                started_ms: now_ms,
+                answered_ms: now_ms,
                 started,
                 peer_horizon: None,
             },

@@ -121,6 +121,8 @@ pub struct ClusterStats {
     /// Exchanges fetching whole leaves that failed (the next one with that peer compares key
     /// lists instead).
     pub sync_fetch_failed: u64,
+    /// Exchanges abandoned after no answer for a minute.
+    pub sync_abandoned: u64,
     pub sync_rounds: u64,
     pub sync_keys_repaired: u64,
     pub sync_bytes: u64,
