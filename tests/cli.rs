@@ -143,7 +143,7 @@ fn port_in_use_is_reported() {
 fn data_dir_from_a_newer_layout_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = common::open_sled(dir.path());
         db.insert(hearsay::store::migrate::LAYOUT_KEY, &99u32.to_be_bytes())
             .unwrap();
         db.flush().unwrap();

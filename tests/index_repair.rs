@@ -1,6 +1,8 @@
 //! After a crash, the Merkle index persisted at the last checkpoint is repaired where the
 //! write-ahead log names keys, not rebuilt from every record; the result must equal a rebuild.
 
+mod common;
+
 use hearsay::clock::NodeId;
 use hearsay::node::{Node, Write};
 use hearsay::store::{merkle, migrate, Durability, SledStore, Store, StoreKey};
@@ -75,7 +77,7 @@ fn a_crash_after_a_checkpoint_repairs_the_leaves_the_log_names() {
     drop(repaired);
     // A rebuild from every record agrees.
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = common::open_sled(dir.path());
         db.remove(migrate::MERKLE_COMPLETE_KEY).unwrap();
         db.flush().unwrap();
     }

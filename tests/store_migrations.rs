@@ -2,6 +2,8 @@
 //! place, and the current record encoding is pinned by a golden vector so an accidental format
 //! change fails here instead of in a user's data directory.
 
+mod common;
+
 use hearsay::clock::{NodeId, ReplicaId, Timestamp};
 use hearsay::crdt::{KeyState, LwwRegister, OrSet, Value};
 use hearsay::node::Node;
@@ -59,7 +61,7 @@ fn fixture() -> Vec<(StoreKey, KeyState)> {
 fn a_layout_1_directory_is_upgraded_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = common::open_sled(dir.path());
         for (key, state) in fixture() {
             migrate::write_layout1_record(&db, &key, &state);
         }
@@ -87,7 +89,7 @@ fn a_layout_1_directory_is_upgraded_and_keeps_its_data() {
     drop(node);
 
     // The layout is now current, and a second start reuses the persisted index as is.
-    let db = sled::open(dir.path().join("db")).unwrap();
+    let db = common::open_sled(dir.path());
     let layout = db.get(migrate::LAYOUT_KEY).unwrap().unwrap();
     assert_eq!(layout.as_ref(), &migrate::CURRENT_LAYOUT.to_be_bytes());
     assert!(db.get(migrate::MERKLE_COMPLETE_KEY).unwrap().is_some());
@@ -105,7 +107,7 @@ fn a_layout_6_set_record_is_split_into_rows() {
     let (key, set) = fixture().pop().unwrap();
     let stray = StoreKey::set("stray");
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = common::open_sled(dir.path());
         let row = |key: &StoreKey| [b"r".as_slice(), &key.encode()].concat();
         db.insert(row(&key), record::encode_record(&set)).unwrap();
         let (_, register) = fixture().swap_remove(0);
@@ -147,7 +149,7 @@ fn a_missing_merkle_index_is_rebuilt_from_the_data() {
         node.digest()
     };
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = common::open_sled(dir.path());
         db.remove(migrate::MERKLE_COMPLETE_KEY).unwrap();
         for leaf in db.scan_prefix(b"l").keys() {
             db.remove(leaf.unwrap()).unwrap();
@@ -369,7 +371,7 @@ fn a_layout_8_directory_gains_its_tombstone_index() {
     }
     {
         // What a layout-8 build left: the same records, no index.
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = common::open_sled(dir.path());
         assert_eq!(
             db.scan_prefix(b"t").count(),
             2,
@@ -422,7 +424,7 @@ fn a_layout_9_key_index_becomes_one_list_per_leaf() {
     assert_eq!(keys.len(), 3);
     {
         // What a layout-9 build left: a row per key, no lists.
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = common::open_sled(dir.path());
         let lists: Vec<_> = db.scan_prefix(b"k").collect::<Result<_, _>>().unwrap();
         assert!(!lists.is_empty());
         for (row, _) in lists {
@@ -440,6 +442,6 @@ fn a_layout_9_key_index_becomes_one_list_per_leaf() {
     assert_eq!(node.digest(), digest);
     assert_eq!(keys_of(&node), keys);
     drop(node);
-    let db = sled::open(dir.path().join("db")).unwrap();
+    let db = common::open_sled(dir.path());
     assert_eq!(db.scan_prefix(b"h").count(), 0, "the per-key rows are gone");
 }

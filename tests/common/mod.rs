@@ -368,3 +368,20 @@ where
 }
 
 pub mod raw_http;
+
+/// Opens the sled database of the data directory `dir` directly, as an older build left it or to
+/// alter it. A node that just closed the directory still holds sled's lock until sled's own
+/// threads let it go, so a lock refusal is retried for up to five seconds.
+pub fn open_sled(dir: &Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match sled::open(dir.join("db")) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("lock") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result.expect("open the sled database"),
+        }
+    }
+}
