@@ -27,8 +27,8 @@ const ANSWERING_MS: u64 = 250;
 pub(super) struct Session {
     peer: NodeId,
     sync: SyncSession,
-    /// When the session started or last got an answer (local milliseconds).
-    answered_ms: u64,
+    /// When the session started or last heard from its peer (local milliseconds).
+    heard_ms: u64,
     /// This node's clock when the session started.
     started: Timestamp,
     /// The peer's tombstone collection horizon, from its first answer.
@@ -226,7 +226,7 @@ impl<S: Store> Node<S> {
                             message: next,
                         })),
                     });
-                    current.answered_ms = now_ms;
+                    current.heard_ms = now_ms;
                     self.cluster.sessions.insert(session, current);
                     return Ok(());
                 }
@@ -281,7 +281,7 @@ impl<S: Store> Node<S> {
             .cluster
             .sessions
             .iter()
-            .filter(|(_, s)| now_ms.saturating_sub(s.answered_ms) > SESSION_TIMEOUT_MS)
+            .filter(|(_, s)| now_ms.saturating_sub(s.heard_ms) > SESSION_TIMEOUT_MS)
             .map(|(id, _)| *id)
             .collect();
         for session in expired {
@@ -375,7 +375,7 @@ impl<S: Store> Node<S> {
             Session {
                 peer,
                 sync,
-                answered_ms: now_ms,
+                heard_ms: now_ms,
                 started,
                 peer_horizon: None,
             },

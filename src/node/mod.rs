@@ -829,8 +829,6 @@ fn new_epoch(seed: u64) -> u64 {
     rng.gen_range(1..=u64::MAX)
 }
 
-pub use crate::store::merkle::prefix8;
-
 /// Rebuilds the Merkle index and the per-leaf key index from the records.
 fn rebuild_merkle<S: Store>(store: &mut S) -> Result<MerkleIndex, StoreError> {
     const CHUNK: usize = 10_000;
@@ -1066,7 +1064,10 @@ mod tests {
         node.handle_write(2, Write::put_text("k", "2")).unwrap();
         let key = StoreKey::kv("k");
         let state = node.store().get(&key).unwrap().unwrap();
-        let expected = vec![(key.clone(), prefix8(&merkle::item_hash(&key, &state)))];
+        let expected = vec![(
+            key.clone(),
+            merkle::prefix8(&merkle::item_hash(&key, &state)),
+        )];
         let leaf = merkle::bucket_of(&key);
         assert_eq!(node.store().leaf_keys(leaf).unwrap(), expected);
         // A store whose index is missing gets it back from the records.

@@ -13,7 +13,7 @@
 //! Owns only the database directory's replacement; it makes no decision about the rows.
 
 use super::StoreError;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const DATABASE: &str = "db";
 const COPY: &str = "db.compacting";
@@ -120,7 +120,7 @@ fn copy_rows(from: &sled::Db, to: &sled::Db) -> Result<u64, StoreError> {
     Ok(rows)
 }
 
-fn remove_dir(path: &PathBuf) -> Result<(), StoreError> {
+fn remove_dir(path: &Path) -> Result<(), StoreError> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),

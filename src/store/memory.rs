@@ -240,8 +240,8 @@ pub(super) fn page_of(
         if after.is_some_and(|a| name.as_slice() <= a.as_bytes()) {
             continue;
         }
+        budget = budget.saturating_sub(1);
         if !live {
-            budget = budget.saturating_sub(1);
             if budget == 0 {
                 let next =
                     String::from_utf8(name).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -252,7 +252,6 @@ pub(super) fn page_of(
             }
             continue;
         }
-        budget = budget.saturating_sub(1);
         if keys.len() == limit {
             let next = keys.last().cloned();
             return Ok(KeyPage { keys, next });

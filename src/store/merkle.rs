@@ -173,23 +173,21 @@ impl MerkleIndex {
         (bucket, self.levels[DEPTH][bucket as usize])
     }
 
-    /// Records that `key`, whose state had item hash `old`, is gone; returns the changed leaf.
     /// Replaces leaf `bucket` with `leaf` (recomputed from the records), adjusting every node
     /// above it.
     pub fn replace_leaf(&mut self, bucket: u16, leaf: Leaf) {
         let old = self.levels[DEPTH][bucket as usize];
-        let mut diff = leaf.hash;
-        for (d, o) in diff.iter_mut().zip(old.hash) {
-            *d ^= o;
-        }
+        let mut diff = leaf;
+        diff.xor(&old.hash);
         for level in 0..=DEPTH {
             let index = bucket as usize >> (4 * (DEPTH - level));
             let node = &mut self.levels[level][index];
-            node.xor(&diff);
+            node.xor(&diff.hash);
             node.count = (node.count + leaf.count).saturating_sub(old.count);
         }
     }
 
+    /// Records that `key`, whose state had item hash `old`, is gone; returns the changed leaf.
     pub fn remove(&mut self, key: &StoreKey, old: [u8; 32]) -> (u16, Leaf) {
         let bucket = bucket_of(key);
         for level in 0..=DEPTH {

@@ -446,12 +446,7 @@ impl Store for SledStore {
     }
 
     fn leaf_keys(&self, leaf: u16) -> Result<Vec<(StoreKey, [u8; 8])>, StoreError> {
-        let row = match self.db.get(key_lists::row_key(leaf))? {
-            Some(row) => key_lists::decode(&row)?,
-            None => key_lists::KeyList::new(),
-        };
-        self.pending_keys
-            .apply_to(leaf, row)
+        self.key_list(leaf)?
             .into_iter()
             .map(|(k, hash)| {
                 let key = StoreKey::decode(&k).ok_or_else(|| {
@@ -701,17 +696,21 @@ fn flush_and_sync(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
 }
 
 impl SledStore {
-    /// Leaf `leaf`'s key list row with its pending changes: the row's key and its new value
-    /// (`None`: the leaf holds no key, the row goes).
-    fn key_list_row(&self, leaf: u16) -> Result<([u8; 3], Option<Vec<u8>>), StoreError> {
-        let row_key = key_lists::row_key(leaf);
-        let row = match self.db.get(row_key)? {
+    /// Leaf `leaf`'s key list: its row with the pending changes applied.
+    fn key_list(&self, leaf: u16) -> Result<key_lists::KeyList, StoreError> {
+        let row = match self.db.get(key_lists::row_key(leaf))? {
             Some(row) => key_lists::decode(&row)?,
             None => key_lists::KeyList::new(),
         };
-        let list = self.pending_keys.apply_to(leaf, row);
+        Ok(self.pending_keys.apply_to(leaf, row))
+    }
+
+    /// Leaf `leaf`'s key list row with its pending changes: the row's key and its new value
+    /// (`None`: the leaf holds no key, the row goes).
+    fn key_list_row(&self, leaf: u16) -> Result<([u8; 3], Option<Vec<u8>>), StoreError> {
+        let list = self.key_list(leaf)?;
         Ok((
-            row_key,
+            key_lists::row_key(leaf),
             (!list.is_empty()).then(|| key_lists::encode(&list)),
         ))
     }

@@ -341,13 +341,12 @@ impl SyncSession {
             if self.level == DEPTH {
                 // A replica that holds nothing fetches every leaf whole (unless told not to);
                 // others compare key lists.
-                let empty = self.may_fetch && source.merkle().root().count == 0;
-                let (fetch, compare): (VecDeque<u16>, VecDeque<u16>) =
-                    std::mem::take(&mut self.frontier)
-                        .into_iter()
-                        .partition(|_| empty);
-                self.fetch = fetch;
-                self.leaves = compare;
+                let differing = std::mem::take(&mut self.frontier);
+                if self.may_fetch && source.merkle().root().count == 0 {
+                    self.fetch = differing;
+                } else {
+                    self.leaves = differing;
+                }
                 self.phase = Phase::Repair;
             } else if self.frontier.is_empty() {
                 // The roots differed but no child prefix does (the peer changed meanwhile).
