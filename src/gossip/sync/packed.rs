@@ -65,6 +65,24 @@ fn index_of<'a, T: ?Sized + Eq + std::hash::Hash>(
     })
 }
 
+impl<'a> PackedRegister<&'a serde_bytes::Bytes> {
+    /// `r` with its node id and content type (if it holds a value) at these table indexes.
+    fn of(r: &'a LwwRegister, node: u32, content_type: impl FnOnce(&'a str) -> u32) -> Self {
+        PackedRegister {
+            timestamp: r.timestamp,
+            node,
+            value: r.value.as_ref().map(|v| {
+                (
+                    content_type(v.content_type.as_str()),
+                    serde_bytes::Bytes::new(&v.data),
+                )
+            }),
+            expires: r.expires,
+            observed: r.observed,
+        }
+    }
+}
+
 /// Sizes packed states one at a time, as a reply fills up to its budget.
 #[derive(Default)]
 pub struct PackedSize {
@@ -90,16 +108,7 @@ impl PackedSize {
                 self.content_types.insert(v.content_type.clone());
             }
         }
-        let packed = PackedRegister {
-            timestamp: r.timestamp,
-            node: u32::MAX,
-            value: r
-                .value
-                .as_ref()
-                .map(|v| (u32::MAX, serde_bytes::Bytes::new(&v.data))),
-            expires: r.expires,
-            observed: r.observed,
-        };
+        let packed = PackedRegister::of(r, u32::MAX, |_| u32::MAX);
         tables + super::encoded_len(&(key, Packed::<_, ()>::Register(packed)))
     }
 }
@@ -114,22 +123,12 @@ impl Serialize for PackedStates {
             .iter()
             .map(|(key, state)| {
                 let packed = match state {
-                    KeyState::Register(r) => Packed::Register(PackedRegister {
-                        timestamp: r.timestamp,
-                        node: index_of(&r.node, &mut nodes, &mut seen_nodes),
-                        value: r.value.as_ref().map(|v| {
-                            (
-                                index_of(
-                                    v.content_type.as_str(),
-                                    &mut content_types,
-                                    &mut seen_types,
-                                ),
-                                serde_bytes::Bytes::new(&v.data),
-                            )
-                        }),
-                        expires: r.expires,
-                        observed: r.observed,
-                    }),
+                    KeyState::Register(r) => {
+                        let node = index_of(&r.node, &mut nodes, &mut seen_nodes);
+                        Packed::Register(PackedRegister::of(r, node, |content_type| {
+                            index_of(content_type, &mut content_types, &mut seen_types)
+                        }))
+                    }
                     other => Packed::Other(other),
                 };
                 (key, packed)
