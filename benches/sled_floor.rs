@@ -10,12 +10,19 @@
 //! inserted one by one in random order (as writes arrive) and in batches of 4,096 in key order (as
 //! a compaction copies), bytes on disk after a flush, after overwriting every row once, and after
 //! removing half the rows; then the same rows copied into a fresh database (what
-//! `hearsay compact` does). The compression feature is left out: it links zstd, and hearsay's
+//! `hearsay compact` does); and the process's resident memory after the inserts and after the
+//! overwrites (each configuration runs in a process of its own, with hearsay's allocator). The compression feature is left out: it links zstd, and hearsay's
 //! values are the clients' bytes, compressible or not.
 #![allow(clippy::disallowed_methods)] // a benchmark measures real time
 
 use std::path::Path;
 use std::time::Instant;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The environment variable naming the one configuration a child process runs.
+const SETTING_VAR: &str = "HEARSAY_SLED_SETTING";
 
 const KEY_BYTES: usize = 10;
 const VALUE_BYTES: usize = 150;
@@ -81,6 +88,16 @@ struct Setting {
     config: fn(sled::Config) -> sled::Config,
 }
 
+/// This process's resident memory now, in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
 }
@@ -114,9 +131,36 @@ fn main() {
             config: |c| c.cache_capacity(64 << 20).segment_size(4 << 20),
         },
     ];
+    let Some(chosen) = std::env::var(SETTING_VAR)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        // Each configuration in a process of its own, so that its memory is its own.
+        let mut lines = Vec::new();
+        for index in 0..settings.len() {
+            let out = std::process::Command::new(std::env::current_exe().expect("this bench"))
+                .env(SETTING_VAR, index.to_string())
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("run one configuration");
+            assert!(out.status.success(), "configuration {index} failed");
+            lines.push(String::from_utf8_lossy(&out.stdout).trim_end().to_string());
+        }
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!();
+        println!(
+            "sled 0.34 alone: {rows} rows of {KEY_BYTES}+{VALUE_BYTES} bytes ({} live; ratios \
+             against the live rows, after the removal against the half left) (load average: {})",
+            mb(live),
+            load.trim()
+        );
+        for line in lines {
+            println!("{line}");
+        }
+        return;
+    };
     let order = shuffled(rows);
-    let mut lines = Vec::new();
-    for setting in &settings {
+    if let Some(setting) = settings.get(chosen) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let open = |path: &Path| {
             (setting.config)(sled::Config::new().path(path).flush_every_ms(None))
@@ -131,10 +175,12 @@ fn main() {
         db.flush().expect("flush");
         let random_rate = rows as f64 / started.elapsed().as_secs_f64();
         let inserted = disk_bytes(&dir.path().join("random"));
+        let rss_inserted = rss_bytes();
         for &i in &order {
             db.insert(key(i), value(i, 1)).expect("overwrite");
         }
         db.flush().expect("flush");
+        let rss_overwritten = rss_bytes();
         let overwritten = disk_bytes(&dir.path().join("random"));
         for i in (0..rows).step_by(2) {
             db.remove(key(i)).expect("remove");
@@ -160,7 +206,8 @@ fn main() {
         let compacted = disk_bytes(&dir.path().join("copy"));
         let line = format!(
             "  {:<34} {:>9.0} rows/s random, {:>9.0} rows/s batched; inserted {} ({:.1}×), \
-             overwritten {} ({:.1}×), half removed {} ({:.1}×), copied {} ({:.1}×)",
+             overwritten {} ({:.1}×), half removed {} ({:.1}×), copied {} ({:.1}×); \
+             RSS {} after the inserts, {} after the overwrites",
             setting.name,
             random_rate,
             copy_rate,
@@ -172,19 +219,10 @@ fn main() {
             halved as f64 * 2.0 / live as f64,
             mb(compacted),
             compacted as f64 * 2.0 / live as f64,
+            mb(rss_inserted),
+            mb(rss_overwritten),
         );
         eprintln!("{line}");
-        lines.push(line);
-    }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!();
-    println!(
-        "sled 0.34 alone: {rows} rows of {KEY_BYTES}+{VALUE_BYTES} bytes ({} live; ratios against \
-         the live rows, after the removal against the half left) (load average: {})",
-        mb(live),
-        load.trim()
-    );
-    for line in lines {
         println!("{line}");
     }
 }

@@ -36,52 +36,158 @@ fn key_index(node: &Node<SledStore>) -> Vec<LeafList> {
         .collect()
 }
 
+/// Overwrites `k0..k{overwrites}`, adds `{round}-new0..`, deletes `k{100+i}` and adds to a set:
+/// committed, as a client's writes are.
+fn change(node: &mut Node<SledStore>, round: &str, overwrites: usize) {
+    for i in 0..overwrites {
+        put(node, &format!("k{i}"), round);
+        put(node, &format!("{round}-new{i}"), "new");
+        node.handle_write(
+            NOW,
+            Write::KvDelete {
+                key: format!("k{}", 100 + i),
+            },
+        )
+        .unwrap();
+    }
+    node.handle_write(
+        NOW,
+        Write::SetEdit {
+            key: "team".into(),
+            add: vec![format!("{round}-a"), format!("{round}-b")],
+            remove: vec![],
+        },
+    )
+    .unwrap();
+    node.commit().unwrap().complete().unwrap();
+}
+
+/// Opens `dir` after a crash and checks that the repaired index has `digest` and `index`, with
+/// every repaired leaf corrected from the log (none recomputed); then that a rebuild from every
+/// record agrees.
+fn reopen_and_check(dir: &Path, digest: merkle::Leaf, index: Vec<LeafList>) {
+    let repaired = open(dir);
+    assert_eq!(repaired.digest(), digest, "the repaired index differs");
+    assert_eq!(key_index(&repaired), index);
+    let repair = repaired.index_repair();
+    assert!(repair.from_log > 0, "{repair:?}");
+    assert_eq!(repair.recomputed, 0, "{repair:?}");
+    drop(repaired);
+    rebuild_agrees(dir, digest, index);
+}
+
+fn rebuild_agrees(dir: &Path, digest: merkle::Leaf, index: Vec<LeafList>) {
+    {
+        let db = common::open_sled(dir);
+        db.remove(migrate::MERKLE_COMPLETE_KEY).unwrap();
+        db.flush().unwrap();
+    }
+    let rebuilt = open(dir);
+    assert_eq!(rebuilt.digest(), digest);
+    assert_eq!(key_index(&rebuilt), index);
+}
+
+fn fill(node: &mut Node<SledStore>) {
+    for i in 0..300 {
+        put(node, &format!("k{i}"), "first");
+    }
+}
+
 #[test]
 fn a_crash_after_a_checkpoint_repairs_the_leaves_the_log_names() {
     let dir = tempfile::tempdir().unwrap();
     let (digest, index) = {
         let mut node = open(dir.path());
-        for i in 0..300 {
-            put(&mut node, &format!("k{i}"), "first");
-        }
+        fill(&mut node);
         node.checkpoint().unwrap();
-        // After the checkpoint: overwrites, new keys, deletes, a set; committed, then a crash
-        // (the node is dropped without closing: the database may hold every change while the
-        // persisted leaves hold none of them).
-        for i in 0..40 {
-            put(&mut node, &format!("k{i}"), "second");
-            put(&mut node, &format!("new{i}"), "new");
-            node.handle_write(
-                NOW,
-                Write::KvDelete {
-                    key: format!("k{}", 100 + i),
-                },
-            )
-            .unwrap();
-        }
-        node.handle_write(
-            NOW,
-            Write::SetEdit {
-                key: "team".into(),
-                add: vec!["a".into(), "b".into()],
-                remove: vec![],
-            },
-        )
-        .unwrap();
-        node.commit().unwrap().complete().unwrap();
+        // After the checkpoint, changes, then a crash (the node is dropped without closing: the
+        // database may hold every change while the persisted leaves hold none of them).
+        change(&mut node, "second", 40);
         (node.digest(), key_index(&node))
     };
-    let repaired = open(dir.path());
-    assert_eq!(repaired.digest(), digest, "the repaired index differs");
-    assert_eq!(key_index(&repaired), index);
-    drop(repaired);
-    // A rebuild from every record agrees.
+    reopen_and_check(dir.path(), digest, index);
+}
+
+#[test]
+fn entries_logged_before_the_persisted_leaves_are_already_in_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (digest, index) = {
+        let mut node = open(dir.path());
+        fill(&mut node);
+        node.checkpoint().unwrap();
+        change(&mut node, "second", 40);
+        // The log as it stands: entries the next checkpoint's leaves will hold.
+        std::fs::copy(dir.path().join("wal.log"), dir.path().join("kept.log")).unwrap();
+        node.checkpoint().unwrap();
+        // Keys changed on both sides of the checkpoint, and keys changed after it only.
+        change(&mut node, "third", 20);
+        (node.digest(), key_index(&node))
+    };
+    // A crash before the older log was cleared: it is replayed too (it holds an older
+    // generation), and its entries' prior hashes are older than the persisted leaves.
+    std::fs::rename(dir.path().join("kept.log"), dir.path().join("wal-2.log")).unwrap();
+    reopen_and_check(dir.path(), digest, index);
+}
+
+#[test]
+fn a_database_that_lost_logged_writes_is_repaired_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    {
+        let mut node = open(dir.path());
+        fill(&mut node);
+        node.close().unwrap();
+    }
+    // The database as the checkpoint left it.
+    copy_dir(&dir.path().join("db"), saved.path());
+    let (digest, index) = {
+        let mut node = open(dir.path());
+        change(&mut node, "second", 40);
+        (node.digest(), key_index(&node))
+    };
+    // A crash that kept the log but none of the database's later writes.
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    copy_dir(saved.path(), &dir.path().join("db"));
+    reopen_and_check(dir.path(), digest, index);
+}
+
+#[test]
+fn a_layout_10_directory_recomputes_the_leaves_its_log_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (digest, index) = {
+        let mut node = open(dir.path());
+        fill(&mut node);
+        node.checkpoint().unwrap();
+        change(&mut node, "second", 40);
+        (node.digest(), key_index(&node))
+    };
+    // Layout 10 recorded no log position for its leaves.
     {
         let db = common::open_sled(dir.path());
-        db.remove(migrate::MERKLE_COMPLETE_KEY).unwrap();
+        db.remove("meta/leaves-at").unwrap().expect("recorded");
+        db.insert(migrate::LAYOUT_KEY, &10u32.to_be_bytes())
+            .unwrap();
         db.flush().unwrap();
     }
-    let rebuilt = open(dir.path());
-    assert_eq!(rebuilt.digest(), digest);
-    assert_eq!(key_index(&rebuilt), index);
+    let repaired = open(dir.path());
+    assert_eq!(repaired.digest(), digest);
+    assert_eq!(key_index(&repaired), index);
+    let repair = repaired.index_repair();
+    assert_eq!(repair.from_log, 0, "{repair:?}");
+    assert!(repair.recomputed > 0, "{repair:?}");
+    drop(repaired);
+    rebuild_agrees(dir.path(), digest, index);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

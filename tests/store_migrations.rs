@@ -315,7 +315,7 @@ fn the_tombstone_collection_horizon_removals_roster_and_forgotten_values_persist
             .unwrap();
         store
             .apply(hearsay::store::WriteBatch {
-                removals: vec![StoreKey::kv("deleted")],
+                removals: vec![(StoreKey::kv("deleted"), None)],
                 collected_through: Some(horizon),
                 clustered: true,
                 roster: Some(vec![NodeId::new("n2").unwrap(), NodeId::new("n3").unwrap()]),

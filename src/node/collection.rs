@@ -102,7 +102,10 @@ impl<S: Store> Node<S> {
         collected_through: Option<Timestamp>,
         forgotten: Option<Vec<(StoreKey, Timestamp)>>,
     ) -> Result<(), StoreError> {
-        let removals = records.iter().map(|(key, _)| key.clone()).collect();
+        let removals = records
+            .iter()
+            .map(|(key, state)| (key.clone(), Some(merkle::item_hash(key, state))))
+            .collect();
         let leaves_complete = self.leaves_marked_stale();
         self.store.apply(WriteBatch {
             removals,

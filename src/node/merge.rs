@@ -80,7 +80,7 @@ impl<S: Store> Node<S> {
             hlc,
             origin_seq: origin_seq.as_ref().map(|(n, s)| (n, *s)),
         }
-        .encode();
+        .encode(prepared.old_hash.as_ref());
         let key_hash = (key.clone(), prepared.new_hash);
         let leaves_complete = self.leaves_marked_stale();
         let mut batch = WriteBatch {

@@ -13,7 +13,7 @@ use crate::store::{
     StoredSet, WriteBatch,
 };
 use crate::wire::MAX_STATE_BYTES;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod anti_entropy;
 mod changes;
@@ -40,6 +40,7 @@ pub use cluster::{ClusterConfig, ClusterStats, Outbound};
 pub use cluster_view::ClusterView;
 pub use conflicts::Overwritten;
 pub use heal::HealReport;
+pub use index_repair::LeafRepair;
 pub use precondition::{EtagCondition, Precondition};
 pub use quorum::{Level, Tally, Wait, WaitOutcome, WaitStats, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS};
 pub use tombstones::TombstoneConfig;
@@ -230,6 +231,8 @@ pub struct Node<S: Store> {
     heal: heal::HealWatch,
     /// Writes and reads waiting for other members (see `quorum.rs`).
     waits: quorum::Waits,
+    /// How the start-up repaired the persisted Merkle leaves after a crash.
+    index_repair: LeafRepair,
 }
 
 impl<S: Store> Node<S> {
@@ -340,6 +343,7 @@ impl<S: Store> Node<S> {
             conflicts: Default::default(),
             heal: Default::default(),
             waits: Default::default(),
+            index_repair: LeafRepair::default(),
         };
         node.watch_disk(0, true);
         let replay = node.store.take_replay();
@@ -348,6 +352,14 @@ impl<S: Store> Node<S> {
             tracing::info!(entries = replay.len(), "redoing the write-ahead log");
         }
         named.extend(replay.iter().map(|logged| logged.key.clone()));
+        // The leaves of the named keys as persisted, before the replay's merges change them.
+        let persisted: BTreeMap<u16, Leaf> = named
+            .iter()
+            .map(|key| {
+                let bucket = merkle::bucket_of(key);
+                (bucket, node.merkle.leaves()[bucket as usize])
+            })
+            .collect();
         for logged in replay {
             node.hlc.recover(logged.hlc);
             if let Some((origin, seq)) = &logged.origin_seq {
@@ -360,11 +372,14 @@ impl<S: Store> Node<S> {
         // The database may hold changes the persisted leaves do not: the replay's merges found
         // some already there, so the leaves of every key the log names are recomputed.
         if leaves_persisted && node.store.repairs_index_from_log() && !named.is_empty() {
-            let repaired = node.repair_leaves(named)?;
+            let priors = node.store.take_priors();
+            let repair = node.repair_leaves(named, &persisted, priors)?;
             tracing::info!(
-                leaves = repaired,
+                from_log = repair.from_log,
+                recomputed = repair.recomputed,
                 "repaired the Merkle leaves the log named"
             );
+            node.index_repair = repair;
         }
         // Persist the node id, the clock and the index, then start with an empty log. On a disk
         // below its reserve the node still starts, to serve reads (writes get 507): the log is
@@ -403,6 +418,12 @@ impl<S: Store> Node<S> {
 
     pub fn merkle(&self) -> &MerkleIndex {
         &self.merkle
+    }
+
+    /// How the start-up repaired the persisted Merkle leaves after a crash (nothing when there
+    /// was no crash, or the leaves were rebuilt from every record).
+    pub fn index_repair(&self) -> LeafRepair {
+        self.index_repair
     }
 
     /// Applies a client write at wall time `wall_ms`. The change is visible to readers on return;

@@ -12,6 +12,35 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Where an entry is in the sequence of everything ever logged: generations only grow, and
+/// within one, offsets do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPosition {
+    pub generation: u64,
+    pub offset: u64,
+}
+
+impl LogPosition {
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.generation.to_be_bytes());
+        out[8..].copy_from_slice(&self.offset.to_be_bytes());
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<LogPosition> {
+        let raw: &[u8; 16] = bytes.try_into().ok()?;
+        let (generation, offset) = raw.split_at(8);
+        Some(LogPosition {
+            generation: u64::from_be_bytes(generation.try_into().ok()?),
+            offset: u64::from_be_bytes(offset.try_into().ok()?),
+        })
+    }
+}
+
+/// A logged entry read at start-up, with its position.
+pub type Logged = (LogPosition, Vec<u8>);
+
 pub struct Logs {
     logs: [Wal; 2],
     active: usize,
@@ -32,11 +61,22 @@ impl Retired {
 }
 
 impl Logs {
-    /// Opens (or creates) both logs in `dir`; returns them with the payloads to replay, older
+    /// Opens (or creates) both logs in `dir`; returns them with the entries to replay, older
     /// generation first.
-    pub fn open(dir: &Path) -> std::io::Result<(Logs, Vec<Vec<u8>>)> {
-        let (first, first_entries) = Wal::open(&dir.join("wal.log"), 1)?;
-        let (second, second_entries) = Wal::open(&dir.join("wal-2.log"), 0)?;
+    pub fn open(dir: &Path) -> std::io::Result<(Logs, Vec<Logged>)> {
+        let positioned = |wal: &Wal, payloads: Vec<Vec<u8>>| -> Vec<Logged> {
+            let generation = wal.generation();
+            let offsets: Vec<u64> = wal::offsets(&payloads).collect();
+            offsets
+                .into_iter()
+                .map(|offset| LogPosition { generation, offset })
+                .zip(payloads)
+                .collect()
+        };
+        let (first, first_payloads) = Wal::open(&dir.join("wal.log"), 1)?;
+        let (second, second_payloads) = Wal::open(&dir.join("wal-2.log"), 0)?;
+        let first_entries = positioned(&first, first_payloads);
+        let second_entries = positioned(&second, second_payloads);
         let active = usize::from(second.generation() > first.generation());
         let replay = if active == 0 {
             second_entries.into_iter().chain(first_entries).collect()
@@ -63,6 +103,15 @@ impl Logs {
     /// Where the next entry goes: (log index, offset).
     pub fn position(&self) -> (usize, u64) {
         (self.active, self.logs[self.active].position())
+    }
+
+    /// Where the next entry goes, in the sequence of everything logged.
+    pub fn next_position(&self) -> LogPosition {
+        let active = &self.logs[self.active];
+        LogPosition {
+            generation: active.generation(),
+            offset: active.position(),
+        }
     }
 
     /// Drops the entries of log `index` from `offset` on, durably (a rolled-back commit's).
@@ -116,7 +165,11 @@ mod tests {
     use super::*;
 
     fn replay(dir: &Path) -> Vec<Vec<u8>> {
-        Logs::open(dir).unwrap().1
+        payloads(Logs::open(dir).unwrap().1)
+    }
+
+    fn payloads(entries: Vec<Logged>) -> Vec<Vec<u8>> {
+        entries.into_iter().map(|(_, payload)| payload).collect()
     }
 
     #[test]
@@ -144,7 +197,20 @@ mod tests {
         retired.clear().unwrap();
         drop(logs);
         let (mut logs, entries) = Logs::open(dir.path()).unwrap();
-        assert_eq!(entries, vec![b"a2".to_vec()]);
+        assert_eq!(payloads(entries.clone()), vec![b"a2".to_vec()]);
+        // Positions order entries across logs and generations, and name where the next one goes.
+        assert!(
+            entries[0].0
+                > LogPosition {
+                    generation: 2,
+                    offset: u64::MAX
+                }
+        );
+        assert!(logs.next_position() > entries[0].0);
+        assert_eq!(
+            LogPosition::from_bytes(&logs.next_position().to_bytes()),
+            Some(logs.next_position())
+        );
         logs.clear_all().unwrap();
         assert!(replay(dir.path()).is_empty());
     }

@@ -47,7 +47,7 @@ impl Contents {
         if let Some(forgotten) = &batch.forgotten {
             self.forgotten = forgotten.clone();
         }
-        for key in &batch.removals {
+        for (key, _) in &batch.removals {
             let encoded = key.encode();
             self.key_hashes
                 .remove(&(merkle::bucket_of(key), encoded.clone()));
@@ -142,7 +142,7 @@ fn keys_of(batch: &WriteBatch) -> impl Iterator<Item = &StoreKey> {
         .iter()
         .map(|(key, _)| key)
         .chain(batch.sets.iter().map(|write| &write.key))
-        .chain(&batch.removals)
+        .chain(batch.removals.iter().map(|(key, _)| key))
 }
 
 impl MemoryStore {

@@ -37,6 +37,12 @@ impl Leaf {
         self.count += 1;
     }
 
+    /// Takes one key's item hash out of this node.
+    pub fn remove_item(&mut self, item: &[u8; 32]) {
+        self.xor(item);
+        self.count = self.count.saturating_sub(1);
+    }
+
     /// The hash as lowercase hex.
     pub fn hex(&self) -> String {
         self.hash.iter().map(|b| format!("{b:02x}")).collect()

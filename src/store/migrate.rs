@@ -10,7 +10,7 @@ use crate::crdt::KeyState;
 use std::path::Path;
 
 /// The layout this build writes.
-pub const CURRENT_LAYOUT: u32 = 10;
+pub const CURRENT_LAYOUT: u32 = 11;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
 /// The node metadata ([`super::Meta`]).
@@ -55,6 +55,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<u32, StoreError> {
             7 => v7_to_v8(db)?,
             8 => v8_to_v9(db)?,
             9 => v9_to_v10(db)?,
+            10 => v10_to_v11(db)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "no upgrade step from layout {other}"
@@ -119,6 +120,15 @@ fn v5_to_v6(db: &sled::Db) -> Result<(), StoreError> {
 /// refuse the directory, since it would take those values back.
 fn v7_to_v8(db: &sled::Db) -> Result<(), StoreError> {
     db.insert(LAYOUT_KEY, &8u32.to_be_bytes())?;
+    Ok(())
+}
+
+/// Layout 11 (`migrations/0011_prior_hashes.md`) logs each key's prior item hash and records the
+/// log position of the persisted leaves (`meta/leaves-at`, absent until the first checkpoint):
+/// nothing to rewrite, but an older build must refuse the directory, since it would skip the
+/// entries of the new formats.
+fn v10_to_v11(db: &sled::Db) -> Result<(), StoreError> {
+    db.insert(LAYOUT_KEY, &11u32.to_be_bytes())?;
     Ok(())
 }
 

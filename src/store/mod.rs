@@ -9,6 +9,7 @@
 mod compact;
 mod key_lists;
 mod legacy;
+mod log_entry;
 mod logs;
 mod memory;
 pub mod merkle;
@@ -22,6 +23,7 @@ mod undo;
 mod wal;
 
 pub use compact::{compact, dir_bytes, Compaction};
+pub use log_entry::{LogEntry, LoggedDelta, LoggedDeltaRef, Prior};
 pub use memory::{MemoryStore, MemorySync};
 pub use merkle::{Leaf, MerkleIndex};
 pub use set_header::SetHeader;
@@ -180,8 +182,9 @@ pub struct WriteBatch {
     pub key_index_reset: bool,
     pub meta: Option<Meta>,
     /// Keys whose records (and key-index and tombstone-index entries) are deleted: collected
-    /// tombstones and forgotten values.
-    pub removals: Vec<StoreKey>,
+    /// tombstones and forgotten values; each with its item hash before the removal (`None`: no
+    /// record), which the write-ahead log keeps ([`Prior`]).
+    pub removals: Vec<(StoreKey, Option<[u8; 32]>)>,
     /// Changes to the tombstone index ([`Store::tombstones`]): per key, the timestamp from which
     /// its record is a tombstone (a delete, or a value's expiry), or `None` once it no longer
     /// is one. Only keys whose answer changed are named.
@@ -195,18 +198,6 @@ pub struct WriteBatch {
     /// The values this node forgot on a peer's word ([`Store::forgotten`]), replacing the
     /// previous list; applied atomically with the removals.
     pub forgotten: Option<Vec<(StoreKey, Timestamp)>>,
-}
-
-/// A delta as the write-ahead log keeps it: enough to redo its merge and to restore the clock and
-/// the per-origin sequence it advanced.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoggedDelta {
-    pub key: StoreKey,
-    pub delta: KeyState,
-    /// The HLC high-water mark once the delta was applied.
-    pub hlc: Timestamp,
-    /// The origin replica and its sequence number for this delta, when it has one.
-    pub origin_seq: Option<(ReplicaId, u64)>,
 }
 
 /// What is left to do, after [`Store::commit`], before the committed writes are durable. A driver
@@ -258,66 +249,6 @@ pub struct Undone {
     pub key: StoreKey,
     pub before: Option<KeyState>,
     pub after: Option<KeyState>,
-}
-
-/// The borrowed form of [`LoggedDelta`], encoded identically, so the core logs a delta without
-/// copying it.
-#[derive(Serialize)]
-pub struct LoggedDeltaRef<'a> {
-    pub key: &'a StoreKey,
-    pub delta: &'a KeyState,
-    pub hlc: Timestamp,
-    pub origin_seq: Option<(&'a ReplicaId, u64)>,
-}
-
-/// The first byte of a write-ahead log entry written since storage epochs. Entries written
-/// before began with their key's keyspace index (0 or 1), so the two never mix up.
-const LOGGED_FORMAT: u8 = 2;
-/// The format byte of a log entry naming a key a batch removed.
-const REMOVED_FORMAT: u8 = 3;
-
-/// What a write-ahead log entry holds.
-pub enum LogEntry {
-    /// A delta to merge again.
-    Delta(LoggedDelta),
-    /// A key whose record a batch removed: nothing to redo, but its Merkle leaf may need repair.
-    Removed(StoreKey),
-}
-
-impl LogEntry {
-    /// The log entry of a removal.
-    pub fn removed(key: &StoreKey) -> Vec<u8> {
-        let mut out = vec![REMOVED_FORMAT];
-        out.extend(key.encode());
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<LogEntry, StoreError> {
-        match bytes.split_first() {
-            Some((&REMOVED_FORMAT, key)) => StoreKey::decode(key)
-                .map(LogEntry::Removed)
-                .ok_or_else(|| StoreError::Corrupt("bad removal log entry".into())),
-            _ => LoggedDelta::decode(bytes).map(LogEntry::Delta),
-        }
-    }
-}
-
-impl LoggedDeltaRef<'_> {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![LOGGED_FORMAT];
-        out.extend(record::to_bytes(self));
-        out
-    }
-}
-
-impl LoggedDelta {
-    /// Decodes a write-ahead log entry, written now or before storage epochs.
-    pub fn decode(bytes: &[u8]) -> Result<LoggedDelta, StoreError> {
-        match bytes.split_first() {
-            Some((&LOGGED_FORMAT, rest)) => record::from_bytes(rest),
-            _ => legacy::decode_logged(bytes),
-        }
-    }
 }
 
 /// How hard a store works to keep acknowledged writes.
@@ -496,6 +427,13 @@ pub trait Store: Send + 'static {
     /// Keys whose removal was logged since the last checkpoint (see [`Store::take_replay`]).
     fn take_replayed_removals(&mut self) -> Vec<StoreKey> {
         Vec::new()
+    }
+    /// Per key the log names after the point at which the persisted Merkle leaves were written,
+    /// what its first entry from there says its item hash was: what those leaves hold for it.
+    /// Keys the log names only before that point are absent (the leaves hold their logged
+    /// changes). See [`Store::take_replay`].
+    fn take_priors(&mut self) -> BTreeMap<StoreKey, Prior> {
+        BTreeMap::new()
     }
     /// Whether the persisted Merkle leaves stay valid after a crash, to be repaired where the
     /// log's entries (deltas and removals) name keys: every change to a record is logged before

@@ -13,14 +13,14 @@
 //! persisted at the last checkpoint are repaired at start-up where the log names keys.
 
 use super::key_lists::{self, PendingKeys, KEY_LIST_PREFIX};
-use super::logs::Logs;
+use super::logs::{LogPosition, Logs};
 use super::merkle::prefix8;
 use super::migrate::{self, MERKLE_COMPLETE_KEY, META_KEY, RECORD_PREFIX};
 use super::undo::UndoLog;
 use super::{
     merkle, record, set_rows, CheckpointWork, Durability, KeyPage, KeyState, Keyspace, Leaf,
-    LogEntry, LoggedDelta, Meta, PendingSync, SetHeader, Store, StoreError, StoreKey, StoreRead,
-    Undone, WriteBatch,
+    LogEntry, LoggedDelta, Meta, PendingSync, Prior, SetHeader, Store, StoreError, StoreKey,
+    StoreRead, Undone, WriteBatch,
 };
 use crate::clock::{Dot, NodeId, ReplicaId, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +32,9 @@ const COLLECTED_KEY: &[u8] = b"meta/collected";
 const CLUSTERED_KEY: &[u8] = b"meta/clustered";
 const ROSTER_KEY: &[u8] = b"meta/members";
 const FORGOTTEN_KEY: &[u8] = b"meta/forgotten";
+/// The log position at which the persisted Merkle leaves were written (16 bytes: generation and
+/// offset, BE): they hold every change logged before it and none logged after.
+const LEAVES_AT_KEY: &[u8] = b"meta/leaves-at";
 const LEAF_PREFIX: u8 = b'l';
 /// The per-key index rows of layouts up to 9 (`h` + leaf + encoded key → item hash prefix).
 pub(super) const KEY_HASH_PREFIX: u8 = b'h';
@@ -56,6 +59,8 @@ pub struct SledStore {
     durability: Durability,
     replay: Vec<LoggedDelta>,
     replayed_removals: Vec<StoreKey>,
+    /// See [`Store::take_priors`].
+    priors: BTreeMap<StoreKey, Prior>,
     /// Changes to the key lists not yet written to their rows.
     pending_keys: PendingKeys,
 }
@@ -139,15 +144,40 @@ impl SledStore {
             let (wal, payloads) = Logs::open(dir).map_err(unwritable)?;
             (Some(wal), payloads)
         };
+        let leaves_at = match db.get(LEAVES_AT_KEY)? {
+            Some(bytes) => Some(LogPosition::from_bytes(&bytes).ok_or_else(|| {
+                StoreError::Corrupt("bad log position of the persisted leaves".into())
+            })?),
+            None => None,
+        };
         let mut replay = Vec::new();
         let mut replayed_removals = Vec::new();
-        for entry in replay_payloads
+        let mut priors = BTreeMap::new();
+        for (at, entry) in replay_payloads
             .iter()
-            .filter_map(|p| LogEntry::decode(p).ok())
+            .filter_map(|(at, p)| Some((*at, LogEntry::decode(p).ok()?)))
         {
-            match entry {
-                LogEntry::Delta(delta) => replay.push(delta),
-                LogEntry::Removed(key) => replayed_removals.push(key),
+            let (key, prior) = match entry {
+                LogEntry::Delta(delta, prior) => {
+                    let key = delta.key.clone();
+                    replay.push(delta);
+                    (key, prior)
+                }
+                LogEntry::Removed(key, prior) => {
+                    replayed_removals.push(key.clone());
+                    (key, prior)
+                }
+            };
+            // What the persisted leaves hold for a key is what its first entry after them says
+            // it had; without a recorded position, nothing is known.
+            match leaves_at {
+                Some(leaves_at) if at < leaves_at => {}
+                Some(_) => {
+                    priors.entry(key).or_insert(prior);
+                }
+                None => {
+                    priors.insert(key, Prior::Unknown);
+                }
             }
         }
         Ok(SledStore {
@@ -164,6 +194,7 @@ impl SledStore {
             durability,
             replay,
             replayed_removals,
+            priors,
             pending_keys: PendingKeys::default(),
         })
     }
@@ -510,6 +541,10 @@ impl Store for SledStore {
         std::mem::take(&mut self.replayed_removals)
     }
 
+    fn take_priors(&mut self) -> BTreeMap<StoreKey, Prior> {
+        std::mem::take(&mut self.priors)
+    }
+
     fn repairs_index_from_log(&self) -> bool {
         self.wal.is_some()
     }
@@ -526,14 +561,20 @@ impl Store for SledStore {
                 for delta in &batch.deltas {
                     log.append(delta);
                 }
-                for key in &batch.removals {
-                    log.append(&LogEntry::removed(key));
+                for (key, prior) in &batch.removals {
+                    log.append(&LogEntry::removed(key, prior.as_ref()));
                 }
                 log.write()?;
                 logged_from = Some(position);
             }
         }
-        if let Err(e) = self.apply_to_tree(&batch) {
+        // Leaves persisted as complete hold everything logged so far (this batch's own entries
+        // included).
+        let leaves_at = match (&self.wal, batch.leaves_complete) {
+            (Some(wal), Some(true)) => Some(wal.next_position()),
+            _ => None,
+        };
+        if let Err(e) = self.apply_to_tree(&batch, leaves_at) {
             // A batch the database refused leaves nothing to redo.
             if let (Some(wal), Some((log, offset))) = (&mut self.wal, logged_from) {
                 if let Err(undo) = wal.truncate(log, offset) {
@@ -732,7 +773,11 @@ impl SledStore {
 
     /// The database part of [`Store::apply`]: one atomic sled batch, except for the common case
     /// of one record alone.
-    fn apply_to_tree(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+    fn apply_to_tree(
+        &mut self,
+        batch: &WriteBatch,
+        leaves_at: Option<LogPosition>,
+    ) -> Result<(), StoreError> {
         // The common case, one record alone: plain inserts are much cheaper than a batch. They
         // are not atomic together, but the persisted Merkle index is already marked stale by
         // then (see `WriteBatch::leaves_complete`), so a crash between them leads to a rebuild
@@ -781,7 +826,7 @@ impl SledStore {
         if let Some(forgotten) = &batch.forgotten {
             tree_batch.insert(FORGOTTEN_KEY, record::to_bytes(forgotten));
         }
-        for key in &batch.removals {
+        for (key, _) in &batch.removals {
             if key.space == Keyspace::Sets {
                 set_rows::remove_all(&self.db, &mut tree_batch, key)?;
             }
@@ -832,6 +877,9 @@ impl SledStore {
                 tree_batch.insert(leaf_key(*index), record::to_bytes(leaf));
             }
         }
+        if let Some(at) = leaves_at {
+            tree_batch.insert(LEAVES_AT_KEY, &at.to_bytes());
+        }
         match batch.leaves_complete {
             Some(true) => tree_batch.insert(MERKLE_COMPLETE_KEY, b"1"),
             Some(false) => tree_batch.remove(MERKLE_COMPLETE_KEY),
@@ -858,7 +906,7 @@ impl SledStore {
             self.pending_keys.clear();
         }
         self.pending_keys.written(&lists_written);
-        for key in &batch.removals {
+        for (key, _) in &batch.removals {
             self.pending_keys.note(key, None);
         }
         for (key, hash) in &batch.key_hashes {
@@ -924,6 +972,11 @@ mod tests {
     }
 
     fn write(store: &mut SledStore, key: &str, state: KeyState) {
+        write_after(store, key, state, None);
+    }
+
+    /// [`write`] of a key whose item hash was `prior`.
+    fn write_after(store: &mut SledStore, key: &str, state: KeyState, prior: Option<[u8; 32]>) {
         let key = StoreKey::kv(key);
         let delta = LoggedDeltaRef {
             key: &key,
@@ -931,7 +984,7 @@ mod tests {
             hlc: Timestamp::ZERO,
             origin_seq: None,
         }
-        .encode();
+        .encode(prior.as_ref());
         store
             .apply(WriteBatch {
                 records: vec![(key.clone(), state)],
@@ -950,7 +1003,7 @@ mod tests {
         store.checkpoint().unwrap();
         store
             .apply(WriteBatch {
-                removals: vec![StoreKey::kv("a")],
+                removals: vec![(StoreKey::kv("a"), Some([1; 32]))],
                 ..WriteBatch::default()
             })
             .unwrap();
@@ -960,6 +1013,50 @@ mod tests {
         assert!(reopened.take_replay().is_empty());
         assert_eq!(reopened.take_replayed_removals(), [StoreKey::kv("a")]);
         assert!(reopened.repairs_index_from_log());
+        // No leaves were persisted: nothing is known of what they hold.
+        assert_eq!(
+            reopened.take_priors().into_iter().collect::<Vec<_>>(),
+            [(StoreKey::kv("a"), Prior::Unknown)]
+        );
+    }
+
+    #[test]
+    fn priors_say_what_the_persisted_leaves_hold_for_each_key_logged_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SledStore::open(dir.path(), Durability::Fsync).unwrap();
+        write_after(&mut store, "before", register(1, "x"), None);
+        write_after(&mut store, "both", register(2, "x"), None);
+        store.commit().unwrap().complete().unwrap();
+        // The leaves are persisted here: they hold both keys' first writes.
+        store
+            .apply(WriteBatch {
+                leaves: vec![(0, Leaf::default())],
+                leaves_complete: Some(true),
+                flush_key_index: true,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        write_after(&mut store, "both", register(3, "y"), Some([2; 32]));
+        write_after(&mut store, "both", register(4, "z"), Some([3; 32]));
+        write_after(&mut store, "after", register(5, "x"), None);
+        store
+            .apply(WriteBatch {
+                removals: vec![(StoreKey::kv("gone"), Some([9; 32]))],
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        store.commit().unwrap().complete().unwrap();
+        drop(store);
+        let mut reopened = SledStore::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(reopened.take_replay().len(), 5);
+        assert_eq!(
+            reopened.take_priors().into_iter().collect::<Vec<_>>(),
+            [
+                (StoreKey::kv("after"), Prior::Known(None)),
+                (StoreKey::kv("both"), Prior::Known(Some([2; 32]))),
+                (StoreKey::kv("gone"), Prior::Known(Some([9; 32]))),
+            ]
+        );
     }
 
     #[test]
@@ -976,7 +1073,7 @@ mod tests {
         store
             .apply(WriteBatch {
                 collected_through: Some(Timestamp::from_raw(9)),
-                removals: vec![StoreKey::kv("zzz")],
+                removals: vec![(StoreKey::kv("zzz"), None)],
                 ..WriteBatch::default()
             })
             .unwrap();

@@ -198,6 +198,15 @@ fn write_header(file: &File, generation: u64) -> std::io::Result<()> {
     file.write_all_at(&header, 0)
 }
 
+/// The offset in its file of each entry of `payloads` (as [`Wal::open`] returned them), in order.
+pub fn offsets(payloads: &[Vec<u8>]) -> impl Iterator<Item = u64> + '_ {
+    payloads.iter().scan(HEADER, |at, payload| {
+        let offset = *at;
+        *at += (ENTRY_HEADER + payload.len()) as u64;
+        Some(offset)
+    })
+}
+
 /// Splits the entries of `generation` into payloads; also returns how many bytes they take.
 fn parse(bytes: &[u8], generation: u64) -> (Vec<Vec<u8>>, usize) {
     let mut payloads = Vec::new();
