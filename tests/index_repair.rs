@@ -109,6 +109,22 @@ fn a_crash_after_a_checkpoint_repairs_the_leaves_the_log_names() {
 }
 
 #[test]
+fn a_checkpoint_of_many_leaves_written_in_parts_repairs_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (digest, index) = {
+        let mut node = open(dir.path());
+        // More key lists and leaves than one batch takes (4,096 rows).
+        for i in 0..6000 {
+            put(&mut node, &format!("many{i}"), "first");
+        }
+        node.checkpoint().unwrap();
+        change(&mut node, "second", 40);
+        (node.digest(), key_index(&node))
+    };
+    reopen_and_check(dir.path(), digest, index);
+}
+
+#[test]
 fn entries_logged_before_the_persisted_leaves_are_already_in_them() {
     let dir = tempfile::tempdir().unwrap();
     let (digest, index) = {
