@@ -194,8 +194,8 @@ fn secs(d: Duration) -> String {
 }
 
 fn rss(node: &Proc) -> String {
-    node.rss_mib()
-        .map_or("?".into(), |m| format!("{:.0} MB", m * 1.048576))
+    let mb = |mib: Option<f64>| mib.map_or("?".into(), |m| format!("{:.0} MB", m * 1.048576));
+    format!("{} (peak {})", mb(node.rss_mib()), mb(node.peak_rss_mib()))
 }
 
 #[tokio::main]
