@@ -87,58 +87,53 @@ fn rebuild_agrees(dir: &Path, digest: merkle::Leaf, index: Vec<LeafList>) {
     assert_eq!(key_index(&rebuilt), index);
 }
 
-fn fill(node: &mut Node<SledStore>) {
-    for i in 0..300 {
+fn fill(node: &mut Node<SledStore>, keys: usize) {
+    for i in 0..keys {
         put(node, &format!("k{i}"), "first");
     }
+}
+
+/// A node in `dir` takes `keys` keys and checkpoints, then makes the changes of `after` and
+/// crashes (it is dropped without closing: the database may hold every change while the
+/// persisted leaves hold none of them). Returns its digest and key index before the crash.
+fn crashed(
+    dir: &Path,
+    keys: usize,
+    after: impl FnOnce(&mut Node<SledStore>),
+) -> (merkle::Leaf, Vec<LeafList>) {
+    let mut node = open(dir);
+    fill(&mut node, keys);
+    node.checkpoint().unwrap();
+    after(&mut node);
+    (node.digest(), key_index(&node))
 }
 
 #[test]
 fn a_crash_after_a_checkpoint_repairs_the_leaves_the_log_names() {
     let dir = tempfile::tempdir().unwrap();
-    let (digest, index) = {
-        let mut node = open(dir.path());
-        fill(&mut node);
-        node.checkpoint().unwrap();
-        // After the checkpoint, changes, then a crash (the node is dropped without closing: the
-        // database may hold every change while the persisted leaves hold none of them).
-        change(&mut node, "second", 40);
-        (node.digest(), key_index(&node))
-    };
+    let (digest, index) = crashed(dir.path(), 300, |node| change(node, "second", 40));
     reopen_and_check(dir.path(), digest, index);
 }
 
 #[test]
 fn a_checkpoint_of_many_leaves_written_in_parts_repairs_as_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (digest, index) = {
-        let mut node = open(dir.path());
-        // More key lists and leaves than one batch takes (4,096 rows).
-        for i in 0..6000 {
-            put(&mut node, &format!("many{i}"), "first");
-        }
-        node.checkpoint().unwrap();
-        change(&mut node, "second", 40);
-        (node.digest(), key_index(&node))
-    };
+    // More key lists and leaves than one batch takes (4,096 rows).
+    let (digest, index) = crashed(dir.path(), 6000, |node| change(node, "second", 40));
     reopen_and_check(dir.path(), digest, index);
 }
 
 #[test]
 fn entries_logged_before_the_persisted_leaves_are_already_in_them() {
     let dir = tempfile::tempdir().unwrap();
-    let (digest, index) = {
-        let mut node = open(dir.path());
-        fill(&mut node);
-        node.checkpoint().unwrap();
-        change(&mut node, "second", 40);
+    let (digest, index) = crashed(dir.path(), 300, |node| {
+        change(node, "second", 40);
         // The log as it stands: entries the next checkpoint's leaves will hold.
         std::fs::copy(dir.path().join("wal.log"), dir.path().join("kept.log")).unwrap();
         node.checkpoint().unwrap();
         // Keys changed on both sides of the checkpoint, and keys changed after it only.
-        change(&mut node, "third", 20);
-        (node.digest(), key_index(&node))
-    };
+        change(node, "third", 20);
+    });
     // A crash before the older log was cleared: it is replayed too (it holds an older
     // generation), and its entries' prior hashes are older than the persisted leaves.
     std::fs::rename(dir.path().join("kept.log"), dir.path().join("wal-2.log")).unwrap();
@@ -151,7 +146,7 @@ fn a_database_that_lost_logged_writes_is_repaired_from_the_log() {
     let saved = tempfile::tempdir().unwrap();
     {
         let mut node = open(dir.path());
-        fill(&mut node);
+        fill(&mut node, 300);
         node.close().unwrap();
     }
     // The database as the checkpoint left it.
@@ -170,13 +165,7 @@ fn a_database_that_lost_logged_writes_is_repaired_from_the_log() {
 #[test]
 fn a_layout_10_directory_recomputes_the_leaves_its_log_names() {
     let dir = tempfile::tempdir().unwrap();
-    let (digest, index) = {
-        let mut node = open(dir.path());
-        fill(&mut node);
-        node.checkpoint().unwrap();
-        change(&mut node, "second", 40);
-        (node.digest(), key_index(&node))
-    };
+    let (digest, index) = crashed(dir.path(), 300, |node| change(node, "second", 40));
     // Layout 10 recorded no log position for its leaves.
     {
         let db = common::open_sled(dir.path());

@@ -306,6 +306,7 @@ fn the_tombstone_collection_horizon_removals_roster_and_forgotten_values_persist
         assert_eq!(store.collected_through(), Timestamp::ZERO);
         assert!(!store.clustered());
         assert!(store.roster().is_empty());
+        assert!(store.member_addrs().is_empty());
         assert!(store.forgotten().is_empty());
         store
             .apply(hearsay::store::WriteBatch {
@@ -319,6 +320,10 @@ fn the_tombstone_collection_horizon_removals_roster_and_forgotten_values_persist
                 collected_through: Some(horizon),
                 clustered: true,
                 roster: Some(vec![NodeId::new("n2").unwrap(), NodeId::new("n3").unwrap()]),
+                member_addrs: Some(vec![(
+                    NodeId::new("n2").unwrap(),
+                    "127.0.0.1:7102".parse().unwrap(),
+                )]),
                 forgotten: Some(vec![(StoreKey::kv("forgotten"), horizon)]),
                 ..Default::default()
             })
@@ -331,6 +336,13 @@ fn the_tombstone_collection_horizon_removals_roster_and_forgotten_values_persist
     assert_eq!(
         store.roster(),
         [NodeId::new("n2").unwrap(), NodeId::new("n3").unwrap()]
+    );
+    assert_eq!(
+        store.member_addrs(),
+        [(
+            NodeId::new("n2").unwrap(),
+            "127.0.0.1:7102".parse().unwrap()
+        )]
     );
     assert_eq!(store.forgotten(), [(StoreKey::kv("forgotten"), horizon)]);
     assert!(store.get(&StoreKey::kv("deleted")).unwrap().is_none());
@@ -444,4 +456,36 @@ fn a_layout_9_key_index_becomes_one_list_per_leaf() {
     drop(node);
     let db = common::open_sled(dir.path());
     assert_eq!(db.scan_prefix(b"h").count(), 0, "the per-key rows are gone");
+}
+
+/// Layout 11 recorded no member addresses: the upgrade to 12 rewrites nothing, and the store
+/// reads none until the next membership change records them.
+#[test]
+fn a_layout_11_directory_starts_with_no_member_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = SledStore::open(dir.path(), Durability::Fsync).unwrap();
+        store
+            .apply(hearsay::store::WriteBatch {
+                records: fixture(),
+                roster: Some(vec![NodeId::new("n2").unwrap()]),
+                ..Default::default()
+            })
+            .unwrap();
+        store.checkpoint().unwrap();
+    }
+    {
+        let db = common::open_sled(dir.path());
+        db.insert(migrate::LAYOUT_KEY, &11u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path(), Durability::Fsync).unwrap();
+    assert_eq!(store.roster(), [NodeId::new("n2").unwrap()]);
+    assert!(store.member_addrs().is_empty());
+    assert!(store.get(&StoreKey::kv("greeting")).unwrap().is_some());
+    drop(store);
+    let db = common::open_sled(dir.path());
+    let layout = db.get(migrate::LAYOUT_KEY).unwrap().unwrap();
+    assert_eq!(layout.as_ref(), &migrate::CURRENT_LAYOUT.to_be_bytes());
 }

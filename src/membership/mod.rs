@@ -79,6 +79,9 @@ pub struct Membership {
     /// We have news of our own (a verdict, a refutation, a leave) to push to a few members at the
     /// next tick instead of waiting for the next probe to carry it.
     announce: bool,
+    /// Members that joined or came back, in a message of their own, since the driver last
+    /// asked: each is sent the whole member list (see [`Membership::take_list_wanted`]).
+    list_wanted: Vec<SocketAddr>,
     /// How far the times passed in are ahead of this node's wall clock (the core runs timers on
     /// a clock that absorbs steps back): Acks carry, and clock samples compare, wall time.
     wall_behind_ms: u64,
@@ -123,6 +126,7 @@ impl Membership {
             next_join_ms: 0,
             next_rejoin_ms: 0,
             announce: false,
+            list_wanted: Vec::new(),
             wall_behind_ms: 0,
         }
     }
@@ -267,6 +271,17 @@ impl Membership {
     }
 
     /// The member (this node included) whose gossip address is `addr`, if any.
+    /// The addresses of the members that joined, or came back (from Dead or Left, or Alive at a
+    /// higher incarnation: restarted), in a message of their own since the last call: a joining or restarted node learns every member at
+    /// once from the first member it reaches (memberlist's push-pull on join does this), instead
+    /// of one per gossip round.
+    pub fn take_list_wanted(&mut self) -> Vec<SocketAddr> {
+        let mut wanted = std::mem::take(&mut self.list_wanted);
+        wanted.sort();
+        wanted.dedup();
+        wanted
+    }
+
     pub fn member_by_addr(&self, addr: SocketAddr) -> Option<&Member> {
         self.members().find(|member| member.gossip_addr == addr)
     }
@@ -341,12 +356,24 @@ impl Membership {
                 },
             );
             self.on_new_state(now_ms, &update.id);
+            if from_envelope {
+                self.list_wanted.push(update.gossip_addr);
+            }
             self.broadcasts.queue(update.clone());
             self.events.push(MemberEvent::Joined(update));
             return;
         };
         if update.supersedes(&peer.member) {
             let from = peer.member.state;
+            // Back from Dead or Left, or Alive again at a higher incarnation: a restart (or a
+            // refutation of a suspicion this node missed, which costs one needless list).
+            let back = update.state == MemberState::Alive
+                && (matches!(from, MemberState::Dead | MemberState::Left)
+                    || (from == MemberState::Alive
+                        && update.incarnation > peer.member.incarnation));
+            if from_envelope && back {
+                self.list_wanted.push(update.gossip_addr);
+            }
             peer.member = update.clone();
             self.on_new_state(now_ms, &update.id);
             if from != update.state {

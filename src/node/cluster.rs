@@ -342,6 +342,7 @@ impl<S: Store> Node<S> {
             self.answer_pull(from_addr, &from.id, &summary);
         }
         self.send_swim(out);
+        self.send_member_lists();
         self.after_membership_change(now_ms);
         self.push_fresh_rumors();
         Ok(())

@@ -246,7 +246,7 @@ impl<S: Store> Node<S> {
     pub fn open_in_cluster(
         mut store: S,
         id: NodeId,
-        config: ClusterConfig,
+        mut config: ClusterConfig,
     ) -> Result<Self, NodeError> {
         let mut meta = store.meta().clone();
         if let Some(stored) = &meta.node_id {
@@ -302,6 +302,18 @@ impl<S: Store> Node<S> {
         let max_clock_skew_ms = config.max_clock_skew_ms;
         let disk_reserve_bytes = config.disk_reserve_bytes;
         let remembered = store.roster();
+        let remembered_addrs = store.member_addrs();
+        if config.seeds.is_empty() && !remembered_addrs.is_empty() {
+            let addrs: Vec<String> = remembered_addrs
+                .iter()
+                .map(|(id, addr)| format!("{id}@{addr}"))
+                .collect();
+            tracing::info!(
+                members = %addrs.join(","),
+                "no seeds given: joining through the members known before the restart"
+            );
+            config.seeds = remembered_addrs.iter().map(|(_, addr)| *addr).collect();
+        }
         if !remembered.is_empty() {
             let ids: Vec<String> = remembered.iter().map(ToString::to_string).collect();
             tracing::info!(
@@ -311,6 +323,7 @@ impl<S: Store> Node<S> {
         }
         let roster = roster::Roster::restore(
             remembered,
+            remembered_addrs,
             config.opened_at_ms,
             config.membership.reap_after_ms,
         );

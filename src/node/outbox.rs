@@ -8,7 +8,7 @@ use super::cluster::Outbound;
 use super::Node;
 use crate::clock::NodeId;
 use crate::gossip::rumor::{Rumor, SeenSummary};
-use crate::membership::{Member, Outgoing, SwimMessage};
+use crate::membership::{Member, MemberState, Outgoing, SwimMessage};
 use crate::store::Store;
 use crate::wire::{encoded_len, Datagram, Frame, FrameBody, MAX_DATAGRAM};
 use core::net::SocketAddr;
@@ -58,6 +58,50 @@ impl<S: Store> Node<S> {
                 to_id,
                 datagram,
             });
+        }
+    }
+
+    /// Sends the record of every member this node holds alive to each member that joined or
+    /// came back ([`crate::membership::Membership::take_list_wanted`]), as piggybacked updates in
+    /// as many datagrams as it takes (any version applies them). Only alive ones: this node's
+    /// own suspicions and verdicts may be stale (it may be the one coming back from a
+    /// partition), and pushed at once they would make the receiver suspect or bury members that
+    /// are up until they refute; gossip carries them at its usual pace.
+    pub(super) fn send_member_lists(&mut self) {
+        for to in self.cluster.membership.take_list_wanted() {
+            let to_id = self
+                .cluster
+                .membership
+                .member_by_addr(to)
+                .map(|m| m.id.clone());
+            let members: Vec<Member> = self
+                .cluster
+                .membership
+                .members()
+                .filter(|m| m.id != self.id && m.gossip_addr != to)
+                .filter(|m| m.state == MemberState::Alive)
+                .cloned()
+                .collect();
+            let mut datagrams = Vec::new();
+            let mut datagram = self.bare_datagram();
+            for member in members {
+                datagram.updates.push(member);
+                if encoded_len(&datagram) > MAX_DATAGRAM && datagram.updates.len() > 1 {
+                    let member = datagram.updates.pop();
+                    datagrams.push(std::mem::replace(&mut datagram, self.bare_datagram()));
+                    datagram.updates.extend(member);
+                }
+            }
+            if !datagram.updates.is_empty() {
+                datagrams.push(datagram);
+            }
+            for datagram in datagrams {
+                self.cluster.outbox.push(Outbound::Datagram {
+                    to,
+                    to_id: to_id.clone(),
+                    datagram,
+                });
+            }
         }
     }
 

@@ -1,6 +1,8 @@
-//! What a node remembers of its cluster across restarts: the ids of the other members it knows
-//! (but those that left), persisted whenever membership changes, and, after a restart, the
-//! members it knew before and has not heard of since.
+//! What a node remembers of its cluster across restarts: the ids and cluster addresses of the
+//! other members it knows (but those that left), persisted whenever membership changes, and,
+//! after a restart, the members it knew before and has not heard of since. A node started
+//! without seeds joins through the remembered addresses (see `Node::open_in_cluster`), so that a
+//! member that left, or whose seeds are gone, finds its cluster again.
 //!
 //! Membership itself starts empty after a restart and is learned again from seeds and peers.
 //! Tombstone collection must not: a node that restarted on one side of a partition would
@@ -27,15 +29,24 @@ use std::collections::BTreeMap;
 pub(super) struct Roster {
     /// Member id → when it stops being expected (this node's clock, milliseconds).
     unheard: BTreeMap<NodeId, u64>,
+    /// The cluster addresses recorded before the restart, kept for the members still unheard.
+    addrs: BTreeMap<NodeId, SocketAddr>,
     dirty: bool,
 }
 
 impl Roster {
-    /// The members `persisted` before a restart at `now_ms`, expected for `reap_after_ms`.
-    pub(super) fn restore(persisted: Vec<NodeId>, now_ms: u64, reap_after_ms: u64) -> Self {
+    /// The members `persisted` (with the cluster addresses `addrs`) before a restart at
+    /// `now_ms`, expected for `reap_after_ms`.
+    pub(super) fn restore(
+        persisted: Vec<NodeId>,
+        addrs: Vec<(NodeId, SocketAddr)>,
+        now_ms: u64,
+        reap_after_ms: u64,
+    ) -> Self {
         let until = now_ms.saturating_add(reap_after_ms);
         Roster {
             unheard: persisted.into_iter().map(|id| (id, until)).collect(),
+            addrs: addrs.into_iter().collect(),
             dirty: false,
         }
     }
@@ -100,18 +111,25 @@ impl<S: Store> Node<S> {
         if !self.roster.dirty {
             return Ok(());
         }
-        let mut ids: Vec<NodeId> = self
+        let mut addrs: BTreeMap<NodeId, SocketAddr> = self
             .cluster
             .membership
             .members()
             .filter(|m| m.id != self.id && m.state != MemberState::Left)
-            .map(|m| m.id.clone())
+            .map(|m| (m.id.clone(), m.gossip_addr))
             .collect();
-        ids.extend(self.roster.unheard.keys().cloned());
+        let unheard = &self.roster.unheard;
+        self.roster.addrs.retain(|id, _| unheard.contains_key(id));
+        for (id, addr) in &self.roster.addrs {
+            addrs.entry(id.clone()).or_insert(*addr);
+        }
+        let mut ids: Vec<NodeId> = addrs.keys().cloned().collect();
+        ids.extend(unheard.keys().cloned());
         ids.sort();
         ids.dedup();
         self.store.apply(WriteBatch {
             roster: Some(ids),
+            member_addrs: Some(addrs.into_iter().collect()),
             ..WriteBatch::default()
         })?;
         self.roster.dirty = false;

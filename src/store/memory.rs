@@ -30,6 +30,7 @@ struct Contents {
     collected_through: Timestamp,
     clustered: bool,
     roster: Vec<NodeId>,
+    member_addrs: Vec<(NodeId, core::net::SocketAddr)>,
     forgotten: Vec<(StoreKey, Timestamp)>,
     /// Encoded key → timestamp from which its record is a tombstone.
     tombstones: BTreeMap<Vec<u8>, Timestamp>,
@@ -41,6 +42,9 @@ impl Contents {
             self.collected_through = horizon;
         }
         self.clustered |= batch.clustered;
+        if let Some(addrs) = &batch.member_addrs {
+            self.member_addrs = addrs.clone();
+        }
         if let Some(roster) = &batch.roster {
             self.roster = roster.clone();
         }
@@ -322,6 +326,10 @@ impl Store for MemoryStore {
 
     fn roster(&self) -> Vec<NodeId> {
         read(&self.disk).applied.roster.clone()
+    }
+
+    fn member_addrs(&self) -> Vec<(NodeId, core::net::SocketAddr)> {
+        read(&self.disk).applied.member_addrs.clone()
     }
 
     fn forgotten(&self) -> Vec<(StoreKey, Timestamp)> {

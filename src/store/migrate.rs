@@ -10,7 +10,7 @@ use crate::crdt::KeyState;
 use std::path::Path;
 
 /// The layout this build writes.
-pub const CURRENT_LAYOUT: u32 = 11;
+pub const CURRENT_LAYOUT: u32 = 12;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
 /// The node metadata ([`super::Meta`]).
@@ -56,6 +56,7 @@ pub fn upgrade(db: &sled::Db, dir: &Path) -> Result<u32, StoreError> {
             8 => v8_to_v9(db)?,
             9 => v9_to_v10(db)?,
             10 => v10_to_v11(db)?,
+            11 => v11_to_v12(db)?,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "no upgrade step from layout {other}"
@@ -120,6 +121,14 @@ fn v5_to_v6(db: &sled::Db) -> Result<(), StoreError> {
 /// refuse the directory, since it would take those values back.
 fn v7_to_v8(db: &sled::Db) -> Result<(), StoreError> {
     db.insert(LAYOUT_KEY, &8u32.to_be_bytes())?;
+    Ok(())
+}
+
+/// Layout 12 (`migrations/0012_member_addresses.md`) adds `meta/member-addrs`, absent until the
+/// next membership change: nothing to rewrite, but an older build must refuse the directory,
+/// since it would ignore the addresses and, started without seeds, stay alone.
+fn v11_to_v12(db: &sled::Db) -> Result<(), StoreError> {
+    db.insert(LAYOUT_KEY, &12u32.to_be_bytes())?;
     Ok(())
 }
 

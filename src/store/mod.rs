@@ -32,6 +32,7 @@ pub use stored_set::StoredSet;
 
 use crate::clock::{Dot, NodeId, ReplicaId, Timestamp, VersionVector};
 use crate::crdt::{ElementChange, KeyState};
+use core::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -195,6 +196,9 @@ pub struct WriteBatch {
     pub clustered: bool,
     /// The other members this node knows of now ([`Store::roster`]), replacing the previous list.
     pub roster: Option<Vec<NodeId>>,
+    /// The cluster addresses of those members ([`Store::member_addrs`]), replacing the previous
+    /// list.
+    pub member_addrs: Option<Vec<(NodeId, SocketAddr)>>,
     /// The values this node forgot on a peer's word ([`Store::forgotten`]), replacing the
     /// previous list; applied atomically with the removals.
     pub forgotten: Option<Vec<(StoreKey, Timestamp)>>,
@@ -377,6 +381,9 @@ pub trait Store: Send + 'static {
     /// after a restart, until it hears of them again, they are members it must not collect
     /// tombstones without.
     fn roster(&self) -> Vec<NodeId>;
+    /// The cluster addresses of the members in [`Store::roster`] when it was last recorded (empty
+    /// if never): a node started without seeds rejoins them.
+    fn member_addrs(&self) -> Vec<(NodeId, SocketAddr)>;
     /// Per key, the newest value this node forgot because a peer had collected a newer
     /// tombstone (empty if none): such a value is refused again, from whichever peer still
     /// holds it, until this node's own horizon covers it.

@@ -7,7 +7,8 @@
 //! `meta/...` → layout version, node metadata, Merkle completeness marker, tombstone collection
 //! horizon (`meta/collected`, 8 bytes BE, absent meaning none collected), whether the node ever
 //! met another member (`meta/clustered`), the other members it last knew of (`meta/members`,
-//! absent meaning none recorded). A batch's deltas and removals go to the log file first (written,
+//! absent meaning none recorded) and their cluster addresses (`meta/member-addrs`), the log
+//! position of the persisted leaves (`meta/leaves-at`). A batch's deltas and removals go to the log file first (written,
 //! not synced), then the batch to the tree atomically; [`Store::commit`] syncs the log. So a crash
 //! that keeps a change to the tree keeps its log entry too, and the Merkle leaves and key lists
 //! persisted at the last checkpoint are repaired at start-up where the log names keys.
@@ -23,6 +24,7 @@ use super::{
     StoreRead, Undone, WriteBatch,
 };
 use crate::clock::{Dot, NodeId, ReplicaId, Timestamp};
+use core::net::SocketAddr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,7 @@ const COLLECTED_KEY: &[u8] = b"meta/collected";
 const CLUSTERED_KEY: &[u8] = b"meta/clustered";
 const ROSTER_KEY: &[u8] = b"meta/members";
 const FORGOTTEN_KEY: &[u8] = b"meta/forgotten";
+const MEMBER_ADDRS_KEY: &[u8] = b"meta/member-addrs";
 /// The log position at which the persisted Merkle leaves were written (16 bytes: generation and
 /// offset, BE): they hold every change logged before it and none logged after.
 const LEAVES_AT_KEY: &[u8] = b"meta/leaves-at";
@@ -49,6 +52,7 @@ pub struct SledStore {
     collected_through: Timestamp,
     clustered: bool,
     roster: Vec<NodeId>,
+    member_addrs: Vec<(NodeId, SocketAddr)>,
     forgotten: Vec<(StoreKey, Timestamp)>,
     /// The write-ahead logs (none under `none` durability).
     wal: Option<Logs>,
@@ -137,6 +141,7 @@ impl SledStore {
         let collected_through = read_horizon(&db)?;
         let clustered = db.get(CLUSTERED_KEY)?.is_some();
         let roster = read_roster(&db)?;
+        let member_addrs = read_member_addrs(&db)?;
         let forgotten = read_forgotten(&db)?;
         let (wal, replay_payloads) = if durability == Durability::None {
             (None, Vec::new())
@@ -187,6 +192,7 @@ impl SledStore {
             collected_through,
             clustered,
             roster,
+            member_addrs,
             forgotten,
             wal,
             checkpointing: false,
@@ -242,6 +248,14 @@ impl TreeBatch {
 }
 
 /// The members recorded (`meta/members`), none when absent.
+/// The members' cluster addresses recorded (`meta/member-addrs`), none when absent.
+fn read_member_addrs(db: &sled::Db) -> Result<Vec<(NodeId, SocketAddr)>, StoreError> {
+    match db.get(MEMBER_ADDRS_KEY)? {
+        Some(bytes) => record::from_bytes(&bytes),
+        None => Ok(Vec::new()),
+    }
+}
+
 fn read_roster(db: &sled::Db) -> Result<Vec<NodeId>, StoreError> {
     match db.get(ROSTER_KEY)? {
         Some(bytes) => record::from_bytes(&bytes),
@@ -440,6 +454,10 @@ impl Store for SledStore {
 
     fn roster(&self) -> Vec<NodeId> {
         self.roster.clone()
+    }
+
+    fn member_addrs(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.member_addrs.clone()
     }
 
     fn forgotten(&self) -> Vec<(StoreKey, Timestamp)> {
@@ -651,6 +669,7 @@ impl Store for SledStore {
         self.collected_through = read_horizon(&self.db)?;
         self.clustered = self.db.get(CLUSTERED_KEY)?.is_some();
         self.roster = read_roster(&self.db)?;
+        self.member_addrs = read_member_addrs(&self.db)?;
         self.forgotten = read_forgotten(&self.db)?;
         let mut undone = Vec::new();
         // The key lists of the undone keys' leaves are written at once, durably: their rows were
@@ -846,6 +865,7 @@ impl SledStore {
             && batch.collected_through.is_none()
             && !batch.clustered
             && batch.roster.is_none()
+            && batch.member_addrs.is_none()
             && batch.forgotten.is_none()
         {
             for (key, state) in &batch.records {
@@ -866,6 +886,9 @@ impl SledStore {
         }
         if batch.clustered {
             tree_batch.insert(CLUSTERED_KEY, b"1");
+        }
+        if let Some(addrs) = &batch.member_addrs {
+            tree_batch.insert(MEMBER_ADDRS_KEY, record::to_bytes(addrs));
         }
         if let Some(roster) = &batch.roster {
             tree_batch.insert(ROSTER_KEY, record::to_bytes(roster));
@@ -951,6 +974,9 @@ impl SledStore {
             self.collected_through = horizon;
         }
         self.clustered |= batch.clustered;
+        if let Some(addrs) = &batch.member_addrs {
+            self.member_addrs = addrs.clone();
+        }
         if let Some(roster) = &batch.roster {
             self.roster = roster.clone();
         }

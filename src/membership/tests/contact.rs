@@ -214,3 +214,42 @@ fn an_operator_forces_out_a_member_that_is_not_alive() {
     tick(&mut node, 60_010, &mut rng);
     assert!(node.member(&id(1)).is_none());
 }
+
+#[test]
+fn a_member_that_joins_or_comes_back_in_its_own_message_is_sent_the_member_list() {
+    let mut node = node_knowing(&[1]);
+    let ping = SwimMessage::Ping { probe: 1 };
+    let mut out = Vec::new();
+    // Learned from gossip: nothing to send it.
+    node.apply_updates(0, &[member(2)]);
+    assert!(node.take_list_wanted().is_empty());
+    // A stranger's own ping: it is joining.
+    node.handle_message(1, &member(3), addr(7103), ping.clone(), &mut out);
+    assert_eq!(node.take_list_wanted(), [addr(7103)]);
+    // A member already alive pinging again: nothing.
+    node.handle_message(2, &member(3), addr(7103), ping.clone(), &mut out);
+    assert!(node.take_list_wanted().is_empty());
+    // Back from Dead, or from Left, with a higher incarnation.
+    node.apply_updates(
+        3,
+        &[at(1, MemberState::Dead, 0), at(2, MemberState::Left, 0)],
+    );
+    node.handle_message(
+        4,
+        &at(1, MemberState::Alive, 1),
+        addr(7101),
+        ping.clone(),
+        &mut out,
+    );
+    node.handle_message(
+        5,
+        &at(2, MemberState::Alive, 1),
+        addr(7102),
+        ping.clone(),
+        &mut out,
+    );
+    assert_eq!(node.take_list_wanted(), [addr(7101), addr(7102)]);
+    // Alive again at a higher incarnation: restarted before anyone noticed.
+    node.handle_message(6, &at(3, MemberState::Alive, 1), addr(7103), ping, &mut out);
+    assert_eq!(node.take_list_wanted(), [addr(7103)]);
+}
