@@ -365,14 +365,20 @@ impl<S: Store> Node<S> {
             tracing::info!(entries = replay.len(), "redoing the write-ahead log");
         }
         named.extend(replay.iter().map(|logged| logged.key.clone()));
+        let repairing =
+            leaves_persisted && node.store.repairs_index_from_log() && !named.is_empty();
         // The leaves of the named keys as persisted, before the replay's merges change them.
-        let persisted: BTreeMap<u16, Leaf> = named
-            .iter()
-            .map(|key| {
-                let bucket = merkle::bucket_of(key);
-                (bucket, node.merkle.leaves()[bucket as usize])
-            })
-            .collect();
+        let persisted: BTreeMap<u16, Leaf> = if repairing {
+            named
+                .iter()
+                .map(|key| {
+                    let bucket = merkle::bucket_of(key);
+                    (bucket, node.merkle.leaves()[bucket as usize])
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         for logged in replay {
             node.hlc.recover(logged.hlc);
             if let Some((origin, seq)) = &logged.origin_seq {
@@ -383,8 +389,8 @@ impl<S: Store> Node<S> {
             let _ = node.merge_checked(logged.key, logged.delta, None, Source::Replay)?;
         }
         // The database may hold changes the persisted leaves do not: the replay's merges found
-        // some already there, so the leaves of every key the log names are recomputed.
-        if leaves_persisted && node.store.repairs_index_from_log() && !named.is_empty() {
+        // some already there, so the leaves of every key the log names are repaired.
+        if repairing {
             let priors = node.store.take_priors();
             let repair = node.repair_leaves(named, &persisted, priors)?;
             tracing::info!(
