@@ -98,6 +98,11 @@ pub struct Metrics {
     pub tombstones_held: Gauge,
     pub conflicts: Family<KeyspaceLabels, Counter>,
     pub heals: Counter,
+    /// Membership events: `suspected`, `declared_dead` (other members, as this node saw them
+    /// change), `suspicion_raised` (by its own probes), `refuted` (suspicions of itself).
+    pub member_events: Family<EventLabels, Counter>,
+    /// Lifeguard's local health score (0 = healthy).
+    pub local_health: Gauge,
     /// Consistency-level events: `write_met`, `write_timeout`, `read_met`, `read_timeout`,
     /// `read_merged`, `repair_sent`.
     pub consistency: Family<EventLabels, Counter>,
@@ -241,6 +246,18 @@ impl Metrics {
             "Times members this node had declared dead came back and it converged with them all (each also logged, and reported in /v1/cluster/status)",
             heals.clone(),
         );
+        let member_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "member_events",
+            "Members this node saw become suspect (suspected) or dead (declared_dead), suspicions its own probes raised (suspicion_raised), and suspicions of itself it refuted (refuted)",
+            member_events.clone(),
+        );
+        let local_health = Gauge::default();
+        registry.register(
+            "local_health",
+            "Local health score (0 = healthy, at most 8): raised by this node's failed probes and refutations, its probes run 1 + score times more slowly",
+            local_health.clone(),
+        );
         let consistency = Family::<EventLabels, Counter>::default();
         registry.register(
             "consistency",
@@ -259,6 +276,8 @@ impl Metrics {
             tombstones_held,
             conflicts,
             heals,
+            member_events,
+            local_health,
             consistency,
             cluster_messages,
             cluster_bytes,

@@ -495,7 +495,17 @@ async fn faults_endpoint_is_404_unless_enabled() {
         .json()
         .await
         .unwrap();
-    assert_eq!(r, json!({"drop": ["n2", "n3"]}));
+    assert_eq!(r, json!({"drop": ["n2", "n3"], "loss": 0.0, "delay_ms": 0}));
+    let r: Value = c
+        .put(on.url("/v1/admin/faults"))
+        .body(r#"{"loss": 0.25, "delay_ms": 40}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"drop": [], "loss": 0.25, "delay_ms": 40}));
     let r: Value = c
         .get(on.url("/v1/admin/faults"))
         .send()
@@ -504,17 +514,26 @@ async fn faults_endpoint_is_404_unless_enabled() {
         .json()
         .await
         .unwrap();
-    assert_eq!(r, json!({"drop": ["n2", "n3"]}));
-    let bad = c
-        .put(on.url("/v1/admin/faults"))
-        .body(r#"{"drop": ["not an id"]}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(bad).await,
-        (StatusCode::BAD_REQUEST, "bad_node_id".into())
-    );
+    assert_eq!(r, json!({"drop": [], "loss": 0.25, "delay_ms": 40}));
+    for (body, code) in [
+        (r#"{"drop": ["not an id"]}"#, "bad_node_id"),
+        (r#"{"loss": 1.5}"#, "bad_loss"),
+        (r#"{"loss": -0.1}"#, "bad_loss"),
+        (r#"{"delay_ms": 3600000}"#, "bad_delay"),
+        (r#"{"delay_ms": -1}"#, "bad_json"),
+    ] {
+        let bad = c
+            .put(on.url("/v1/admin/faults"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(bad).await,
+            (StatusCode::BAD_REQUEST, code.into()),
+            "{body}"
+        );
+    }
     let r: Value = c
         .delete(on.url("/v1/admin/faults"))
         .send()
@@ -523,7 +542,7 @@ async fn faults_endpoint_is_404_unless_enabled() {
         .json()
         .await
         .unwrap();
-    assert_eq!(r, json!({"drop": []}));
+    assert_eq!(r, json!({"drop": [], "loss": 0.0, "delay_ms": 0}));
     on.stop().await;
 }
 

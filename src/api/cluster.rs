@@ -177,6 +177,18 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     }
     Metrics::raise(&m.heals, c.heals);
     for (event, total) in [
+        ("suspected", c.members_suspected),
+        ("declared_dead", c.members_declared_dead),
+        ("refuted", c.refutations),
+        ("suspicion_raised", c.suspicions_raised),
+    ] {
+        Metrics::raise(
+            &m.member_events.get_or_create(&EventLabels { event }),
+            total,
+        );
+    }
+    m.local_health.set(c.local_health as i64);
+    for (event, total) in [
         ("write_met", c.waits.write_met),
         ("write_timeout", c.waits.write_timeout),
         ("read_met", c.waits.read_met),

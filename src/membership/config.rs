@@ -26,10 +26,18 @@ pub struct MembershipConfig {
     /// suspicion from one lossy path unlikely. Also the number of members told directly of news
     /// (a verdict, a refutation, a leave).
     pub indirect_probes: usize,
-    /// Suspicion timeout in probe intervals, before scaling by max(1, log10(n)) (Lifeguard).
-    /// At least 1. Higher gives a paused or overloaded member more time to refute; lower detects
-    /// faster. 3 to 5 is usual.
+    /// Suspicion timeout in probe intervals, before scaling by max(1, log10(n)) (Lifeguard):
+    /// the timeout of a suspicion that enough other members confirmed. At least 1. Higher gives
+    /// a paused or overloaded member more time to refute; lower detects faster. 3 to 5 is usual.
     pub suspicion_mult: u32,
+    /// A suspicion no other member confirmed waits this many times longer (Lifeguard's β; the
+    /// timeout then falls towards the minimum with each confirmation). At least 1 (1: no
+    /// dynamic timeout). 4 by default; memberlist uses 6.
+    pub suspicion_max_mult: u32,
+    /// The most the local health score may reach (Lifeguard's S): a node whose own probes fail
+    /// or that must refute suspicions of itself is probably the slow or lossy one, and probes
+    /// `1 + score` times more slowly and patiently. 0 turns it off; memberlist uses 8.
+    pub max_local_health: u32,
     /// Each update is piggybacked `retransmit_mult * ceil(log2(n + 1))` times, then dropped (SWIM
     /// §4.1). At least 1; raise it under heavy loss. 4 is usual.
     pub retransmit_mult: u32,
@@ -60,6 +68,8 @@ impl MembershipConfig {
             probe_timeout_ms: 400,
             indirect_probes: 3,
             suspicion_mult: 3,
+            suspicion_max_mult: 4,
+            max_local_health: 8,
             retransmit_mult: 4,
             join_interval_ms: 500,
             rejoin_interval_ms: 2_000,
@@ -88,6 +98,10 @@ impl MembershipConfig {
                 "probe_timeout_ms must be > 0 and < probe_interval_ms",
             ),
             (self.suspicion_mult == 0, "suspicion_mult must be >= 1"),
+            (
+                self.suspicion_max_mult == 0,
+                "suspicion_max_mult must be >= 1",
+            ),
             (self.retransmit_mult == 0, "retransmit_mult must be >= 1"),
             (self.join_interval_ms == 0, "join_interval_ms must be > 0"),
             (
@@ -110,6 +124,13 @@ impl MembershipConfig {
     pub fn suspicion_timeout_ms(&self, n: usize) -> u64 {
         let scale = (n.max(1) as f64).log10().max(1.0);
         (self.suspicion_mult as f64 * scale * self.probe_interval_ms as f64).round() as u64
+    }
+
+    /// The suspicion timeout with enough confirmations, and with none (see
+    /// [`MembershipConfig::suspicion_max_mult`]), with `n` members up.
+    pub fn suspicion_bounds_ms(&self, n: usize) -> (u64, u64) {
+        let min = self.suspicion_timeout_ms(n);
+        (min, min * u64::from(self.suspicion_max_mult))
     }
 
     /// How many times one update is piggybacked with `n` members known:

@@ -33,6 +33,7 @@ mod contact;
 pub mod member;
 pub mod message;
 mod probe;
+mod suspicion;
 
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,7 @@ use broadcast::Broadcasts;
 use core::net::SocketAddr;
 use probe::Prober;
 use std::collections::BTreeMap;
+use suspicion::Suspicion;
 
 /// Why a member could not be forced out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -87,11 +89,26 @@ pub struct Membership {
     wall_behind_ms: u64,
 }
 
+/// Where a record about a member came from.
+#[derive(Clone, Copy, Debug)]
+enum Via<'a> {
+    /// The member's own record, in the envelope of a message it sent.
+    Envelope,
+    /// Gossiped (piggybacked) by this member.
+    Gossip(&'a NodeId),
+    /// Handed in without its sender.
+    Unknown,
+    /// This node's own verdict.
+    Local,
+}
+
 #[derive(Debug)]
 struct Peer {
     member: Member,
-    /// When a Suspect member is declared Dead unless it refutes first; None unless Suspect.
-    suspect_deadline_ms: Option<u64>,
+    /// The running suspicion (when it is declared Dead unless it refutes); None unless Suspect.
+    suspicion: Option<Suspicion>,
+    /// When a message from the member itself last arrived (any datagram or frame).
+    heard_ms: Option<u64>,
     /// When we last pinged this member only to carry a correction to it (rate limit).
     corrected_ms: Option<u64>,
     /// Since when (our clock) the member has been Dead or Left; None while it is up.
@@ -163,7 +180,8 @@ impl Membership {
         if !sender.is_plausible() {
             return;
         }
-        self.apply(now_ms, sender.clone(), true);
+        self.apply(now_ms, sender.clone(), Via::Envelope);
+        self.heard_from(now_ms, &sender.id);
         let replied = match msg {
             SwimMessage::Ping { probe } => {
                 out.push(Outgoing {
@@ -190,11 +208,48 @@ impl Membership {
         }
     }
 
-    /// Piggybacked updates arrived (from any message).
+    /// Piggybacked updates arrived, their sender unknown (records remembered, tests).
     pub fn apply_updates(&mut self, now_ms: u64, updates: &[Member]) {
         for update in updates {
-            self.apply(now_ms, update.clone(), false);
+            self.apply(now_ms, update.clone(), Via::Unknown);
         }
+    }
+
+    /// Updates piggybacked by member `from` arrived: a suspicion it sends confirms the one this
+    /// node holds (Lifeguard's dynamic suspicion timeout).
+    pub fn apply_updates_from(&mut self, now_ms: u64, from: &NodeId, updates: &[Member]) {
+        for update in updates {
+            self.apply(now_ms, update.clone(), Via::Gossip(from));
+        }
+    }
+
+    /// A message sent by member `id` itself arrived (a datagram without a probe message, or a
+    /// frame): the member is up, whatever became of the probes in flight.
+    pub fn heard_from(&mut self, now_ms: u64, id: &NodeId) {
+        if let Some(peer) = self.peers.get_mut(id) {
+            peer.heard_ms = Some(now_ms);
+        }
+    }
+
+    /// Our record of the member at `to` when we suspect it, to piggyback on what we send it
+    /// first, so that it refutes at once (Lifeguard's buddy system).
+    pub fn suspicion_to_tell(&self, to: SocketAddr) -> Option<Member> {
+        self.peers
+            .values()
+            .find(|p| p.member.gossip_addr == to && p.member.state == MemberState::Suspect)
+            .map(|p| p.member.clone())
+    }
+
+    /// This node's local health score (Lifeguard's LHM, 0 = healthy, at most
+    /// `max_local_health`): its probes run `1 + score` times more slowly.
+    pub fn local_health(&self) -> u32 {
+        self.prober.health()
+    }
+
+    /// Suspicions this node's own probes raised (each a member suspected, rightly or not; the
+    /// transitions it then sees are counted by the caller).
+    pub fn suspicions_raised(&self) -> u64 {
+        self.prober.raised()
     }
 
     /// Timers: probe schedule, probe timeouts -> indirect probes -> suspicion, suspicion timeouts
@@ -318,7 +373,10 @@ impl Membership {
         if self.announce {
             return 0;
         }
-        let suspicions = self.peers.values().filter_map(|p| p.suspect_deadline_ms);
+        let suspicions = self
+            .peers
+            .values()
+            .filter_map(|p| p.suspicion.as_ref().map(Suspicion::deadline_ms));
         let timers = [self.next_probe_wakeup_ms(), self.next_contact_wakeup_ms()];
         suspicions
             .chain(timers.into_iter().flatten())
@@ -337,7 +395,8 @@ impl Membership {
 
     /// Applies one record about a member (an envelope, a piggybacked update or our own verdict):
     /// adopts it if it is news by the precedence rule, queues it for gossip and records the event.
-    fn apply(&mut self, now_ms: u64, update: Member, from_envelope: bool) {
+    fn apply(&mut self, now_ms: u64, update: Member, via: Via) {
+        let from_envelope = matches!(via, Via::Envelope);
         if !update.is_plausible() {
             // No honest member sends it; the driver counts such records before they get here.
             return;
@@ -350,12 +409,13 @@ impl Membership {
                 update.id.clone(),
                 Peer {
                     member: update.clone(),
-                    suspect_deadline_ms: None,
+                    suspicion: None,
+                    heard_ms: None,
                     corrected_ms: None,
                     down_since_ms: None,
                 },
             );
-            self.on_new_state(now_ms, &update.id);
+            self.on_new_state(now_ms, &update.id, via);
             if from_envelope {
                 self.list_wanted.push(update.gossip_addr);
             }
@@ -375,7 +435,7 @@ impl Membership {
                 self.list_wanted.push(update.gossip_addr);
             }
             peer.member = update.clone();
-            self.on_new_state(now_ms, &update.id);
+            self.on_new_state(now_ms, &update.id, via);
             if from != update.state {
                 self.events.push(MemberEvent::StateChanged {
                     member: update.clone(),
@@ -383,6 +443,14 @@ impl Membership {
                 });
             }
             self.broadcasts.queue(update);
+        } else if let (Via::Gossip(from), Some(suspicion)) = (via, peer.suspicion.as_mut()) {
+            // Another member sends the suspicion this node holds: a confirmation.
+            if update.state == MemberState::Suspect
+                && update.incarnation == peer.member.incarnation
+                && *from != update.id
+            {
+                suspicion.confirm(from);
+            }
         } else if from_envelope
             && update.incarnation >= peer.member.incarnation
             && (update.gossip_addr, update.http_addr)
@@ -394,13 +462,22 @@ impl Membership {
         }
     }
 
-    /// Starts or stops the suspicion timer after a peer's record changed.
-    fn on_new_state(&mut self, now_ms: u64, id: &NodeId) {
-        let timeout = self.config.suspicion_timeout_ms(self.up_count());
+    /// Starts or stops the suspicion timer after a peer's record changed (`via`: where the new
+    /// record came from).
+    fn on_new_state(&mut self, now_ms: u64, id: &NodeId, via: Via) {
+        let up = self.up_count();
+        let bounds = self.config.suspicion_bounds_ms(up);
+        // Members that could confirm: every member up but this node and the suspect.
+        let expected = self.config.indirect_probes.min(up.saturating_sub(2));
+        let first = match via {
+            Via::Gossip(from) => Some(from.clone()),
+            Via::Local => Some(self.me.id.clone()),
+            Via::Envelope | Via::Unknown => None,
+        };
         if let Some(peer) = self.peers.get_mut(id) {
             // A Suspect record only replaces another at a higher incarnation: a new suspicion.
-            peer.suspect_deadline_ms =
-                (peer.member.state == MemberState::Suspect).then_some(now_ms + timeout);
+            peer.suspicion = (peer.member.state == MemberState::Suspect)
+                .then(|| Suspicion::new(now_ms, first, bounds, expected));
             peer.down_since_ms = match peer.member.state {
                 MemberState::Alive | MemberState::Suspect => None,
                 MemberState::Dead | MemberState::Left => Some(peer.down_since_ms.unwrap_or(now_ms)),
@@ -448,7 +525,7 @@ impl Membership {
             return Err(ForceLeaveError::Alive);
         }
         let verdict = held.with_state(MemberState::Left);
-        self.apply(now_ms, verdict.clone(), false);
+        self.apply(now_ms, verdict.clone(), Via::Local);
         self.announce = true;
         Ok(verdict)
     }
@@ -465,6 +542,8 @@ impl Membership {
             return;
         }
         self.me.incarnation = claim.incarnation + 1;
+        // Having to refute suggests that this node is the slow or lossy one (Lifeguard).
+        self.prober.worse(self.config.max_local_health);
         self.broadcasts.queue(self.me.clone());
         self.events.push(MemberEvent::Refuted {
             claim,

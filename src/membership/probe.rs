@@ -1,12 +1,20 @@
 //! Failure detection (SWIM §3 and §4.3): once per protocol period, probe the next member of a
 //! shuffled round-robin order; without an Ack by `probe_timeout_ms`, ask `indirect_probes` others
-//! to probe it; without any Ack by the end of the period, suspect it. Suspects that do not refute
-//! within the suspicion timeout are declared Dead. Also relays other members' indirect probes.
+//! to probe it; without any Ack by the end of the period, and without any other message from it
+//! since the probe began, suspect it. A Ping whose Ack has not come is sent again every half
+//! timeout until the period ends, and a relay pings once more too: on a link that loses one
+//! message in ten, one lost datagram must not be enough to suspect a member. Suspects that do not refute within
+//! the suspicion timeout are declared Dead. Also relays other members' indirect probes.
 //!
-//! Owns the probe in flight, the round-robin order and the relayed probes; member records and
-//! their precedence belong to the parent module. Sends only through the outbox.
+//! The local health score (Lifeguard §4.1) lives here: a failed probe raises it, a probe
+//! answered lowers it, and the period and timeout stretch by `1 + score`, so a node that is
+//! itself slow or losing packets probes more patiently instead of blaming its peers.
+//!
+//! Owns the probe in flight, the round-robin order, the relayed probes and the health score;
+//! member records and their precedence belong to the parent module. Sends only through the
+//! outbox.
 
-use super::{ClockSample, MemberState, Membership, Outgoing, SwimMessage};
+use super::{ClockSample, MemberState, Membership, Outgoing, SwimMessage, Via};
 use crate::clock::NodeId;
 use core::net::SocketAddr;
 use rand::seq::SliceRandom;
@@ -29,6 +37,10 @@ pub(super) struct Prober {
     relays: BTreeMap<u64, Relay>,
     /// Probe number -> when we sent that Ping, to time its Ack (a clock sample).
     sent_ms: BTreeMap<u64, u64>,
+    /// The local health score (0 = healthy).
+    health: u32,
+    /// Members this node's own probes suspected (each suspicion it raised, right or wrong).
+    raised: u64,
 }
 
 /// Our probe in flight.
@@ -39,6 +51,8 @@ struct Probe {
     started_ms: u64,
     /// When the PingReqs went out.
     indirect_ms: Option<u64>,
+    /// When the Ping is sent again if no Ack has come.
+    resend_ms: u64,
 }
 
 #[derive(Debug)]
@@ -46,6 +60,9 @@ struct Relay {
     requester: SocketAddr,
     probe: u64,
     expires_ms: u64,
+    target_addr: SocketAddr,
+    /// When the relayed Ping is sent once more if no Ack has come; None once it was.
+    resend_ms: Option<u64>,
 }
 
 impl Prober {
@@ -74,6 +91,29 @@ impl Prober {
     pub(super) fn abandon(&mut self) {
         self.current = None;
     }
+
+    pub(super) fn health(&self) -> u32 {
+        self.health
+    }
+
+    pub(super) fn raised(&self) -> u64 {
+        self.raised
+    }
+
+    /// Something suggests that this node is the unhealthy one.
+    pub(super) fn worse(&mut self, max: u32) {
+        self.health = (self.health + 1).min(max);
+    }
+
+    fn better(&mut self) {
+        self.health = self.health.saturating_sub(1);
+    }
+
+    /// The probe period and timeout, stretched by the health score.
+    fn timings(&self, interval_ms: u64, timeout_ms: u64) -> (u64, u64) {
+        let scale = 1 + u64::from(self.health);
+        (interval_ms * scale, timeout_ms * scale)
+    }
 }
 
 impl Probe {
@@ -98,6 +138,15 @@ impl Membership {
         self.prober
             .relays
             .retain(|_, relay| relay.expires_ms > now_ms);
+        for (id, relay) in self.prober.relays.iter_mut() {
+            if relay.resend_ms.is_some_and(|at| at <= now_ms) {
+                relay.resend_ms = None;
+                out.push(Outgoing {
+                    to: relay.target_addr,
+                    msg: SwimMessage::Ping { probe: *id },
+                });
+            }
+        }
         self.prober
             .forget_sent_before(now_ms.saturating_sub(2 * self.config.probe_interval_ms));
         if self.me.state == MemberState::Left {
@@ -111,31 +160,58 @@ impl Membership {
                     to: self.peers[&target].member.gossip_addr,
                     msg: SwimMessage::Ping { probe: id },
                 });
+                let (interval, timeout) = self.probe_timings();
                 self.prober.current = Some(Probe {
                     id,
                     target,
                     started_ms: now_ms,
                     indirect_ms: None,
+                    resend_ms: now_ms + resend_after(timeout),
                 });
-                self.prober.next_probe_ms = now_ms + self.config.probe_interval_ms;
+                self.prober.next_probe_ms = now_ms + interval;
             }
         }
     }
 
-    /// Moves the probe in flight on: PingReqs after the timeout, a verdict at the end.
+    /// The probe period and timeout now (stretched by the local health score).
+    fn probe_timings(&self) -> (u64, u64) {
+        self.prober
+            .timings(self.config.probe_interval_ms, self.config.probe_timeout_ms)
+    }
+
+    /// Moves the probe in flight on: the Ping again every half timeout, PingReqs after the
+    /// timeout, a verdict at the end.
     fn advance_probe(&mut self, now_ms: u64, rng: &mut impl rand::Rng, out: &mut Vec<Outgoing>) {
-        let (interval, timeout) = (self.config.probe_interval_ms, self.config.probe_timeout_ms);
+        let (interval, timeout) = self.probe_timings();
         let Some(mut probe) = self.prober.current.take() else {
             return;
         };
+        let Some(peer) = self.peers.get(&probe.target) else {
+            return;
+        };
+        let target = peer.member.clone();
+        if peer.heard_ms.is_some_and(|heard| heard >= probe.started_ms) {
+            // No Ack, but the member itself sent something since: it is up, and it reaches us.
+            return;
+        }
         if now_ms < probe.deadline_ms(interval, timeout) {
+            if now_ms >= probe.resend_ms {
+                // The Ping or its Ack may have been lost.
+                out.push(Outgoing {
+                    to: target.gossip_addr,
+                    msg: SwimMessage::Ping { probe: probe.id },
+                });
+                probe.resend_ms = now_ms + resend_after(timeout);
+            }
             self.prober.current = Some(probe);
             return;
         }
-        let Some(target) = self.peers.get(&probe.target).map(|p| p.member.clone()) else {
-            return;
-        };
         if probe.indirect_ms.is_none() {
+            out.push(Outgoing {
+                to: target.gossip_addr,
+                msg: SwimMessage::Ping { probe: probe.id },
+            });
+            probe.resend_ms = now_ms + resend_after(timeout);
             let relays: Vec<SocketAddr> = self
                 .peers
                 .values()
@@ -157,10 +233,26 @@ impl Membership {
             return;
         }
         // No Ack, direct or relayed, for a whole period: suspect it (incarnation unchanged). A
-        // member already Suspect keeps its running timer; Dead or Left ones are not probed again.
-        if target.state == MemberState::Alive {
-            self.apply(now_ms, target.with_state(MemberState::Suspect), false);
-            self.announce = true;
+        // member already Suspect keeps its running timer, which this confirms; Dead or Left ones
+        // are not probed again.
+        self.prober.worse(self.config.max_local_health);
+        match target.state {
+            MemberState::Alive => {
+                self.prober.raised += 1;
+                self.apply(now_ms, target.with_state(MemberState::Suspect), Via::Local);
+                self.announce = true;
+            }
+            MemberState::Suspect => {
+                let me = self.me.id.clone();
+                if let Some(suspicion) = self
+                    .peers
+                    .get_mut(&target.id)
+                    .and_then(|p| p.suspicion.as_mut())
+                {
+                    suspicion.confirm(&me);
+                }
+            }
+            MemberState::Dead | MemberState::Left => {}
         }
     }
 
@@ -190,13 +282,14 @@ impl Membership {
             .peers
             .values()
             .filter(|p| {
-                p.suspect_deadline_ms
-                    .is_some_and(|deadline| deadline <= now_ms)
+                p.suspicion
+                    .as_ref()
+                    .is_some_and(|suspicion| suspicion.deadline_ms() <= now_ms)
             })
             .map(|p| p.member.with_state(MemberState::Dead))
             .collect();
         for verdict in expired {
-            self.apply(now_ms, verdict, false);
+            self.apply(now_ms, verdict, Via::Local);
             self.announce = true;
         }
     }
@@ -217,6 +310,7 @@ impl Membership {
         }
         if self.prober.current.as_ref().is_some_and(|p| p.id == probe) {
             self.prober.current = None;
+            self.prober.better();
         } else if let Some(relay) = self.prober.relays.remove(&probe) {
             out.push(Outgoing {
                 to: relay.requester,
@@ -268,6 +362,8 @@ impl Membership {
                 requester: from_addr,
                 probe,
                 expires_ms: now_ms + self.config.probe_interval_ms,
+                target_addr,
+                resend_ms: Some(now_ms + resend_after(self.config.probe_timeout_ms)),
             },
         );
         out.push(Outgoing {
@@ -281,13 +377,20 @@ impl Membership {
         if self.me.state == MemberState::Left {
             return None;
         }
-        let (interval, timeout) = (self.config.probe_interval_ms, self.config.probe_timeout_ms);
-        match &self.prober.current {
-            Some(probe) => Some(probe.deadline_ms(interval, timeout)),
+        let (interval, timeout) = self.probe_timings();
+        let relays = self.prober.relays.values().filter_map(|r| r.resend_ms);
+        let probe = match &self.prober.current {
+            Some(probe) => Some(probe.deadline_ms(interval, timeout).min(probe.resend_ms)),
             None if self.peers.values().any(|p| p.member.state.is_up()) => {
                 Some(self.prober.next_probe_ms)
             }
             None => None,
-        }
+        };
+        relays.chain(probe).min()
     }
+}
+
+/// How long a Ping waits for its Ack before it is sent again: half the probe timeout.
+fn resend_after(timeout_ms: u64) -> u64 {
+    (timeout_ms / 2).max(1)
 }

@@ -93,7 +93,9 @@ async fn serve(
 async fn handle(shared: &Shared, stream: &mut TcpStream, from: SocketAddr, frame: Frame) -> bool {
     if shared.faults.drops(&frame.from) {
         shared.frames.drop_counted("fault");
-        return false;
+        // A one-way frame is simply lost; a request's connection closes, so its sender gives
+        // up on the answer at once.
+        return !matches!(frame.body, FrameBody::SyncRequest(_));
     }
     match frame.body {
         FrameBody::Rumors(_)

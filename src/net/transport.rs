@@ -54,13 +54,16 @@ impl Shared {
         }
     }
 
-    /// True when traffic to this destination must be dropped (fault injection).
+    /// True when traffic to this destination must be dropped (fault injection: cut off, or
+    /// lost at random).
     fn blocked(&self, to: SocketAddr, to_id: Option<&NodeId>) -> bool {
         if let Some(id) = to_id {
             return self.faults.drops(id);
         }
-        let id = self.ids.read().ok().and_then(|m| m.get(&to).cloned());
-        id.is_some_and(|id| self.faults.drops(&id))
+        match self.ids.read().ok().and_then(|m| m.get(&to).cloned()) {
+            Some(id) => self.faults.drops(&id),
+            None => self.faults.loses(),
+        }
     }
 }
 
@@ -161,7 +164,25 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
     let mut pool = Pool::new(shared.frames.clone(), pool::Settings::DEFAULT);
     // Open anti-entropy sessions: session id → the channel feeding its connection task.
     let mut sessions: HashMap<u64, mpsc::UnboundedSender<wire::Frame>> = HashMap::new();
-    while let Some(message) = outbound.recv().await {
+    // Messages held back by an injected delay come back here when it has passed.
+    let (delayed_tx, mut delayed) = mpsc::unbounded_channel::<Outbound>();
+    loop {
+        let message = tokio::select! {
+            Some(message) = delayed.recv() => message,
+            message = outbound.recv() => {
+                let Some(message) = message else { return };
+                let delay = shared.faults.delay();
+                if !delay.is_zero() {
+                    let back = delayed_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = back.send(message);
+                    });
+                    continue;
+                }
+                message
+            }
+        };
         match message {
             Outbound::Datagram {
                 to,

@@ -145,6 +145,17 @@ pub struct ClusterStats {
     pub dropped_disk_full: u64,
     /// Consistency-level waits (`?w=`, `?r=`).
     pub waits: super::quorum::WaitStats,
+    /// Other members this node saw become Suspect, and Dead (transitions, however learned).
+    pub members_suspected: u64,
+    pub members_declared_dead: u64,
+    /// Suspicions of itself this node refuted.
+    pub refutations: u64,
+    /// Suspicions this node's own probes raised (the failure detector's verdicts, right or
+    /// wrong; each is then seen as a transition by every node that hears of it).
+    pub suspicions_raised: u64,
+    /// The local health score now (Lifeguard: 0 = healthy; its probes run `1 + score` times
+    /// more slowly).
+    pub local_health: u64,
 }
 
 pub(super) struct Cluster {
@@ -241,6 +252,8 @@ impl<S: Store> Node<S> {
         stats.conflicts = self.conflicts.counted;
         stats.set_conflicts = self.conflicts.set_races;
         stats.heals = self.heal.completed;
+        stats.local_health = u64::from(self.cluster.membership.local_health());
+        stats.suspicions_raised = self.cluster.membership.suspicions_raised();
         stats
     }
 
@@ -323,12 +336,15 @@ impl<S: Store> Node<S> {
                 .cluster
                 .membership
                 .handle_message(now_ms, &from, from_addr, message, &mut out),
-            None => self
-                .cluster
-                .membership
-                .apply_updates(now_ms, std::slice::from_ref(&from)),
+            None => {
+                let membership = &mut self.cluster.membership;
+                membership.apply_updates_from(now_ms, &from.id, std::slice::from_ref(&from));
+                membership.heard_from(now_ms, &from.id);
+            }
         }
-        self.cluster.membership.apply_updates(now_ms, &updates);
+        self.cluster
+            .membership
+            .apply_updates_from(now_ms, &from.id, &updates);
         if let Some(correction) = self.cluster.membership.correction_for(&from) {
             let datagram = self.datagram(None, Some(&from.id), vec![correction]);
             self.cluster.outbox.push(Outbound::Datagram {
@@ -356,6 +372,7 @@ impl<S: Store> Node<S> {
             self.invalid_input(now_ms, &frame.from, "a frame from a stranger");
             return Ok(());
         }
+        self.cluster.membership.heard_from(now_ms, &frame.from);
         match frame.body {
             FrameBody::Rumors(rumors) => {
                 self.receive_rumors(now_ms, &frame.from, rumors)?;
@@ -614,6 +631,7 @@ impl<S: Store> Node<S> {
                 MemberEvent::Joined(m) => (m, None),
                 MemberEvent::StateChanged { member, from } => (member, Some(*from)),
                 MemberEvent::Refuted { claim, incarnation } => {
+                    self.cluster.stats.refutations += 1;
                     tracing::info!(claim = %claim.state, claimed_incarnation = claim.incarnation, incarnation, "refuted an out-of-date verdict about this node");
                     self.meta_dirty = true;
                     continue;
@@ -639,6 +657,11 @@ impl<S: Store> Node<S> {
                     tracing::info!(member = %member.id, gossip = %member.gossip_addr, http = %member.http_addr, state = %member.state, "member joined")
                 }
                 Some(from) => {
+                    match member.state {
+                        MemberState::Suspect => self.cluster.stats.members_suspected += 1,
+                        MemberState::Dead => self.cluster.stats.members_declared_dead += 1,
+                        MemberState::Alive | MemberState::Left => {}
+                    }
                     tracing::info!(member = %member.id, from = %from, to = %member.state, incarnation = member.incarnation, "member state changed")
                 }
             }

@@ -52,7 +52,10 @@ impl<S: Store> Node<S> {
                 .membership
                 .member_by_addr(to)
                 .map(|m| m.id.clone());
-            let datagram = self.datagram(Some(msg), to_id.as_ref(), Vec::new());
+            // A member we suspect hears of it first, so that it refutes at once (Lifeguard's
+            // buddy system).
+            let told = self.cluster.membership.suspicion_to_tell(to);
+            let datagram = self.datagram(Some(msg), to_id.as_ref(), told.into_iter().collect());
             self.cluster.outbox.push(Outbound::Datagram {
                 to,
                 to_id,

@@ -3,6 +3,7 @@
 //! the node under test is `n0` unless a test says otherwise. `network` runs five of them together.
 
 mod contact;
+mod lifeguard;
 mod network;
 mod probing;
 mod updates;
@@ -34,12 +35,15 @@ fn at(i: u16, state: MemberState, incarnation: u64) -> Member {
 /// Explicit round numbers, so that the times in these tests read as arithmetic: a probe every
 /// second, indirect probes after 400 ms, k = 3, 3 s of suspicion (n <= 10), seeds every 500 ms,
 /// re-contact every 2 s, 4 * ceil(log2(n + 1)) sendings per update, reaping after a minute.
+/// Lifeguard's dynamic suspicion timeout and local health score are off (see `lifeguard.rs`).
 fn config() -> MembershipConfig {
     MembershipConfig {
         probe_interval_ms: 1_000,
         probe_timeout_ms: 400,
         indirect_probes: 3,
         suspicion_mult: 3,
+        suspicion_max_mult: 1,
+        max_local_health: 0,
         retransmit_mult: 4,
         join_interval_ms: 500,
         rejoin_interval_ms: 2_000,

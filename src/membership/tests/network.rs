@@ -94,7 +94,7 @@ impl Network {
             let from_addr = self.nodes[d.from].me().gossip_addr;
             let mut out = Vec::new();
             self.nodes[to].handle_message(now, &d.sender, from_addr, d.msg, &mut out);
-            self.nodes[to].apply_updates(now, &d.updates);
+            self.nodes[to].apply_updates_from(now, &d.sender.id, &d.updates);
             self.send(to, out, Some((from_addr, &d.sender)));
         }
     }

@@ -16,9 +16,18 @@ fn unanswered_probe_leads_to_indirect_probes() {
         panic!("expected one probe, got {out:?}");
     };
     let target = node.member_by_addr(*target_addr).unwrap().id.clone();
+    assert!(tick(&mut node, 199, &mut rng).is_empty());
+    // No Ack after half the timeout: the Ping again (it or its Ack may have been lost).
+    let again = tick(&mut node, 200, &mut rng);
+    assert_eq!(again, out, "the same probe, sent again");
     assert!(tick(&mut node, 399, &mut rng).is_empty());
 
-    let out = tick(&mut node, 400, &mut rng);
+    let mut out = tick(&mut node, 400, &mut rng);
+    let direct = out
+        .iter()
+        .position(|o| o.to == *target_addr)
+        .expect("a Ping");
+    assert_eq!(out.remove(direct).msg, SwimMessage::Ping { probe: *probe });
     assert_eq!(out.len(), 3, "k = 3 indirect probes: {out:?}");
     let mut relays: Vec<SocketAddr> = out.iter().map(|o| o.to).collect();
     relays.sort();
@@ -114,7 +123,11 @@ fn late_tick_after_a_pause_does_not_suspect_the_target() {
     let probe = tick(&mut node, 0, &mut rng);
     let target = node.member_by_addr(probe[0].to).unwrap().id.clone();
     // Paused for five seconds: the indirect probes go out late and still get the rest of a period.
-    assert_eq!(tick(&mut node, 5_000, &mut rng).len(), 1);
+    assert_eq!(
+        tick(&mut node, 5_000, &mut rng).len(),
+        2,
+        "one PingReq, one Ping"
+    );
     tick(&mut node, 5_599, &mut rng);
     assert_eq!(node.member(&target).unwrap().state, MemberState::Alive);
     tick(&mut node, 5_600, &mut rng);
@@ -126,7 +139,11 @@ fn suspect_member_is_declared_dead_after_timeout() {
     let mut node = node_knowing(&[1]);
     let mut rng = rng();
     tick(&mut node, 0, &mut rng);
-    assert!(tick(&mut node, 400, &mut rng).is_empty(), "nobody to ask");
+    assert_eq!(
+        pings_to(&tick(&mut node, 400, &mut rng), addr(7101)),
+        1,
+        "nobody to ask: only the Ping again"
+    );
     tick(&mut node, 1_000, &mut rng);
     assert_eq!(state_of(&node, 1), (MemberState::Suspect, 0));
     let suspected = MemberEvent::StateChanged {
@@ -215,13 +232,14 @@ fn next_wakeup_follows_the_probe_schedule() {
     let mut node = node_knowing(&[1]);
     let mut rng = rng();
     assert_eq!(node.next_wakeup_ms(), 0);
-    tick(&mut node, 0, &mut rng);
-    assert_eq!(node.next_wakeup_ms(), 400);
-    tick(&mut node, 400, &mut rng);
-    assert_eq!(node.next_wakeup_ms(), 1_000);
+    // The Ping again every 200 ms (half the timeout), PingReqs at 400, the verdict at 1,000.
+    for (at, next) in [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1_000)] {
+        tick(&mut node, at, &mut rng);
+        assert_eq!(node.next_wakeup_ms(), next, "after the tick at {at}");
+    }
     tick(&mut node, 1_000, &mut rng);
-    // Suspected, and a new probe started: its timeout comes before the suspicion's.
-    assert_eq!(node.next_wakeup_ms(), 1_400);
+    // Suspected, and a new probe started: its first resend comes before the suspicion's end.
+    assert_eq!(node.next_wakeup_ms(), 1_200);
 }
 
 #[test]
