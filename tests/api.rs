@@ -646,7 +646,7 @@ async fn json_bodies_must_be_objects_not_arrays() {
         .json()
         .await
         .unwrap();
-    assert_eq!(faults, json!({"drop": []}));
+    assert_eq!(faults, json!({"drop": [], "loss": 0.0, "delay_ms": 0}));
     server.stop().await;
 }
 
@@ -828,7 +828,7 @@ async fn unknown_query_parameters_are_400_bad_query_on_every_route() {
         .json()
         .await
         .unwrap();
-    assert_eq!(faults, json!({"drop": []}));
+    assert_eq!(faults, json!({"drop": [], "loss": 0.0, "delay_ms": 0}));
     // Known parameters, and an empty query, still work.
     for path in ["/v1/kv?prefix=a&limit=5&after=a", "/v1/kv?", "/v1/health?"] {
         let resp = c.get(server.url(path)).send().await.unwrap();

@@ -42,18 +42,38 @@ pub struct RumorConfig {
     /// per write. 0: rumors from peers are not pushed on, only piggybacked on probes and
     /// answered to pulls (anti-entropy repairs the rest); use with a large `origin_fanout`.
     pub fanout: usize,
-    /// Peers the rumors of this node's own writes are pushed to (default: `fanout`). A value at
-    /// least the number of peers sends every write straight to every member (direct mail,
-    /// Demers et al. 1987): one hop, but n - 1 messages per push round.
+    /// Peers the rumors of this node's own writes are pushed to (default: `fanout`, and one
+    /// more while relays are paced: the first hop never waits, so reaching one more peer with it
+    /// saves a paced hop for many). A value at least the number of peers sends every write
+    /// straight to every member (direct mail, Demers et al. 1987): one hop, but n - 1 messages
+    /// per push round.
     pub origin_fanout: Option<usize>,
     /// Piggyback transmissions per rumor are `retransmit_mult * ceil(log2(n + 1))` (default 3).
     pub retransmit_mult: u32,
     /// Rumors received from peers are pushed on in rounds at most this many milliseconds
-    /// apart (default 0: at once). One arriving sooner waits, with the others, for the next
-    /// round: fewer, fuller datagrams under load, for up to this much added latency per hop. A
-    /// node's own writes are always pushed at once, and a node that pushed nothing for this
-    /// long pushes at once, so light traffic never waits.
-    pub push_interval_ms: u64,
+    /// apart (0: at once). One arriving sooner waits, with the others, for the next round:
+    /// fewer, fuller datagrams under load, for up to this much added latency per hop. A node's
+    /// own writes are always pushed at once, and a node that pushed nothing for this long
+    /// pushes at once, so light traffic never waits. `None` (the default): half the round trip
+    /// that probes measure ([`RumorMill::set_round_trip`]), so a LAN never waits and slow links
+    /// batch (see [`adaptive_push_interval_ms`]).
+    pub push_interval_ms: Option<u64>,
+}
+
+/// A round trip shorter than this (milliseconds) paces nothing: a LAN pushes at once.
+pub const PACE_FROM_ROUND_TRIP_MS: u64 = 20;
+/// The longest interval the round trip sets (milliseconds).
+pub const MAX_ADAPTIVE_PUSH_MS: u64 = 250;
+
+/// The push interval that a measured round trip sets: half of it, 0 under
+/// [`PACE_FROM_ROUND_TRIP_MS`], at most [`MAX_ADAPTIVE_PUSH_MS`]. Half a round trip is one
+/// link's latency: a relay waits about as long as the hop it saves takes.
+pub fn adaptive_push_interval_ms(round_trip_ms: u64) -> u64 {
+    if round_trip_ms < PACE_FROM_ROUND_TRIP_MS {
+        0
+    } else {
+        (round_trip_ms / 2).min(MAX_ADAPTIVE_PUSH_MS)
+    }
 }
 
 impl Default for RumorConfig {
@@ -62,15 +82,8 @@ impl Default for RumorConfig {
             fanout: 3,
             origin_fanout: None,
             retransmit_mult: 3,
-            push_interval_ms: 0,
+            push_interval_ms: None,
         }
-    }
-}
-
-impl RumorConfig {
-    /// Peers the rumors of this node's own writes are pushed to.
-    pub fn origin_fanout(&self) -> usize {
-        self.origin_fanout.unwrap_or(self.fanout)
     }
 }
 
@@ -155,6 +168,8 @@ pub struct RumorMill {
     now_ms: u64,
     /// No pushes before this time (with a `push_interval_ms`).
     next_push_ms: u64,
+    /// The round trip to peers that probes measure (milliseconds; 0 until known).
+    round_trip_ms: u64,
 }
 
 /// What [`RumorMill::flush`] asks the node to send: each peer's batch of fresh rumors.
@@ -168,11 +183,33 @@ impl RumorMill {
             queue: Vec::new(),
             now_ms: 0,
             next_push_ms: 0,
+            round_trip_ms: 0,
         }
     }
 
     pub fn config(&self) -> &RumorConfig {
         &self.config
+    }
+
+    /// The typical round trip to peers (the node passes the median its probes measured): it
+    /// sets the push interval unless the config fixes one.
+    pub fn set_round_trip(&mut self, round_trip_ms: u64) {
+        self.round_trip_ms = round_trip_ms;
+    }
+
+    /// Peers the rumors of this node's own writes are pushed to now.
+    pub fn origin_fanout(&self) -> usize {
+        let paced = self.push_interval_ms() > 0;
+        self.config
+            .origin_fanout
+            .unwrap_or(self.config.fanout + usize::from(paced))
+    }
+
+    /// How far apart relayed rumors are pushed now (milliseconds; 0: at once).
+    pub fn push_interval_ms(&self) -> u64 {
+        self.config
+            .push_interval_ms
+            .unwrap_or_else(|| adaptive_push_interval_ms(self.round_trip_ms))
     }
 
     /// The highest contiguous sequence number seen from each origin (persisted by the node, so
@@ -272,7 +309,9 @@ impl RumorMill {
         peers: &[NodeId],
         mut pick: impl FnMut(&[NodeId], usize) -> Vec<NodeId>,
     ) -> Pushes {
-        let paced = self.config.push_interval_ms > 0;
+        let interval = self.push_interval_ms();
+        let paced = interval > 0;
+        let origin_fanout = self.origin_fanout();
         // A node's own writes never wait: the first hop is the one the writer waits on.
         let relay_due = !paced || self.now_ms >= self.next_push_ms;
         let mut batches: BTreeMap<NodeId, Vec<Rumor>> = BTreeMap::new();
@@ -289,7 +328,7 @@ impl RumorMill {
             queued.fresh = false;
             pushed |= queued.from.is_some();
             let (fanout, candidates) = match queued.from {
-                None => (self.config.origin_fanout(), &mut own),
+                None => (origin_fanout, &mut own),
                 Some(_) => (self.config.fanout, &mut relayed),
             };
             let candidates = candidates.get_or_insert_with(|| pick(peers, fanout + 2));
@@ -305,7 +344,7 @@ impl RumorMill {
             }
         }
         if paced && pushed {
-            self.next_push_ms = self.now_ms + self.config.push_interval_ms;
+            self.next_push_ms = self.now_ms + interval;
         }
         self.retire();
         batches.into_iter().collect()
@@ -643,7 +682,7 @@ mod tests {
     fn a_push_interval_batches_relayed_rumors_but_never_delays_own_writes() {
         let mut mill = RumorMill::new(RumorConfig {
             fanout: 1,
-            push_interval_ms: 100,
+            push_interval_ms: Some(100),
             ..RumorConfig::default()
         });
         let peers = [id("x")];
@@ -684,10 +723,52 @@ mod tests {
 
     #[test]
     fn without_a_push_interval_every_flush_pushes() {
-        let mut mill = RumorMill::new(RumorConfig::default());
+        let mut mill = RumorMill::new(RumorConfig {
+            push_interval_ms: Some(0),
+            ..RumorConfig::default()
+        });
+        mill.set_round_trip(200);
         for seq in 1..=3 {
             mill.publish(rumor("me", seq), 2, true);
             assert_eq!(mill.flush(&[id("x")], first_k).len(), 1, "no clock needed");
         }
+    }
+
+    #[test]
+    fn by_default_the_round_trip_sets_the_push_interval() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        assert_eq!(mill.push_interval_ms(), 0, "nothing measured yet");
+        mill.set_round_trip(1);
+        assert_eq!(mill.push_interval_ms(), 0, "a LAN never waits");
+        mill.set_round_trip(200);
+        assert_eq!(mill.push_interval_ms(), 100, "half of a slow round trip");
+        mill.set_round_trip(10_000);
+        assert_eq!(mill.push_interval_ms(), MAX_ADAPTIVE_PUSH_MS);
+        // Paced: a relayed rumor waits for the next round.
+        let peers = [id("x"), id("y"), id("z")];
+        mill.tick(1_000);
+        mill.set_round_trip(200);
+        assert!(mill.receive(rumor("o", 1), &id("y"), 4, true));
+        assert_eq!(
+            mill.flush(&peers, first_k).len(),
+            2,
+            "the first round at once, to x and z (not back to y)"
+        );
+        assert!(mill.receive(rumor("o", 2), &id("y"), 4, true));
+        assert!(
+            mill.flush(&peers, first_k).is_empty(),
+            "waits for the round"
+        );
+        mill.tick(1_100);
+        assert_eq!(mill.flush(&peers, first_k).len(), 2);
+        // The own writes of a paced node go to one peer more than the relays.
+        assert_eq!(mill.origin_fanout(), 4);
+        mill.set_round_trip(0);
+        assert_eq!(mill.origin_fanout(), 3);
+        let fixed = RumorMill::new(RumorConfig {
+            push_interval_ms: Some(30),
+            ..RumorConfig::default()
+        });
+        assert_eq!(fixed.push_interval_ms(), 30, "a fixed interval wins");
     }
 }

@@ -32,7 +32,8 @@ pub struct MembershipConfig {
     pub suspicion_mult: u32,
     /// A suspicion no other member confirmed waits this many times longer (Lifeguard's β; the
     /// timeout then falls towards the minimum with each confirmation). At least 1 (1: no
-    /// dynamic timeout). 4 by default; memberlist uses 6.
+    /// dynamic timeout). 2 by default (memberlist uses 6): a node cut off from everyone, which
+    /// no one can confirm, declares the others dead about twice as late.
     pub suspicion_max_mult: u32,
     /// The most the local health score may reach (Lifeguard's S): a node whose own probes fail
     /// or that must refute suspicions of itself is probably the slow or lossy one, and probes
@@ -68,7 +69,7 @@ impl MembershipConfig {
             probe_timeout_ms: 400,
             indirect_probes: 3,
             suspicion_mult: 3,
-            suspicion_max_mult: 4,
+            suspicion_max_mult: 2,
             max_local_health: 8,
             retransmit_mult: 4,
             join_interval_ms: 500,

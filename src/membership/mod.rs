@@ -356,6 +356,19 @@ impl Membership {
         self.clocks.iter()
     }
 
+    /// The median round trip of the latest probe to each member up (milliseconds, from the
+    /// clock samples; None before any was timed). The rumor engine paces relays by it.
+    pub fn median_round_trip_ms(&self) -> Option<u64> {
+        let mut trips: Vec<u64> = self
+            .clocks
+            .iter()
+            .filter(|(id, _)| self.peers.get(*id).is_some_and(|p| p.member.state.is_up()))
+            .map(|(_, sample)| sample.uncertainty_ms * 2)
+            .collect();
+        trips.sort_unstable();
+        trips.get(trips.len() / 2).copied()
+    }
+
     /// Keeps a measurement of `peer`'s clock, if `peer` is a member.
     fn record_clock(&mut self, peer: &NodeId, sample: ClockSample) {
         if self.peers.contains_key(peer) {

@@ -470,6 +470,9 @@ impl<S: Store> Node<S> {
             self.start_anti_entropy(now_ms);
         }
         self.cluster.rumors.tick(now_ms);
+        if let Some(round_trip) = self.cluster.membership.median_round_trip_ms() {
+            self.cluster.rumors.set_round_trip(round_trip);
+        }
         self.push_fresh_rumors();
         self.ask_again(now_ms);
         self.watch_clock();

@@ -25,8 +25,10 @@ pub struct BroadcastReport {
     pub nodes: usize,
     /// The dissemination settings of the run.
     pub fanout: usize,
-    pub origin_fanout: usize,
-    pub push_interval_ms: u64,
+    /// The fixed origin fanout, or `null`: `fanout`, one more while relays are paced.
+    pub origin_fanout: Option<usize>,
+    /// The fixed push interval, or `null`: half the measured round trip (the default).
+    pub push_interval_ms: Option<u64>,
     pub ops: u64,
     pub messages: u64,
     pub msgs_per_op: f64,
@@ -90,7 +92,7 @@ impl BroadcastWorkload {
         BroadcastReport {
             nodes: self.nodes,
             fanout: self.rumor.fanout,
-            origin_fanout: self.rumor.origin_fanout(),
+            origin_fanout: self.rumor.origin_fanout,
             push_interval_ms: self.rumor.push_interval_ms,
             ops: total,
             messages,

@@ -1,0 +1,402 @@
+//! Membership and convergence at scale with real processes on 127.0.0.1 (`hearsay serve`, one
+//! process per node, as in production):
+//!
+//! - cold start: HEARSAY_SCALE_NODES nodes (default 30) started one after another, each seeded
+//!   with the first; time until every node lists every member alive, from the last start;
+//! - idle cost per node over 10 s: CPU (share of one core) and resident memory;
+//! - kill -9 of one node: time until every other lists it dead; its restart (same directory and
+//!   address): time until it lists every member alive, and until every other lists it alive;
+//! - 100 writes spread over the nodes: time from the last acknowledgement until every digest is
+//!   equal;
+//! - loss: three fresh nodes, each losing HEARSAY_SCALE_LOSS (default 0.05) of its cluster
+//!   datagrams and frames in and out (about 10% of the messages between two of them), for
+//!   HEARSAY_SCALE_LOSS_S seconds (default 300; 0 skips it): suspicions raised, transitions to
+//!   suspect and false deaths; then one node is killed (-9) under that loss: time until both
+//!   others list it dead.
+//!
+//! Run it:
+//!
+//!     cargo bench --bench scale
+//!     HEARSAY_SCALE_NODES=40 HEARSAY_SCALE_LOSS_S=60 cargo bench --bench scale
+#![allow(clippy::disallowed_methods)] // a benchmark measures real time
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{get_json, metric, Proc};
+use reqwest::Client;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Node {
+    id: String,
+    data: tempfile::TempDir,
+    gossip: String,
+    proc: Option<Proc>,
+}
+
+impl Node {
+    fn proc(&self) -> &Proc {
+        self.proc.as_ref().expect("running")
+    }
+}
+
+fn start(id: &str, data: &std::path::Path, gossip: Option<&str>, seeds: Option<&str>) -> Proc {
+    let data = data.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "--node-id",
+        id,
+        "--data",
+        data,
+        "--durability",
+        "none",
+        "--fault-injection",
+    ];
+    if let Some(gossip) = gossip {
+        args.extend(["--gossip", gossip]);
+    }
+    if let Some(seeds) = seeds {
+        args.extend(["--seeds", seeds]);
+    }
+    Proc::serve(&args)
+}
+
+/// How `observer` lists each member: (alive, and the state of `id` if given).
+async fn members(c: &Client, observer: &Proc) -> Option<Vec<(String, String)>> {
+    let list = get_json(c, observer.url("/v1/cluster/members")).await?;
+    Some(
+        list["members"]
+            .as_array()?
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_str().unwrap_or_default().to_string(),
+                    m["state"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+async fn alive_count(c: &Client, observer: &Proc) -> usize {
+    members(c, observer).await.map_or(0, |m| {
+        m.iter().filter(|(_, state)| state == "alive").count()
+    })
+}
+
+async fn state_of(c: &Client, observer: &Proc, id: &str) -> Option<String> {
+    members(c, observer)
+        .await?
+        .into_iter()
+        .find_map(|(member, state)| (member == id).then_some(state))
+}
+
+/// Polls every `procs` until `done` holds for all of them; the time it took from `since`.
+async fn until_all<'a, F, Fut>(
+    procs: impl Iterator<Item = &'a Proc> + Clone,
+    since: Instant,
+    within: Duration,
+    mut done: F,
+) -> Option<Duration>
+where
+    F: FnMut(&'a Proc) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut pending: Vec<&Proc> = procs.collect();
+    while since.elapsed() < within {
+        let mut left = Vec::new();
+        for p in pending {
+            if !done(p).await {
+                left.push(p);
+            }
+        }
+        if left.is_empty() {
+            return Some(since.elapsed());
+        }
+        pending = left;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// (utime + stime) of a process in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("not within the limit".into(), |d| {
+        format!("{:.2} s", d.as_secs_f64())
+    })
+}
+
+fn row(rows: &mut Vec<(String, String)>, figure: impl Into<String>, value: impl Into<String>) {
+    let (figure, value) = (figure.into(), value.into());
+    eprintln!("=== {figure}: {value}");
+    rows.push((figure, value));
+}
+
+async fn digest(c: &Client, node: &Proc) -> Option<String> {
+    let d = get_json(c, node.url("/v1/cluster/digest")).await?;
+    Some(d["root"].as_str()?.to_string())
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = env("HEARSAY_SCALE_NODES", 30);
+    let loss: f64 = env("HEARSAY_SCALE_LOSS", 0.05);
+    let loss_s: u64 = env("HEARSAY_SCALE_LOSS_S", 300);
+    let c = Client::new();
+    let mut rows = Vec::new();
+    let limit = Duration::from_secs(120);
+
+    // Cold start.
+    let mut nodes: Vec<Node> = Vec::new();
+    let started = Instant::now();
+    for i in 1..=n {
+        let id = format!("n{i}");
+        let data = tempfile::tempdir().expect("temp dir");
+        let seeds = nodes.first().map(|first| first.gossip.clone());
+        let proc = start(&id, data.path(), None, seeds.as_deref());
+        nodes.push(Node {
+            id,
+            data,
+            gossip: proc.gossip.clone(),
+            proc: Some(proc),
+        });
+    }
+    let last_started = Instant::now();
+    let formed = until_all(nodes.iter().map(Node::proc), last_started, limit, |p| {
+        let c = &c;
+        async move { alive_count(c, p).await == n }
+    })
+    .await;
+    row(
+        &mut rows,
+        format!("cold start of {n}: every node lists {n} alive, after the last start"),
+        format!(
+            "{} (starting them took {:.2} s)",
+            secs(formed),
+            (last_started - started).as_secs_f64()
+        ),
+    );
+
+    // Idle cost.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ticks_before: Vec<u64> = nodes
+        .iter()
+        .map(|n| cpu_ticks(n.proc().pid()).unwrap_or(0))
+        .collect();
+    let idle = Duration::from_secs(10);
+    tokio::time::sleep(idle).await;
+    let hz = 100.0; // USER_HZ on Linux
+    let cpu: Vec<f64> = nodes
+        .iter()
+        .zip(&ticks_before)
+        .map(|(n, before)| {
+            let after = cpu_ticks(n.proc().pid()).unwrap_or(*before);
+            (after - before) as f64 / hz / idle.as_secs_f64() * 100.0
+        })
+        .collect();
+    let rss: Vec<f64> = nodes
+        .iter()
+        .filter_map(|n| n.proc().rss_mib())
+        .map(|mib| mib * 1.048576)
+        .collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    row(
+        &mut rows,
+        format!("idle, per node ({n} nodes)"),
+        format!(
+            "CPU {:.2}% of a core (max {:.2}%), RSS {:.0} MB (max {:.0} MB)",
+            mean(&cpu),
+            max(&cpu),
+            mean(&rss),
+            max(&rss)
+        ),
+    );
+
+    // Kill -9 and restart.
+    let victim = n / 2;
+    let victim_id = nodes[victim].id.clone();
+    if let Some(mut p) = nodes[victim].proc.take() {
+        p.kill9();
+    }
+    let killed = Instant::now();
+    let dead = until_all(others(&nodes, victim), killed, limit, |p| {
+        let (c, id) = (&c, &victim_id);
+        async move { state_of(c, p, id).await.as_deref() == Some("dead") }
+    })
+    .await;
+    row(
+        &mut rows,
+        format!("kill -9 of {victim_id}: every other node lists it dead"),
+        secs(dead),
+    );
+    let seeds = nodes[0].gossip.clone();
+    let restarted_proc = start(
+        &victim_id,
+        nodes[victim].data.path(),
+        Some(&nodes[victim].gossip),
+        Some(&seeds),
+    );
+    let restarted = Instant::now();
+    nodes[victim].proc = Some(restarted_proc);
+    let lists = until_all(
+        std::iter::once(nodes[victim].proc()),
+        restarted,
+        limit,
+        |p| {
+            let c = &c;
+            async move { alive_count(c, p).await == n }
+        },
+    )
+    .await;
+    let seen_back = until_all(others(&nodes, victim), restarted, limit, |p| {
+        let (c, id) = (&c, &victim_id);
+        async move { state_of(c, p, id).await.as_deref() == Some("alive") }
+    })
+    .await;
+    row(
+        &mut rows,
+        format!("{victim_id} restarted: it lists {n} alive / every other lists it alive"),
+        format!("{} / {}", secs(lists), secs(seen_back)),
+    );
+
+    // Convergence after 100 writes.
+    for i in 0..100 {
+        let node = nodes[i % n].proc();
+        let r = c
+            .put(node.url(&format!("/v1/kv/scale/{i}")))
+            .body(format!("v{i}"))
+            .send()
+            .await
+            .expect("write");
+        assert!(r.status().is_success());
+    }
+    let written = Instant::now();
+    let converged = loop {
+        let mut roots = Vec::new();
+        for node in &nodes {
+            roots.push(digest(&c, node.proc()).await);
+        }
+        if roots.iter().all(|r| r.is_some() && *r == roots[0]) {
+            break Some(written.elapsed());
+        }
+        if written.elapsed() > limit {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    row(
+        &mut rows,
+        format!("100 writes over {n} nodes: every digest equal after the last acknowledgement"),
+        secs(converged),
+    );
+    drop(nodes);
+
+    if loss_s > 0 {
+        lossy_trio(&c, &mut rows, loss, loss_s).await;
+    }
+
+    println!("| figure | value |");
+    println!("|---|---|");
+    for (figure, value) in rows {
+        println!("| {figure} | {value} |");
+    }
+}
+
+/// Every node but the `victim`-th.
+fn others(nodes: &[Node], victim: usize) -> impl Iterator<Item = &Proc> + Clone {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| *i != victim)
+        .map(|(_, n)| n.proc())
+}
+
+/// Sums over `procs` of the membership events: suspicions raised, transitions to suspect, and
+/// to dead.
+async fn member_events(c: &Client, procs: &[Proc]) -> [u64; 3] {
+    let mut sums = [0u64; 3];
+    for p in procs {
+        for (k, event) in ["suspicion_raised", "suspected", "declared_dead"]
+            .iter()
+            .enumerate()
+        {
+            let series = format!("hearsay_member_events_total{{event=\"{event}\"}}");
+            sums[k] += metric(c, p, &series).await.unwrap_or(0);
+        }
+    }
+    sums
+}
+
+/// Three nodes losing `loss` of their cluster traffic each way for `secs` seconds.
+async fn lossy_trio(c: &Client, rows: &mut Vec<(String, String)>, loss: f64, secs_: u64) {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = start("l1", dirs[0].path(), None, None);
+    let seeds = first.gossip.clone();
+    let mut procs = vec![
+        first,
+        start("l2", dirs[1].path(), None, Some(&seeds)),
+        start("l3", dirs[2].path(), None, Some(&seeds)),
+    ];
+    let formed = until_all(
+        procs.iter(),
+        Instant::now(),
+        Duration::from_secs(60),
+        |p| async move { alive_count(c, p).await == 3 },
+    )
+    .await;
+    assert!(formed.is_some(), "the lossy trio did not form");
+    for p in &procs {
+        let r = c
+            .put(p.url("/v1/admin/faults"))
+            .json(&json!({ "loss": loss }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let per_message = 1.0 - (1.0 - loss) * (1.0 - loss);
+    let before = member_events(c, &procs).await;
+    tokio::time::sleep(Duration::from_secs(secs_)).await;
+    let after = member_events(c, &procs).await;
+    let [raised, suspected, dead] = [0, 1, 2].map(|k| after[k] - before[k]);
+    row(
+        rows,
+        format!(
+            "3 nodes, loss {loss} in and out at each ({:.1}% of messages), {secs_} s",
+            per_message * 100.0
+        ),
+        format!(
+            "{raised} suspicions raised ({suspected} transitions to suspect), {dead} false deaths"
+        ),
+    );
+    if let Some(mut p) = procs.pop() {
+        p.kill9();
+    }
+    let killed = Instant::now();
+    let seen = until_all(
+        procs.iter(),
+        killed,
+        Duration::from_secs(60),
+        |p| async move { state_of(c, p, "l3").await.as_deref() == Some("dead") },
+    )
+    .await;
+    row(
+        rows,
+        "under that loss, kill -9 of l3: both others list it dead",
+        secs(seen),
+    );
+}
