@@ -8,6 +8,11 @@
 //!   address): time until it lists every member alive, and until every other lists it alive;
 //! - 100 writes spread over the nodes: time from the last acknowledgement until every digest is
 //!   equal;
+//! - dissemination under load: three fresh nodes, 64 connections writing 100-byte values to all
+//!   three for HEARSAY_SCALE_LOAD_S seconds (default 15): how many times each node received each
+//!   write made elsewhere (`hearsay_rumors_total{event="received"}`; 1 is the minimum), and the
+//!   replication lag (a write on the first node until it is readable on the third), idle and
+//!   under that load;
 //! - loss: three fresh nodes, each losing HEARSAY_SCALE_LOSS (default 0.05) of its cluster
 //!   datagrams and frames in and out (about 10% of the messages between two of them), for
 //!   HEARSAY_SCALE_LOSS_S seconds (default 300; 0 skips it): suspicions raised, transitions to
@@ -305,6 +310,10 @@ async fn main() {
     );
     drop(nodes);
 
+    let load_s: u64 = env("HEARSAY_SCALE_LOAD_S", 15);
+    if load_s > 0 {
+        loaded_trio(&c, &mut rows, load_s).await;
+    }
     if loss_s > 0 {
         lossy_trio(&c, &mut rows, loss, loss_s).await;
     }
@@ -339,6 +348,148 @@ async fn member_events(c: &Client, procs: &[Proc]) -> [u64; 3] {
         }
     }
     sums
+}
+
+/// Three fresh nodes, the first of them seeding the others, all alive.
+async fn trio(c: &Client, prefix: &str, dirs: &[tempfile::TempDir]) -> Vec<Proc> {
+    let first = start(&format!("{prefix}1"), dirs[0].path(), None, None);
+    let seeds = first.gossip.clone();
+    let procs = vec![
+        first,
+        start(&format!("{prefix}2"), dirs[1].path(), None, Some(&seeds)),
+        start(&format!("{prefix}3"), dirs[2].path(), None, Some(&seeds)),
+    ];
+    let formed = until_all(
+        procs.iter(),
+        Instant::now(),
+        Duration::from_secs(60),
+        |p| async move { alive_count(c, p).await == 3 },
+    )
+    .await;
+    assert!(formed.is_some(), "three nodes did not form a cluster");
+    procs
+}
+
+/// Replication lags of `samples` writes on `from`, each until readable on `to`.
+async fn lags(c: &Client, from: &Proc, to: &Proc, tag: &str, until: Instant) -> Vec<Duration> {
+    let mut lags = Vec::new();
+    let mut i = 0;
+    while Instant::now() < until {
+        let key = format!("/v1/kv/lag/{tag}/{i}");
+        i += 1;
+        let r = c.put(from.url(&key)).body("v").send().await;
+        if !r.is_ok_and(|r| r.status().is_success()) {
+            continue;
+        }
+        let acked = Instant::now();
+        loop {
+            if c.get(to.url(&key))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                break;
+            }
+            if acked.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        lags.push(acked.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lags.sort();
+    lags
+}
+
+fn percentiles(lags: &[Duration]) -> String {
+    let pct = |p: f64| {
+        lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms ({} samples)",
+        pct(0.5),
+        pct(0.99),
+        lags.len()
+    )
+}
+
+async fn received(c: &Client, p: &Proc) -> u64 {
+    metric(c, p, "hearsay_rumors_total{event=\"received\"}")
+        .await
+        .unwrap_or(0)
+}
+
+/// Three nodes under a write load of 64 connections for `secs_` seconds.
+async fn loaded_trio(c: &Client, rows: &mut Vec<(String, String)>, secs_: u64) {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let procs = trio(c, "w", &dirs).await;
+    let idle = lags(
+        c,
+        &procs[0],
+        &procs[2],
+        "idle",
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await;
+    let mut before = Vec::new();
+    for p in &procs {
+        before.push(received(c, p).await);
+    }
+    let until = Instant::now() + Duration::from_secs(secs_);
+    let bases: Vec<String> = procs.iter().map(|p| p.base.clone()).collect();
+    let mut writers = Vec::new();
+    for w in 0..64 {
+        let (c, bases) = (c.clone(), bases.clone());
+        writers.push(tokio::spawn(async move {
+            let mut done = [0u64; 3];
+            let mut i = 0u64;
+            while Instant::now() < until {
+                let node = (w + i as usize) % 3;
+                let url = format!("{}/v1/kv/load/{w}/{i}", bases[node]);
+                i += 1;
+                let r = c.put(url).body(vec![b'v'; 100]).send().await;
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    done[node] += 1;
+                }
+            }
+            done
+        }));
+    }
+    let loaded = lags(c, &procs[0], &procs[2], "load", until).await;
+    let mut written = [0u64; 3];
+    for w in writers {
+        let done = w.await.unwrap_or_default();
+        for k in 0..3 {
+            written[k] += done[k];
+        }
+    }
+    // Let the last rumors arrive before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut receipts = Vec::new();
+    for (k, p) in procs.iter().enumerate() {
+        let got = received(c, p).await - before[k];
+        let elsewhere = written.iter().sum::<u64>() - written[k];
+        receipts.push(got as f64 / elsewhere.max(1) as f64);
+    }
+    let total: u64 = written.iter().sum();
+    row(
+        rows,
+        format!("3 nodes, 64 connections writing for {secs_} s"),
+        format!(
+            "{total} writes ({:.0}/s); each node received each write made elsewhere {:.2} / {:.2} / {:.2} times",
+            total as f64 / secs_ as f64,
+            receipts[0],
+            receipts[1],
+            receipts[2]
+        ),
+    );
+    row(rows, "replication lag n1 -> n3, idle", percentiles(&idle));
+    row(
+        rows,
+        "replication lag n1 -> n3, under that load",
+        percentiles(&loaded),
+    );
 }
 
 /// Three nodes losing `loss` of their cluster traffic each way for `secs` seconds.

@@ -4,6 +4,13 @@
 //! (proportional to log n, the counter-based stopping rule). A receiver merges a rumor that is new
 //! to it and forwards it the same way.
 //!
+//! Each queued rumor remembers which peers are known to hold it (its origin, whoever sent it
+//! here, every peer it was pushed or piggybacked to, every peer that sent it again): pushes and
+//! piggybacks skip them, and once every peer up holds it nothing more is sent. A rumor that came
+//! straight from its origin when the origin's fanout covers every member (direct mail: three
+//! nodes with the default fanout) is not sent on at all. A rumor with nothing left to send stays
+//! queued for [`PULL_WINDOW_MS`] to answer pulls, which is how a peer that lost a push gets it.
+//!
 //! "Seen" is tracked per origin as the highest contiguous sequence number plus a small bounded
 //! set of sequence numbers above it, so memory grows with the number of members, never with the
 //! number of writes. A gap that never fills is given up on after [`SEEN_WINDOW`] newer rumors from
@@ -23,6 +30,12 @@ pub const SEEN_WINDOW: usize = 1024;
 /// the oldest are dropped first (they were already pushed to `fanout` peers, and anti-entropy
 /// repairs whatever they did not reach).
 pub const MAX_QUEUED: usize = 8192;
+/// At most this many peers beyond the fanout are picked as candidates for a round of pushes,
+/// to make up for peers known to hold the rumors already.
+const MAX_PICK_EXTRA: usize = 16;
+/// How long a rumor with nothing left to push or piggyback stays queued to answer pulls
+/// (milliseconds): about two probe periods, after which anti-entropy repairs what is missing.
+pub const PULL_WINDOW_MS: u64 = 2_000;
 
 /// One delta in flight.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,10 +137,31 @@ struct Queued {
     rumor: Rumor,
     /// The peer it came from (never sent back there).
     from: Option<NodeId>,
+    /// Peers known to hold it, its origin and `from` included: nothing is sent to them.
+    holders: Vec<NodeId>,
     /// Piggyback transmissions left.
     transmits_left: u32,
     /// Not yet pushed to `fanout` peers.
     fresh: bool,
+    /// When it was queued (the mill's clock).
+    queued_ms: u64,
+}
+
+impl Queued {
+    fn held_by(&self, peer: &NodeId) -> bool {
+        self.holders.contains(peer)
+    }
+
+    fn hold(&mut self, peer: &NodeId) {
+        if !self.held_by(peer) {
+            self.holders.push(peer.clone());
+        }
+    }
+
+    /// Nothing left to push or piggyback: kept only to answer pulls.
+    fn spent(&self) -> bool {
+        !self.fresh && self.transmits_left == 0
+    }
 }
 
 /// Per origin, the sequence numbers a node has seen: what a pull request carries.
@@ -170,6 +204,8 @@ pub struct RumorMill {
     next_push_ms: u64,
     /// The round trip to peers that probes measure (milliseconds; 0 until known).
     round_trip_ms: u64,
+    /// Peers up, as the node last said (None until it says).
+    peers_up: Option<usize>,
 }
 
 /// What [`RumorMill::flush`] asks the node to send: each peer's batch of fresh rumors.
@@ -184,7 +220,14 @@ impl RumorMill {
             now_ms: 0,
             next_push_ms: 0,
             round_trip_ms: 0,
+            peers_up: None,
         }
+    }
+
+    /// How many peers are up now: a rumor straight from an origin whose fanout covers them all
+    /// is not sent on (direct mail).
+    pub fn set_peers_up(&mut self, peers_up: usize) {
+        self.peers_up = Some(peers_up);
     }
 
     pub fn config(&self) -> &RumorConfig {
@@ -266,10 +309,29 @@ impl RumorMill {
     pub fn receive(&mut self, rumor: Rumor, from: &NodeId, members: usize, small: bool) -> bool {
         let seen = self.seen.entry(rumor.origin.clone()).or_default();
         if seen.contains(rumor.seq) {
+            // `from` holds it: nothing more goes there.
+            if let Some(queued) = self
+                .queue
+                .iter_mut()
+                .rev()
+                .find(|q| q.rumor.seq == rumor.seq && q.rumor.origin == rumor.origin)
+            {
+                queued.hold(from);
+            }
             return false;
         }
         seen.insert(rumor.seq);
+        // Direct mail: its origin pushed it to every peer up (the origin's peers are this node's
+        // peers up, the origin among them, with this node instead).
+        let direct = rumor.origin.node == *from
+            && self.peers_up.is_some_and(|up| up <= self.origin_fanout());
         self.enqueue(rumor, Some(from.clone()), members, small);
+        if direct {
+            if let Some(queued) = self.queue.last_mut() {
+                queued.fresh = false;
+                queued.transmits_left = 0;
+            }
+        }
         true
     }
 
@@ -280,6 +342,8 @@ impl RumorMill {
         } else {
             0
         };
+        let mut holders = vec![rumor.origin.node.clone()];
+        holders.extend(from.iter().filter(|f| **f != rumor.origin.node).cloned());
         if self.queue.is_empty() {
             // Most nodes hold one rumor at a time when writes are rare (and in the round model
             // of 100,000 nodes): no room for four.
@@ -288,8 +352,10 @@ impl RumorMill {
         self.queue.push(Queued {
             rumor,
             from,
+            holders,
             transmits_left,
             fresh: true,
+            queued_ms: self.now_ms,
         });
         if self.queue.len() > MAX_QUEUED {
             let excess = self.queue.len() - MAX_QUEUED;
@@ -301,9 +367,10 @@ impl RumorMill {
     /// `k` distinct peers from a list), skipping the peer each came from and its origin. Rumors
     /// bound for the same peer travel together (batching under load).
     ///
-    /// `pick` is asked for two peers more than `fanout` (once per round for own rumors and once
-    /// for relayed ones) and the excluded ones are dropped from its answer, so the cost does not
-    /// grow with the length of `peers` (the round model passes 100,000 of them).
+    /// `pick` is asked for `fanout` peers plus as many as the most holders a rumor of the round
+    /// has (at least two, at most 16; once per round for own rumors and once for relayed ones),
+    /// and the holders are dropped from its answer, so the cost does not grow with the length of
+    /// `peers` (the round model passes 100,000 of them).
     pub fn flush(
         &mut self,
         peers: &[NodeId],
@@ -321,26 +388,43 @@ impl RumorMill {
         // peers.
         let mut own: Option<Vec<NodeId>> = None;
         let mut relayed: Option<Vec<NodeId>> = None;
+        // Enough candidates that the known holders (never pushed to) leave `fanout` of them.
+        let most_holders = |relay: bool| {
+            self.queue
+                .iter()
+                .filter(|q| q.fresh && q.from.is_some() == relay)
+                .map(|q| q.holders.len())
+                .max()
+                .unwrap_or(0)
+                .clamp(2, MAX_PICK_EXTRA)
+        };
+        let (own_extra, relayed_extra) = (most_holders(false), most_holders(true));
         for queued in self.queue.iter_mut().filter(|q| q.fresh) {
             if queued.from.is_some() && !relay_due {
                 continue;
             }
             queued.fresh = false;
             pushed |= queued.from.is_some();
-            let (fanout, candidates) = match queued.from {
-                None => (origin_fanout, &mut own),
-                Some(_) => (self.config.fanout, &mut relayed),
+            let (fanout, candidates, extra) = match queued.from {
+                None => (origin_fanout, &mut own, own_extra),
+                Some(_) => (self.config.fanout, &mut relayed, relayed_extra),
             };
-            let candidates = candidates.get_or_insert_with(|| pick(peers, fanout + 2));
-            let chosen = candidates
+            let candidates = candidates.get_or_insert_with(|| pick(peers, fanout + extra));
+            let chosen: Vec<NodeId> = candidates
                 .iter()
-                .filter(|p| Some(*p) != queued.from.as_ref() && **p != queued.rumor.origin.node)
-                .take(fanout);
+                .filter(|p| !queued.held_by(p))
+                .take(fanout)
+                .cloned()
+                .collect();
             for peer in chosen {
-                batches
-                    .entry(peer.clone())
-                    .or_default()
-                    .push(queued.rumor.clone());
+                queued.hold(&peer);
+                batches.entry(peer).or_default().push(queued.rumor.clone());
+            }
+        }
+        for queued in self.queue.iter_mut().filter(|q| !q.fresh) {
+            if !peers.is_empty() && peers.iter().all(|p| queued.held_by(p)) {
+                // Every peer up holds it.
+                queued.transmits_left = 0;
             }
         }
         if paced && pushed {
@@ -398,24 +482,25 @@ impl RumorMill {
     pub fn piggyback(&mut self, peer: &NodeId, mut fits: impl FnMut(&Rumor) -> bool) -> Vec<Rumor> {
         let mut out = Vec::new();
         for queued in self.queue.iter_mut().rev() {
-            if queued.transmits_left == 0
-                || queued.from.as_ref() == Some(peer)
-                || queued.rumor.origin.node == *peer
-            {
+            if queued.transmits_left == 0 || queued.held_by(peer) {
                 continue;
             }
             if !fits(&queued.rumor) {
                 continue;
             }
             queued.transmits_left -= 1;
+            queued.hold(peer);
             out.push(queued.rumor.clone());
         }
         self.retire();
         out
     }
 
+    /// Drops the rumors with nothing left to send once their pull window has passed.
     fn retire(&mut self) {
-        self.queue.retain(|q| q.fresh || q.transmits_left > 0);
+        let now = self.now_ms;
+        self.queue
+            .retain(|q| !q.spent() || now.saturating_sub(q.queued_ms) < PULL_WINDOW_MS);
     }
 }
 
@@ -454,7 +539,6 @@ mod tests {
     fn a_rumor_is_new_once_and_never_pushed_back_to_its_sender() {
         let mut mill = RumorMill::new(RumorConfig::default());
         assert!(mill.receive(rumor("a", 1), &id("b"), 4, true));
-        assert!(!mill.receive(rumor("a", 1), &id("c"), 4, true));
         let peers = [id("a"), id("b"), id("c"), id("d")];
         let pushes = mill.flush(&peers, first_k);
         let targets: Vec<&str> = pushes.iter().map(|(p, _)| p.as_str()).collect();
@@ -463,8 +547,62 @@ mod tests {
             vec!["c", "d"],
             "neither the sender b nor the origin a"
         );
-        assert!(mill.piggyback(&id("b"), |_| true).is_empty());
-        assert_eq!(mill.piggyback(&id("c"), |_| true).len(), 1);
+        for peer in ["a", "b", "c", "d"] {
+            assert!(
+                mill.piggyback(&id(peer), |_| true).is_empty(),
+                "{peer} holds it"
+            );
+        }
+    }
+
+    #[test]
+    fn peers_known_to_hold_a_rumor_are_sent_nothing_more() {
+        let mut mill = RumorMill::new(RumorConfig::default());
+        assert!(mill.receive(rumor("a", 1), &id("b"), 6, true));
+        // c sent it too: c holds it.
+        assert!(!mill.receive(rumor("a", 1), &id("c"), 6, true));
+        let peers = [id("a"), id("b"), id("c"), id("d"), id("e"), id("f")];
+        let pushes = mill.flush(&peers, first_k);
+        let targets: Vec<&str> = pushes.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(targets, vec!["d", "e", "f"]);
+        // Piggybacked once per peer at most, and never to a holder.
+        let mut mill = RumorMill::new(RumorConfig::default());
+        mill.publish(rumor("me", 1), 6, true);
+        let _ = mill.flush(&[], first_k);
+        assert_eq!(mill.piggyback(&id("x"), |_| true).len(), 1);
+        assert!(mill.piggyback(&id("x"), |_| true).is_empty());
+        assert_eq!(mill.piggyback(&id("y"), |_| true).len(), 1);
+    }
+
+    #[test]
+    fn direct_mail_from_the_origin_is_not_sent_on_but_still_answers_pulls() {
+        // Three nodes: the origin's fanout (3) covers its two peers.
+        let mut mill = RumorMill::new(RumorConfig::default());
+        mill.set_peers_up(2);
+        assert!(mill.receive(rumor("a", 1), &id("a"), 3, true));
+        assert!(mill.flush(&[id("a"), id("c")], first_k).is_empty());
+        assert!(mill.piggyback(&id("c"), |_| true).is_empty());
+        let answer = mill.answer_pull(&SeenSummary::default(), |_| true);
+        assert_eq!(answer.len(), 1, "c lost the origin's push: a pull gets it");
+        mill.tick(PULL_WINDOW_MS);
+        mill.retire();
+        assert_eq!(mill.queued(), 0, "kept for the pull window only");
+        // Relayed (not from its origin), or with more peers than the fanout: sent on.
+        let mut relay = RumorMill::new(RumorConfig::default());
+        relay.set_peers_up(2);
+        assert!(relay.receive(rumor("a", 1), &id("b"), 3, true));
+        assert_eq!(relay.flush(&[id("b"), id("c")], first_k).len(), 1);
+        let mut wide = RumorMill::new(RumorConfig::default());
+        wide.set_peers_up(5);
+        assert!(wide.receive(rumor("a", 1), &id("a"), 6, true));
+        let peers: Vec<NodeId> = ["a", "c", "d", "e", "f"].map(id).to_vec();
+        assert_eq!(wide.flush(&peers, first_k).len(), 3);
+        // The origin itself stops once every peer up holds its rumor.
+        let mut origin = RumorMill::new(RumorConfig::default());
+        origin.publish(rumor("me", 1), 3, true);
+        assert_eq!(origin.flush(&[id("b"), id("c")], first_k).len(), 2);
+        assert!(origin.piggyback(&id("b"), |_| true).is_empty());
+        assert!(origin.piggyback(&id("c"), |_| true).is_empty());
     }
 
     #[test]
@@ -489,9 +627,12 @@ mod tests {
         mill.publish(rumor("me", 1), 3, true); // ceil(log2(4)) = 2 rounds, x2 = 4 transmissions
         let _ = mill.flush(&[], first_k);
         let sent: usize = (0..10)
-            .map(|_| mill.piggyback(&id("p"), |_| true).len())
+            .map(|i| mill.piggyback(&id(&format!("p{i}")), |_| true).len())
             .sum();
         assert_eq!(sent, 4);
+        assert_eq!(mill.queued(), 1, "kept to answer pulls");
+        mill.tick(PULL_WINDOW_MS);
+        assert!(mill.piggyback(&id("q"), |_| true).is_empty());
         assert_eq!(mill.queued(), 0);
     }
 
@@ -628,6 +769,8 @@ mod tests {
         let _ = mill.flush(&[], first_k);
         assert_eq!(mill.answer_pull(&SeenSummary::default(), |_| true).len(), 1);
         assert_eq!(mill.piggyback(&id("p"), |_| true).len(), 1);
+        mill.tick(PULL_WINDOW_MS);
+        mill.retire();
         assert!(mill
             .answer_pull(&SeenSummary::default(), |_| true)
             .is_empty());
@@ -673,8 +816,8 @@ mod tests {
         );
         assert_eq!(
             mill.piggyback(&id("c"), |_| true).len(),
-            2,
-            "both still piggyback"
+            1,
+            "the relayed rumor still piggybacks; c holds the pushed one"
         );
     }
 
