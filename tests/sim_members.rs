@@ -140,3 +140,37 @@ fn a_restarted_member_of_forty_lists_every_member_alive_within_three_seconds() {
         );
     }
 }
+
+/// A cold start: forty nodes start at once, all seeded with the first. Each learns every member
+/// from the first one it reaches (the member-list push) and introduces itself to each member it
+/// learned of that way, so the earlier joiners learn the later ones at once instead of by
+/// gossip (about 8 s on real processes before).
+#[test]
+fn forty_nodes_started_at_once_all_list_every_member_alive_within_five_seconds() {
+    const N: usize = 40;
+    let mut config = SimConfig::new(N, 11);
+    config.membership = MembershipConfig::lan();
+    let mut sim = Sim::new(config);
+    let mut took = None;
+    while sim.now() <= 30_000 {
+        let everyone = (0..N).all(|i| {
+            sim.node(i).is_some_and(|node| {
+                node.members()
+                    .iter()
+                    .filter(|m| m.state == hearsay::membership::MemberState::Alive)
+                    .count()
+                    == N
+            })
+        });
+        if everyone {
+            took = Some(sim.now());
+            break;
+        }
+        sim.run_for(50);
+    }
+    println!("forty nodes listed every member alive after {took:?} ms");
+    assert!(
+        took.is_some_and(|ms| ms <= 5_000),
+        "every node listed every member alive after {took:?} ms"
+    );
+}

@@ -3,12 +3,18 @@
 //! a few members our news at once, and pinging a member only to carry its correction.
 //!
 //! Every message sent here is a Ping with a fresh probe number: its Ack matches nothing, what
-//! counts is the envelope and piggybacked updates it carries both ways. Left members are never
-//! contacted.
+//! counts is the envelope and piggybacked updates it carries both ways. The one exception is an
+//! introduction: an Ack that answers nothing (probe 0), sent once to each member this node learned
+//! of from someone else's gossip, so that its envelope makes this node known there at once (a
+//! joining node learns every member from the first one it reaches, and introduces itself to each).
+//! Left members are never contacted.
 
 use super::{Member, MemberState, Membership, Outgoing, SwimMessage};
 use core::net::SocketAddr;
 use rand::seq::SliceRandom;
+
+/// The probe number of an introduction: no probe is ever numbered 0.
+pub(super) const INTRODUCTION: u64 = 0;
 
 impl Membership {
     pub(super) fn tick_contact(
@@ -49,6 +55,25 @@ impl Membership {
         let up: Vec<SocketAddr> = self.alive_peers().iter().map(|m| m.gossip_addr).collect();
         for addr in up.choose_multiple(rng, self.config.indirect_probes.max(1)) {
             self.ping(*addr, now_ms, out);
+        }
+    }
+
+    /// Introduces this node to the members it learned of from others: one Ack each, answering
+    /// nothing, whose envelope the receiver applies (a Ping would make it push its member list
+    /// back, which this node already has).
+    pub(super) fn tick_introduce(&mut self, now_ms: u64, out: &mut Vec<Outgoing>) {
+        let introductions = std::mem::take(&mut self.introductions);
+        if self.me.state == MemberState::Left {
+            return;
+        }
+        for to in introductions {
+            out.push(Outgoing {
+                to,
+                msg: SwimMessage::Ack {
+                    probe: INTRODUCTION,
+                    clock_ms: self.wall(now_ms),
+                },
+            });
         }
     }
 

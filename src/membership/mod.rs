@@ -81,9 +81,12 @@ pub struct Membership {
     /// We have news of our own (a verdict, a refutation, a leave) to push to a few members at the
     /// next tick instead of waiting for the next probe to carry it.
     announce: bool,
-    /// Members that joined or came back, in a message of their own, since the driver last
-    /// asked: each is sent the whole member list (see [`Membership::take_list_wanted`]).
+    /// Members that joined or came back, in a Ping or PingReq of their own, since the driver
+    /// last asked: each is sent the whole member list (see [`Membership::take_list_wanted`]).
     list_wanted: Vec<SocketAddr>,
+    /// Members learned of from others' gossip since the last tick: this node introduces itself
+    /// to each (see `contact.rs`).
+    introductions: Vec<SocketAddr>,
     /// How far the times passed in are ahead of this node's wall clock (the core runs timers on
     /// a clock that absorbs steps back): Acks carry, and clock samples compare, wall time.
     wall_behind_ms: u64,
@@ -92,8 +95,9 @@ pub struct Membership {
 /// Where a record about a member came from.
 #[derive(Clone, Copy, Debug)]
 enum Via<'a> {
-    /// The member's own record, in the envelope of a message it sent.
-    Envelope,
+    /// The member's own record, in the envelope of a message it sent; `asks` when that message
+    /// expects an answer (a Ping or a PingReq: a joining or restarted node's first messages).
+    Envelope { asks: bool },
     /// Gossiped (piggybacked) by this member.
     Gossip(&'a NodeId),
     /// Handed in without its sender.
@@ -144,6 +148,7 @@ impl Membership {
             next_rejoin_ms: 0,
             announce: false,
             list_wanted: Vec::new(),
+            introductions: Vec::new(),
             wall_behind_ms: 0,
         }
     }
@@ -180,7 +185,8 @@ impl Membership {
         if !sender.is_plausible() {
             return;
         }
-        self.apply(now_ms, sender.clone(), Via::Envelope);
+        let asks = matches!(msg, SwimMessage::Ping { .. } | SwimMessage::PingReq { .. });
+        self.apply(now_ms, sender.clone(), Via::Envelope { asks });
         self.heard_from(now_ms, &sender.id);
         let replied = match msg {
             SwimMessage::Ping { probe } => {
@@ -261,6 +267,7 @@ impl Membership {
         self.tick_probe(now_ms, rng, out);
         self.tick_contact(now_ms, rng, out);
         self.tick_announce(now_ms, rng, out);
+        self.tick_introduce(now_ms, out);
     }
 
     /// Graceful leave: marks this node Left with a higher incarnation, queues that, and sends it
@@ -281,6 +288,7 @@ impl Membership {
         self.prober.abandon();
         self.announce = true;
         self.tick_announce(now_ms, rng, out);
+        self.tick_introduce(now_ms, out);
     }
 
     /// Updates to piggyback on the next outgoing datagram, at most `max`; each update is
@@ -325,11 +333,10 @@ impl Membership {
         self.peers.get(id).map(|peer| &peer.member)
     }
 
-    /// The member (this node included) whose gossip address is `addr`, if any.
     /// The addresses of the members that joined, or came back (from Dead or Left, or Alive at a
-    /// higher incarnation: restarted), in a message of their own since the last call: a joining or restarted node learns every member at
-    /// once from the first member it reaches (memberlist's push-pull on join does this), instead
-    /// of one per gossip round.
+    /// higher incarnation: restarted), in a Ping or PingReq of their own since the last call: a
+    /// joining or restarted node learns every member at once from the first member it reaches
+    /// (memberlist's push-pull on join does this), instead of one per gossip round.
     pub fn take_list_wanted(&mut self) -> Vec<SocketAddr> {
         let mut wanted = std::mem::take(&mut self.list_wanted);
         wanted.sort();
@@ -337,6 +344,7 @@ impl Membership {
         wanted
     }
 
+    /// The member (this node included) whose gossip address is `addr`, if any.
     pub fn member_by_addr(&self, addr: SocketAddr) -> Option<&Member> {
         self.members().find(|member| member.gossip_addr == addr)
     }
@@ -383,7 +391,7 @@ impl Membership {
     /// The earliest time at which [`Membership::handle_tick`] has something to do (`u64::MAX` if
     /// nothing is scheduled). A time in the past means now.
     pub fn next_wakeup_ms(&self) -> u64 {
-        if self.announce {
+        if self.announce || !self.introductions.is_empty() {
             return 0;
         }
         let suspicions = self
@@ -409,7 +417,10 @@ impl Membership {
     /// Applies one record about a member (an envelope, a piggybacked update or our own verdict):
     /// adopts it if it is news by the precedence rule, queues it for gossip and records the event.
     fn apply(&mut self, now_ms: u64, update: Member, via: Via) {
-        let from_envelope = matches!(via, Via::Envelope);
+        let from_envelope = matches!(via, Via::Envelope { .. });
+        // Only a member whose own message asks for an answer is sent the list: an introduction
+        // (an Ack) comes from a node that has the list already.
+        let wants_list = matches!(via, Via::Envelope { asks: true });
         if !update.is_plausible() {
             // No honest member sends it; the driver counts such records before they get here.
             return;
@@ -429,8 +440,12 @@ impl Membership {
                 },
             );
             self.on_new_state(now_ms, &update.id, via);
-            if from_envelope {
+            if wants_list {
                 self.list_wanted.push(update.gossip_addr);
+            }
+            if matches!(via, Via::Gossip(from) if *from != update.id) && update.state.is_up() {
+                // Heard of from someone else: it does not know this node yet, perhaps.
+                self.introductions.push(update.gossip_addr);
             }
             self.broadcasts.queue(update.clone());
             self.events.push(MemberEvent::Joined(update));
@@ -444,7 +459,7 @@ impl Membership {
                 && (matches!(from, MemberState::Dead | MemberState::Left)
                     || (from == MemberState::Alive
                         && update.incarnation > peer.member.incarnation));
-            if from_envelope && back {
+            if wants_list && back {
                 self.list_wanted.push(update.gossip_addr);
             }
             peer.member = update.clone();
@@ -485,7 +500,7 @@ impl Membership {
         let first = match via {
             Via::Gossip(from) => Some(from.clone()),
             Via::Local => Some(self.me.id.clone()),
-            Via::Envelope | Via::Unknown => None,
+            Via::Envelope { .. } | Via::Unknown => None,
         };
         if let Some(peer) = self.peers.get_mut(id) {
             // A Suspect record only replaces another at a higher incarnation: a new suspicion.

@@ -253,3 +253,43 @@ fn a_member_that_joins_or_comes_back_in_its_own_message_is_sent_the_member_list(
     node.handle_message(6, &at(3, MemberState::Alive, 1), addr(7103), ping, &mut out);
     assert_eq!(node.take_list_wanted(), [addr(7103)]);
 }
+
+#[test]
+fn a_member_learned_from_gossip_is_sent_one_introduction_that_asks_for_no_list() {
+    let mut node = node_knowing(&[1]);
+    let mut rng = rng();
+    // n1 tells us of n2 and n3: we introduce ourselves to each, once.
+    node.apply_updates_from(
+        0,
+        &id(1),
+        &[member(2), member(3), at(4, MemberState::Dead, 0)],
+    );
+    let out = tick(&mut node, 0, &mut rng);
+    let introductions: Vec<SocketAddr> = out
+        .iter()
+        .filter(|o| matches!(o.msg, SwimMessage::Ack { probe: 0, .. }))
+        .map(|o| o.to)
+        .collect();
+    assert_eq!(introductions, [addr(7102), addr(7103)], "not the dead n4");
+    let again = tick(&mut node, 1, &mut rng);
+    assert!(again
+        .iter()
+        .all(|o| !matches!(o.msg, SwimMessage::Ack { probe: 0, .. })));
+    // A member's own record in a datagram without a probe message is not gossip about it.
+    node.apply_updates_from(2, &id(5), &[member(5)]);
+    assert!(tick(&mut node, 2, &mut rng)
+        .iter()
+        .all(|o| o.to != addr(7105)));
+
+    // On the other side, an introduction makes the sender known, and asks for nothing back.
+    let mut other = node_knowing(&[1]);
+    let mut out = Vec::new();
+    let hello = SwimMessage::Ack {
+        probe: 0,
+        clock_ms: 0,
+    };
+    other.handle_message(0, &member(6), addr(7106), hello, &mut out);
+    assert_eq!(state_of(&other, 6), (MemberState::Alive, 0));
+    assert!(other.take_list_wanted().is_empty());
+    assert!(out.is_empty(), "{out:?}");
+}
