@@ -33,6 +33,10 @@ pub const MAX_QUEUED: usize = 8192;
 /// At most this many peers beyond the fanout are picked as candidates for a round of pushes,
 /// to make up for peers known to hold the rumors already.
 const MAX_PICK_EXTRA: usize = 16;
+/// With more peers than this, whether all of them hold a rumor is not tracked (pushes and
+/// piggybacks still skip the known holders): it cannot happen with a small fanout, and comparing
+/// the peer list on every flush would cost more than it saves.
+const MAX_TRACKED_PEERS: usize = 64;
 /// How long a rumor with nothing left to push or piggyback stays queued to answer pulls
 /// (milliseconds): about two probe periods, after which anti-entropy repairs what is missing.
 pub const PULL_WINDOW_MS: u64 = 2_000;
@@ -152,9 +156,13 @@ impl Queued {
         self.holders.contains(peer)
     }
 
-    fn hold(&mut self, peer: &NodeId) {
+    /// `peer` holds it; once every one of `peers` does, nothing more is piggybacked.
+    fn hold(&mut self, peer: &NodeId, peers: &[NodeId]) {
         if !self.held_by(peer) {
             self.holders.push(peer.clone());
+            if !peers.is_empty() && peers.iter().all(|p| self.held_by(p)) {
+                self.transmits_left = 0;
+            }
         }
     }
 
@@ -206,6 +214,9 @@ pub struct RumorMill {
     round_trip_ms: u64,
     /// Peers up, as the node last said (None until it says).
     peers_up: Option<usize>,
+    /// The peers of the last [`RumorMill::flush`] (none past [`MAX_TRACKED_PEERS`]): a rumor
+    /// they all hold is not piggybacked.
+    peers: Vec<NodeId>,
 }
 
 /// What [`RumorMill::flush`] asks the node to send: each peer's batch of fresh rumors.
@@ -221,6 +232,7 @@ impl RumorMill {
             next_push_ms: 0,
             round_trip_ms: 0,
             peers_up: None,
+            peers: Vec::new(),
         }
     }
 
@@ -316,7 +328,7 @@ impl RumorMill {
                 .rev()
                 .find(|q| q.rumor.seq == rumor.seq && q.rumor.origin == rumor.origin)
             {
-                queued.hold(from);
+                queued.hold(from, &self.peers);
             }
             return false;
         }
@@ -376,6 +388,11 @@ impl RumorMill {
         peers: &[NodeId],
         mut pick: impl FnMut(&[NodeId], usize) -> Vec<NodeId>,
     ) -> Pushes {
+        if peers.len() > MAX_TRACKED_PEERS {
+            self.peers.clear();
+        } else if self.peers != peers {
+            self.peers = peers.to_vec();
+        }
         let interval = self.push_interval_ms();
         let paced = interval > 0;
         let origin_fanout = self.origin_fanout();
@@ -417,14 +434,8 @@ impl RumorMill {
                 .cloned()
                 .collect();
             for peer in chosen {
-                queued.hold(&peer);
+                queued.hold(&peer, &self.peers);
                 batches.entry(peer).or_default().push(queued.rumor.clone());
-            }
-        }
-        for queued in self.queue.iter_mut().filter(|q| !q.fresh) {
-            if !peers.is_empty() && peers.iter().all(|p| queued.held_by(p)) {
-                // Every peer up holds it.
-                queued.transmits_left = 0;
             }
         }
         if paced && pushed {
@@ -489,7 +500,7 @@ impl RumorMill {
                 continue;
             }
             queued.transmits_left -= 1;
-            queued.hold(peer);
+            queued.hold(peer, &self.peers);
             out.push(queued.rumor.clone());
         }
         self.retire();

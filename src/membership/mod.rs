@@ -1,9 +1,9 @@
-//! SWIM membership and failure detection (Das et al., 2002) with the cheap parts of Lifeguard
-//! (Dadgar et al., 2018): who is in the cluster, who is up, and which news about members to
-//! piggyback next.
+//! SWIM membership and failure detection (Das et al., 2002) with Lifeguard (Dadgar et al., 2018:
+//! local health, suspicions that need confirming, the buddy system): who is in the cluster, who
+//! is up, and which news about members to piggyback next.
 //!
 //! A pure state machine in foca's shape. The driver hands in what arrived
-//! ([`Membership::handle_message`], [`Membership::apply_updates`]), the time as `now_ms` and a seeded
+//! ([`Membership::handle_message`], [`Membership::apply_updates_from`]), the time as `now_ms` and a seeded
 //! RNG ([`Membership::handle_tick`]); the membership answers by pushing [`Outgoing`] messages into
 //! an outbox, by handing out updates to piggyback ([`Membership::updates_to_send`]) and by recording
 //! [`MemberEvent`]s. It never reads a clock, never touches a socket, never encodes bytes, and never
@@ -12,17 +12,20 @@
 //!
 //! Files: [`member`] (records and precedence), [`config`] (timings), [`message`] (the wire
 //! messages), `broadcast` (the retransmission queue), `probe` (failure detection: probes, indirect
-//! probes, suspicion), `contact` (joining through seeds, re-contacting Dead members, announcing
-//! news).
+//! probes, resends, suspicion, the local health score), `suspicion` (one suspicion's shrinking
+//! timeout), `contact` (joining through seeds, re-contacting Dead members, announcing news,
+//! introducing this node to members it heard of).
 //!
 //! # Driver contract
 //!
 //! - Every datagram carries the sender's own record ([`Membership::me`]) as its envelope and up to
 //!   `max_piggyback` updates from [`Membership::updates_to_send`].
-//! - On receipt: [`Membership::handle_message`], then [`Membership::apply_updates`] with the
-//!   piggybacked updates, then build the replies, adding [`Membership::correction_for`] the
+//! - On receipt: [`Membership::handle_message`] (or, for a datagram without a probe message or a
+//!   frame, [`Membership::heard_from`] the sender), then [`Membership::apply_updates_from`] with
+//!   the piggybacked updates, then build the replies, adding [`Membership::correction_for`] the
 //!   sender to each reply addressed to `from_addr` (adding it to every datagram for a member, found
-//!   with [`Membership::member_by_addr`], is also fine).
+//!   with [`Membership::member_by_addr`], is also fine), and putting
+//!   [`Membership::suspicion_to_tell`] first in anything sent to a member this node suspects.
 //! - Call [`Membership::handle_tick`] again no later than [`Membership::next_wakeup_ms`], and
 //!   after any other input.
 
@@ -288,7 +291,6 @@ impl Membership {
         self.prober.abandon();
         self.announce = true;
         self.tick_announce(now_ms, rng, out);
-        self.tick_introduce(now_ms, out);
     }
 
     /// Updates to piggyback on the next outgoing datagram, at most `max`; each update is
