@@ -1834,7 +1834,11 @@ impl Oracle {
             .map(|n| sim.store(n).collected_through())
             .max()
             .unwrap_or_default();
-        let gone = held.is_none()
+        // The reader holds nothing, or an older delete (a member away while the others collected
+        // keeps its tombstone): either way the key reads as deleted, which is right once the
+        // write, or a later one, is gone and collected.
+        let reads_deleted = held.is_none_or(|h| writes.get(h).is_some_and(|x| x.value.is_none()));
+        let gone = reads_deleted
             && writes.range(w.stamp.clone()..).any(|(s, x)| {
                 x.status != Status::Failed && x.gone_at(s).is_some_and(|t| t <= collected)
             });

@@ -126,6 +126,11 @@ async fn handle(shared: &Shared, stream: &mut TcpStream, from: SocketAddr, frame
                 from: shared.core.id().clone(),
                 body: FrameBody::SyncReply(answer),
             };
+            // An injected delay holds back answers too: every outgoing cluster message.
+            let delay = shared.faults.delay();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             shared.frames.write(stream, &frame, ANSWER).await
         }
         FrameBody::SyncReply(_) => {
