@@ -133,6 +133,21 @@ where
     None
 }
 
+/// Polls every one of `procs` until each lists member `id` in `state`; the time from `since`.
+async fn until_all_list<'a>(
+    c: &Client,
+    procs: impl Iterator<Item = &'a Proc> + Clone,
+    id: &str,
+    state: &str,
+    since: Instant,
+    within: Duration,
+) -> Option<Duration> {
+    until_all(procs, since, within, |p| async move {
+        state_of(c, p, id).await.as_deref() == Some(state)
+    })
+    .await
+}
+
 /// (utime + stime) of a process in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -240,10 +255,14 @@ async fn main() {
         p.kill9();
     }
     let killed = Instant::now();
-    let dead = until_all(others(&nodes, victim), killed, limit, |p| {
-        let (c, id) = (&c, &victim_id);
-        async move { state_of(c, p, id).await.as_deref() == Some("dead") }
-    })
+    let dead = until_all_list(
+        &c,
+        others(&nodes, victim),
+        &victim_id,
+        "dead",
+        killed,
+        limit,
+    )
     .await;
     row(
         &mut rows,
@@ -269,10 +288,14 @@ async fn main() {
         },
     )
     .await;
-    let seen_back = until_all(others(&nodes, victim), restarted, limit, |p| {
-        let (c, id) = (&c, &victim_id);
-        async move { state_of(c, p, id).await.as_deref() == Some("alive") }
-    })
+    let seen_back = until_all_list(
+        &c,
+        others(&nodes, victim),
+        &victim_id,
+        "alive",
+        restarted,
+        limit,
+    )
     .await;
     row(
         &mut rows,
@@ -574,11 +597,13 @@ async fn lossy_trio(c: &Client, rows: &mut Vec<(String, String)>, loss: f64, sec
         p.kill9();
     }
     let killed = Instant::now();
-    let seen = until_all(
+    let seen = until_all_list(
+        c,
         procs.iter(),
+        "l3",
+        "dead",
         killed,
         Duration::from_secs(60),
-        |p| async move { state_of(c, p, "l3").await.as_deref() == Some("dead") },
     )
     .await;
     row(

@@ -240,13 +240,17 @@ impl Membership {
         }
     }
 
-    /// Our record of the member at `to` when we suspect it, to piggyback on what we send it
-    /// first, so that it refutes at once (Lifeguard's buddy system).
-    pub fn suspicion_to_tell(&self, to: SocketAddr) -> Option<Member> {
-        self.peers
-            .values()
-            .find(|p| p.member.gossip_addr == to && p.member.state == MemberState::Suspect)
-            .map(|p| p.member.clone())
+    /// Our record of `member` (as [`Membership::member_by_addr`] found it for an address we
+    /// send to) when we suspect it, to piggyback first on what we send it, so that it refutes at
+    /// once (Lifeguard's buddy system).
+    pub fn suspicion_to_tell(&self, member: &Member) -> Option<Member> {
+        (member.state == MemberState::Suspect && member.id != self.me.id).then(|| member.clone())
+    }
+
+    /// How many members are up, this node excluded (as many as [`Membership::alive_peers`]
+    /// lists, counted without building the list).
+    pub fn peers_up(&self) -> usize {
+        self.up_count() - 1
     }
 
     /// This node's local health score (Lifeguard's LHM, 0 = healthy, at most

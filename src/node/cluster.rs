@@ -473,7 +473,7 @@ impl<S: Store> Node<S> {
         if let Some(round_trip) = self.cluster.membership.median_round_trip_ms() {
             self.cluster.rumors.set_round_trip(round_trip);
         }
-        let peers_up = self.cluster.membership.alive_peers().len();
+        let peers_up = self.cluster.membership.peers_up();
         self.cluster.rumors.set_peers_up(peers_up);
         self.push_fresh_rumors();
         self.ask_again(now_ms);

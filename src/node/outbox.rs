@@ -47,14 +47,12 @@ impl<S: Store> Node<S> {
     /// rumors.
     pub(super) fn send_swim(&mut self, out: Vec<Outgoing>) {
         for Outgoing { to, msg } in out {
-            let to_id = self
-                .cluster
-                .membership
-                .member_by_addr(to)
-                .map(|m| m.id.clone());
+            let membership = &self.cluster.membership;
+            let member = membership.member_by_addr(to);
+            let to_id = member.map(|m| m.id.clone());
             // A member we suspect hears of it first, so that it refutes at once (Lifeguard's
             // buddy system).
-            let told = self.cluster.membership.suspicion_to_tell(to);
+            let told = member.and_then(|m| membership.suspicion_to_tell(m));
             let datagram = self.datagram(Some(msg), to_id.as_ref(), told.into_iter().collect());
             self.cluster.outbox.push(Outbound::Datagram {
                 to,

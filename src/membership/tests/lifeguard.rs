@@ -150,10 +150,11 @@ fn with_no_one_else_to_confirm_the_suspicion_takes_the_shortest_timeout() {
 fn a_suspect_is_told_of_its_suspicion_in_what_is_sent_to_it() {
     let mut node = knowing(&[1, 2], lifeguard());
     node.apply_updates(0, &[at(1, MemberState::Suspect, 0)]);
-    assert_eq!(
-        node.suspicion_to_tell(addr(7101)),
-        Some(at(1, MemberState::Suspect, 0))
-    );
-    assert_eq!(node.suspicion_to_tell(addr(7102)), None, "n2 is alive");
-    assert_eq!(node.suspicion_to_tell(addr(7109)), None, "a stranger");
+    let tell = |to: u16| {
+        node.member_by_addr(addr(7100 + to))
+            .and_then(|m| node.suspicion_to_tell(m))
+    };
+    assert_eq!(tell(1), Some(at(1, MemberState::Suspect, 0)));
+    assert_eq!(tell(2), None, "n2 is alive");
+    assert_eq!(tell(9), None, "a stranger");
 }
