@@ -1,7 +1,8 @@
 //! Dissemination defaults in the simulator's broadcast workload (25 full nodes, clients writing
 //! 100 operations per second spread over them). On 100 ms links the relays pace themselves by
-//! half the round trip their probes measure and batch what arrives meanwhile: under 20 messages
-//! per write where pushing everything at once cost about 70. On a LAN the same defaults never
+//! half the round trip their probes measure and batch what arrives meanwhile, and a round's
+//! rumors go to the peers the round already sends to: under 15 messages per write where pushing
+//! everything at once cost about 70 (15.7 when each rumor picked its own peers). On a LAN the same defaults never
 //! wait: the run is the very run of relays that push at once.
 
 use hearsay::gossip::rumor::RumorConfig;
@@ -20,12 +21,13 @@ fn run(latency_ms: u64, rumor: RumorConfig) -> BroadcastReport {
 }
 
 #[test]
-fn on_slow_links_the_defaults_batch_relays_under_twenty_messages_per_write() {
+fn on_slow_links_the_defaults_batch_relays_under_fifteen_messages_per_write() {
     let report = run(100, RumorConfig::default());
     println!("{report:?}");
     assert_eq!(report.unfinished, 0);
-    assert!(report.msgs_per_op < 20.0, "{report:?}");
+    assert!(report.msgs_per_op < 15.0, "{report:?}");
     assert!(report.latency_ms_p50 < 400, "{report:?}");
+    assert!(report.latency_ms_max < 600, "{report:?}");
 }
 
 #[test]

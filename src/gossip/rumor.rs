@@ -427,8 +427,13 @@ impl RumorMill {
                 Some(_) => (self.config.fanout, &mut relayed, relayed_extra),
             };
             let candidates = candidates.get_or_insert_with(|| pick(peers, fanout + extra));
-            let chosen: Vec<NodeId> = candidates
-                .iter()
+            // Peers this round already sends to come first: a rumor whose usual peers hold it
+            // goes in a datagram that leaves anyway rather than in a new one.
+            let (sending, idle): (Vec<&NodeId>, Vec<&NodeId>) =
+                candidates.iter().partition(|p| batches.contains_key(*p));
+            let chosen: Vec<NodeId> = sending
+                .into_iter()
+                .chain(idle)
                 .filter(|p| !queued.held_by(p))
                 .take(fanout)
                 .cloned()
@@ -614,6 +619,26 @@ mod tests {
         assert_eq!(origin.flush(&[id("b"), id("c")], first_k).len(), 2);
         assert!(origin.piggyback(&id("b"), |_| true).is_empty());
         assert!(origin.piggyback(&id("c"), |_| true).is_empty());
+    }
+
+    #[test]
+    fn a_rumor_goes_to_the_peers_its_round_already_sends_to_before_any_other() {
+        // Relayed rumors: r1 came from c (a holder), r2 from x (not a peer). The round's
+        // candidates are b, c, d, e, f: r1 goes to b, d, e; r2, which none of them holds, goes to
+        // the same three rather than to b, c, d (a fourth datagram, to c).
+        let mut mill = RumorMill::new(RumorConfig {
+            push_interval_ms: Some(0),
+            ..RumorConfig::default()
+        });
+        assert!(mill.receive(rumor("a", 1), &id("c"), 7, true));
+        assert!(mill.receive(rumor("a", 2), &id("x"), 7, true));
+        let peers = ["b", "c", "d", "e", "f", "g"].map(id);
+        let pushes = mill.flush(&peers, first_k);
+        let targets: Vec<(&str, usize)> = pushes
+            .iter()
+            .map(|(p, batch)| (p.as_str(), batch.len()))
+            .collect();
+        assert_eq!(targets, vec![("b", 2), ("d", 2), ("e", 2)]);
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! over the nodes while every link takes `latency_ms`; reports inter-node messages per client
 //! operation and the time until each operation is visible on every node.
 
-use super::{Sim, SimConfig};
+use super::{MessageKind, Sim, SimConfig};
 use crate::crdt::{KeyState, Value};
 use crate::gossip::rumor::RumorConfig;
 use crate::node::Write;
 use crate::store::StoreKey;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
 pub struct BroadcastWorkload {
@@ -32,6 +33,8 @@ pub struct BroadcastReport {
     pub ops: u64,
     pub messages: u64,
     pub msgs_per_op: f64,
+    /// `msgs_per_op` split by what the messages were (probes, rumor datagrams, anti-entropy...).
+    pub msgs_per_op_by_kind: BTreeMap<MessageKind, f64>,
     pub latency_ms_p50: u64,
     pub latency_ms_max: u64,
     /// Operations still not visible everywhere when the run ended.
@@ -48,6 +51,7 @@ impl BroadcastWorkload {
         // Let membership form before measuring.
         sim.run_for(15_000 + 40 * self.latency_ms);
         let sent_before = sim.stats.sent;
+        let kinds_before = sim.stats.by_kind.clone();
         let step = (1_000 / self.rate.max(1)).max(1);
         let total = self.rate * self.duration_s;
         let mut pending: Vec<(String, u64)> = Vec::new();
@@ -82,6 +86,16 @@ impl BroadcastWorkload {
             settle(&sim, &mut pending, &mut latencies);
         }
         let messages = sim.stats.sent - sent_before;
+        let ops = total.max(1) as f64;
+        let msgs_per_op_by_kind = sim
+            .stats
+            .by_kind
+            .iter()
+            .map(|(kind, &sent)| {
+                let before = kinds_before.get(kind).copied().unwrap_or(0);
+                (*kind, (sent - before) as f64 / ops)
+            })
+            .collect();
         latencies.sort_unstable();
         let pick = |p: f64| {
             latencies
@@ -96,7 +110,8 @@ impl BroadcastWorkload {
             push_interval_ms: self.rumor.push_interval_ms,
             ops: total,
             messages,
-            msgs_per_op: messages as f64 / total.max(1) as f64,
+            msgs_per_op: messages as f64 / ops,
+            msgs_per_op_by_kind,
             latency_ms_p50: pick(0.5),
             latency_ms_max: latencies.last().copied().unwrap_or(0),
             unfinished: pending.len() as u64,

@@ -132,6 +132,41 @@ pub struct SimStats {
     pub to_strangers: u64,
     /// `FetchLeaves` requests dropped by a node that predates them ([`Sim::predate_fetch`]).
     pub fetch_refused: u64,
+    /// Messages the nodes sent, by kind ([`MessageKind`]), lost ones included.
+    pub by_kind: std::collections::BTreeMap<MessageKind, u64>,
+}
+
+/// What a message the simulator carries is, for [`SimStats::by_kind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// A datagram with a probe message (Ping, Ack, PingReq), rumors piggybacked or not.
+    Probe,
+    /// A datagram of rumors, membership updates or a pull summary, without a probe message.
+    RumorDatagram,
+    /// A frame of rumors too large for a datagram.
+    RumorFrame,
+    /// Any other frame (replication for `?w=`, reads for `?r=`, forget, read repair).
+    OtherFrame,
+    /// An anti-entropy request.
+    SyncRequest,
+    /// An anti-entropy answer.
+    SyncAnswer,
+}
+
+impl MessageKind {
+    fn of(message: &Outbound) -> Option<MessageKind> {
+        Some(match message {
+            Outbound::Datagram { datagram, .. } if datagram.swim.is_some() => MessageKind::Probe,
+            Outbound::Datagram { .. } => MessageKind::RumorDatagram,
+            Outbound::Frame { frame, .. } => match frame.body {
+                wire::FrameBody::Rumors(_) => MessageKind::RumorFrame,
+                _ => MessageKind::OtherFrame,
+            },
+            Outbound::SyncRequest { .. } => MessageKind::SyncRequest,
+            Outbound::SyncDone { .. } => return None,
+        })
+    }
 }
 
 /// What a client learns of a write it submitted ([`Sim::submit`]), once the node released the
@@ -1356,6 +1391,11 @@ impl Sim {
                     answer,
                     ..
                 } => {
+                    *self
+                        .stats
+                        .by_kind
+                        .entry(MessageKind::SyncAnswer)
+                        .or_default() += 1;
                     if self.lost(i, j) {
                         self.fail_sync(j, epoch, session);
                     } else {
@@ -1378,6 +1418,9 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, message: Outbound) {
+        if let Some(kind) = MessageKind::of(&message) {
+            *self.stats.by_kind.entry(kind).or_default() += 1;
+        }
         let from_addr = self.nodes[from].addr;
         let (to, frame_or_datagram) = match message {
             Outbound::Datagram { to, datagram, .. } => (to, Ok(datagram)),
