@@ -12,7 +12,9 @@
 //!   three for HEARSAY_SCALE_LOAD_S seconds (default 15): how many times each node received each
 //!   write made elsewhere (`hearsay_rumors_total{event="received"}`; 1 is the minimum), and the
 //!   replication lag (a PUT on the first node, from its sending until a watch stream on the third
-//!   delivers it), idle and under that load;
+//!   delivers it), idle and under that load; and, from the third node's
+//!   `hearsay_replication_lag_seconds` histogram, the lag of every write made elsewhere under that
+//!   load, from its timestamp at its origin to its merge there (the HTTP queues left out);
 //! - loss: three fresh nodes, each losing HEARSAY_SCALE_LOSS (default 0.05) of its cluster
 //!   datagrams and frames in and out (about 10% of the messages between two of them), for
 //!   HEARSAY_SCALE_LOSS_S seconds (default 300; 0 skips it): suspicions raised, transitions to
@@ -473,6 +475,56 @@ fn percentiles(lags: &[Duration]) -> String {
     )
 }
 
+/// `hearsay_replication_lag_seconds` of `p`: each bucket's bound (seconds, `INFINITY` last)
+/// and its cumulative count.
+async fn lag_buckets(c: &Client, p: &Proc) -> Vec<(f64, u64)> {
+    let text = c
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("hearsay_replication_lag_seconds_bucket{le=\"")?;
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The bucket bounds holding the 50th and 99th percentile of the lags counted between
+/// `before` and `after` (two readings of [`lag_buckets`]).
+fn lag_percentiles(before: &[(f64, u64)], after: &[(f64, u64)]) -> String {
+    let counted: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(bound, n)| {
+            let earlier = before.iter().find(|(b, _)| *b == bound).map_or(0, |x| x.1);
+            (bound, n.saturating_sub(earlier))
+        })
+        .collect();
+    let total = counted.last().map_or(0, |x| x.1);
+    let bound = |p: f64| {
+        let rank = (total as f64 * p).ceil() as u64;
+        counted
+            .iter()
+            .find(|(_, n)| *n >= rank.max(1))
+            .map_or(f64::NAN, |(b, _)| b * 1000.0)
+    };
+    format!(
+        "p50 <= {} ms, p99 <= {} ms ({total} writes)",
+        bound(0.5),
+        bound(0.99)
+    )
+}
+
 async fn received(c: &Client, p: &Proc) -> u64 {
     metric(c, p, "hearsay_rumors_total{event=\"received\"}")
         .await
@@ -495,6 +547,7 @@ async fn loaded_trio(c: &Client, rows: &mut Vec<(String, String)>, secs_: u64) {
     for p in &procs {
         before.push(received(c, p).await);
     }
+    let lag_before = lag_buckets(c, &procs[2]).await;
     let until = Instant::now() + Duration::from_secs(secs_);
     let bases: Vec<String> = procs.iter().map(|p| p.base.clone()).collect();
     let mut writers = Vec::new();
@@ -525,6 +578,7 @@ async fn loaded_trio(c: &Client, rows: &mut Vec<(String, String)>, secs_: u64) {
     }
     // Let the last rumors arrive before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let lag_after = lag_buckets(c, &procs[2]).await;
     let mut receipts = Vec::new();
     for (k, p) in procs.iter().enumerate() {
         let got = received(c, p).await - before[k];
@@ -548,6 +602,11 @@ async fn loaded_trio(c: &Client, rows: &mut Vec<(String, String)>, secs_: u64) {
         rows,
         "replication lag n1 -> n3, under that load",
         percentiles(&loaded),
+    );
+    row(
+        rows,
+        "replication lag on n3 under that load, origin timestamp -> merge (every write)",
+        lag_percentiles(&lag_before, &lag_after),
     );
 }
 

@@ -60,6 +60,56 @@ pub struct EventLabels {
     pub event: &'static str,
 }
 
+/// A histogram whose buckets the core counts (the node's plain running totals), copied in at
+/// each scrape: `set` replaces the whole; nothing is observed here.
+#[derive(Clone, Debug, Default)]
+pub struct CountedHistogram {
+    inner: std::sync::Arc<std::sync::Mutex<CountedBuckets>>,
+}
+
+#[derive(Debug, Default)]
+struct CountedBuckets {
+    sum: f64,
+    count: u64,
+    /// Upper bound and count (not cumulative); the last bound is `f64::MAX` (`+Inf`).
+    buckets: Vec<(f64, u64)>,
+}
+
+impl CountedHistogram {
+    /// Sets the histogram to `buckets` (upper bound, `None` for `+Inf`, and the count in that
+    /// bucket alone), their `sum` and their total `count`.
+    pub fn set(&self, sum: f64, count: u64, buckets: impl Iterator<Item = (Option<f64>, u64)>) {
+        let buckets = buckets
+            .map(|(bound, n)| (bound.unwrap_or(f64::MAX), n))
+            .collect();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *inner = CountedBuckets {
+            sum,
+            count,
+            buckets,
+        };
+    }
+}
+
+impl prometheus_client::encoding::EncodeMetric for CountedHistogram {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            inner.sum,
+            inner.count,
+            &inner.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to about 1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -103,6 +153,9 @@ pub struct Metrics {
     pub member_events: Family<EventLabels, Counter>,
     /// Lifeguard's local health score (0 = healthy).
     pub local_health: Gauge,
+    /// From a write's timestamp at its origin to its merge here, for kv writes that came by
+    /// rumor (see `node/replication_lag.rs`).
+    pub replication_lag: CountedHistogram,
     /// Consistency-level events: `write_met`, `write_timeout`, `read_met`, `read_timeout`,
     /// `read_merged`, `repair_sent`.
     pub consistency: Family<EventLabels, Counter>,
@@ -258,6 +311,12 @@ impl Metrics {
             "Local health score (0 = healthy, at most 8): raised by this node's failed probes and refutations, its probes run 1 + score times more slowly",
             local_health.clone(),
         );
+        let replication_lag = CountedHistogram::default();
+        registry.register(
+            "replication_lag_seconds",
+            "Time from a kv write's timestamp at its origin to its merge on this node, for writes that came by rumor (this node's clock: between machines the clocks' offset is included)",
+            replication_lag.clone(),
+        );
         let consistency = Family::<EventLabels, Counter>::default();
         registry.register(
             "consistency",
@@ -278,6 +337,7 @@ impl Metrics {
             heals,
             member_events,
             local_health,
+            replication_lag,
             consistency,
             cluster_messages,
             cluster_bytes,

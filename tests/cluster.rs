@@ -123,6 +123,27 @@ async fn three_nodes_find_each_other_and_replicate_writes() {
         format!("http://{}", n2["http_addr"].as_str().unwrap()),
         t.n2.base
     );
+    // The kv write came to n2 and n3 by rumor and was timed there; n1 made it (and the set add,
+    // which carries no time, is not timed).
+    for (node, timed) in [(&t.n1, false), (&t.n2, true), (&t.n3, true)] {
+        let metrics = get_text(&c, node.url("/metrics")).await.unwrap();
+        let value = |prefix: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        let count = value("hearsay_replication_lag_seconds_count").unwrap();
+        let all = value("hearsay_replication_lag_seconds_bucket{le=\"+Inf\"}").unwrap();
+        let sum = value("hearsay_replication_lag_seconds_sum").unwrap();
+        assert_eq!(count > 0.0, timed, "{} timed {count} writes", node.base);
+        assert_eq!(all, count, "every lag falls in some bucket");
+        assert!(
+            (0.0..30.0).contains(&sum),
+            "lags of {sum} s at {}",
+            node.base
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

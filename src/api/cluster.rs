@@ -188,6 +188,13 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         );
     }
     m.local_health.set(c.local_health as i64);
+    let lag = &c.replication_lag;
+    m.replication_lag.set(
+        lag.sum_ms() as f64 / 1000.0,
+        lag.count(),
+        lag.buckets()
+            .map(|(bound, n)| (bound.map(|ms| ms as f64 / 1000.0), n)),
+    );
     for (event, total) in [
         ("write_met", c.waits.write_met),
         ("write_timeout", c.waits.write_timeout),

@@ -7,6 +7,7 @@
 use super::anti_entropy::Session;
 use super::clock_watch::{self, ClockStatus};
 use super::peer_input::RefusalLog;
+use super::replication_lag::ReplicationLag;
 use super::tombstones::TombstoneConfig;
 use super::{Applied, Node};
 use crate::clock::{NodeId, Timestamp, DEFAULT_MAX_CLOCK_SKEW_MS};
@@ -115,6 +116,8 @@ pub struct ClusterStats {
     pub rumors_pushed: u64,
     pub rumors_received: u64,
     pub rumors_merged: u64,
+    /// How long the writes made elsewhere took to arrive, by rumor (see `replication_lag.rs`).
+    pub replication_lag: ReplicationLag,
     pub sync_sessions: u64,
     /// Exchanges a peer started that this node declined while it caught up from that peer.
     pub sync_declined: u64,
@@ -437,6 +440,7 @@ impl<S: Store> Node<S> {
                 rumor.seq,
             );
             if self.cluster.rumors.receive(rumor, from, members, small) {
+                self.cluster.stats.replication_lag.record(now_ms, &delta);
                 let applied = self.merge_from_peer(
                     now_ms,
                     from,

@@ -30,6 +30,7 @@ mod outbox;
 mod peer_input;
 mod precondition;
 mod quorum;
+mod replication_lag;
 mod roster;
 mod timer_clock;
 mod tombstones;
@@ -43,6 +44,7 @@ pub use heal::HealReport;
 pub use index_repair::LeafRepair;
 pub use precondition::{EtagCondition, Precondition};
 pub use quorum::{Level, Tally, Wait, WaitOutcome, WaitStats, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS};
+pub use replication_lag::{ReplicationLag, LAG_BOUNDS_MS};
 pub use tombstones::TombstoneConfig;
 
 /// What merging a state into this node did.

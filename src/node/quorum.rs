@@ -486,7 +486,9 @@ impl<S: Store> Node<S> {
         let small = encoded_len(&rumor) <= MAX_DATAGRAM / 2;
         // Marked as seen (and passed on when new); merged whether new or not, so that the
         // acknowledgement stands for this very merge.
-        self.cluster.rumors.receive(rumor, from, members, small);
+        if self.cluster.rumors.receive(rumor, from, members, small) {
+            self.cluster.stats.replication_lag.record(now_ms, &delta);
+        }
         let mut refused = Vec::new();
         let applied = self.merge_from_peer(
             now_ms,
