@@ -8,7 +8,8 @@
 //!   address): time until it lists every member alive, and until every other lists it alive;
 //! - 100 writes spread over the nodes: time from the last acknowledgement until every digest is
 //!   equal;
-//! - dissemination under load: three fresh nodes, 64 connections writing 100-byte values to all
+//! - dissemination under load: three fresh nodes, HEARSAY_SCALE_CONNECTIONS connections (default
+//!   64) writing 100-byte values to all
 //!   three for HEARSAY_SCALE_LOAD_S seconds (default 15): how many times each node received each
 //!   write made elsewhere (`hearsay_rumors_total{event="received"}`; 1 is the minimum), and the
 //!   replication lag (a PUT on the first node, from its sending until a watch stream on the third
@@ -531,8 +532,9 @@ async fn received(c: &Client, p: &Proc) -> u64 {
         .unwrap_or(0)
 }
 
-/// Three nodes under a write load of 64 connections for `secs_` seconds.
+/// Three nodes under a write load of HEARSAY_SCALE_CONNECTIONS connections for `secs_` seconds.
 async fn loaded_trio(c: &Client, rows: &mut Vec<(String, String)>, secs_: u64) {
+    let connections: usize = env("HEARSAY_SCALE_CONNECTIONS", 64);
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let procs = trio(c, "w", &dirs).await;
     let idle = lags(
@@ -551,7 +553,7 @@ async fn loaded_trio(c: &Client, rows: &mut Vec<(String, String)>, secs_: u64) {
     let until = Instant::now() + Duration::from_secs(secs_);
     let bases: Vec<String> = procs.iter().map(|p| p.base.clone()).collect();
     let mut writers = Vec::new();
-    for w in 0..64 {
+    for w in 0..connections {
         let (c, bases) = (c.clone(), bases.clone());
         writers.push(tokio::spawn(async move {
             let mut done = [0u64; 3];
@@ -588,7 +590,7 @@ async fn loaded_trio(c: &Client, rows: &mut Vec<(String, String)>, secs_: u64) {
     let total: u64 = written.iter().sum();
     row(
         rows,
-        format!("3 nodes, 64 connections writing for {secs_} s"),
+        format!("3 nodes, {connections} connections writing for {secs_} s"),
         format!(
             "{total} writes ({:.0}/s); each node received each write made elsewhere {:.2} / {:.2} / {:.2} times",
             total as f64 / secs_ as f64,

@@ -265,8 +265,11 @@ impl<S: Store> Node<S> {
         self.cluster.rumors.seen_entries()
     }
 
-    /// Messages for the transport, in the order they were produced.
+    /// Messages for the transport, in the order they were produced, ending with the pushes of
+    /// the rumors of this node's writes since the last call: the driver takes them once per
+    /// round, so a round's writes share datagrams (they leave with the round's commit anyway).
     pub fn take_outbound(&mut self) -> Vec<Outbound> {
+        self.push_fresh_rumors();
         std::mem::take(&mut self.cluster.outbox)
     }
 
@@ -278,7 +281,8 @@ impl<S: Store> Node<S> {
             .any(|m| m.id != self.id && m.state.is_up())
     }
 
-    /// Queues the rumor of a local write and pushes it at once.
+    /// Queues the rumor of a local write; [`Node::take_outbound`] pushes it with the others of
+    /// its round.
     pub(super) fn spread_local(&mut self, key: StoreKey, delta: KeyState, seq: u64) {
         let members = self.cluster.membership.members().count();
         let rumor = Rumor {
@@ -289,7 +293,6 @@ impl<S: Store> Node<S> {
         };
         let small = encoded_len(&rumor) <= MAX_DATAGRAM / 2;
         self.cluster.rumors.publish(rumor, members, small);
-        self.push_fresh_rumors();
     }
 
     /// A datagram arrived from `from_addr`.

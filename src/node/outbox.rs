@@ -389,4 +389,44 @@ mod tests {
         assert_eq!(probe.pull, None);
         assert!(crate::wire::encode_datagram(&probe).len() <= MAX_DATAGRAM + 1);
     }
+
+    #[test]
+    fn the_writes_of_one_round_reach_each_peer_in_one_datagram() {
+        let mut config = ClusterConfig::standalone();
+        config.gossip_addr = SocketAddr::from(([127, 0, 0, 1], 7101));
+        let mut node = Node::open_in_cluster(MemoryStore::new(), id("a"), config).unwrap();
+        for (name, port) in [("b", 7102), ("c", 7103)] {
+            let peer = member(name, port);
+            node.handle_datagram(1, peer.gossip_addr, ping(&peer, None))
+                .unwrap();
+        }
+        node.take_outbound();
+        for i in 0..5 {
+            node.handle_write(
+                2,
+                Write::KvPut {
+                    key: format!("k{i}"),
+                    value: Value {
+                        content_type: "text/plain".into(),
+                        data: b"v".to_vec(),
+                    },
+                    ttl_ms: None,
+                },
+            )
+            .unwrap();
+        }
+        let out = node.take_outbound();
+        let pushes: Vec<(&str, usize)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Outbound::Datagram {
+                    to_id, datagram, ..
+                } if !datagram.rumors.is_empty() => {
+                    Some((to_id.as_ref()?.as_str(), datagram.rumors.len()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pushes, vec![("b", 5), ("c", 5)]);
+    }
 }
