@@ -266,8 +266,10 @@ impl<S: Store> Node<S> {
     }
 
     /// Messages for the transport, in the order they were produced, ending with the pushes of
-    /// the rumors of this node's writes since the last call: the driver takes them once per
-    /// round, so a round's writes share datagrams (they leave with the round's commit anyway).
+    /// the rumors that became fresh since the last call (this node's writes, and rumors from
+    /// peers to pass on): the driver takes them once per round, so a round's rumors share
+    /// datagrams (they leave with the round's commit anyway), and a rumor that several peers
+    /// sent during the round goes to none of them.
     pub fn take_outbound(&mut self) -> Vec<Outbound> {
         self.push_fresh_rumors();
         std::mem::take(&mut self.cluster.outbox)
@@ -366,7 +368,6 @@ impl<S: Store> Node<S> {
         self.send_swim(out);
         self.send_member_lists();
         self.after_membership_change(now_ms);
-        self.push_fresh_rumors();
         Ok(())
     }
 
@@ -380,10 +381,7 @@ impl<S: Store> Node<S> {
         }
         self.cluster.membership.heard_from(now_ms, &frame.from);
         match frame.body {
-            FrameBody::Rumors(rumors) => {
-                self.receive_rumors(now_ms, &frame.from, rumors)?;
-                self.push_fresh_rumors();
-            }
+            FrameBody::Rumors(rumors) => self.receive_rumors(now_ms, &frame.from, rumors)?,
             FrameBody::Forget(values) => self.forget(now_ms, &frame.from, values)?,
             FrameBody::Replicate(rumor) => self.receive_replicate(now_ms, &frame.from, rumor)?,
             FrameBody::Replicated { origin, seq } => {

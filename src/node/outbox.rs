@@ -429,4 +429,54 @@ mod tests {
             .collect();
         assert_eq!(pushes, vec![("b", 5), ("c", 5)]);
     }
+
+    #[test]
+    fn rumors_from_peers_in_one_round_reach_each_peer_in_one_datagram() {
+        let mut config = ClusterConfig::standalone();
+        config.gossip_addr = SocketAddr::from(([127, 0, 0, 1], 7101));
+        let mut node = Node::open_in_cluster(MemoryStore::new(), id("a"), config).unwrap();
+        let peers: Vec<Member> = [("b", 7102), ("c", 7103), ("d", 7104)]
+            .into_iter()
+            .map(|(name, port)| member(name, port))
+            .collect();
+        for peer in &peers {
+            node.handle_datagram(1, peer.gossip_addr, ping(peer, None))
+                .unwrap();
+        }
+        node.take_outbound();
+        // x's writes 1 and 2 come from b and from c: 1 goes to c and d, 2 to b and d.
+        for (seq, from) in [(1, &peers[0]), (2, &peers[1])] {
+            let rumor = Rumor {
+                origin: crate::clock::ReplicaId::new(id("x"), 0),
+                seq,
+                key: crate::store::StoreKey::kv(format!("k{seq}")),
+                delta: crate::crdt::KeyState::Register(crate::crdt::LwwRegister::write(
+                    crate::clock::Timestamp::from_raw(seq + 10),
+                    id("x"),
+                    None,
+                )),
+            };
+            let mut datagram = ping(from, None);
+            datagram.swim = None;
+            datagram.rumors = vec![rumor];
+            node.handle_datagram(2, from.gossip_addr, datagram).unwrap();
+        }
+        let out = node.take_outbound();
+        let pushes: Vec<(&str, Vec<u64>)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Outbound::Datagram {
+                    to_id, datagram, ..
+                } if !datagram.rumors.is_empty() => {
+                    let seqs = datagram.rumors.iter().map(|r| r.seq).collect();
+                    Some((to_id.as_ref()?.as_str(), seqs))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            pushes,
+            vec![("b", vec![2]), ("c", vec![1]), ("d", vec![1, 2])]
+        );
+    }
 }

@@ -511,7 +511,6 @@ impl<S: Store> Node<S> {
                 }
             }
         }
-        self.push_fresh_rumors();
         Ok(())
     }
 
