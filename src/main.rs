@@ -265,6 +265,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`hearsay sim ... | head -1`): nothing more to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -272,19 +274,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes one line of a command's output to stdout (an error, not a panic, once the reader is
+/// gone).
+fn say(line: std::fmt::Arguments) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}")
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 #[allow(clippy::disallowed_methods)] // the command reports how long it took
 fn compact(args: CompactArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let done = hearsay::store::compact(&args.data, args.cache_mb << 20)?;
     let mb = |bytes: u64| bytes as f64 / 1e6;
-    println!(
+    say(format_args!(
         "compacted {}: {:.1} MB -> {:.1} MB ({} rows) in {:.1} s",
         args.data.display(),
         mb(done.bytes_before),
         mb(done.bytes_after),
         done.rows,
         started.elapsed().as_secs_f64()
-    );
+    ))?;
     Ok(())
 }
 
@@ -439,12 +453,12 @@ fn sim_rounds(args: &SimArgs) -> anyhow::Result<()> {
         let rounds = r
             .rounds_to_full
             .map_or_else(|| "never".to_string(), |x| x.to_string());
-        println!(
+        say(format_args!(
             "{} nodes: every node held the update after {rounds} rounds (bound {:.2}); {:.2} messages per node carried it, {:.2} pull requests per node; {} ms",
             r.nodes, r.bound, r.msgs_per_node, r.pull_requests_per_node, run.elapsed_ms
-        );
+        ))?;
     }
-    println!("{}", serde_json::to_string(&run)?);
+    say(format_args!("{}", serde_json::to_string(&run)?))?;
     Ok(())
 }
 
@@ -453,17 +467,17 @@ fn sim_figure(args: &SimArgs, path: &Path) -> anyhow::Result<()> {
     for nodes in figure::SWEEP {
         let run = measured_round_model(args, nodes)?;
         if !args.json {
-            println!(
+            say(format_args!(
                 "n = {nodes}: rounds {:?} (bound {:.2}), {:.2} messages per node",
                 run.report.rounds_to_full, run.report.bound, run.report.msgs_per_node
-            );
+            ))?;
         }
         runs.push(run);
     }
     let reports: Vec<RoundReport> = runs.iter().map(|r| r.report.clone()).collect();
     std::fs::write(path, figure::dissemination_svg(&reports))
         .with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{}", serde_json::to_string(&runs)?);
+    say(format_args!("{}", serde_json::to_string(&runs)?))?;
     Ok(())
 }
 
@@ -495,12 +509,12 @@ fn sim_broadcast(args: &SimArgs) -> anyhow::Result<()> {
     }
     .run();
     if !args.json {
-        println!(
+        say(format_args!(
             "{} nodes, {} ops: {:.1} messages per op, visible everywhere after p50 {} ms, max {} ms ({} unfinished)",
             report.nodes, report.ops, report.msgs_per_op, report.latency_ms_p50, report.latency_ms_max, report.unfinished
-        );
+        ))?;
     }
-    println!("{}", serde_json::to_string(&report)?);
+    say(format_args!("{}", serde_json::to_string(&report)?))?;
     Ok(())
 }
 

@@ -261,6 +261,22 @@ fn sim_prints_its_figures_as_json_on_the_last_line() {
     assert_eq!(sim_json(&args), report);
 }
 
+#[test]
+fn sim_ends_quietly_when_its_reader_is_gone() {
+    // `hearsay sim ... | head -1` after head exited: the write fails, the command exits 0.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hearsay"))
+        .args(["sim", "--nodes", "100", "--seed", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 fn sim_json(args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearsay"))
         .arg("sim")
