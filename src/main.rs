@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hearsay::api::limits::open_file_limit;
 use hearsay::clock::NodeId;
-use hearsay::gossip::rumor::RumorConfig;
+use hearsay::gossip::rumor::{PushPlan, RumorConfig};
 use hearsay::local_cluster::LocalCluster;
 use hearsay::server::{self, Listeners, ServerConfig};
 use hearsay::sim::figure;
@@ -76,6 +76,9 @@ struct SimArgs {
     /// default: half the round trip probes measure, 0 under 20 ms).
     #[arg(long)]
     push_interval_ms: Option<u64>,
+    /// Which peers fresh rumors are pushed to: random or grid (broadcast; default random).
+    #[arg(long, value_enum)]
+    push_plan: Option<PushPlanArg>,
     /// Probability that a message is lost, 0 to 1 (round model).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
@@ -213,6 +216,10 @@ struct ServeArgs {
     /// never waits and slow links batch.
     #[arg(long, env = "HEARSAY_PUSH_INTERVAL_MS")]
     push_interval_ms: Option<u64>,
+    /// Which peers fresh rumors are pushed to: `random` (default) or `grid` (every member gets
+    /// a write once, in two hops: fewer messages, less redundancy under loss).
+    #[arg(long, env = "HEARSAY_PUSH_PLAN", value_enum)]
+    push_plan: Option<PushPlanArg>,
     /// Milliseconds between anti-entropy exchanges with a random peer (default 2000).
     #[arg(long, env = "HEARSAY_ANTI_ENTROPY_INTERVAL_MS")]
     anti_entropy_interval_ms: Option<u64>,
@@ -361,6 +368,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.origin_fanout,
         args.push_interval_ms,
     );
+    timings.rumor.plan = args.push_plan.map_or(timings.rumor.plan, PushPlan::from);
     timings.anti_entropy_interval_ms = args
         .anti_entropy_interval_ms
         .unwrap_or(timings.anti_entropy_interval_ms)
@@ -499,6 +507,7 @@ fn sim_broadcast(args: &SimArgs) -> anyhow::Result<()> {
         args.origin_fanout,
         args.push_interval_ms,
     );
+    rumor.plan = args.push_plan.map_or(rumor.plan, PushPlan::from);
     let report = hearsay::sim::broadcast::BroadcastWorkload {
         nodes: args.nodes,
         latency_ms: args.latency_ms,
@@ -516,6 +525,22 @@ fn sim_broadcast(args: &SimArgs) -> anyhow::Result<()> {
     }
     say(format_args!("{}", serde_json::to_string(&report)?))?;
     Ok(())
+}
+
+/// `--push-plan`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PushPlanArg {
+    Random,
+    Grid,
+}
+
+impl From<PushPlanArg> for PushPlan {
+    fn from(arg: PushPlanArg) -> Self {
+        match arg {
+            PushPlanArg::Random => PushPlan::Random,
+            PushPlanArg::Grid => PushPlan::Grid,
+        }
+    }
 }
 
 /// The dissemination flags shared by `serve` and `sim --workload broadcast`.

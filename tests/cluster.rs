@@ -147,6 +147,40 @@ async fn three_nodes_find_each_other_and_replicate_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn with_the_grid_plan_writes_reach_every_node_by_rumor() {
+    let t = start_trio(&["--push-plan", "grid"]);
+    let c = Client::new();
+    all_alive(&c, &[("n1", &t.n1), ("n2", &t.n2), ("n3", &t.n3)]).await;
+    for (i, origin) in [&t.n1, &t.n2, &t.n3].into_iter().enumerate() {
+        let r = c
+            .put(origin.url(&format!("/v1/kv/grid/{i}")))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for node in [&t.n1, &t.n2, &t.n3] {
+        for i in 0..3 {
+            eventually("the write replicated", CONVERGE, || async {
+                get_text(&c, node.url(&format!("/v1/kv/grid/{i}"))).await
+            })
+            .await;
+        }
+        // The two made elsewhere came by rumor (timed), not only by anti-entropy.
+        eventually("both rumors timed", CONVERGE, || async {
+            let metrics = get_text(&c, node.url("/metrics")).await?;
+            let timed = metrics
+                .lines()
+                .find(|l| l.starts_with("hearsay_replication_lag_seconds_count"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())?;
+            (timed == 2.0).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn tombstones_are_collected_once_every_node_has_seen_them() {
     let t = start_trio(&[
         "--tombstone-min-age-ms",

@@ -5,7 +5,7 @@
 //! everything at once cost about 70 (15.7 when each rumor picked its own peers). On a LAN the same defaults never
 //! wait: the run is the very run of relays that push at once.
 
-use hearsay::gossip::rumor::RumorConfig;
+use hearsay::gossip::rumor::{PushPlan, RumorConfig};
 use hearsay::sim::broadcast::{BroadcastReport, BroadcastWorkload};
 
 fn run(latency_ms: u64, rumor: RumorConfig) -> BroadcastReport {
@@ -53,4 +53,38 @@ fn on_a_lan_the_defaults_never_wait() {
             at_once.latency_ms_max
         )
     );
+}
+
+#[test]
+fn the_grid_plan_reaches_everyone_in_two_hops_with_at_most_ten_messages_per_write() {
+    // 25 members fill a 5 x 5 grid: four pushes at once along the origin's row, then rounds every
+    // 250 ms along each column (a relay's round trip is 200 ms).
+    let grid = RumorConfig {
+        plan: PushPlan::Grid,
+        push_interval_ms: Some(250),
+        ..RumorConfig::default()
+    };
+    let report = run(100, grid);
+    println!("{report:?}");
+    assert_eq!(report.unfinished, 0);
+    assert!(report.msgs_per_op <= 10.0, "{report:?}");
+    assert!(report.latency_ms_p50 < 400, "{report:?}");
+    assert!(report.latency_ms_max < 600, "{report:?}");
+    // On a LAN (nothing paced) every member gets each write once: about half the messages of
+    // random pushes, and sooner.
+    let grid_lan = run(
+        1,
+        RumorConfig {
+            plan: PushPlan::Grid,
+            ..RumorConfig::default()
+        },
+    );
+    let random_lan = run(1, RumorConfig::default());
+    println!("{grid_lan:?}");
+    assert_eq!(grid_lan.unfinished, 0);
+    assert!(
+        grid_lan.msgs_per_op < random_lan.msgs_per_op * 0.6,
+        "{grid_lan:?} vs {random_lan:?}"
+    );
+    assert!(grid_lan.latency_ms_max <= random_lan.latency_ms_max);
 }

@@ -211,9 +211,11 @@ impl Cluster {
             state: MemberState::Alive,
             incarnation,
         };
+        let mut rumors = RumorMill::new(config.rumor);
+        rumors.set_me(me.id.clone());
         Cluster {
             membership: Membership::new(me, config.seeds, config.membership),
-            rumors: RumorMill::new(config.rumor),
+            rumors,
             rng: SmallRng::seed_from_u64(config.rng_seed),
             sessions: BTreeMap::new(),
             next_session: 1,

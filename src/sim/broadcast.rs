@@ -30,6 +30,8 @@ pub struct BroadcastReport {
     pub origin_fanout: Option<usize>,
     /// The fixed push interval, or `null`: half the measured round trip (the default).
     pub push_interval_ms: Option<u64>,
+    /// `random` or `grid`.
+    pub push_plan: crate::gossip::rumor::PushPlan,
     pub ops: u64,
     pub messages: u64,
     pub msgs_per_op: f64,
@@ -108,6 +110,7 @@ impl BroadcastWorkload {
             fanout: self.rumor.fanout,
             origin_fanout: self.rumor.origin_fanout,
             push_interval_ms: self.rumor.push_interval_ms,
+            push_plan: self.rumor.plan,
             ops: total,
             messages,
             msgs_per_op: messages as f64 / ops,
