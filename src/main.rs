@@ -79,7 +79,7 @@ struct SimArgs {
     /// Which peers fresh rumors are pushed to: random or grid (broadcast; default random).
     #[arg(long, value_enum)]
     push_plan: Option<PushPlanArg>,
-    /// Probability that a message is lost, 0 to 1 (round model).
+    /// Probability that a message is lost, 0 to 1 (round model and broadcast).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
     /// Sweep the round model over n = 10, 30, ..., 100,000 and write the figure to this SVG file.
@@ -406,8 +406,11 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
 }
 
 fn sim(args: SimArgs) -> anyhow::Result<()> {
-    if args.workload.is_some() && (args.svg.is_some() || args.loss != 0.0) {
-        bail!("--svg and --loss belong to the round model: leave out --workload");
+    if args.workload.is_some() && args.svg.is_some() {
+        bail!("--svg belongs to the round model: leave out --workload");
+    }
+    if !(0.0..=1.0).contains(&args.loss) {
+        bail!("--loss must be between 0 and 1");
     }
     if let Some(path) = &args.svg {
         return sim_figure(&args, path);
@@ -514,6 +517,7 @@ fn sim_broadcast(args: &SimArgs) -> anyhow::Result<()> {
         rate: args.rate,
         duration_s: args.duration_s,
         seed: args.seed,
+        loss: args.loss,
         rumor,
     }
     .run();

@@ -343,8 +343,12 @@ fn sim_rejects_an_unknown_workload_and_a_bad_loss() {
     assert_one_line_error(&["sim", "--workload", "nope"], "unknown workload");
     assert_one_line_error(&["sim", "--loss", "2"], "--loss");
     assert_one_line_error(
-        &["sim", "--workload", "broadcast", "--loss", "0.1"],
+        &["sim", "--workload", "broadcast", "--svg", "x.svg"],
         "round model",
+    );
+    assert_one_line_error(
+        &["sim", "--workload", "broadcast", "--loss", "1.5"],
+        "--loss",
     );
 }
 

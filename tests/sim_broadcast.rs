@@ -15,6 +15,7 @@ fn run(latency_ms: u64, rumor: RumorConfig) -> BroadcastReport {
         rate: 100,
         duration_s: 10,
         seed: 1,
+        loss: 0.0,
         rumor,
     }
     .run()

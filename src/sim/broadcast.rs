@@ -17,6 +17,8 @@ pub struct BroadcastWorkload {
     pub rate: u64,
     pub duration_s: u64,
     pub seed: u64,
+    /// Probability that any message is lost (0 to 1).
+    pub loss: f64,
     /// Dissemination settings of every node.
     pub rumor: RumorConfig,
 }
@@ -24,6 +26,7 @@ pub struct BroadcastWorkload {
 #[derive(Clone, Debug, Serialize)]
 pub struct BroadcastReport {
     pub nodes: usize,
+    pub loss: f64,
     /// The dissemination settings of the run.
     pub fanout: usize,
     /// The fixed origin fanout, or `null`: `fanout`, one more while relays are paced.
@@ -49,6 +52,7 @@ impl BroadcastWorkload {
         config.latency_ms = (self.latency_ms, self.latency_ms);
         config.sync_timeout_ms = 10 * self.latency_ms.max(100);
         config.rumor = self.rumor.clone();
+        config.loss = self.loss;
         let mut sim = Sim::new(config);
         // Let membership form before measuring.
         sim.run_for(15_000 + 40 * self.latency_ms);
@@ -107,6 +111,7 @@ impl BroadcastWorkload {
         };
         BroadcastReport {
             nodes: self.nodes,
+            loss: self.loss,
             fanout: self.rumor.fanout,
             origin_fanout: self.rumor.origin_fanout,
             push_interval_ms: self.rumor.push_interval_ms,
