@@ -365,7 +365,8 @@ impl RumorMill {
         seen.insert(rumor.seq);
         // Direct mail: its origin pushed it to every peer up (the origin's peers are this node's
         // peers up, the origin among them, with this node instead).
-        let direct = rumor.origin.node == *from
+        let direct = self.config.plan == PushPlan::Random
+            && rumor.origin.node == *from
             && self.peers_up.is_some_and(|up| up <= self.origin_fanout());
         self.enqueue(rumor, Some(from.clone()), members, small);
         if direct {
@@ -800,6 +801,13 @@ mod tests {
         assert!(pushes
             .iter()
             .all(|(_, batch)| batch.len() == 1 && batch[0].origin == replica("d")));
+        // Four members (a b / c d): the origin a reaches b and c, and b passes it on to d (no
+        // direct mail: the origin did not push to every peer).
+        let mut b = grid_mill("b", 0);
+        b.set_peers_up(3);
+        assert!(b.receive(rumor("a", 1), &id("a"), 4, true));
+        let peers: Vec<NodeId> = ["a", "c", "d"].map(id).to_vec();
+        assert_eq!(targets(&b.flush(&peers, first_k)), vec!["d"]);
         // A short last row: g (a b c / d e f / g) reaches columns 1 and 2 through b and c.
         let peers: Vec<NodeId> = ["a", "b", "c", "d", "e", "f"].map(id).to_vec();
         let mut corner = grid_mill("g", 0);
