@@ -22,7 +22,7 @@ use crate::clock::{NodeId, ReplicaId};
 use crate::crdt::KeyState;
 use crate::store::StoreKey;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// How many sequence numbers above the contiguous mark are remembered per origin.
 pub const SEEN_WINDOW: usize = 1024;
@@ -30,6 +30,9 @@ pub const SEEN_WINDOW: usize = 1024;
 /// the oldest are dropped first (they were already pushed to `fanout` peers, and anti-entropy
 /// repairs whatever they did not reach).
 pub const MAX_QUEUED: usize = 8192;
+/// Queued rumors a piggyback looks at, newest first: under a write load the queue holds
+/// thousands, nearly all spent, and each datagram would otherwise scan them all.
+const MAX_PIGGYBACK_SCAN: usize = 1024;
 /// At most this many peers beyond the fanout are picked as candidates for a round of pushes,
 /// to make up for peers known to hold the rumors already.
 const MAX_PICK_EXTRA: usize = 16;
@@ -227,7 +230,10 @@ pub struct RumorMill {
     config: RumorConfig,
     seen: BTreeMap<ReplicaId, Seen>,
     /// Rumors still to be pushed or retransmitted, oldest first.
-    queue: Vec<Queued>,
+    queue: VecDeque<Queued>,
+    /// Every rumor before this index is neither fresh nor waiting for a column round: a round
+    /// looks at the rest only.
+    fresh_from: usize,
     /// The latest time the node told (milliseconds; see [`RumorMill::tick`]).
     now_ms: u64,
     /// No pushes before this time (with a `push_interval_ms`).
@@ -251,7 +257,8 @@ impl RumorMill {
         RumorMill {
             config,
             seen: BTreeMap::new(),
-            queue: Vec::new(),
+            queue: VecDeque::new(),
+            fresh_from: 0,
             now_ms: 0,
             next_push_ms: 0,
             round_trip_ms: 0,
@@ -317,6 +324,8 @@ impl RumorMill {
     pub fn withdraw(&mut self, origin: &ReplicaId, seq: u64) {
         self.queue
             .retain(|q| !(q.rumor.origin == *origin && q.rumor.seq > seq));
+        self.fresh_from = 0;
+        self.skip_spent_fresh();
     }
 
     /// Forgets what was seen from every lifetime of `node` (a member that was reaped): should it
@@ -370,7 +379,7 @@ impl RumorMill {
             && self.peers_up.is_some_and(|up| up <= self.origin_fanout());
         self.enqueue(rumor, Some(from.clone()), members, small);
         if direct {
-            if let Some(queued) = self.queue.last_mut() {
+            if let Some(queued) = self.queue.back_mut() {
                 queued.fresh = false;
                 queued.transmits_left = 0;
             }
@@ -392,7 +401,7 @@ impl RumorMill {
             // of 100,000 nodes): no room for four.
             self.queue.reserve_exact(1);
         }
-        self.queue.push(Queued {
+        self.queue.push_back(Queued {
             rumor,
             from,
             holders,
@@ -401,9 +410,9 @@ impl RumorMill {
             queued_ms: self.now_ms,
             column_pending: false,
         });
-        if self.queue.len() > MAX_QUEUED {
-            let excess = self.queue.len() - MAX_QUEUED;
-            self.queue.drain(..excess);
+        while self.queue.len() > MAX_QUEUED {
+            self.queue.pop_front();
+            self.fresh_from = self.fresh_from.saturating_sub(1);
         }
     }
 
@@ -445,7 +454,7 @@ impl RumorMill {
         // Enough candidates that the known holders (never pushed to) leave `fanout` of them.
         let most_holders = |relay: bool| {
             self.queue
-                .iter()
+                .range(self.fresh_from..)
                 .filter(|q| q.fresh && q.from.is_some() == relay)
                 .map(|q| q.holders.len())
                 .max()
@@ -453,7 +462,8 @@ impl RumorMill {
                 .clamp(2, MAX_PICK_EXTRA)
         };
         let (own_extra, relayed_extra) = (most_holders(false), most_holders(true));
-        for queued in self.queue.iter_mut().filter(|q| q.fresh) {
+        let fresh_from = self.fresh_from;
+        for queued in self.queue.range_mut(fresh_from..).filter(|q| q.fresh) {
             if queued.from.is_some() && !relay_due {
                 continue;
             }
@@ -524,7 +534,8 @@ impl RumorMill {
         let column_due = interval == 0 || self.now_ms >= self.next_push_ms;
         let mut batches: BTreeMap<NodeId, Vec<Rumor>> = BTreeMap::new();
         let mut pushed = false;
-        for queued in self.queue.iter_mut() {
+        let fresh_from = self.fresh_from;
+        for queued in self.queue.range_mut(fresh_from..) {
             if queued.fresh {
                 queued.fresh = false;
                 match &queued.from {
@@ -614,7 +625,7 @@ impl RumorMill {
     /// had their chances and which anti-entropy repairs anyway.
     pub fn piggyback(&mut self, peer: &NodeId, mut fits: impl FnMut(&Rumor) -> bool) -> Vec<Rumor> {
         let mut out = Vec::new();
-        for queued in self.queue.iter_mut().rev() {
+        for queued in self.queue.iter_mut().rev().take(MAX_PIGGYBACK_SCAN) {
             if queued.transmits_left == 0 || queued.held_by(peer) {
                 continue;
             }
@@ -629,11 +640,31 @@ impl RumorMill {
         out
     }
 
-    /// Drops the rumors with nothing left to send once their pull window has passed.
+    /// Drops the oldest rumors while they have nothing left to send and their pull window has
+    /// passed (a rumor still retransmitting keeps the ones behind it a while longer: the queue
+    /// stays ordered, and is trimmed from its front only, at no cost per rumor kept).
     fn retire(&mut self) {
         let now = self.now_ms;
-        self.queue
-            .retain(|q| !q.spent() || now.saturating_sub(q.queued_ms) < PULL_WINDOW_MS);
+        while self
+            .queue
+            .front()
+            .is_some_and(|q| q.spent() && now.saturating_sub(q.queued_ms) >= PULL_WINDOW_MS)
+        {
+            self.queue.pop_front();
+            self.fresh_from = self.fresh_from.saturating_sub(1);
+        }
+        self.skip_spent_fresh();
+    }
+
+    /// Moves `fresh_from` past the rumors that are no longer fresh or waiting for a column.
+    fn skip_spent_fresh(&mut self) {
+        while self
+            .queue
+            .get(self.fresh_from)
+            .is_some_and(|q| !q.fresh && !q.column_pending)
+        {
+            self.fresh_from += 1;
+        }
     }
 }
 
