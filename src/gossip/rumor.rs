@@ -850,6 +850,61 @@ mod tests {
     }
 
     #[test]
+    fn rounds_skip_only_rumors_with_nothing_left_to_push_and_the_queue_stays_bounded() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let peers: Vec<NodeId> = ["b", "c", "d", "e", "f"].map(id).to_vec();
+        for plan in [PushPlan::Random, PushPlan::Grid] {
+            let mut mill = RumorMill::new(RumorConfig {
+                plan,
+                push_interval_ms: Some(50),
+                ..RumorConfig::default()
+            });
+            mill.set_me(id("a"));
+            let mut now = 0;
+            for step in 0..20_000u64 {
+                match rng.gen_range(0..6) {
+                    0 => mill.publish(rumor("a", step), 6, true),
+                    1 => {
+                        let from = &peers[rng.gen_range(0..peers.len())];
+                        let origin = ["b", "c", "x"][rng.gen_range(0..3)];
+                        mill.receive(rumor(origin, step), from, 6, true);
+                    }
+                    2 => {
+                        now += rng.gen_range(0..40);
+                        mill.tick(now);
+                    }
+                    3 => {
+                        let peer = &peers[rng.gen_range(0..peers.len())];
+                        let _ = mill.piggyback(peer, |_| true);
+                    }
+                    4 => mill.withdraw(&replica("a"), step.saturating_sub(3)),
+                    _ => {
+                        let _ = mill.flush(&peers, first_k);
+                    }
+                }
+                let skipped = mill.queue.range(..mill.fresh_from);
+                assert!(
+                    skipped.clone().all(|q| !q.fresh && !q.column_pending),
+                    "{plan:?} step {step}"
+                );
+                assert!(mill.fresh_from <= mill.queue.len());
+                assert!(mill.queue.len() <= MAX_QUEUED);
+            }
+            // Time passes and rounds run: everything is pushed, spent and dropped.
+            for _ in 0..200 {
+                now += 100;
+                mill.tick(now);
+                let _ = mill.flush(&peers, first_k);
+                for peer in &peers {
+                    let _ = mill.piggyback(peer, |_| true);
+                }
+            }
+            assert_eq!(mill.queued(), 0, "{plan:?}");
+        }
+    }
+
+    #[test]
     fn fresh_rumors_for_one_peer_travel_together() {
         let mut mill = RumorMill::new(RumorConfig::default());
         for seq in 1..=5 {
