@@ -485,10 +485,7 @@ impl RumorMill {
                 .take(fanout)
                 .cloned()
                 .collect();
-            for peer in chosen {
-                queued.hold(&peer, &self.peers);
-                batches.entry(peer).or_default().push(queued.rumor.clone());
-            }
+            push_to(queued, &chosen, &self.peers, &mut batches);
         }
         if paced && pushed {
             self.next_push_ms = self.now_ms + interval;
@@ -503,6 +500,11 @@ impl RumorMill {
     /// and it and each of them push it on along their own column in the next round (rounds at
     /// multiples of the push interval, so that all columns go together).
     fn flush_grid(&mut self, me: &NodeId, peers: &[NodeId]) -> Pushes {
+        let waiting = self.queue.range(self.fresh_from..);
+        if waiting.clone().all(|q| !q.fresh && !q.column_pending) {
+            self.retire();
+            return Vec::new();
+        }
         if peers.len() > MAX_TRACKED_PEERS {
             self.peers.clear();
         } else if self.peers != peers {
@@ -540,15 +542,7 @@ impl RumorMill {
                 queued.fresh = false;
                 match &queued.from {
                     None => {
-                        for peer in &row {
-                            if !queued.held_by(peer) {
-                                queued.hold(peer, &self.peers);
-                                batches
-                                    .entry(peer.clone())
-                                    .or_default()
-                                    .push(queued.rumor.clone());
-                            }
-                        }
+                        push_to(queued, &row, &self.peers, &mut batches);
                         queued.column_pending = true;
                     }
                     Some(from) if *from == queued.rumor.origin.node => queued.column_pending = true,
@@ -558,15 +552,7 @@ impl RumorMill {
             if queued.column_pending && column_due {
                 queued.column_pending = false;
                 pushed = true;
-                for peer in &column {
-                    if !queued.held_by(peer) {
-                        queued.hold(peer, &self.peers);
-                        batches
-                            .entry(peer.clone())
-                            .or_default()
-                            .push(queued.rumor.clone());
-                    }
-                }
+                push_to(queued, &column, &self.peers, &mut batches);
             }
         }
         if interval > 0 && pushed {
@@ -664,6 +650,25 @@ impl RumorMill {
             .is_some_and(|q| !q.fresh && !q.column_pending)
         {
             self.fresh_from += 1;
+        }
+    }
+}
+
+/// Adds `queued` to the batch of each of `targets` that is not known to hold it (`tracked`: the
+/// peers whose holding ends its retransmissions).
+fn push_to(
+    queued: &mut Queued,
+    targets: &[NodeId],
+    tracked: &[NodeId],
+    batches: &mut BTreeMap<NodeId, Vec<Rumor>>,
+) {
+    for peer in targets {
+        if !queued.held_by(peer) {
+            queued.hold(peer, tracked);
+            batches
+                .entry(peer.clone())
+                .or_default()
+                .push(queued.rumor.clone());
         }
     }
 }
