@@ -98,23 +98,20 @@ fn a_member_forced_out_stops_counting_in_the_majority_at_once() {
     }
 }
 
+/// How many members node `i` lists alive (0 while it is down).
+fn alive_count(sim: &Sim, i: usize) -> usize {
+    sim.node(i).map_or(0, |node| {
+        node.members()
+            .iter()
+            .filter(|m| m.state == hearsay::membership::MemberState::Alive)
+            .count()
+    })
+}
+
 /// Milliseconds (simulated) until node `i` lists every one of the `n` members alive, checked
 /// every 50 ms, at most `limit_ms`.
 fn until_all_alive(sim: &mut Sim, i: usize, n: usize, limit_ms: u64) -> Option<u64> {
-    let started = sim.now();
-    while sim.now() - started <= limit_ms {
-        let alive = sim.node(i).map_or(0, |node| {
-            node.members()
-                .iter()
-                .filter(|m| m.state == hearsay::membership::MemberState::Alive)
-                .count()
-        });
-        if alive == n {
-            return Some(sim.now() - started);
-        }
-        sim.run_for(50);
-    }
-    None
+    sim.run_until_holds(limit_ms, 50, |sim| alive_count(sim, i) == n)
 }
 
 /// A restarted member learns the whole membership in one exchange with the first member it
@@ -151,23 +148,7 @@ fn forty_nodes_started_at_once_all_list_every_member_alive_within_five_seconds()
     let mut config = SimConfig::new(N, 11);
     config.membership = MembershipConfig::lan();
     let mut sim = Sim::new(config);
-    let mut took = None;
-    while sim.now() <= 30_000 {
-        let everyone = (0..N).all(|i| {
-            sim.node(i).is_some_and(|node| {
-                node.members()
-                    .iter()
-                    .filter(|m| m.state == hearsay::membership::MemberState::Alive)
-                    .count()
-                    == N
-            })
-        });
-        if everyone {
-            took = Some(sim.now());
-            break;
-        }
-        sim.run_for(50);
-    }
+    let took = sim.run_until_holds(30_000, 50, |sim| (0..N).all(|i| alive_count(sim, i) == N));
     println!("forty nodes listed every member alive after {took:?} ms");
     assert!(
         took.is_some_and(|ms| ms <= 5_000),

@@ -888,6 +888,24 @@ impl Sim {
         self.run_for_us(us);
     }
 
+    /// Runs until `done` holds, checking it at once and then every `step_ms`: the virtual
+    /// milliseconds that took, or `None` once more than `limit_ms` passed first.
+    pub fn run_until_holds(
+        &mut self,
+        limit_ms: u64,
+        step_ms: u64,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Option<u64> {
+        let started = self.now();
+        while self.now() - started <= limit_ms {
+            if done(self) {
+                return Some(self.now() - started);
+            }
+            self.run_for(step_ms);
+        }
+        None
+    }
+
     /// Runs for `ms` more milliseconds.
     pub fn run_for(&mut self, ms: u64) {
         let until = self.now() + ms;
