@@ -7,6 +7,7 @@ use hearsay::api::limits::open_file_limit;
 use hearsay::clock::NodeId;
 use hearsay::gossip::rumor::{PushPlan, RumorConfig};
 use hearsay::local_cluster::LocalCluster;
+use hearsay::net::advertise::AdvertiseAddr;
 use hearsay::server::{self, Listeners, ServerConfig};
 use hearsay::sim::figure;
 use hearsay::sim::rounds::{RoundModel, RoundReport};
@@ -135,10 +136,20 @@ struct ServeArgs {
     /// Cluster (gossip) address of this node.
     #[arg(long, env = "HEARSAY_GOSSIP", default_value = "127.0.0.1:7101")]
     gossip: SocketAddr,
+    /// The cluster address peers are told to reach this node at: an IP, with or without a port
+    /// (without: the bound port) [default: --gossip, which must then name one interface].
+    #[arg(long, env = "HEARSAY_ADVERTISE_GOSSIP")]
+    advertise_gossip: Option<AdvertiseAddr>,
+    /// The HTTP address clients are told (an IP, with or without a port) [default: --http; if
+    /// that binds every interface, the advertised cluster address's IP with the --http port].
+    #[arg(long, env = "HEARSAY_ADVERTISE_HTTP")]
+    advertise_http: Option<AdvertiseAddr>,
     /// Data directory [default: ./hearsay-data/<node-id>].
     #[arg(long, env = "HEARSAY_DATA")]
     data: Option<PathBuf>,
-    /// Other nodes' cluster addresses, comma-separated; none starts a new cluster.
+    /// Other nodes' cluster addresses (`host:port`, `[v6]:port` or `name:port`), comma-separated;
+    /// a name is resolved again at every contact attempt and each of its addresses tried. None
+    /// starts a new cluster.
     #[arg(long, env = "HEARSAY_SEEDS", value_delimiter = ',')]
     seeds: Vec<String>,
     /// File holding the 32-byte cluster key as 64 hex characters.
@@ -322,6 +333,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .transpose()?;
     let mut config = ServerConfig::new(args.node_id, data_dir);
     config.seeds = args.seeds;
+    config.advertise_gossip = args.advertise_gossip;
+    config.advertise_http = args.advertise_http;
     config.cluster_key = cluster_key;
     config.fault_injection = args.fault_injection;
     config.api_token = args

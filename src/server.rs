@@ -6,6 +6,7 @@
 use crate::api::{self, ApiSettings, AppState, HttpLimits};
 use crate::clock::NodeId;
 use crate::metrics::Metrics;
+use crate::net::advertise::{self, AdvertiseAddr, AdvertiseError};
 use crate::net::faults::Faults;
 use crate::net::seal::Sealer;
 use crate::net::transport;
@@ -23,8 +24,14 @@ use std::time::Duration;
 pub struct ServerConfig {
     pub node_id: NodeId,
     pub data_dir: PathBuf,
-    /// Other nodes' cluster addresses (`host:port`).
+    /// Other nodes' cluster addresses (`host:port`; a name is resolved again at every contact
+    /// attempt, and each of its addresses tried).
     pub seeds: Vec<String>,
+    /// What peers are told this node's cluster address is (`--advertise-gossip`); `None`: the
+    /// bound address.
+    pub advertise_gossip: Option<AdvertiseAddr>,
+    /// What clients are told this node's HTTP address is (`--advertise-http`).
+    pub advertise_http: Option<AdvertiseAddr>,
     pub cluster_key: Option<[u8; 32]>,
     pub fault_injection: bool,
     pub durability: Durability,
@@ -48,6 +55,8 @@ impl ServerConfig {
             node_id,
             data_dir,
             seeds: Vec::new(),
+            advertise_gossip: None,
+            advertise_http: None,
             cluster_key: None,
             fault_injection: false,
             durability: Durability::Fsync,
@@ -61,6 +70,15 @@ impl ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// The cluster and HTTP addresses this node advertises, given the sockets it bound.
+    pub fn advertised(&self, listeners: &Listeners) -> Result<(SocketAddr, SocketAddr), ServerError> {
+        let gossip = advertise::gossip_addr(listeners.gossip_addr(), self.advertise_gossip)?;
+        let http = advertise::http_addr(listeners.http_addr(), self.advertise_http, gossip)?;
+        Ok((gossip, http))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr} for {what}: {cause}")]
@@ -69,8 +87,10 @@ pub enum ServerError {
         what: &'static str,
         cause: std::io::Error,
     },
-    #[error("cannot resolve seed {seed:?}: {reason}")]
+    #[error("bad seed {seed:?}: {reason}")]
     Seed { seed: String, reason: String },
+    #[error(transparent)]
+    Advertise(#[from] AdvertiseError),
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -130,23 +150,36 @@ impl Listeners {
     }
 }
 
-fn resolve_seeds(seeds: &[String]) -> Result<Vec<SocketAddr>, ServerError> {
-    seeds
-        .iter()
-        .filter(|s| !s.trim().is_empty())
-        .map(|seed| {
-            seed.to_socket_addrs()
-                .map_err(|e| ServerError::Seed {
-                    seed: seed.clone(),
-                    reason: e.to_string(),
-                })?
-                .next()
-                .ok_or_else(|| ServerError::Seed {
-                    seed: seed.clone(),
-                    reason: "no address".into(),
-                })
-        })
-        .collect()
+/// Seeds as given: addresses (`10.0.0.5:7101`, `[fd00::5]:7101`) and names (`host:port`), the
+/// latter resolved by the transport at every contact attempt. A name that does not resolve now
+/// is kept (its addresses may not be published yet) with a warning.
+fn parse_seeds(seeds: &[String]) -> Result<(Vec<SocketAddr>, Vec<String>), ServerError> {
+    let (mut addrs, mut names) = (Vec::new(), Vec::new());
+    for seed in seeds.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        if let Ok(addr) = seed.parse::<SocketAddr>() {
+            addrs.push(addr);
+            continue;
+        }
+        let bad = |reason: &str| ServerError::Seed {
+            seed: seed.to_string(),
+            reason: reason.to_string(),
+        };
+        let (host, port) = seed
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected host:port"))?;
+        if host.is_empty() || host.contains(':') || host.contains(['[', ']']) {
+            return Err(bad("expected host:port (an IPv6 address goes in brackets: [fd00::5]:7101)"));
+        }
+        port.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?;
+        if let Err(e) = seed.to_socket_addrs() {
+            tracing::warn!(%seed, error = %e, "seed name does not resolve yet; it is resolved again at every contact attempt");
+        }
+        names.push(seed.to_string());
+    }
+    Ok((addrs, names))
 }
 
 /// Opens the node's data directory (upgrading its layout and replaying its log) as a member of
@@ -155,6 +188,7 @@ pub fn open_node(
     config: &ServerConfig,
     listeners: &Listeners,
 ) -> Result<Node<SledStore>, ServerError> {
+    let (gossip_addr, http_addr) = config.advertised(listeners)?;
     let opened =
         SledStore::open_with_cache(&config.data_dir, config.durability, config.cache_bytes);
     let mut recovered = false;
@@ -173,9 +207,9 @@ pub fn open_node(
         other => other.map_err(NodeError::from)?,
     };
     let mut cluster = config.cluster.clone();
-    cluster.gossip_addr = listeners.gossip_addr();
-    cluster.http_addr = listeners.http_addr();
-    cluster.seeds = resolve_seeds(&config.seeds)?;
+    cluster.gossip_addr = gossip_addr;
+    cluster.http_addr = http_addr;
+    (cluster.seeds, cluster.seed_names) = parse_seeds(&config.seeds)?;
     cluster.rng_seed = rand::RngCore::next_u64(&mut rand::rngs::OsRng);
     cluster.opened_at_ms = runtime::wall_ms();
     // With peers to resync from, a recovered node does not serve reads until it has.
@@ -208,6 +242,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let http_addr = listeners.http_addr();
     let gossip_addr = listeners.gossip_addr();
+    // `open_node` refused the node if these could not be chosen.
+    let (advertised_gossip, advertised_http) = config
+        .advertised(&listeners)
+        .unwrap_or((gossip_addr, http_addr));
     // Membership timers need a fine tick.
     let tick = Duration::from_millis(20);
     let (outbound_tx, outbound_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -247,6 +285,8 @@ pub async fn serve(
         gossip = %gossip_addr,
         data = %config.data_dir.display(),
         durability = ?config.durability,
+        advertise_gossip = %advertised_gossip,
+        advertise_http = %advertised_http,
         "serving"
     );
     let feed = handle.feed().clone();

@@ -8,13 +8,27 @@
 //! of from someone else's gossip, so that its envelope makes this node known there at once (a
 //! joining node learns every member from the first one it reaches, and introduces itself to each).
 //! Left members are never contacted.
+//!
+//! A seed given by name is resolved again at every contact attempt (on Kubernetes a pod keeps its
+//! name and changes its address when rescheduled): the attempt asks the driver to resolve it
+//! ([`Membership::take_resolve_wanted`]), and the answer ([`Membership::seed_resolved`]) pings
+//! every address the name has (a headless Service's name has one per pod, this node's own among
+//! them, which is left out).
 
-use super::{Member, MemberState, Membership, Outgoing, SwimMessage};
+use super::{Member, MemberState, Membership, NamedSeed, Outgoing, SwimMessage};
 use core::net::SocketAddr;
 use rand::seq::SliceRandom;
 
 /// The probe number of an introduction: no probe is ever numbered 0.
 pub(super) const INTRODUCTION: u64 = 0;
+
+/// One choice of the low-rate re-contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Contact {
+    Addr(SocketAddr),
+    /// The seed name at this index in `seed_names`: resolved, then each address pinged.
+    Name(usize),
+}
 
 impl Membership {
     pub(super) fn tick_contact(
@@ -32,12 +46,74 @@ impl Membership {
             for seed in self.seeds_to_contact() {
                 self.ping(seed, now_ms, out);
             }
+            for i in 0..self.seed_names.len() {
+                self.want_resolved(i);
+            }
         }
         if now_ms >= self.next_rejoin_ms {
             self.next_rejoin_ms = now_ms + self.config.rejoin_interval_ms;
-            if let Some(addr) = self.recontact_candidates(joined).choose(rng) {
-                self.ping(*addr, now_ms, out);
+            match self.recontact_candidates(joined).choose(rng) {
+                Some(Contact::Addr(addr)) => self.ping(*addr, now_ms, out),
+                Some(Contact::Name(i)) => self.want_resolved(*i),
+                None => {}
             }
+        }
+    }
+
+    /// Seeds given by name (`host:port`), resolved by the driver at every contact attempt.
+    pub fn with_seed_names(mut self, names: Vec<String>) -> Self {
+        for name in names {
+            if !self.seed_names.iter().any(|seed| seed.name == name) {
+                self.seed_names.push(NamedSeed {
+                    name,
+                    addrs: Vec::new(),
+                });
+            }
+        }
+        self
+    }
+
+    /// Seed names a contact attempt waits to have resolved: the driver resolves each and hands
+    /// the answer to [`Membership::seed_resolved`].
+    pub fn take_resolve_wanted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.resolve_wanted)
+    }
+
+    /// The driver resolved seed `name` to `addrs` (`None`: the resolution failed). Pings each
+    /// address that is not this node's and not a member already up or gone; a failed
+    /// resolution pings the addresses the name had last, if any.
+    pub fn seed_resolved(
+        &mut self,
+        now_ms: u64,
+        name: &str,
+        addrs: Option<Vec<SocketAddr>>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        if self.me.state == MemberState::Left {
+            return;
+        }
+        let Some(i) = self.seed_names.iter().position(|seed| seed.name == name) else {
+            return;
+        };
+        if let Some(mut addrs) = addrs {
+            addrs.dedup();
+            self.seed_names[i].addrs = addrs;
+        }
+        let targets: Vec<SocketAddr> = self.seed_names[i]
+            .addrs
+            .iter()
+            .copied()
+            .filter(|addr| self.worth_contacting(*addr))
+            .collect();
+        for addr in targets {
+            self.ping(addr, now_ms, out);
+        }
+    }
+
+    fn want_resolved(&mut self, i: usize) {
+        let name = &self.seed_names[i].name;
+        if !self.resolve_wanted.contains(name) {
+            self.resolve_wanted.push(name.clone());
         }
     }
 
@@ -106,7 +182,8 @@ impl Membership {
             return None;
         }
         let joined = self.is_joined();
-        let join = (!joined && !self.seeds_to_contact().is_empty()).then_some(self.next_join_ms);
+        let seeds = !self.seeds_to_contact().is_empty() || !self.seed_names.is_empty();
+        let join = (!joined && seeds).then_some(self.next_join_ms);
         let rejoin = (!self.recontact_candidates(joined).is_empty()).then_some(self.next_rejoin_ms);
         join.into_iter().chain(rejoin).min()
     }
@@ -116,36 +193,42 @@ impl Membership {
         self.peers.values().any(|p| p.member.state.is_up())
     }
 
-    /// Seeds not known as the address of a member that is up or Left (those are contacted by
-    /// probes, or not at all).
+    /// Seed addresses not known as the address of a member that is up or Left (those are
+    /// contacted by probes, or not at all).
     fn seeds_to_contact(&self) -> Vec<SocketAddr> {
         self.seeds
             .iter()
-            .filter(|seed| {
-                !self
-                    .peers
-                    .values()
-                    .any(|p| p.member.gossip_addr == **seed && p.member.state != MemberState::Dead)
-            })
             .copied()
+            .filter(|seed| self.worth_contacting(*seed))
             .collect()
     }
 
+    /// Whether a seed address may be pinged: not this node's, not a member's that is up or Left.
+    fn worth_contacting(&self, addr: SocketAddr) -> bool {
+        addr != self.me.gossip_addr
+            && !self.own_addrs.contains(&addr)
+            && !self
+                .peers
+                .values()
+                .any(|p| p.member.gossip_addr == addr && p.member.state != MemberState::Dead)
+    }
+
     /// What the low-rate re-contact picks from: every Dead member, and, once joined, the seeds
-    /// (before that, all seeds are pinged every join interval anyway).
-    fn recontact_candidates(&self, joined: bool) -> Vec<SocketAddr> {
-        let mut candidates: Vec<SocketAddr> = self
+    /// (before that, all seeds are contacted every join interval anyway), each name once.
+    fn recontact_candidates(&self, joined: bool) -> Vec<Contact> {
+        let mut candidates: Vec<Contact> = self
             .peers
             .values()
             .filter(|p| p.member.state == MemberState::Dead)
-            .map(|p| p.member.gossip_addr)
+            .map(|p| Contact::Addr(p.member.gossip_addr))
             .collect();
         if joined {
             for seed in self.seeds_to_contact() {
-                if !candidates.contains(&seed) {
-                    candidates.push(seed);
+                if !candidates.contains(&Contact::Addr(seed)) {
+                    candidates.push(Contact::Addr(seed));
                 }
             }
+            candidates.extend((0..self.seed_names.len()).map(Contact::Name));
         }
         candidates
     }

@@ -71,6 +71,13 @@ pub struct Membership {
     config: MembershipConfig,
     /// Addresses to join through, without our own.
     seeds: Vec<SocketAddr>,
+    /// Seeds given by name (`host:port`), with the addresses each last resolved to: the driver
+    /// resolves a name again at every contact attempt (see `contact.rs`).
+    seed_names: Vec<NamedSeed>,
+    /// Names whose resolution a contact attempt waits for, until the driver takes them.
+    resolve_wanted: Vec<String>,
+    /// Addresses that turned out to be this node's own (its datagram came back).
+    own_addrs: Vec<SocketAddr>,
     /// Every member heard of, except this node; a member dead or gone for `reap_after_ms` is
     /// forgotten ([`MemberEvent::Reaped`]).
     peers: BTreeMap<NodeId, Peer>,
@@ -93,6 +100,13 @@ pub struct Membership {
     /// How far the times passed in are ahead of this node's wall clock (the core runs timers on
     /// a clock that absorbs steps back): Acks carry, and clock samples compare, wall time.
     wall_behind_ms: u64,
+}
+
+/// A seed given by name, and the addresses it resolved to last.
+#[derive(Debug)]
+struct NamedSeed {
+    name: String,
+    addrs: Vec<SocketAddr>,
 }
 
 /// Where a record about a member came from.
@@ -142,6 +156,9 @@ impl Membership {
             me,
             config,
             seeds: unique,
+            seed_names: Vec::new(),
+            resolve_wanted: Vec::new(),
+            own_addrs: Vec::new(),
             peers: BTreeMap::new(),
             clocks: BTreeMap::new(),
             prober: Prober::default(),
@@ -183,6 +200,9 @@ impl Membership {
         if sender.id == self.me.id {
             // Our own datagram came back: that seed is another name for our own address.
             self.seeds.retain(|seed| *seed != from_addr);
+            if !self.own_addrs.contains(&from_addr) {
+                self.own_addrs.push(from_addr);
+            }
             return;
         }
         if !sender.is_plausible() {
@@ -322,9 +342,12 @@ impl Membership {
         &self.config
     }
 
-    /// The seed addresses it joins through (its own address left out).
-    pub fn seeds(&self) -> &[SocketAddr] {
-        &self.seeds
+    /// The seeds it joins through, as given (addresses, its own left out, then names).
+    pub fn seeds(&self) -> Vec<String> {
+        let addrs = self.seeds.iter().map(SocketAddr::to_string);
+        addrs
+            .chain(self.seed_names.iter().map(|seed| seed.name.clone()))
+            .collect()
     }
 
     /// Every member known, this node first, then by id.

@@ -1,7 +1,8 @@
 //! Networking drivers: the cluster transport (tokio UDP and TCP), the cluster key's sealing,
-//! and injected faults. They move and protect bytes; the protocol lives in the core.
+//! the addresses a node advertises, and injected faults. They move and protect bytes; the protocol lives in the core.
 
 mod admission;
+pub mod advertise;
 pub mod faults;
 mod framing;
 mod inbound;

@@ -230,8 +230,32 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
             Outbound::SyncDone { session } => {
                 sessions.remove(&session);
             }
+            Outbound::ResolveSeed { name } => {
+                tokio::spawn(resolve_seed(shared.clone(), name));
+            }
         }
     }
+}
+
+/// A lookup slower than this counts as failed (the next contact attempt tries again).
+const SEED_LOOKUP: Duration = Duration::from_secs(5);
+
+/// Resolves a seed name with the system resolver (so `/etc/hosts`, and a headless Service's one
+/// address per pod, both count) and hands every address to the core.
+async fn resolve_seed(shared: Shared, name: String) {
+    let looked_up = tokio::time::timeout(SEED_LOOKUP, tokio::net::lookup_host(name.clone())).await;
+    let addrs = match looked_up {
+        Ok(Ok(addrs)) => Some(addrs.collect::<Vec<_>>()),
+        Ok(Err(e)) => {
+            tracing::debug!(seed = %name, error = %e, "seed did not resolve");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(seed = %name, "seed lookup timed out");
+            None
+        }
+    };
+    shared.core.deliver_seed_resolution(name, addrs);
 }
 
 /// One anti-entropy session's connection: each request from the core is written, its reply

@@ -48,6 +48,9 @@ pub enum Outbound {
     },
     /// Session `session` is over: its connection may close.
     SyncDone { session: u64 },
+    /// A contact attempt waits for seed `name` (`host:port`) to be resolved: the driver
+    /// resolves it and hands every address to [`Node::handle_seed_resolved`].
+    ResolveSeed { name: String },
 }
 
 /// How a node takes part in its cluster.
@@ -57,6 +60,8 @@ pub struct ClusterConfig {
     pub http_addr: SocketAddr,
     /// Cluster addresses to join through.
     pub seeds: Vec<SocketAddr>,
+    /// Seeds given by name (`host:port`), resolved again at every contact attempt.
+    pub seed_names: Vec<String>,
     pub membership: MembershipConfig,
     pub rumor: RumorConfig,
     /// Milliseconds between anti-entropy exchanges with one random peer (default 2,000).
@@ -90,6 +95,7 @@ impl ClusterConfig {
             gossip_addr: nowhere,
             http_addr: nowhere,
             seeds: Vec::new(),
+            seed_names: Vec::new(),
             membership: MembershipConfig::lan(),
             rumor: RumorConfig::default(),
             anti_entropy_interval_ms: 2_000,
@@ -214,7 +220,8 @@ impl Cluster {
         let mut rumors = RumorMill::new(config.rumor);
         rumors.set_me(me.id.clone());
         Cluster {
-            membership: Membership::new(me, config.seeds, config.membership),
+            membership: Membership::new(me, config.seeds, config.membership)
+                .with_seed_names(config.seed_names),
             rumors,
             rng: SmallRng::seed_from_u64(config.rng_seed),
             sessions: BTreeMap::new(),
@@ -489,6 +496,25 @@ impl<S: Store> Node<S> {
         self.report_heal(now_ms);
         self.watch_disk(now_ms, false);
         announced.and(self.collect_tombstones(now_ms))
+    }
+
+    /// Seed `name` resolved to `addrs` (`None`: the resolution failed): each address is
+    /// contacted, unless it is this node's or a member's that is up.
+    pub fn handle_seed_resolved(
+        &mut self,
+        now_ms: u64,
+        name: &str,
+        addrs: Option<Vec<SocketAddr>>,
+    ) {
+        let now_ms = self.clock_in(now_ms);
+        if addrs.is_none() && self.cluster.refusals.due(&self.id, "seed_unresolved", now_ms) {
+            tracing::warn!(seed = %name, "seed name did not resolve; trying its last addresses, and resolving it again at the next contact attempt");
+        }
+        let mut out = Vec::new();
+        self.cluster
+            .membership
+            .seed_resolved(now_ms, name, addrs, &mut out);
+        self.send_swim(out);
     }
 
     /// This node's clock against its peers' (see `clock_watch.rs`).

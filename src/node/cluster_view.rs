@@ -89,13 +89,7 @@ impl<S: Store> Node<S> {
         let staying = up + view.dead;
         if view.isolated && (changed || now_ms >= log.remind_at_ms) {
             log.remind_at_ms = now_ms + ISOLATED_REMINDER_MS;
-            let seeds: Vec<String> = self
-                .cluster
-                .membership
-                .seeds()
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let seeds = self.cluster.membership.seeds();
             tracing::warn!(
                 known = staying,
                 seeds = %seeds.join(","),

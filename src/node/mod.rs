@@ -291,9 +291,10 @@ impl<S: Store> Node<S> {
         };
         let found = store.tombstones()?;
         meta.incarnation += 1;
+        let has_seeds = !config.seeds.is_empty() || !config.seed_names.is_empty();
         let mut tombstones = tombstones::TombstoneCollector::new(
             config.tombstones.clone(),
-            !config.seeds.is_empty() || store.clustered(),
+            has_seeds || store.clustered(),
         );
         for (key, ts) in found {
             tombstones.track(&key, None, Some(ts));
@@ -305,7 +306,7 @@ impl<S: Store> Node<S> {
         let disk_reserve_bytes = config.disk_reserve_bytes;
         let remembered = store.roster();
         let remembered_addrs = store.member_addrs();
-        if config.seeds.is_empty() && !remembered_addrs.is_empty() {
+        if !has_seeds && !remembered_addrs.is_empty() {
             let addrs: Vec<String> = remembered_addrs
                 .iter()
                 .map(|(id, addr)| format!("{id}@{addr}"))

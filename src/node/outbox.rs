@@ -60,6 +60,9 @@ impl<S: Store> Node<S> {
                 datagram,
             });
         }
+        for name in self.cluster.membership.take_resolve_wanted() {
+            self.cluster.outbox.push(Outbound::ResolveSeed { name });
+        }
     }
 
     /// Sends the record of every member this node holds alive to each member that joined or

@@ -46,6 +46,8 @@ pub(super) enum ClusterCommand {
     /// An authentic datagram from this node id, sealed at this time, arrived outside the
     /// freshness window.
     Stale(SocketAddr, NodeId, u64),
+    /// A seed name resolved to these addresses (`None`: the resolution failed).
+    SeedResolved(String, Option<Vec<SocketAddr>>),
     /// The checkpoint work handed to the checkpoint thread finished.
     CheckpointDone(Result<(), StoreError>),
     /// The sync thread: every commit up to this number is durable.
@@ -315,6 +317,12 @@ impl NodeHandle {
     /// the freshness window (dropped if the queue is full).
     pub fn deliver_stale(&self, from: SocketAddr, peer: NodeId, sent_ms: u64) {
         self.tell(ClusterCommand::Stale(from, peer, sent_ms));
+    }
+
+    /// Hands the core the addresses seed `name` resolved to (`None`: it did not resolve); dropped
+    /// if the queue is full (the next contact attempt resolves it again).
+    pub fn deliver_seed_resolution(&self, name: String, addrs: Option<Vec<SocketAddr>>) {
+        self.tell(ClusterCommand::SeedResolved(name, addrs));
     }
 
     /// Asks the core to answer an anti-entropy request (`None`: refused, or the core is busy

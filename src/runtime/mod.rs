@@ -264,6 +264,10 @@ impl Core {
                     node.handle_stale(now, from, &peer, sent_ms);
                     Ok(())
                 }
+                ClusterCommand::SeedResolved(name, addrs) => {
+                    node.handle_seed_resolved(now, &name, addrs);
+                    Ok(())
+                }
                 ClusterCommand::CheckpointDone(result) => {
                     node.checkpoint_done(result);
                     Ok(())

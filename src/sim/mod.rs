@@ -164,7 +164,7 @@ impl MessageKind {
                 _ => MessageKind::OtherFrame,
             },
             Outbound::SyncRequest { .. } => MessageKind::SyncRequest,
-            Outbound::SyncDone { .. } => return None,
+            Outbound::SyncDone { .. } | Outbound::ResolveSeed { .. } => return None,
         })
     }
 }
@@ -1491,7 +1491,8 @@ impl Sim {
                 }
                 return;
             }
-            Outbound::SyncDone { .. } => return,
+            // The simulated nodes are given addresses, never names.
+            Outbound::SyncDone { .. } | Outbound::ResolveSeed { .. } => return,
         };
         match self.route(to) {
             Route::Node(target) => {

@@ -293,3 +293,82 @@ fn a_member_learned_from_gossip_is_sent_one_introduction_that_asks_for_no_list()
     assert!(other.take_list_wanted().is_empty());
     assert!(out.is_empty(), "{out:?}");
 }
+
+/// Ticks from `from` to `to` (every 100 ms), returning what was sent and which names a contact
+/// attempt asked to have resolved.
+fn ticks_asking(
+    node: &mut Membership,
+    (from, to): (u64, u64),
+    rng: &mut SmallRng,
+) -> (Vec<Outgoing>, Vec<String>) {
+    let (mut out, mut asked) = (Vec::new(), Vec::new());
+    for now in (from..to).step_by(100) {
+        out.extend(tick(node, now, rng));
+        asked.extend(node.take_resolve_wanted());
+    }
+    (out, asked)
+}
+
+#[test]
+fn a_seed_name_is_resolved_again_at_every_contact_attempt_and_each_of_its_addresses_pinged() {
+    let name = "peers.example:7101".to_string();
+    let mut node = Membership::new(member(0), Vec::new(), config()).with_seed_names(vec![
+        name.clone(),
+        name.clone(),
+    ]);
+    assert_eq!(node.seeds(), [name.clone()]);
+    let mut rng = rng();
+    let (out, asked) = ticks_asking(&mut node, (0, 2_000), &mut rng);
+    // Every join interval asks for the name again; nothing is pinged before it resolves.
+    assert_eq!(asked, vec![name.clone(); 4]);
+    assert!(out.is_empty(), "{out:?}");
+
+    // A headless Service: one address per pod, this node's own among them.
+    let mut out = Vec::new();
+    let pods = vec![addr(7101), addr(7100), addr(7102)];
+    node.seed_resolved(2_000, &name, Some(pods), &mut out);
+    assert_eq!(pings_to(&out, addr(7101)), 1);
+    assert_eq!(pings_to(&out, addr(7102)), 1);
+    assert_eq!(out.iter().filter(|o| o.to == addr(7100)).count(), 0);
+    assert_eq!(out.len(), 2);
+
+    // A pod rescheduled under a new address: the next resolution pings where it is now.
+    out.clear();
+    node.seed_resolved(2_500, &name, Some(vec![addr(7103)]), &mut out);
+    assert_eq!(pings_to(&out, addr(7103)), 1);
+    assert_eq!(out.len(), 1);
+
+    // A failed resolution falls back on the addresses the name had last; a name this node was
+    // never given is ignored.
+    out.clear();
+    node.seed_resolved(3_000, &name, None, &mut out);
+    assert_eq!(pings_to(&out, addr(7103)), 1);
+    out.clear();
+    node.seed_resolved(3_000, "other:1", Some(vec![addr(7104)]), &mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn once_joined_a_seed_name_is_resolved_at_the_low_rejoin_rate_and_members_up_are_not_pinged() {
+    let name = "peers.example:7101".to_string();
+    let mut node =
+        Membership::new(member(0), Vec::new(), config()).with_seed_names(vec![name.clone()]);
+    node.apply_updates(0, &[member(1)]);
+    let mut rng = rng();
+    let mut asked = 0;
+    for now in (0..20_000).step_by(100) {
+        let out = tick_answered(&mut node, now, &mut rng, &[1]);
+        assert_eq!(pings_to(&out, addr(7102)), 0);
+        for wanted in node.take_resolve_wanted() {
+            asked += 1;
+            // The name resolves to n1, which is up (probed anyway), and to n2, never heard of.
+            let mut out = Vec::new();
+            node.seed_resolved(now, &wanted, Some(vec![addr(7101), addr(7102)]), &mut out);
+            assert_eq!(out.iter().filter(|o| o.to == addr(7101)).count(), 0);
+            assert_eq!(pings_to(&out, addr(7102)), 1);
+        }
+    }
+    assert_eq!(state_of(&node, 1), (MemberState::Alive, 0));
+    // The re-contact picks one candidate per rejoin interval (2 s) and the name is the only one.
+    assert_eq!(asked, 10);
+}
