@@ -92,8 +92,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `hearsay serve` with `args` (plus `--http 127.0.0.1:0`, and `--gossip
-    /// 127.0.0.1:0` unless given) and waits until it serves.
+    /// Starts `hearsay serve` with `args` (plus `--http 127.0.0.1:0` and `--gossip
+    /// 127.0.0.1:0` unless given) and waits until it serves. `base` and `gossip` are the
+    /// addresses it is bound to, or those it advertises when it is bound to every interface.
     pub fn serve(args: &[&str]) -> Proc {
         Self::serve_with(args, |_| {})
     }
@@ -132,10 +133,12 @@ impl Proc {
     }
 
     fn serve_with(args: &[&str], tweak: impl FnOnce(&mut Command)) -> Proc {
-        let gossip: &[&str] = if args.contains(&"--gossip") {
-            &[]
-        } else {
-            &["--gossip", "127.0.0.1:0"]
+        let unless_given = |flag: &'static str| -> &'static [&'static str] {
+            match (args.contains(&flag), flag) {
+                (true, _) => &[],
+                (false, "--http") => &["--http", "127.0.0.1:0"],
+                (false, _) => &["--gossip", "127.0.0.1:0"],
+            }
         };
         // Without --data, a temporary directory that goes with the process (never the
         // default, which is relative to where the tests run).
@@ -148,8 +151,9 @@ impl Proc {
         tweak(&mut command);
         let mut child = command
             .arg("serve")
-            .args(["--http", "127.0.0.1:0", "--log", "info"])
-            .args(gossip)
+            .args(["--log", "info"])
+            .args(unless_given("--http"))
+            .args(unless_given("--gossip"))
             .args(&data_args)
             .args(args)
             .stdin(Stdio::null())
@@ -198,7 +202,17 @@ impl Proc {
             if !line.contains(" serving node=") {
                 continue;
             }
-            if let (Some(http), Some(gossip)) = (field("http"), field("gossip")) {
+            // The bound address, unless it means every interface: then the advertised one.
+            let reachable = |name: &str| {
+                let bound = field(name)?;
+                let every = bound.starts_with("0.0.0.0:") || bound.starts_with("[::]:");
+                if every {
+                    field(&format!("advertise_{name}"))
+                } else {
+                    Some(bound)
+                }
+            };
+            if let (Some(http), Some(gossip)) = (reachable("http"), reachable("gossip")) {
                 proc.base = format!("http://{http}");
                 proc.gossip = gossip;
                 return proc;
