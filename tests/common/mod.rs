@@ -99,6 +99,15 @@ impl Proc {
         Self::serve_with(args, |_| {})
     }
 
+    /// [`Proc::serve`] started through a wrapper command (`via`, e.g. `ip netns exec <ns>`)
+    /// that ends by executing the binary it is given.
+    pub fn serve_via(via: &[&str], args: &[&str]) -> Proc {
+        let (program, wrapper_args) = via.split_first().expect("a wrapper command");
+        let mut command = Command::new(program);
+        command.args(wrapper_args).arg(env!("CARGO_BIN_EXE_hearsay"));
+        Self::start(command, args)
+    }
+
     /// [`Proc::serve`] with extra environment variables for the child.
     pub fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let env: Vec<(String, String)> = env
@@ -133,6 +142,12 @@ impl Proc {
     }
 
     fn serve_with(args: &[&str], tweak: impl FnOnce(&mut Command)) -> Proc {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hearsay"));
+        tweak(&mut command);
+        Self::start(command, args)
+    }
+
+    fn start(mut command: Command, args: &[&str]) -> Proc {
         let unless_given = |flag: &'static str| -> &'static [&'static str] {
             match (args.contains(&flag), flag) {
                 (true, _) => &[],
@@ -147,8 +162,6 @@ impl Proc {
             Some(dir) => vec!["--data".into(), dir.path().display().to_string()],
             None => Vec::new(),
         };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hearsay"));
-        tweak(&mut command);
         let mut child = command
             .arg("serve")
             .args(["--log", "info"])
