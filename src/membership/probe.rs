@@ -304,9 +304,13 @@ impl Membership {
         out: &mut Vec<Outgoing>,
     ) {
         if let Some(sent_ms) = self.prober.take_sent(probe) {
-            // Our times are timer times: the peer's clock is compared with our wall clock.
-            let clock_ms = clock_ms.saturating_add(self.wall_behind_ms);
-            self.record_clock(sender, ClockSample::new(sent_ms, clock_ms, now_ms));
+            // `clock_ms` 0 is no clock: the codec gives it to an Ack from a peer speaking codec
+            // version 2, whose Acks carried none (no wall clock reads 1970 to the millisecond).
+            if clock_ms != 0 {
+                // Our times are timer times: the peer's clock is compared with our wall clock.
+                let clock_ms = clock_ms.saturating_add(self.wall_behind_ms);
+                self.record_clock(sender, ClockSample::new(sent_ms, clock_ms, now_ms));
+            }
         }
         if self.prober.current.as_ref().is_some_and(|p| p.id == probe) {
             self.prober.current = None;
