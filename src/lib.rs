@@ -8,6 +8,7 @@
 //! Start reading at [`node`].
 
 pub mod api;
+pub mod backup;
 pub mod client;
 pub mod clock;
 pub mod crdt;

@@ -45,6 +45,9 @@ enum Command {
     /// Compact a stopped node's database: copy its rows into a fresh one, giving back the space
     /// of deleted and overwritten data.
     Compact(CompactArgs),
+    /// Make a new data directory from a backup (`hearsay backup`): a new lifetime of the node it
+    /// is restored as, which catches up with its cluster by anti-entropy once started.
+    Restore(RestoreArgs),
     #[command(flatten)]
     Client(hearsay::client::ClientCommand),
 }
@@ -99,6 +102,19 @@ struct CompactArgs {
     /// Page cache for the copy, in MiB.
     #[arg(long, env = "HEARSAY_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     cache_mb: u64,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The backup file.
+    file: PathBuf,
+    /// The data directory to create (it must not exist, or be empty).
+    #[arg(long, env = "HEARSAY_DATA")]
+    data: PathBuf,
+    /// The node id the directory belongs to [default: the backed-up node's, to replace it once
+    /// it is gone; give a new id to add a copy beside it].
+    #[arg(long)]
+    node_id: Option<NodeId>,
 }
 
 #[derive(clap::Args)]
@@ -279,6 +295,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => cluster(args),
         Command::Sim(args) => sim(args),
         Command::Compact(args) => compact(args),
+        Command::Restore(args) => restore(args),
         Command::Client(command) => return hearsay::client::run(command),
     };
     match result {
@@ -316,6 +333,23 @@ fn compact(args: CompactArgs) -> anyhow::Result<()> {
         mb(done.bytes_after),
         done.rows,
         started.elapsed().as_secs_f64()
+    ))?;
+    Ok(())
+}
+
+fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let done = hearsay::backup::restore(&args.file, &args.data, args.node_id)?;
+    say(format_args!(
+        "restored {} records of {} into {} as node {} (root {}, {} keys); start it with \
+         `hearsay serve --node-id {} --data {} --seeds <a member>` to catch up",
+        done.records,
+        done.from,
+        args.data.display(),
+        done.node,
+        done.root.hex(),
+        done.root.count,
+        done.node,
+        args.data.display(),
     ))?;
     Ok(())
 }

@@ -72,7 +72,10 @@ impl ServerConfig {
 
 impl ServerConfig {
     /// The cluster and HTTP addresses this node advertises, given the sockets it bound.
-    pub fn advertised(&self, listeners: &Listeners) -> Result<(SocketAddr, SocketAddr), ServerError> {
+    pub fn advertised(
+        &self,
+        listeners: &Listeners,
+    ) -> Result<(SocketAddr, SocketAddr), ServerError> {
         let gossip = advertise::gossip_addr(listeners.gossip_addr(), self.advertise_gossip)?;
         let http = advertise::http_addr(listeners.http_addr(), self.advertise_http, gossip)?;
         Ok((gossip, http))
@@ -168,7 +171,9 @@ fn parse_seeds(seeds: &[String]) -> Result<(Vec<SocketAddr>, Vec<String>), Serve
             .rsplit_once(':')
             .ok_or_else(|| bad("expected host:port"))?;
         if host.is_empty() || host.contains(':') || host.contains(['[', ']']) {
-            return Err(bad("expected host:port (an IPv6 address goes in brackets: [fd00::5]:7101)"));
+            return Err(bad(
+                "expected host:port (an IPv6 address goes in brackets: [fd00::5]:7101)",
+            ));
         }
         port.parse::<u16>()
             .ok()

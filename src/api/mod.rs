@@ -7,6 +7,7 @@
 
 mod admin;
 pub mod auth;
+mod backup;
 mod body;
 mod cluster;
 mod consistency;
@@ -92,8 +93,9 @@ const LEAVE: &str = "/v1/cluster/leave";
 const HEALTH: &str = "/v1/health";
 const METRICS: &str = "/metrics";
 const FAULTS: &str = "/v1/admin/faults";
+const BACKUP: &str = "/v1/admin/backup";
 const WATCH: &str = "/v1/watch";
-const ROUTES: [&str; 15] = [
+const ROUTES: [&str; 16] = [
     KV_LIST,
     KV_KEY,
     SET_LIST,
@@ -108,6 +110,7 @@ const ROUTES: [&str; 15] = [
     HEALTH,
     METRICS,
     FAULTS,
+    BACKUP,
     WATCH,
 ];
 
@@ -157,6 +160,7 @@ pub fn router(state: AppState) -> Router {
             FAULTS,
             get(admin::get).put(admin::put).delete(admin::delete),
         )
+        .route(BACKUP, get(backup::backup))
         .fallback(unmatched)
         .layer(middleware::from_fn(guard::check_request))
         .layer(middleware::from_fn_with_state(

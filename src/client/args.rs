@@ -29,6 +29,18 @@ pub enum ClientCommand {
     Members(MembersArgs),
     /// Ask a running node for every member's digest and say whether they all agree.
     Status(MembersArgs),
+    /// Stream a backup of a running node's state into a file (checked before it takes the
+    /// name); `hearsay restore` makes a data directory of it.
+    Backup(BackupArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BackupArgs {
+    /// The file to write (`FILE.partial` until the backup is whole).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 /// How to reach the node; accepted before or after the subcommand.

@@ -1,10 +1,11 @@
-//! The command-line client: `hearsay kv`, `hearsay set`, `hearsay counter`, `hearsay members` and
-//! `hearsay status` talk to a running node over its HTTP API (plain http://) and print what it answers. It owns the
+//! The command-line client: `hearsay kv`, `hearsay set`, `hearsay counter`, `hearsay members`,
+//! `hearsay status` and `hearsay backup` talk to a running node over its HTTP API (plain http://) and print what it answers. It owns the
 //! arguments, the HTTP requests, the output format and the exit codes; it makes no protocol
 //! decisions (the node does) and shares no code with the server beyond its limits.
 
 pub(crate) mod address;
 pub mod args;
+mod backup;
 mod commands;
 mod error;
 pub(crate) mod http;
@@ -44,6 +45,7 @@ fn run_with_output(command: ClientCommand, out: &mut dyn Write) -> Result<(), Cl
         ClientCommand::Set(args) => &args.connection,
         ClientCommand::Counter(args) => &args.connection,
         ClientCommand::Members(args) | ClientCommand::Status(args) => &args.connection,
+        ClientCommand::Backup(args) => &args.connection,
     };
     let mut client = client_for(connection)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -63,6 +65,7 @@ fn run_with_output(command: ClientCommand, out: &mut dyn Write) -> Result<(), Cl
             }
             ClientCommand::Members(_) => commands::members(&mut client, out).await,
             ClientCommand::Status(_) => commands::status(&mut client, out).await,
+            ClientCommand::Backup(args) => backup::backup(&mut client, &args.out, out).await,
         }
     })
 }

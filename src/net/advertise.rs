@@ -76,7 +76,9 @@ pub fn gossip_addr(
     bound: SocketAddr,
     flag: Option<AdvertiseAddr>,
 ) -> Result<SocketAddr, AdvertiseError> {
-    let chosen = flag.map_or(bound, |f| SocketAddr::new(f.ip, f.port.unwrap_or(bound.port())));
+    let chosen = flag.map_or(bound, |f| {
+        SocketAddr::new(f.ip, f.port.unwrap_or(bound.port()))
+    });
     checked(chosen, "cluster traffic", "--advertise-gossip")
 }
 
@@ -132,7 +134,14 @@ mod tests {
         assert_eq!(adv("[fd00::5]:7101").port, Some(7101));
         assert_eq!(adv(" 10.0.0.5 ").to_string(), "10.0.0.5");
         assert_eq!(adv("[::1]:9").to_string(), "[::1]:9");
-        for bad in ["", "node-1", "node-1:7101", "10.0.0.5:port", "10.0.0.5:70000", "[::1"] {
+        for bad in [
+            "",
+            "node-1",
+            "node-1:7101",
+            "10.0.0.5:port",
+            "10.0.0.5:70000",
+            "[::1",
+        ] {
             assert!(bad.parse::<AdvertiseAddr>().is_err(), "{bad:?} accepted");
         }
     }
@@ -144,7 +153,10 @@ mod tests {
         assert_eq!(gossip_addr(sa("[::1]:7101"), None), Ok(sa("[::1]:7101")));
         for every in ["0.0.0.0:7101", "[::]:7101"] {
             let refused = gossip_addr(sa(every), None).unwrap_err();
-            assert!(refused.to_string().contains("--advertise-gossip"), "{refused}");
+            assert!(
+                refused.to_string().contains("--advertise-gossip"),
+                "{refused}"
+            );
             assert!(matches!(refused, AdvertiseError::Unspecified { .. }));
         }
     }
@@ -152,9 +164,18 @@ mod tests {
     #[test]
     fn a_flag_overrides_the_bound_address_and_a_bare_ip_keeps_the_bound_port() {
         let any = sa("0.0.0.0:7101");
-        assert_eq!(gossip_addr(any, Some(adv("10.0.0.5"))), Ok(sa("10.0.0.5:7101")));
-        assert_eq!(gossip_addr(any, Some(adv("10.0.0.5:9000"))), Ok(sa("10.0.0.5:9000")));
-        assert_eq!(gossip_addr(sa("[::]:7101"), Some(adv("fd00::5"))), Ok(sa("[fd00::5]:7101")));
+        assert_eq!(
+            gossip_addr(any, Some(adv("10.0.0.5"))),
+            Ok(sa("10.0.0.5:7101"))
+        );
+        assert_eq!(
+            gossip_addr(any, Some(adv("10.0.0.5:9000"))),
+            Ok(sa("10.0.0.5:9000"))
+        );
+        assert_eq!(
+            gossip_addr(sa("[::]:7101"), Some(adv("fd00::5"))),
+            Ok(sa("[fd00::5]:7101"))
+        );
         for unspecified in ["0.0.0.0", "::", "[::]:7101"] {
             assert!(matches!(
                 gossip_addr(sa("10.0.0.5:7101"), Some(adv(unspecified))),
@@ -173,13 +194,22 @@ mod tests {
     #[test]
     fn http_bound_to_every_interface_is_advertised_at_the_cluster_address_ip() {
         let gossip = sa("10.0.0.5:7101");
-        assert_eq!(http_addr(sa("0.0.0.0:7001"), None, gossip), Ok(sa("10.0.0.5:7001")));
-        assert_eq!(http_addr(sa("10.0.0.9:7001"), None, gossip), Ok(sa("10.0.0.9:7001")));
+        assert_eq!(
+            http_addr(sa("0.0.0.0:7001"), None, gossip),
+            Ok(sa("10.0.0.5:7001"))
+        );
+        assert_eq!(
+            http_addr(sa("10.0.0.9:7001"), None, gossip),
+            Ok(sa("10.0.0.9:7001"))
+        );
         assert_eq!(
             http_addr(sa("0.0.0.0:7001"), Some(adv("192.0.2.1:80")), gossip),
             Ok(sa("192.0.2.1:80"))
         );
         let refused = http_addr(sa("10.0.0.9:7001"), Some(adv("0.0.0.0")), gossip).unwrap_err();
-        assert!(refused.to_string().contains("--advertise-http"), "{refused}");
+        assert!(
+            refused.to_string().contains("--advertise-http"),
+            "{refused}"
+        );
     }
 }

@@ -507,7 +507,12 @@ impl<S: Store> Node<S> {
         addrs: Option<Vec<SocketAddr>>,
     ) {
         let now_ms = self.clock_in(now_ms);
-        if addrs.is_none() && self.cluster.refusals.due(&self.id, "seed_unresolved", now_ms) {
+        if addrs.is_none()
+            && self
+                .cluster
+                .refusals
+                .due(&self.id, "seed_unresolved", now_ms)
+        {
             tracing::warn!(seed = %name, "seed name did not resolve; trying its last addresses, and resolving it again at the next contact attempt");
         }
         let mut out = Vec::new();

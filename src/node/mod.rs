@@ -16,6 +16,7 @@ use crate::wire::MAX_STATE_BYTES;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod anti_entropy;
+mod backup;
 mod changes;
 mod clock_watch;
 mod cluster;
@@ -35,6 +36,7 @@ mod roster;
 mod timer_clock;
 mod tombstones;
 
+pub use backup::BACKUP_LEAVES_PER_CHUNK;
 pub use changes::KeyChange;
 pub use clock_watch::ClockStatus;
 pub use cluster::{ClusterConfig, ClusterStats, Outbound};

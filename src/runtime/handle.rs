@@ -5,6 +5,7 @@
 //! [`Signals`] mirror what health checks need without a round trip to the core thread.
 
 use crate::clock::{ClockAhead, NodeId};
+use crate::crdt::KeyState;
 use crate::membership::{ForceLeaveError, Member};
 use crate::node::{
     ClusterStats, ClusterView, Node, Overwritten, Precondition, Refusal, Tally, Wait, Write,
@@ -29,6 +30,11 @@ pub(super) enum ClientCommand {
     /// once the members' states are merged (or the wait timed out).
     Read(StoreKey, Wait, oneshot::Sender<Option<Tally>>),
     Digest(oneshot::Sender<Leaf>),
+    /// The records of these Merkle leaves, for a backup.
+    BackupChunk(
+        std::ops::Range<u32>,
+        oneshot::Sender<Result<Vec<(StoreKey, KeyState)>, StoreError>>,
+    ),
     Members(oneshot::Sender<Vec<Member>>),
     RemoveMember(NodeId, oneshot::Sender<Result<Member, ForceLeaveError>>),
     Stats(oneshot::Sender<CoreStats>),
@@ -253,6 +259,17 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.ask(ClientCommand::Digest(tx)).await?;
         rx.await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// Every record of Merkle leaves `leaves`, read between other events (see
+    /// [`Node::backup_chunk`]).
+    pub async fn backup_chunk(
+        &self,
+        leaves: std::ops::Range<u32>,
+    ) -> Result<Vec<(StoreKey, KeyState)>, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(ClientCommand::BackupChunk(leaves, tx)).await?;
+        Ok(rx.await.map_err(|_| CoreError::Stopped)??)
     }
 
     /// Members as this node sees it, itself included.

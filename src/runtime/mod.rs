@@ -351,6 +351,9 @@ fn client_command<S: Store>(
         ClientCommand::Digest(reply) => {
             let _ = reply.send(node.digest());
         }
+        ClientCommand::BackupChunk(leaves, reply) => {
+            let _ = reply.send(node.backup_chunk(leaves));
+        }
         ClientCommand::Members(reply) => {
             let _ = reply.send(node.members());
         }

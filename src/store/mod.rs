@@ -6,6 +6,7 @@
 //! index, and node metadata. It makes no protocol decisions: the core ([`crate::node`]) decides
 //! what to write and hands it over as one atomic [`WriteBatch`].
 
+pub mod backup_file;
 mod compact;
 mod key_lists;
 mod legacy;
