@@ -42,7 +42,12 @@ fn a_node_refuses_to_advertise_an_address_that_means_every_interface() {
             "--advertise-gossip",
         ),
         (
-            &["--gossip", "127.0.0.1:0", "--advertise-http", "0.0.0.0:7001"][..],
+            &[
+                "--gossip",
+                "127.0.0.1:0",
+                "--advertise-http",
+                "0.0.0.0:7001",
+            ][..],
             "--advertise-http",
         ),
     ];
@@ -152,9 +157,20 @@ async fn a_seed_given_by_name_is_found_even_when_it_starts_later() {
 
     // A seed that is not host:port is refused at start with one line.
     let (code, stderr) = run_to_exit(
-        &["serve", "--http", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--seeds", "fd00::5:7101"],
+        &[
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+            "--seeds",
+            "fd00::5:7101",
+        ],
         Duration::from_secs(30),
     );
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("bad seed") && stderr.contains("brackets"), "{stderr}");
+    assert!(
+        stderr.contains("bad seed") && stderr.contains("brackets"),
+        "{stderr}"
+    );
 }

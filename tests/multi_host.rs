@@ -88,16 +88,37 @@ impl Hosts {
             let ns = made.ns(host);
             let port = format!("p{i}");
             run(&["ip", "netns", "add", &ns])?;
-            run(&["ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &sw])?;
+            run(&[
+                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
+                "netns", &sw,
+            ])?;
             run(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
-            run(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", made.ip(*octet)), "dev", "eth0"])?;
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", made.ip(*octet)),
+                "dev",
+                "eth0",
+            ])?;
             run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
             run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
         }
         let root = made.root_link();
-        run(&["ip", "link", "add", &root, "type", "veth", "peer", "name", "pr", "netns", &sw])?;
+        run(&[
+            "ip", "link", "add", &root, "type", "veth", "peer", "name", "pr", "netns", &sw,
+        ])?;
         run(&["ip", "-n", &sw, "link", "set", "pr", "master", "br0", "up"])?;
-        run(&["ip", "addr", "add", &format!("{}/24", made.ip(254)), "dev", &root])?;
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", made.ip(254)),
+            "dev",
+            &root,
+        ])?;
         run(&["ip", "link", "set", &root, "up"])?;
         made.write_host_names()?;
         Ok(made)
@@ -123,7 +144,16 @@ impl Hosts {
         let ns = self.ns(host);
         let old = format!("{}/24", self.ip_of(host));
         run(&["ip", "-n", &ns, "addr", "del", &old, "dev", "eth0"])?;
-        run(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", self.ip(octet)), "dev", "eth0"])?;
+        run(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", self.ip(octet)),
+            "dev",
+            "eth0",
+        ])?;
         for entry in self.hosts.iter_mut().filter(|(h, _)| *h == host) {
             entry.1 = octet;
         }
@@ -148,13 +178,31 @@ impl Hosts {
         );
         let file = std::env::temp_dir().join(format!("{}-partition.nft", self.prefix));
         std::fs::write(&file, rules).map_err(|e| e.to_string())?;
-        let result = run(&["ip", "netns", "exec", &self.ns(host), "nft", "-f", path_str(&file)]);
+        let result = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(host),
+            "nft",
+            "-f",
+            path_str(&file),
+        ]);
         let _ = std::fs::remove_file(&file);
         result
     }
 
     fn heal(&self, host: &str) -> Result<(), String> {
-        run(&["ip", "netns", "exec", &self.ns(host), "nft", "delete", "table", "inet", "partition"])
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(host),
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "partition",
+        ])
     }
 
     /// Starts `host`'s node: binds every interface, advertises the namespace's address.
@@ -320,7 +368,10 @@ async fn hosts_on_real_interfaces_partition_heal_and_one_comes_back_at_a_new_add
     }
     converged(&c, &[&a, &b, &c3]).await;
     for node in [&a, &b, &c3] {
-        assert_eq!(get_text(&c, node.url("/v1/kv/color")).await.unwrap(), "blue");
+        assert_eq!(
+            get_text(&c, node.url("/v1/kv/color")).await.unwrap(),
+            "blue"
+        );
         let set = get_json(&c, node.url("/v1/sets/s")).await.unwrap();
         assert_eq!(set["elements"], serde_json::json!(["left", "right", "x"]));
         let hits = get_json(&c, node.url("/v1/counters/hits")).await.unwrap();
@@ -333,7 +384,12 @@ async fn hosts_on_real_interfaces_partition_heal_and_one_comes_back_at_a_new_add
         listed(&c, observer, "c", "dead", None).await;
     }
     for i in 0..20 {
-        send(&c, c.put(a.url(&format!("/v1/kv/missed/{i}"))).body(format!("v{i}"))).await;
+        send(
+            &c,
+            c.put(a.url(&format!("/v1/kv/missed/{i}")))
+                .body(format!("v{i}")),
+        )
+        .await;
     }
     // The host comes back at a new address under the same id and data, knowing only its own
     // name (as a first pod does under a headless Service): a and b, whose seeds include
@@ -346,7 +402,10 @@ async fn hosts_on_real_interfaces_partition_heal_and_one_comes_back_at_a_new_add
     }
     listed(&c, &c3, "a", "alive", None).await;
     converged(&c, &[&a, &b, &c3]).await;
-    assert_eq!(get_text(&c, c3.url("/v1/kv/missed/19")).await.unwrap(), "v19");
+    assert_eq!(
+        get_text(&c, c3.url("/v1/kv/missed/19")).await.unwrap(),
+        "v19"
+    );
     send(&c, c.put(c3.url("/v1/kv/from-c")).body("moved")).await;
     eventually("c's write reaches a", CONVERGE, || async {
         (get_text(&c, a.url("/v1/kv/from-c")).await? == "moved").then_some(())

@@ -104,7 +104,9 @@ impl Proc {
     pub fn serve_via(via: &[&str], args: &[&str]) -> Proc {
         let (program, wrapper_args) = via.split_first().expect("a wrapper command");
         let mut command = Command::new(program);
-        command.args(wrapper_args).arg(env!("CARGO_BIN_EXE_hearsay"));
+        command
+            .args(wrapper_args)
+            .arg(env!("CARGO_BIN_EXE_hearsay"));
         Self::start(command, args)
     }
 
