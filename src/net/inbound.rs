@@ -112,7 +112,8 @@ async fn handle(shared: &Shared, stream: &mut TcpStream, from: SocketAddr, frame
             true
         }
         FrameBody::SyncRequest(request) => {
-            let asked = shared.core.sync_request(frame.from, request);
+            let peer = frame.from;
+            let asked = shared.core.sync_request(peer.clone(), request);
             let answer = match tokio::time::timeout(ANSWER, asked).await {
                 Ok(Some(answer)) => answer,
                 // The core is shutting down.
@@ -131,7 +132,10 @@ async fn handle(shared: &Shared, stream: &mut TcpStream, from: SocketAddr, frame
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            shared.frames.write(stream, &frame, ANSWER).await
+            shared
+                .frames
+                .write(stream, &frame, Some(&peer), ANSWER)
+                .await
         }
         FrameBody::SyncReply(_) => {
             shared.frames.drop_counted("decode");

@@ -11,3 +11,4 @@ pub mod seal;
 mod sealed;
 mod tally;
 pub mod transport;
+pub mod versions;

@@ -10,7 +10,8 @@
 
 use super::sealed::SealedFrames;
 use super::tally::Tally;
-use crate::wire::{self, Frame};
+use crate::clock::NodeId;
+use crate::wire::Frame;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -61,7 +62,8 @@ pub struct Pool {
 /// A frame waiting for its connection, with its encoded size (counted in
 /// `hearsay_cluster_frames_queued_bytes` until the link takes it).
 struct Queued {
-    frame: Frame,
+    /// The frame, encoded in the version its peer speaks.
+    encoded: Vec<u8>,
     size: i64,
 }
 
@@ -74,17 +76,21 @@ impl Pool {
         }
     }
 
-    /// Queues `frame` for `to`, starting a link if there is none; never waits.
-    pub fn send(&mut self, to: SocketAddr, frame: Frame) {
+    /// Queues `frame` for `to` (member `to_id`, whose codec version it is encoded in),
+    /// starting a link if there is none; never waits.
+    pub fn send(&mut self, to: SocketAddr, to_id: Option<&NodeId>, frame: Frame) {
         let queued_bytes = &self.frames.metrics().cluster_frames_queued_bytes;
-        let size = wire::encoded_len(&frame) as i64;
+        let Some(encoded) = self.frames.encode(&frame, to_id) else {
+            return;
+        };
+        let size = encoded.len() as i64;
         // Only this task adds to the gauge (links subtract), so checking then adding is exact
         // enough: the bound can only be undershot.
         if queued_bytes.get() + size > self.settings.queued_bytes as i64 {
             self.frames.drop_counted("queue_full");
             return;
         }
-        let queued = Queued { frame, size };
+        let queued = Queued { encoded, size };
         let queued = match self.links.get(&to) {
             None => queued,
             Some(link) => match link.try_send(queued) {
@@ -148,9 +154,9 @@ async fn run_link(
     let mut retry_at: Option<Instant> = None;
     loop {
         let frame = match tokio::time::timeout(settings.idle, queue.recv()).await {
-            Ok(Some(Queued { frame, size })) => {
+            Ok(Some(Queued { encoded, size })) => {
                 frames.metrics().cluster_frames_queued_bytes.dec_by(size);
-                frame
+                encoded
             }
             // Closed and drained (the pool let go of the link, or it went idle below).
             Ok(None) => return,
@@ -186,7 +192,7 @@ async fn run_link(
                 }
             },
         };
-        if !frames.write(stream, &frame, settings.write).await {
+        if !frames.write_encoded(stream, &frame, settings.write).await {
             frames.drop_counted("unreachable");
             conn = None;
         }
@@ -275,7 +281,7 @@ mod tests {
         let mut pool = Pool::new(frames.clone(), settings);
         for round in 0..2 {
             for _ in 0..50 {
-                pool.send(addr, frame(3));
+                pool.send(addr, None, frame(3));
             }
             for _ in 0..50 {
                 let (connection, _) = received.recv().await.unwrap();
@@ -313,7 +319,7 @@ mod tests {
         let mut pool = Pool::new(frames.clone(), settings);
         let big = frame(40_000); // about 1 MB
         for _ in 0..200 {
-            pool.send(addr, big.clone());
+            pool.send(addr, None, big.clone());
             tokio::task::yield_now().await;
         }
         let full = dropped(&frames, "queue_full");
@@ -348,7 +354,7 @@ mod tests {
         let big = frame(40_000); // about 1 MB
         let queued = &frames.metrics().cluster_frames_queued_bytes;
         for i in 0..100 {
-            pool.send(peers[i % 2], big.clone());
+            pool.send(peers[i % 2], None, big.clone());
             assert!(queued.get() <= budget as i64, "{} queued", queued.get());
             tokio::task::yield_now().await;
         }
@@ -371,7 +377,7 @@ mod tests {
             ..Settings::DEFAULT
         };
         let mut pool = Pool::new(frames.clone(), settings);
-        pool.send(addr, frame(1));
+        pool.send(addr, None, frame(1));
         // Wait until the first attempt failed.
         tokio::time::timeout(Duration::from_secs(10), async {
             while dropped(&frames, "unreachable") == 0 {
@@ -383,13 +389,13 @@ mod tests {
         // Within the backoff, frames are dropped without another attempt.
         let listener = TcpListener::bind(addr).await.unwrap();
         for _ in 0..10 {
-            pool.send(addr, frame(1));
+            pool.send(addr, None, frame(1));
         }
         let mut body = Vec::new();
         let accepted = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 // After the backoff the next frame connects.
-                pool.send(addr, frame(1));
+                pool.send(addr, None, frame(1));
                 if let Ok(Ok((mut s, _))) =
                     tokio::time::timeout(Duration::from_millis(50), listener.accept()).await
                 {

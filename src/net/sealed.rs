@@ -5,6 +5,8 @@
 
 use super::framing::{self, FrameError};
 use super::seal::{SealError, Sealer};
+use super::versions::PeerVersions;
+use crate::clock::NodeId;
 use crate::metrics::{DropLabels, Metrics, TrafficLabels};
 use crate::runtime::wall_ms;
 use crate::wire::{self, Frame, MAX_FRAME};
@@ -35,6 +37,8 @@ pub struct SealedFrames {
     metrics: Arc<Metrics>,
     /// When traffic that failed authentication was last logged, and how much failed since.
     auth_log: Arc<Mutex<(Option<Instant>, u64)>>,
+    /// The codec version each peer speaks, learned from what it sends.
+    versions: PeerVersions,
 }
 
 /// Traffic failing authentication is logged at most this often.
@@ -46,7 +50,12 @@ impl SealedFrames {
             sealer,
             metrics,
             auth_log: Arc::default(),
+            versions: PeerVersions::default(),
         }
+    }
+
+    pub fn versions(&self) -> &PeerVersions {
+        &self.versions
     }
 
     pub fn sealer(&self) -> &Sealer {
@@ -151,22 +160,55 @@ impl SealedFrames {
     fn decode(&self, sealed: &[u8], from: Option<SocketAddr>) -> Result<Frame, Ended> {
         self.count("frame", "in", sealed.len() + framing::HEADER);
         let plain = self.open(sealed, from).ok_or(Ended::Dropped)?;
-        wire::decode_frame(&plain).map_err(|e| {
+        let (version, frame) = wire::decode_frame_versioned(&plain).map_err(|e| {
             tracing::debug!(error = %e, "dropping an undecodable frame");
             self.drop_counted("decode");
             Ended::Dropped
-        })
+        })?;
+        self.versions.heard(&frame.from, version);
+        Ok(frame)
     }
 
-    /// Seals and writes one frame, giving up after `timeout`; `false` when it could not be
-    /// written (the connection is then unusable).
+    /// `frame` encoded in the version `to` speaks (this build's when unknown); `None`, counted,
+    /// when that version has no form for it (an older peer cannot take it).
+    pub fn encode(&self, frame: &Frame, to: Option<&NodeId>) -> Option<Vec<u8>> {
+        let version = to
+            .and_then(|peer| self.versions.of(peer))
+            .unwrap_or(wire::VERSION);
+        match wire::encode_frame_as(frame, version) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::debug!(error = %e, "a frame the peer's codec version cannot carry");
+                self.drop_counted("version");
+                None
+            }
+        }
+    }
+
+    /// Seals and writes one frame in the version `to` speaks, giving up after `timeout`;
+    /// `false` when it could not be written (the connection is then unusable) or has no form in
+    /// that version.
     pub async fn write<S: AsyncWrite + Unpin>(
         &self,
         stream: &mut S,
         frame: &Frame,
+        to: Option<&NodeId>,
         timeout: Duration,
     ) -> bool {
-        let sealed = self.sealer.seal(&wire::encode_frame(frame), wall_ms());
+        match self.encode(frame, to) {
+            Some(encoded) => self.write_encoded(stream, &encoded, timeout).await,
+            None => false,
+        }
+    }
+
+    /// Seals and writes one frame already encoded ([`SealedFrames::encode`]).
+    pub async fn write_encoded<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        encoded: &[u8],
+        timeout: Duration,
+    ) -> bool {
+        let sealed = self.sealer.seal(encoded, wall_ms());
         let out = framing::frame_bytes(&sealed);
         self.count("frame", "out", out.len());
         matches!(

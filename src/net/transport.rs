@@ -54,6 +54,11 @@ impl Shared {
         }
     }
 
+    /// The member last heard from at cluster address `addr`, if any.
+    fn id_at(&self, addr: SocketAddr) -> Option<NodeId> {
+        self.ids.read().ok().and_then(|m| m.get(&addr).cloned())
+    }
+
     /// True when traffic to this destination must be dropped (fault injection: cut off, or
     /// lost at random).
     fn blocked(&self, to: SocketAddr, to_id: Option<&NodeId>) -> bool {
@@ -141,8 +146,11 @@ async fn receive_datagrams(shared: Shared) {
             }
             Err(None) => continue,
         };
-        let datagram = match wire::decode_datagram(&plain) {
-            Ok(d) => d,
+        let datagram = match wire::decode_datagram_versioned(&plain) {
+            Ok((version, d)) => {
+                shared.frames.versions().heard(&d.from.id, version);
+                d
+            }
             Err(e) => {
                 tracing::debug!(%from, error = %e, "dropping an undecodable datagram");
                 shared.frames.drop_counted("decode");
@@ -193,13 +201,17 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
                     shared.frames.drop_counted("fault");
                     continue;
                 }
-                let sealed = shared
-                    .frames
-                    .sealer()
-                    .seal(&wire::encode_datagram(&datagram), wall_ms());
-                shared.frames.count("datagram", "out", sealed.len());
-                if let Err(e) = shared.udp.send_to(&sealed, to).await {
-                    tracing::debug!(%to, error = %e, "UDP send failed");
+                let to_id = to_id.or_else(|| shared.id_at(to));
+                for version in shared.frames.versions().to_send(to_id.as_ref()) {
+                    let Ok(encoded) = wire::encode_datagram_as(&datagram, version) else {
+                        shared.frames.drop_counted("version");
+                        continue;
+                    };
+                    let sealed = shared.frames.sealer().seal(&encoded, wall_ms());
+                    shared.frames.count("datagram", "out", sealed.len());
+                    if let Err(e) = shared.udp.send_to(&sealed, to).await {
+                        tracing::debug!(%to, error = %e, "UDP send failed");
+                    }
                 }
             }
             Outbound::Frame { to, to_id, frame } => {
@@ -207,7 +219,8 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
                     shared.frames.drop_counted("fault");
                     continue;
                 }
-                pool.send(to, frame);
+                let to_id = to_id.or_else(|| shared.id_at(to));
+                pool.send(to, to_id.as_ref(), frame);
             }
             Outbound::SyncRequest {
                 session,
@@ -222,7 +235,7 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
                 }
                 let feed = sessions.entry(session).or_insert_with(|| {
                     let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(run_session(shared.clone(), session, to, rx));
+                    tokio::spawn(run_session(shared.clone(), session, to, to_id.clone(), rx));
                     tx
                 });
                 let _ = feed.send(frame);
@@ -264,6 +277,7 @@ async fn run_session(
     shared: Shared,
     session: u64,
     to: SocketAddr,
+    to_id: NodeId,
     mut requests: mpsc::UnboundedReceiver<Frame>,
 ) {
     let Some(mut stream) = pool::connect(to, SYNC_CONNECT).await else {
@@ -273,7 +287,11 @@ async fn run_session(
     };
     let _tally = Tally::open(shared.frames.metrics(), "out", "sync");
     while let Some(request) = requests.recv().await {
-        let reply = if shared.frames.write(&mut stream, &request, SYNC_REPLY).await {
+        let reply = if shared
+            .frames
+            .write(&mut stream, &request, Some(&to_id), SYNC_REPLY)
+            .await
+        {
             let deadline = Instant::now() + SYNC_REPLY;
             match shared
                 .frames
