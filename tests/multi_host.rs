@@ -8,6 +8,11 @@
 //! name pointed at the new address, and it is started again under the same id knowing only its
 //! own name: the others find it by resolving its name again.
 //!
+//! A second test runs the rolling-upgrade procedure on the same kind of hosts: one node leaves,
+//! its process exits, it starts again on the same data directory, and the cluster converges;
+//! with `HEARSAY_PREVIOUS_BINARY` set to an earlier release's binary, that node runs the earlier
+//! release until then, so the cluster is mixed meanwhile.
+//!
 //! It needs root (network namespaces, nftables). Elsewhere it prints why it is skipped; with
 //! `HEARSAY_REQUIRE_NETNS=1` (set by `.ci/run`) it fails instead. The README's "Running on
 //! several machines" lists the same commands to do this by hand.
@@ -73,11 +78,11 @@ impl Hosts {
 
     /// A bridge in its own namespace, one namespace per host with an `eth0` on it, and a link
     /// from this (the test's) namespace so that it reaches every node's HTTP API.
-    fn create(hosts: &[(&'static str, u8)]) -> Result<Hosts, String> {
+    fn create(tag: u8, hosts: &[(&'static str, u8)]) -> Result<Hosts, String> {
         let pid = std::process::id();
         let made = Hosts {
-            prefix: format!("hs{pid}"),
-            subnet: (pid % 250) as u8 + 1,
+            prefix: format!("hs{pid}{}", char::from(b'a' + tag)),
+            subnet: ((pid % 120) * 2) as u8 + tag + 1,
             hosts: hosts.to_vec(),
         };
         let sw = made.switch();
@@ -231,6 +236,32 @@ impl Hosts {
     }
 }
 
+impl Hosts {
+    /// Starts `host`'s node with another build, bound to the namespace's address (builds
+    /// before `--advertise-gossip` cannot bind every interface).
+    fn serve_previous(&self, binary: &str, host: &str, data: &str, seeds: &str) -> Proc {
+        let ns = self.ns(host);
+        let ip = self.ip_of(host);
+        let (gossip, http) = (format!("{ip}:7101"), format!("{ip}:7001"));
+        Proc::serve_binary_via(
+            &["ip", "netns", "exec", &ns],
+            binary,
+            &[
+                "--node-id",
+                host,
+                "--data",
+                data,
+                "--gossip",
+                &gossip,
+                "--http",
+                &http,
+                "--seeds",
+                seeds,
+            ],
+        )
+    }
+}
+
 impl Drop for Hosts {
     fn drop(&mut self) {
         let _ = run(&["ip", "link", "del", &self.root_link()]);
@@ -242,12 +273,13 @@ impl Drop for Hosts {
     }
 }
 
-/// The hosts, or `None` (with the reason printed) where namespaces cannot be made.
-fn hosts_or_skip(hosts: &[(&'static str, u8)]) -> Option<Hosts> {
+/// The hosts, or `None` (with the reason printed) where namespaces cannot be made. `tag` tells
+/// apart the namespaces and subnets of the tests running at once.
+fn hosts_or_skip(tag: u8, hosts: &[(&'static str, u8)]) -> Option<Hosts> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let made = if root {
-        Hosts::create(hosts)
+        Hosts::create(tag, hosts)
     } else {
         Err("not running as root".to_string())
     };
@@ -305,7 +337,7 @@ async fn send(c: &Client, request: reqwest::RequestBuilder) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hosts_on_real_interfaces_partition_heal_and_one_comes_back_at_a_new_address() {
-    let Some(mut net) = hosts_or_skip(&[("a", 1), ("b", 2), ("c", 3)]) else {
+    let Some(mut net) = hosts_or_skip(0, &[("a", 1), ("b", 2), ("c", 3)]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -410,5 +442,88 @@ async fn hosts_on_real_interfaces_partition_heal_and_one_comes_back_at_a_new_add
     eventually("c's write reaches a", CONVERGE, || async {
         (get_text(&c, a.url("/v1/kv/from-c")).await? == "moved").then_some(())
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_upgrade_one_host_at_a_time_keeps_the_cluster_whole() {
+    let Some(net) = hosts_or_skip(1, &[("a", 1), ("b", 2), ("c", 3)]) else {
+        return;
+    };
+    // With HEARSAY_PREVIOUS_BINARY (an earlier release's binary), c runs it until its upgrade:
+    // the cluster is mixed meanwhile. Without it, c's upgrade restarts this same build.
+    let previous = std::env::var("HEARSAY_PREVIOUS_BINARY").ok();
+    match &previous {
+        Some(binary) => eprintln!("c runs the previous release {binary} until it is upgraded"),
+        None => eprintln!(
+            "HEARSAY_PREVIOUS_BINARY is not set: c is upgraded from this build to this build"
+        ),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = |host: &str| path_str(&dir.path().join(host)).to_string();
+    let seeds = "host-a:7101,host-b:7101,host-c:7101";
+    let a = net.serve("a", &data("a"), seeds);
+    let b = net.serve("b", &data("b"), seeds);
+    let mut c3 = match &previous {
+        Some(binary) => net.serve_previous(binary, "c", &data("c"), seeds),
+        None => net.serve("c", &data("c"), seeds),
+    };
+    let c = Client::new();
+    let nodes = [&a, &b, &c3];
+    for observer in nodes {
+        for id in ["a", "b", "c"] {
+            listed(&c, observer, id, "alive", None).await;
+        }
+    }
+    // Writes on every node reach every other across the versions.
+    for (i, node) in nodes.iter().enumerate() {
+        send(
+            &c,
+            c.put(node.url(&format!("/v1/kv/before/{i}")))
+                .body(format!("v{i}")),
+        )
+        .await;
+    }
+    for node in nodes {
+        for i in 0..3 {
+            let key = format!("/v1/kv/before/{i}");
+            eventually(
+                "a write before the upgrade everywhere",
+                CONVERGE,
+                || async { (get_text(&c, node.url(&key)).await? == format!("v{i}")).then_some(()) },
+            )
+            .await;
+        }
+    }
+
+    // The procedure: leave, wait for the process to exit, replace the binary, start it on the
+    // same data directory and flags, wait for convergence.
+    let left = c.post(c3.url("/v1/cluster/leave")).send().await.unwrap();
+    assert!(left.status().is_success(), "{left:?}");
+    let status = c3
+        .wait_exit(Duration::from_secs(30))
+        .expect("c exits after leaving");
+    assert!(status.success(), "{status:?}");
+    for observer in [&a, &b] {
+        listed(&c, observer, "c", "left", None).await;
+    }
+    send(&c, c.put(a.url("/v1/kv/during")).body("while c was away")).await;
+    let c3 = net.serve("c", &data("c"), seeds);
+    for observer in [&a, &b] {
+        let at = format!("{}:7101", net.ip_of("c"));
+        listed(&c, observer, "c", "alive", Some(&at)).await;
+    }
+    converged(&c, &[&a, &b, &c3]).await;
+    assert_eq!(
+        get_text(&c, c3.url("/v1/kv/during")).await.unwrap(),
+        "while c was away"
+    );
+    assert_eq!(get_text(&c, c3.url("/v1/kv/before/0")).await.unwrap(), "v0");
+    send(&c, c.put(c3.url("/v1/kv/after")).body("upgraded")).await;
+    eventually(
+        "c's write after its upgrade reaches b",
+        CONVERGE,
+        || async { (get_text(&c, b.url("/v1/kv/after")).await? == "upgraded").then_some(()) },
+    )
     .await;
 }

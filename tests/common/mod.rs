@@ -102,11 +102,14 @@ impl Proc {
     /// [`Proc::serve`] started through a wrapper command (`via`, e.g. `ip netns exec <ns>`)
     /// that ends by executing the binary it is given.
     pub fn serve_via(via: &[&str], args: &[&str]) -> Proc {
+        Self::serve_binary_via(via, env!("CARGO_BIN_EXE_hearsay"), args)
+    }
+
+    /// [`Proc::serve_via`] with another `hearsay` binary (an earlier release).
+    pub fn serve_binary_via(via: &[&str], binary: &str, args: &[&str]) -> Proc {
         let (program, wrapper_args) = via.split_first().expect("a wrapper command");
         let mut command = Command::new(program);
-        command
-            .args(wrapper_args)
-            .arg(env!("CARGO_BIN_EXE_hearsay"));
+        command.args(wrapper_args).arg(binary);
         Self::start(command, args)
     }
 
