@@ -96,6 +96,7 @@ impl Membership {
             return;
         };
         if let Some(mut addrs) = addrs {
+            addrs.sort_unstable();
             addrs.dedup();
             self.seed_names[i].addrs = addrs;
         }

@@ -28,6 +28,8 @@
 //!   [`Membership::suspicion_to_tell`] first in anything sent to a member this node suspects.
 //! - Call [`Membership::handle_tick`] again no later than [`Membership::next_wakeup_ms`], and
 //!   after any other input.
+//! - Resolve every seed name [`Membership::take_resolve_wanted`] hands out (after any input) and
+//!   hand the addresses, or the failure, to [`Membership::seed_resolved`].
 
 mod broadcast;
 mod clock_sample;
