@@ -68,9 +68,7 @@ impl ServerConfig {
             api_token: None,
         }
     }
-}
 
-impl ServerConfig {
     /// The cluster and HTTP addresses this node advertises, given the sockets it bound.
     pub fn advertised(
         &self,
