@@ -1,5 +1,6 @@
-//! The API token (`--api-token-file`): with one set, every request but `GET /v1/health` and
-//! `GET /metrics` must carry `Authorization: Bearer <token>`, else 401 `unauthorized`. Checked
+//! The API token (`--api-token-file`): with one set, every request but `GET /v1/health`,
+//! `GET /metrics` and the dashboard's page and assets (`/`, `/ui`, which ask for the token in the
+//! browser) must carry `Authorization: Bearer <token>`, else 401 `unauthorized`. Checked
 //! before the in-flight limit, so requests without the token never take a slot. Reads headers
 //! only.
 
@@ -35,7 +36,8 @@ pub async fn require_token(
     let Some(expected) = token.0.as_deref() else {
         return next.run(request).await;
     };
-    if [HEALTH, METRICS].contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if [HEALTH, METRICS].contains(&path) || super::ui::PUBLIC.contains(&path) {
         return next.run(request).await;
     }
     let given = request

@@ -21,6 +21,7 @@ mod listing;
 mod serve;
 mod sets;
 mod status;
+mod ui;
 mod watch;
 
 pub use limits::HttpLimits;
@@ -95,7 +96,11 @@ const METRICS: &str = "/metrics";
 const FAULTS: &str = "/v1/admin/faults";
 const BACKUP: &str = "/v1/admin/backup";
 const WATCH: &str = "/v1/watch";
-const ROUTES: [&str; 16] = [
+const ROOT: &str = "/";
+const UI: &str = "/ui";
+const UI_SCRIPT: &str = "/ui/app.js";
+const UI_STYLE: &str = "/ui/style.css";
+const ROUTES: [&str; 20] = [
     KV_LIST,
     KV_KEY,
     SET_LIST,
@@ -112,6 +117,10 @@ const ROUTES: [&str; 16] = [
     FAULTS,
     BACKUP,
     WATCH,
+    ROOT,
+    UI,
+    UI_SCRIPT,
+    UI_STYLE,
 ];
 
 /// The query parameters a route takes with `method`; any other is a 400 `bad_query`. A method
@@ -161,6 +170,10 @@ pub fn router(state: AppState) -> Router {
             get(admin::get).put(admin::put).delete(admin::delete),
         )
         .route(BACKUP, get(backup::backup))
+        .route(ROOT, get(ui::root))
+        .route(UI, get(ui::page))
+        .route(UI_SCRIPT, get(ui::script))
+        .route(UI_STYLE, get(ui::style))
         .fallback(unmatched)
         .layer(middleware::from_fn(guard::check_request))
         .layer(middleware::from_fn_with_state(

@@ -1,0 +1,86 @@
+//! The dashboard's server side: `/` redirects to `/ui`, the page and its assets are served from
+//! the binary with a policy that lets them load and fetch only from the node, nothing in them
+//! names another origin, and they are served without the API token while the API still needs
+//! it. What the page shows in a browser is tested separately.
+
+mod common;
+
+use common::start;
+use reqwest::{redirect, Client};
+
+const TOKEN: &str = "s3cret-token";
+
+fn no_redirects() -> Client {
+    Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_and_its_assets_come_from_the_node_alone() {
+    let server = start(|_| {}).await;
+    let c = no_redirects();
+    let root = c.get(server.url("/")).send().await.unwrap();
+    assert_eq!(root.status(), 307);
+    assert_eq!(root.headers()["location"], "/ui");
+
+    let mut bodies = Vec::new();
+    for (path, kind) in [
+        ("/ui", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
+        let resp = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        let policy = resp.headers()["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("default-src 'none'"), "{policy}");
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        let body = resp.text().await.unwrap();
+        assert!(!body.is_empty(), "{path}");
+        bodies.push((path, body));
+    }
+    for (path, body) in &bodies {
+        // No URL with a host: the only one is the SVG namespace, an identifier, never fetched
+        // (the member selector builds `http://` + a member's address, to open its page).
+        let body = body.replace("http://www.w3.org/2000/svg", "");
+        let outside = body
+            .match_indices("://")
+            .any(|(at, _)| body[at + 3..].starts_with(|c: char| c.is_ascii_alphanumeric()));
+        assert!(!outside, "{path} names another origin");
+    }
+    let page = &bodies[0].1;
+    assert!(page.contains(r#"src="/ui/app.js""#) && page.contains(r#"href="/ui/style.css""#));
+    let bad = c.get(server.url("/ui?x=1")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_needs_no_token_but_what_it_reads_does() {
+    let server = start(|config| config.api_token = Some(TOKEN.into())).await;
+    let c = no_redirects();
+    for path in ["/", "/ui", "/ui/app.js", "/ui/style.css"] {
+        let resp = c.get(server.url(path)).send().await.unwrap();
+        assert!(
+            resp.status() == 200 || resp.status() == 307,
+            "{path}: {resp:?}"
+        );
+    }
+    let members = c
+        .get(server.url("/v1/cluster/members"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(members.status(), 401);
+    let with_token = c
+        .get(server.url("/v1/cluster/members"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), 200);
+    server.stop().await;
+}
