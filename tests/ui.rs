@@ -84,3 +84,82 @@ async fn the_page_needs_no_token_but_what_it_reads_does() {
     assert_eq!(with_token.status(), 200);
     server.stop().await;
 }
+
+/// The state `observer` lists for member `id`.
+async fn state_at(c: &Client, observer: &common::Proc, id: &str) -> Option<String> {
+    common::member_state(c, observer, id).await.map(|(s, _)| s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cut_button_isolates_a_member_from_every_other_and_heal_brings_it_back() {
+    use common::{eventually, Proc};
+    use std::time::Duration;
+    let within = Duration::from_secs(30);
+    let n1 = Proc::serve(&["--node-id", "n1", "--fault-injection"]);
+    let join =
+        |id: &str| Proc::serve(&["--node-id", id, "--fault-injection", "--seeds", &n1.gossip]);
+    let (n2, n3) = (join("n2"), join("n3"));
+    let c = Client::new();
+    for observer in [&n1, &n2, &n3] {
+        for id in ["n1", "n2", "n3"] {
+            eventually("all alive", within, || async {
+                (state_at(&c, observer, id).await? == "alive").then_some(())
+            })
+            .await;
+        }
+    }
+    // One request to n1 cuts n3 off from both others, on every member.
+    let cut = c
+        .put(n1.url("/v1/admin/isolation"))
+        .body(r#"{"members": ["n3"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cut.status(), 200);
+    let reply: serde_json::Value = cut.json().await.unwrap();
+    assert_eq!(reply["isolated"], serde_json::json!(["n3"]));
+    for member in reply["members"].as_array().unwrap() {
+        assert_eq!(member["reached"], true, "{reply}");
+    }
+    let faults: serde_json::Value = c
+        .get(n3.url("/v1/admin/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(faults["drop"], serde_json::json!(["n1", "n2"]));
+    for (observer, id) in [(&n1, "n3"), (&n2, "n3"), (&n3, "n1")] {
+        eventually("n3 declared dead on the other side", within, || async {
+            (state_at(&c, observer, id).await? == "dead").then_some(())
+        })
+        .await;
+    }
+    assert_eq!(state_at(&c, &n1, "n2").await.as_deref(), Some("alive"));
+
+    let healed = c
+        .put(n2.url("/v1/admin/isolation"))
+        .body(r#"{"members": []}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healed.status(), 200);
+    for observer in [&n1, &n2, &n3] {
+        for id in ["n1", "n2", "n3"] {
+            eventually("all alive again", within, || async {
+                (state_at(&c, observer, id).await? == "alive").then_some(())
+            })
+            .await;
+        }
+    }
+    // Without --fault-injection there is nothing to cut with.
+    let plain = Proc::serve(&["--node-id", "p1"]);
+    let refused = c
+        .put(plain.url("/v1/admin/isolation"))
+        .body(r#"{"members": []}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+}

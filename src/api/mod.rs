@@ -15,6 +15,7 @@ mod counters;
 mod deadline_io;
 pub mod error;
 mod guard;
+mod isolation;
 mod kv;
 pub mod limits;
 mod listing;
@@ -95,12 +96,13 @@ const HEALTH: &str = "/v1/health";
 const METRICS: &str = "/metrics";
 const FAULTS: &str = "/v1/admin/faults";
 const BACKUP: &str = "/v1/admin/backup";
+const ISOLATION: &str = "/v1/admin/isolation";
 const WATCH: &str = "/v1/watch";
 const ROOT: &str = "/";
 const UI: &str = "/ui";
 const UI_SCRIPT: &str = "/ui/app.js";
 const UI_STYLE: &str = "/ui/style.css";
-const ROUTES: [&str; 20] = [
+const ROUTES: [&str; 21] = [
     KV_LIST,
     KV_KEY,
     SET_LIST,
@@ -116,6 +118,7 @@ const ROUTES: [&str; 20] = [
     METRICS,
     FAULTS,
     BACKUP,
+    ISOLATION,
     WATCH,
     ROOT,
     UI,
@@ -170,6 +173,7 @@ pub fn router(state: AppState) -> Router {
             get(admin::get).put(admin::put).delete(admin::delete),
         )
         .route(BACKUP, get(backup::backup))
+        .route(ISOLATION, axum::routing::put(isolation::put))
         .route(ROOT, get(ui::root))
         .route(UI, get(ui::page))
         .route(UI_SCRIPT, get(ui::script))

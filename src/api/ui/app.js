@@ -5,7 +5,7 @@
 const COLORS = { alive: "#2e9d5b", suspect: "#e0a100", dead: "#d33b3b", left: "#8a8a8a" };
 const FEED_ROWS = 50;
 const RATE_POINTS = 60;
-const state = { members: [], status: null, faults: null, rates: {}, lastStats: null };
+const state = { members: [], status: null, faults: null, isolated: new Set() };
 
 function token() {
   return sessionStorage.getItem("hearsay-token");
@@ -88,20 +88,22 @@ function drawMembers() {
 }
 
 function faultButton(m) {
-  if (!state.faults || m.id === state.self) return "";
-  const cut = state.faults.drop.includes(m.id);
+  if (!state.faults) return "";
+  const cut = state.isolated.has(m.id);
   const button = el("button", { "data-action": cut ? "heal" : "cut", "data-member": m.id },
     cut ? "heal" : "cut");
   button.addEventListener("click", () => setCut(m.id, !cut));
   return button;
 }
 
+// Cuts a member off from every other (each member drops its traffic), or heals it.
 async function setCut(id, cut) {
-  const drop = new Set(state.faults.drop);
-  if (cut) drop.add(id); else drop.delete(id);
-  const body = JSON.stringify({ drop: [...drop], loss: state.faults.loss, delay_ms: state.faults.delay_ms });
-  const resp = await api("/v1/admin/faults", { method: "PUT", body });
-  if (resp.ok) state.faults = await resp.json();
+  const isolated = new Set(state.isolated);
+  if (cut) isolated.add(id); else isolated.delete(id);
+  const body = JSON.stringify({ members: [...isolated] });
+  const resp = await api("/v1/admin/isolation", { method: "PUT", body });
+  if (resp.ok) state.isolated = new Set((await resp.json()).isolated);
+  await loadFaults();
   drawMembers();
 }
 
