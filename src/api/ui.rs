@@ -14,7 +14,7 @@ const STYLE: &str = include_str!("ui/style.css");
 
 /// The page may load and fetch only from the node serving it.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-                      connect-src 'self'; img-src 'self'; form-action 'self'; \
+                      connect-src 'self'; img-src 'self' data:; form-action 'self'; \
                       frame-ancestors 'none'; base-uri 'none'";
 
 /// The paths served without the API token.

@@ -4,7 +4,8 @@
 
 const COLORS = { alive: "#2e9d5b", suspect: "#e0a100", dead: "#d33b3b", left: "#8a8a8a" };
 const FEED_ROWS = 50;
-const RATE_POINTS = 60;
+// An HLC timestamp is milliseconds shifted left by this many logical bits (src/clock.rs).
+const LOGICAL_BITS = 16;
 const state = { members: [], status: null, faults: null, isolated: new Set() };
 
 function token() {
@@ -195,7 +196,10 @@ function showEvent(block) {
   }
   if (!["kv", "set", "counter"].includes(kind)) return;
   const change = JSON.parse(data);
-  const lag = change.timestamp && change.timestamp.ms ? Date.now() - change.timestamp.ms : null;
+  // The HLC timestamp's wall-clock part (its top bits), on the writer's clock; a set or counter
+  // change carries this node's merge time instead, so its lag reads as about 0.
+  const written = change.timestamp ? Number(BigInt(change.timestamp) >> BigInt(LOGICAL_BITS)) : null;
+  const lag = written == null ? null : Date.now() - written;
   const row = el("tr", { "data-key": change.key },
     el("td", {}, kind + " " + change.key), el("td", {}, change.node || "?"),
     el("td", {}, lag == null ? "?" : Math.max(0, lag) + " ms"));
