@@ -242,6 +242,15 @@ async fn the_dashboard_shows_a_partition_happen_and_heal() {
     .await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
+    // The time series fill in, one point a second.
+    eventually("time series drawn", Duration::from_secs(10), || async {
+        let points = browser
+            .script("return [...document.querySelectorAll('svg.spark polyline')].map(p => p.getAttribute('points').split(' ').length);")
+            .await;
+        let counts: Vec<u64> = points.as_array()?.iter().filter_map(Value::as_u64).collect();
+        (counts.len() == 4 && counts.iter().all(|n| *n >= 2)).then_some(())
+    })
+    .await;
     browser.screenshot("1-alive.png").await;
 
     // Cut n3 off: the page shows it suspect, then dead, within 10 s.

@@ -59,6 +59,51 @@ async fn the_page_and_its_assets_come_from_the_node_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_stats_the_time_series_draw_count_what_the_node_did() {
+    let server = start(|_| {}).await;
+    let c = Client::new();
+    let stats = |c: Client, url: String| async move {
+        let reply: serde_json::Value = c.get(url).send().await.unwrap().json().await.unwrap();
+        reply
+    };
+    let before = stats(c.clone(), server.url("/v1/cluster/stats")).await;
+    for field in [
+        "at_ms",
+        "keys",
+        "rumors_published",
+        "rumors_pushed",
+        "rumors_received",
+        "rumors_merged",
+        "sync_sessions",
+        "sync_keys_repaired",
+        "conflicts",
+        "tombstones_held",
+        "tombstones_collected",
+        "heals",
+    ] {
+        assert!(before[field].is_u64(), "{field}: {before}");
+    }
+    assert_eq!(before["node"], "n1");
+    for i in 0..3 {
+        let put = c
+            .put(server.url(&format!("/v1/kv/k{i}")))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success());
+    }
+    c.delete(server.url("/v1/kv/k0")).send().await.unwrap();
+    let after = stats(c.clone(), server.url("/v1/cluster/stats")).await;
+    let grew = |f: &str| after[f].as_u64().unwrap() - before[f].as_u64().unwrap();
+    assert_eq!(grew("rumors_published"), 4, "{after}");
+    assert_eq!(grew("keys"), 3, "{after}");
+    assert_eq!(grew("tombstones_held"), 1, "{after}");
+    assert!(after["at_ms"].as_u64() >= before["at_ms"].as_u64());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_page_needs_no_token_but_what_it_reads_does() {
     let server = start(|config| config.api_token = Some(TOKEN.into())).await;
     let c = no_redirects();

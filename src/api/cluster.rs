@@ -228,3 +228,26 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         state.metrics.render(),
     ))
 }
+
+/// `GET /v1/cluster/stats`: this node's protocol counters as JSON, for the dashboard's time
+/// series (the same figures `/metrics` exposes, without parsing its text). Counters only grow
+/// while the node runs; `at_ms` is this node's clock when they were read.
+pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let stats = state.node.stats().await?;
+    let c = &stats.cluster;
+    Ok(Json(json!({
+        "node": state.node.id().to_string(),
+        "at_ms": crate::runtime::wall_ms(),
+        "keys": stats.digest.count,
+        "rumors_published": c.rumors_published,
+        "rumors_pushed": c.rumors_pushed,
+        "rumors_received": c.rumors_received,
+        "rumors_merged": c.rumors_merged,
+        "sync_sessions": c.sync_sessions,
+        "sync_keys_repaired": c.sync_keys_repaired,
+        "conflicts": c.conflicts + c.set_conflicts,
+        "tombstones_held": c.tombstones_held,
+        "tombstones_collected": c.tombstones_collected,
+        "heals": c.heals,
+    })))
+}

@@ -91,6 +91,7 @@ const MEMBERS: &str = "/v1/cluster/members";
 const MEMBER: &str = "/v1/cluster/members/{id}";
 const DIGEST: &str = "/v1/cluster/digest";
 const STATUS: &str = "/v1/cluster/status";
+const STATS: &str = "/v1/cluster/stats";
 const LEAVE: &str = "/v1/cluster/leave";
 const HEALTH: &str = "/v1/health";
 const METRICS: &str = "/metrics";
@@ -102,7 +103,7 @@ const ROOT: &str = "/";
 const UI: &str = "/ui";
 const UI_SCRIPT: &str = "/ui/app.js";
 const UI_STYLE: &str = "/ui/style.css";
-const ROUTES: [&str; 21] = [
+const ROUTES: [&str; 22] = [
     KV_LIST,
     KV_KEY,
     SET_LIST,
@@ -113,6 +114,7 @@ const ROUTES: [&str; 21] = [
     MEMBER,
     DIGEST,
     STATUS,
+    STATS,
     LEAVE,
     HEALTH,
     METRICS,
@@ -164,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .route(MEMBER, axum::routing::delete(cluster::remove_member))
         .route(DIGEST, get(cluster::digest))
         .route(STATUS, get(status::status))
+        .route(STATS, get(cluster::stats))
         .route(WATCH, get(watch::watch))
         .route(LEAVE, post(cluster::leave))
         .route(HEALTH, get(cluster::health))

@@ -6,7 +6,16 @@ const COLORS = { alive: "#2e9d5b", suspect: "#e0a100", dead: "#d33b3b", left: "#
 const FEED_ROWS = 50;
 // An HLC timestamp is milliseconds shifted left by this many logical bits (src/clock.rs).
 const LOGICAL_BITS = 16;
-const state = { members: [], status: null, faults: null, isolated: new Set() };
+const state = { members: [], status: null, faults: null, isolated: new Set(), samples: [] };
+// Points kept per series (one a second).
+const SERIES_POINTS = 60;
+// The series drawn: a per-second rate of a counter, or a level.
+const SERIES = [
+  { field: "rumors_received", label: "rumors received /s", rate: true },
+  { field: "sync_keys_repaired", label: "keys repaired by anti-entropy /s", rate: true },
+  { field: "conflicts", label: "conflicts /s", rate: true },
+  { field: "tombstones_held", label: "tombstones held", rate: false },
+];
 
 function token() {
   return sessionStorage.getItem("hearsay-token");
@@ -129,10 +138,40 @@ function drawConvergence() {
     : "none since this node started";
 }
 
+function drawSeries() {
+  const samples = state.samples;
+  const box = document.getElementById("series");
+  box.replaceChildren(...SERIES.map((series) => {
+    const points = [];
+    for (let i = 1; i < samples.length; i++) {
+      const [a, b] = [samples[i - 1], samples[i]];
+      const seconds = Math.max(0.001, (b.at_ms - a.at_ms) / 1000);
+      points.push(series.rate ? Math.max(0, b[series.field] - a[series.field]) / seconds
+        : b[series.field]);
+    }
+    const top = Math.max(1, ...points);
+    const line = svg("polyline", { fill: "none", stroke: "#2f6fb0", "stroke-width": 1.5,
+      points: points.map((v, i) => (i * 200) / (SERIES_POINTS - 1) + "," + (38 - (v * 36) / top)).join(" ") });
+    const chart = svg("svg", { viewBox: "0 0 200 40", class: "spark", "data-series": series.field });
+    chart.append(line);
+    const now = points.length ? points[points.length - 1] : 0;
+    return el("div", { class: "series" }, el("span", {}, series.label + ": " +
+      (series.rate ? now.toFixed(1) : String(now))), chart);
+  }));
+}
+
+async function sample() {
+  const stats = await json("/v1/cluster/stats");
+  state.samples.push(stats);
+  if (state.samples.length > SERIES_POINTS + 1) state.samples.shift();
+  drawSeries();
+}
+
 async function refresh() {
   try {
     const [members, status, health] = await Promise.all([
       json("/v1/cluster/members"), json("/v1/cluster/status"), json("/v1/health")]);
+    await sample();
     state.members = members.members;
     state.status = status;
     state.self = health.node;
