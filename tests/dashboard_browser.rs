@@ -4,6 +4,8 @@
 //! node appears in the change feed within 1 s; clicking "heal" brings back "converged". It saves
 //! a screenshot of each state under the target directory (`dashboard-screenshots/`).
 //!
+//! With `--api-token-file`, the page asks for the token, and once given, shows the cluster.
+//!
 //! It needs `chromium` and `chromium-driver` (Debian's packages, which `.ci/run` installs).
 //! Elsewhere it prints why it is skipped; with `HEARSAY_REQUIRE_BROWSER=1` (set by `.ci/run`) it
 //! fails instead.
@@ -129,6 +131,18 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no {css}: {found}"));
         self.command(&format!("/element/{id}/click"), json!({}))
+            .await;
+    }
+
+    /// Types `text` into the element `css` selects.
+    async fn type_into(&self, css: &str, text: &str) {
+        let found = self
+            .command("/element", json!({ "using": "css selector", "value": css }))
+            .await;
+        let id = found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {css}: {found}"));
+        self.command(&format!("/element/{id}/value"), json!({ "text": text }))
             .await;
     }
 
@@ -330,4 +344,59 @@ async fn the_dashboard_shows_a_partition_happen_and_heal() {
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.command("", json!({})).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_api_token_the_page_asks_for_it_and_then_shows_the_cluster() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "page-token-0123456789\n").unwrap();
+    let n1 = Proc::serve(&[
+        "--node-id",
+        "n1",
+        "--api-token-file",
+        common::path_str(&token_file),
+    ]);
+    browser.open(&n1.url("/ui")).await;
+    eventually("the token prompt", Duration::from_secs(10), || async {
+        let hidden = browser
+            .script("return document.getElementById('token-form').hidden;")
+            .await;
+        (hidden == false).then_some(())
+    })
+    .await;
+    assert!(
+        browser.states().await.is_empty(),
+        "nothing shown without the token"
+    );
+    browser.type_into("#token", "page-token-0123456789").await;
+    browser.click("#token-form button").await;
+    eventually(
+        "the cluster once the token is given",
+        Duration::from_secs(10),
+        || async {
+            let states = browser.states().await;
+            (states == [("n1".to_string(), "alive".to_string())]).then_some(())
+        },
+    )
+    .await;
+    let hidden = browser
+        .script("return document.getElementById('token-form').hidden;")
+        .await;
+    assert_eq!(hidden, true);
+    // Kept for the session: a reload needs no prompt.
+    browser.open(&n1.url("/ui")).await;
+    eventually(
+        "the cluster after a reload",
+        Duration::from_secs(10),
+        || async { (browser.states().await.len() == 1).then_some(()) },
+    )
+    .await;
+    let hidden = browser
+        .script("return document.getElementById('token-form').hidden;")
+        .await;
+    assert_eq!(hidden, true);
 }

@@ -6,7 +6,8 @@ const COLORS = { alive: "#2e9d5b", suspect: "#e0a100", dead: "#d33b3b", left: "#
 const FEED_ROWS = 50;
 // An HLC timestamp is milliseconds shifted left by this many logical bits (src/clock.rs).
 const LOGICAL_BITS = 16;
-const state = { members: [], status: null, faults: null, isolated: new Set(), samples: [] };
+const state = { members: [], status: null, faults: null, isolated: new Set(), samples: [],
+  following: false, polling: false };
 // Points kept per series (one a second).
 const SERIES_POINTS = 60;
 // The series drawn: a per-second rate of a counter, or a level.
@@ -204,6 +205,8 @@ async function loadFaults() {
 }
 
 async function follow() {
+  if (state.following) return;
+  state.following = true;
   // A fetch, not an EventSource, so that the token goes in a header.
   for (;;) {
     try {
@@ -221,7 +224,10 @@ async function follow() {
         }
       }
     } catch (e) {
-      if (e.message === "unauthorized") return;
+      if (e.message === "unauthorized") {
+        state.following = false;
+        return;
+      }
     }
     await new Promise((r) => setTimeout(r, 1000));
   }
@@ -292,11 +298,15 @@ function start() {
   boot();
 }
 
+// Starts (or, once a token is given, resumes) reading: one poll loop and one feed at most.
 function boot() {
   refresh();
   loadFaults().catch(() => {});
   follow();
-  setInterval(refresh, 1000);
+  if (!state.polling) {
+    state.polling = true;
+    setInterval(refresh, 1000);
+  }
 }
 
 document.addEventListener("DOMContentLoaded", start);
