@@ -75,21 +75,11 @@ pub fn restore(file: &Path, dir: &Path, as_node: Option<NodeId>) -> Result<Resto
     staging.push(format!(".restoring-{}", std::process::id()));
     let staging = PathBuf::from(staging);
     let _ = std::fs::remove_dir_all(&staging);
-    let result = fill(&staging, &node_id, &mut reader);
-    let (records, root) = match result {
+    let (records, root) = match fill(file, &staging, &node_id, &mut reader) {
         Ok(filled) => filled,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(match e {
-                RestoreError::Store(StoreError::Damaged { reason, .. }) => {
-                    RestoreError::Store(StoreError::Damaged {
-                        dir: staging,
-                        reason,
-                    })
-                }
-                RestoreError::Backup { source, .. } => backup_error(source),
-                other => other,
-            });
+            return Err(e);
         }
     };
     if dir.exists() {
@@ -105,8 +95,10 @@ pub fn restore(file: &Path, dir: &Path, as_node: Option<NodeId>) -> Result<Resto
     })
 }
 
-/// Merges every record into a new directory at `staging` and closes it cleanly.
+/// Merges every record of the backup in `file` (read by `reader`) into a new directory at
+/// `staging` and closes it cleanly.
 fn fill(
+    file: &Path,
     staging: &Path,
     node_id: &NodeId,
     reader: &mut BackupReader<impl std::io::Read>,
@@ -124,7 +116,7 @@ fn fill(
     while let Some((key, state)) = reader
         .next_record()
         .map_err(|source| RestoreError::Backup {
-            file: PathBuf::new(),
+            file: file.to_path_buf(),
             source,
         })?
     {

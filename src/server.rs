@@ -245,10 +245,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let http_addr = listeners.http_addr();
     let gossip_addr = listeners.gossip_addr();
-    // `open_node` refused the node if these could not be chosen.
-    let (advertised_gossip, advertised_http) = config
-        .advertised(&listeners)
-        .unwrap_or((gossip_addr, http_addr));
+    // What `open_node` chose to advertise.
+    let (advertised_gossip, advertised_http) = (node.me().gossip_addr, node.me().http_addr);
     // Membership timers need a fine tick.
     let tick = Duration::from_millis(20);
     let (outbound_tx, outbound_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -8,9 +8,9 @@
 
 use super::body::{json_object, BoundedBody};
 use super::error::ApiError;
+use super::status::member_client;
 use super::AppState;
-use crate::client::address::Endpoint;
-use crate::client::http::{Body, Call, Client};
+use crate::client::http::{Body, Call};
 use crate::clock::NodeId;
 use crate::membership::{Member, MemberState};
 use axum::extract::State;
@@ -90,10 +90,7 @@ pub async fn put(
 
 /// Sets `member`'s dropped members to `drop`, keeping its loss and delay; whether it took them.
 async fn set_drops(member: &Member, token: Option<&str>, drop: Vec<String>) -> bool {
-    let Ok(endpoint) = Endpoint::parse(&format!("http://{}", member.http_addr)) else {
-        return false;
-    };
-    let Ok(mut client) = Client::new(endpoint, token, ASK_TIMEOUT) else {
+    let Some(mut client) = member_client(member, token, ASK_TIMEOUT) else {
         return false;
     };
     let get = Call {

@@ -101,10 +101,19 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReply>, 
     }))
 }
 
+/// A client of `member`'s HTTP API (at its advertised address) with this node's token.
+pub(super) fn member_client(
+    member: &Member,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Option<Client> {
+    let endpoint = Endpoint::parse(&format!("http://{}", member.http_addr)).ok()?;
+    Client::new(endpoint, token, timeout).ok()
+}
+
 /// `member`'s digest, or `None` when it does not answer in time or answers something else.
 async fn ask(member: &Member, token: Option<&str>) -> Option<Digest> {
-    let endpoint = Endpoint::parse(&format!("http://{}", member.http_addr)).ok()?;
-    let mut client = Client::new(endpoint, token, ASK_TIMEOUT).ok()?;
+    let mut client = member_client(member, token, ASK_TIMEOUT)?;
     let call = Call {
         method: hyper::Method::GET,
         target: "/v1/cluster/digest",

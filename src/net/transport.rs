@@ -59,14 +59,11 @@ impl Shared {
         self.ids.read().ok().and_then(|m| m.get(&addr).cloned())
     }
 
-    /// True when traffic to this destination must be dropped (fault injection: cut off, or
-    /// lost at random).
-    fn blocked(&self, to: SocketAddr, to_id: Option<&NodeId>) -> bool {
-        if let Some(id) = to_id {
-            return self.faults.drops(id);
-        }
-        match self.ids.read().ok().and_then(|m| m.get(&to).cloned()) {
-            Some(id) => self.faults.drops(&id),
+    /// True when traffic to member `to_id` (`None`: an address no member was heard from) must be
+    /// dropped (fault injection: cut off, or lost at random).
+    fn blocked(&self, to_id: Option<&NodeId>) -> bool {
+        match to_id {
+            Some(id) => self.faults.drops(id),
             None => self.faults.loses(),
         }
     }
@@ -197,11 +194,11 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
                 to_id,
                 datagram,
             } => {
-                if shared.blocked(to, to_id.as_ref()) {
+                let to_id = to_id.or_else(|| shared.id_at(to));
+                if shared.blocked(to_id.as_ref()) {
                     shared.frames.drop_counted("fault");
                     continue;
                 }
-                let to_id = to_id.or_else(|| shared.id_at(to));
                 for version in shared.frames.versions().to_send(to_id.as_ref()) {
                     let Ok(encoded) = wire::encode_datagram_as(&datagram, version) else {
                         shared.frames.drop_counted("version");
@@ -215,11 +212,11 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
                 }
             }
             Outbound::Frame { to, to_id, frame } => {
-                if shared.blocked(to, to_id.as_ref()) {
+                let to_id = to_id.or_else(|| shared.id_at(to));
+                if shared.blocked(to_id.as_ref()) {
                     shared.frames.drop_counted("fault");
                     continue;
                 }
-                let to_id = to_id.or_else(|| shared.id_at(to));
                 pool.send(to, to_id.as_ref(), frame);
             }
             Outbound::SyncRequest {
@@ -228,7 +225,7 @@ async fn send_outbound(shared: Shared, mut outbound: mpsc::UnboundedReceiver<Out
                 to_id,
                 frame,
             } => {
-                if shared.blocked(to, Some(&to_id)) {
+                if shared.blocked(Some(&to_id)) {
                     shared.frames.drop_counted("fault");
                     shared.core.sync_reply(session, None);
                     continue;

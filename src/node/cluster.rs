@@ -662,6 +662,11 @@ impl<S: Store> Node<S> {
         Ok(removed)
     }
 
+    /// This node's own member record: the addresses it advertises, its state and incarnation.
+    pub fn me(&self) -> &Member {
+        self.cluster.membership.me()
+    }
+
     /// This node's incarnation (persisted, so a restart starts above it).
     pub fn incarnation(&self) -> u64 {
         self.cluster.membership.me().incarnation
