@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{eventually, get_json, path_str, Proc};
+use common::{converged, eventually, get_json, path_str, Proc};
 use reqwest::Client;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -25,11 +25,6 @@ fn hearsay(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-async fn digest(c: &Client, node: &Proc) -> Option<String> {
-    let d = get_json(c, node.url("/v1/cluster/digest")).await?;
-    Some(d["root"].as_str()?.to_string())
 }
 
 /// Writes on `nodes` in turn until `stop`; returns how many were acknowledged.
@@ -156,15 +151,7 @@ async fn a_backup_under_write_load_restores_into_a_replica_that_catches_up() {
         let put = c.put(n2.url(&format!("/v1/kv/after/{i}"))).body("x");
         assert!(put.send().await.unwrap().status().is_success());
     }
-    eventually("equal digests", CONVERGE, || async {
-        let roots = [
-            digest(&c, &n1).await?,
-            digest(&c, &n2).await?,
-            digest(&c, &n3).await?,
-        ];
-        (roots[0] == roots[1] && roots[1] == roots[2]).then_some(())
-    })
-    .await;
+    converged(&c, &[&n1, &n2, &n3], CONVERGE).await;
     let hits = get_json(&c, n3.url("/v1/counters/hits")).await.unwrap();
     assert_eq!(hits["value"], 5);
     let gone = c.get(n3.url("/v1/kv/k7")).send().await.unwrap();

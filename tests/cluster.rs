@@ -5,17 +5,11 @@
 
 mod common;
 
-use common::{eventually, get_json, get_text, member_state, path_str, Proc};
+use common::{converged, digest, eventually, get_json, get_text, member_state, path_str, Proc};
 use reqwest::Client;
 use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(30);
-
-/// The state `node` reports for member `id`, and its incarnation.
-async fn digest(c: &Client, node: &Proc) -> Option<String> {
-    let d = get_json(c, node.url("/v1/cluster/digest")).await?;
-    Some(d["root"].as_str()?.to_string())
-}
 
 /// Waits until every node sees every other as alive.
 async fn all_alive(c: &Client, nodes: &[(&str, &Proc)]) {
@@ -29,21 +23,6 @@ async fn all_alive(c: &Client, nodes: &[(&str, &Proc)]) {
             .await;
         }
     }
-}
-
-/// Waits until all nodes report the same digest.
-async fn converged(c: &Client, nodes: &[&Proc]) -> String {
-    eventually("equal digests", CONVERGE, || async {
-        let mut roots = Vec::new();
-        for n in nodes {
-            roots.push(digest(c, n).await?);
-        }
-        roots
-            .windows(2)
-            .all(|w| w[0] == w[1])
-            .then(|| roots[0].clone())
-    })
-    .await
 }
 
 struct Trio {
@@ -110,7 +89,7 @@ async fn three_nodes_find_each_other_and_replicate_writes() {
         })
         .await;
     }
-    converged(&c, &[&t.n1, &t.n2, &t.n3]).await;
+    converged(&c, &[&t.n1, &t.n2, &t.n3], CONVERGE).await;
     // Members learn each other's HTTP address.
     let members = get_json(&c, t.n1.url("/v1/cluster/members")).await.unwrap();
     let n2 = members["members"]
@@ -222,7 +201,7 @@ async fn tombstones_are_collected_once_every_node_has_seen_them() {
         let resp = c.get(node.url("/v1/kv/gone")).send().await.unwrap();
         assert_eq!(resp.status(), 404);
     }
-    converged(&c, &nodes).await;
+    converged(&c, &nodes, CONVERGE).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,7 +214,7 @@ async fn a_partition_heals_by_itself_and_conflicts_resolve() {
         .send()
         .await
         .unwrap();
-    converged(&c, &[&t.n1, &t.n2, &t.n3]).await;
+    converged(&c, &[&t.n1, &t.n2, &t.n3], CONVERGE).await;
 
     // Partition {n1} | {n2, n3}.
     for (node, drop) in [
@@ -300,7 +279,7 @@ async fn a_partition_heals_by_itself_and_conflicts_resolve() {
         c.delete(node.url("/v1/admin/faults")).send().await.unwrap();
     }
     all_alive(&c, &[("n1", &t.n1), ("n2", &t.n2), ("n3", &t.n3)]).await;
-    converged(&c, &[&t.n1, &t.n2, &t.n3]).await;
+    converged(&c, &[&t.n1, &t.n2, &t.n3], CONVERGE).await;
     // Once healed, any node's view of the cluster's status agrees.
     let status = eventually("a converged status", CONVERGE, || async {
         let status = get_json(&c, t.n3.url("/v1/cluster/status")).await?;
@@ -375,7 +354,7 @@ async fn a_killed_node_is_declared_dead_then_rejoins_and_catches_up() {
         )
         .await;
     }
-    converged(&c, &[&t.n1, &t.n2, &t.n3]).await;
+    converged(&c, &[&t.n1, &t.n2, &t.n3], CONVERGE).await;
     assert_eq!(
         get_text(&c, t.n3.url("/v1/kv/missed/49")).await.unwrap(),
         "v49"
@@ -651,7 +630,7 @@ async fn a_node_recovered_from_a_damaged_directory_resyncs_from_its_peers() {
             .await
             .unwrap();
     }
-    converged(&c, &[&n1, &n2]).await;
+    converged(&c, &[&n1, &n2], CONVERGE).await;
     n2.kill9();
     // The database is damaged beyond sled's ability to open it.
     std::fs::remove_dir_all(d2.join("db")).unwrap();
@@ -671,5 +650,5 @@ async fn a_node_recovered_from_a_damaged_directory_resyncs_from_its_peers() {
         || async { (get_text(&c, n2.url("/v1/kv/k19")).await? == "v19").then_some(()) },
     )
     .await;
-    converged(&c, &[&n1, &n2]).await;
+    converged(&c, &[&n1, &n2], CONVERGE).await;
 }

@@ -122,26 +122,27 @@ impl Browser {
             .await
     }
 
-    /// Clicks the element `css` selects, as a user would.
-    async fn click(&self, css: &str) {
+    /// The WebDriver id of the element `css` selects.
+    async fn find(&self, css: &str) -> String {
         let found = self
             .command("/element", json!({ "using": "css selector", "value": css }))
             .await;
-        let id = found[ELEMENT]
+        found[ELEMENT]
             .as_str()
-            .unwrap_or_else(|| panic!("no {css}: {found}"));
+            .unwrap_or_else(|| panic!("no {css}: {found}"))
+            .to_string()
+    }
+
+    /// Clicks the element `css` selects, as a user would.
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
         self.command(&format!("/element/{id}/click"), json!({}))
             .await;
     }
 
     /// Types `text` into the element `css` selects.
     async fn type_into(&self, css: &str, text: &str) {
-        let found = self
-            .command("/element", json!({ "using": "css selector", "value": css }))
-            .await;
-        let id = found[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {css}: {found}"));
+        let id = self.find(css).await;
         self.command(&format!("/element/{id}/value"), json!({ "text": text }))
             .await;
     }

@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{eventually, get_json, get_text, member_state, path_str, Proc};
+use common::{converged, digest, eventually, get_json, get_text, member_state, path_str, Proc};
 use reqwest::Client;
 use std::process::Command;
 use std::time::Duration;
@@ -295,22 +295,6 @@ fn hosts_or_skip(tag: u8, hosts: &[(&'static str, u8)]) -> Option<Hosts> {
     }
 }
 
-async fn digest(c: &Client, node: &Proc) -> Option<String> {
-    let d = get_json(c, node.url("/v1/cluster/digest")).await?;
-    Some(d["root"].as_str()?.to_string())
-}
-
-async fn converged(c: &Client, nodes: &[&Proc]) {
-    eventually("equal digests", CONVERGE, || async {
-        let mut roots = Vec::new();
-        for n in nodes {
-            roots.push(digest(c, n).await?);
-        }
-        roots.windows(2).all(|w| w[0] == w[1]).then_some(())
-    })
-    .await;
-}
-
 /// Waits until `observer` lists `id` in `state` at cluster address `gossip` (any, if `None`).
 async fn listed(c: &Client, observer: &Proc, id: &str, state: &str, gossip: Option<&str>) {
     eventually(
@@ -365,7 +349,7 @@ async fn hosts_on_real_interfaces_partition_heal_and_one_comes_back_at_a_new_add
         .clone();
     assert_eq!(listed_a["http_addr"], format!("{}:7001", net.ip_of("a")));
     send(&c, c.post(a.url("/v1/sets/s")).body(r#"{"add": ["x"]}"#)).await;
-    converged(&c, &[&a, &b, &c3]).await;
+    converged(&c, &[&a, &b, &c3], CONVERGE).await;
 
     // Cut c off from a and b inside its namespace.
     net.cut_off("c").unwrap();
@@ -398,7 +382,7 @@ async fn hosts_on_real_interfaces_partition_heal_and_one_comes_back_at_a_new_add
             listed(&c, observer, id, "alive", None).await;
         }
     }
-    converged(&c, &[&a, &b, &c3]).await;
+    converged(&c, &[&a, &b, &c3], CONVERGE).await;
     for node in [&a, &b, &c3] {
         assert_eq!(
             get_text(&c, node.url("/v1/kv/color")).await.unwrap(),
@@ -433,7 +417,7 @@ async fn hosts_on_real_interfaces_partition_heal_and_one_comes_back_at_a_new_add
         listed(&c, observer, "c", "alive", Some(&moved)).await;
     }
     listed(&c, &c3, "a", "alive", None).await;
-    converged(&c, &[&a, &b, &c3]).await;
+    converged(&c, &[&a, &b, &c3], CONVERGE).await;
     assert_eq!(
         get_text(&c, c3.url("/v1/kv/missed/19")).await.unwrap(),
         "v19"
@@ -513,7 +497,7 @@ async fn a_rolling_upgrade_one_host_at_a_time_keeps_the_cluster_whole() {
         let at = format!("{}:7101", net.ip_of("c"));
         listed(&c, observer, "c", "alive", Some(&at)).await;
     }
-    converged(&c, &[&a, &b, &c3]).await;
+    converged(&c, &[&a, &b, &c3], CONVERGE).await;
     assert_eq!(
         get_text(&c, c3.url("/v1/kv/during")).await.unwrap(),
         "while c was away"

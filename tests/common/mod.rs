@@ -392,6 +392,27 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The Merkle root `node` reports (`/v1/cluster/digest`), as hex.
+pub async fn digest(c: &reqwest::Client, node: &Proc) -> Option<String> {
+    let d = get_json(c, node.url("/v1/cluster/digest")).await?;
+    Some(d["root"].as_str()?.to_string())
+}
+
+/// Waits until every one of `nodes` reports the same digest; returns it.
+pub async fn converged(c: &reqwest::Client, nodes: &[&Proc], within: Duration) -> String {
+    eventually("equal digests", within, || async {
+        let mut roots = Vec::new();
+        for n in nodes {
+            roots.push(digest(c, n).await?);
+        }
+        roots
+            .windows(2)
+            .all(|w| w[0] == w[1])
+            .then(|| roots[0].clone())
+    })
+    .await
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `within`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
