@@ -24,10 +24,12 @@ function token() {
 
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
-  if (token()) headers["Authorization"] = "Bearer " + token();
+  const sent = token();
+  if (sent) headers["Authorization"] = "Bearer " + sent;
   const resp = await fetch(path, Object.assign({}, options, { headers }));
   if (resp.status === 401) {
-    askToken();
+    // A request sent before the token was given must not bring the prompt back.
+    if (sent === token()) askToken(sent ? "the node refused this token" : "");
     throw new Error("unauthorized");
   }
   return resp;
