@@ -405,10 +405,11 @@ fn status_shows_each_members_digest_and_whether_they_agree() {
         "a header, one member, the verdict: {lines:?}"
     );
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["ID", "STATE", "KEYS", "ROOT"]);
+    assert_eq!(header, ["ID", "STATE", "KEYS", "ROOT", "HEALTH"]);
     let row: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(row[..3], ["n1", "alive", "1"], "{row:?}");
     assert_eq!(row[3].len(), 16, "{row:?}");
+    assert_eq!(row[4], "ok", "{row:?}");
     assert_eq!(lines[2], "converged");
 }
 

@@ -144,6 +144,8 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
+/// Seeds a plain `cargo test` runs (about a minute on two cores); `HEARSAY_DST_SEEDS` runs more.
+const DEFAULT_SEEDS: u64 = 300;
 const NODES: usize = 5;
 /// Kv keys written; in the seeds that reap dead members within the run, [`MANY_KEYS`], so that a
 /// key stays deleted long enough for its tombstone to be collected.
@@ -2507,7 +2509,7 @@ fn random_workloads_under_random_faults_converge_without_losing_writes() {
     let seeds: u64 = std::env::var("HEARSAY_DST_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(DEFAULT_SEEDS);
     let failures = run_seeds(0..seeds, switches);
     if std::env::var_os("HEARSAY_DST_COVERAGE").is_some() {
         for (what, n) in COVERAGE.lock().unwrap_or_else(|e| e.into_inner()).iter() {

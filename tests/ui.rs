@@ -182,6 +182,41 @@ async fn the_cut_button_isolates_a_member_from_every_other_and_heal_brings_it_ba
         .await;
     }
     assert_eq!(state_at(&c, &n1, "n2").await.as_deref(), Some("alive"));
+    // Each member's health, as the status gathers it: the cut member, alone, is in a minority;
+    // a member not alive has none.
+    let status = |node: &Proc| {
+        let url = node.url("/v1/cluster/status");
+        let c = c.clone();
+        async move { common::get_json(&c, url).await.unwrap() }
+    };
+    let from_n3 = status(&n3).await;
+    let row = |status: &serde_json::Value, id: &str| {
+        status["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("no {id} in {status}"))
+    };
+    let n3_row = row(&from_n3, "n3");
+    assert_eq!(n3_row["health"], "degraded", "{from_n3}");
+    assert!(
+        n3_row["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&"minority".into()),
+        "{from_n3}"
+    );
+    let from_n1 = status(&n1).await;
+    assert_eq!(
+        row(&from_n1, "n3")["health"],
+        serde_json::Value::Null,
+        "{from_n1}"
+    );
+    assert_eq!(row(&from_n1, "n2")["health"], "ok", "{from_n1}");
+    assert_eq!(
+        row(&from_n1, "n2")["reasons"],
+        serde_json::json!([]),
+        "{from_n1}"
+    );
 
     let healed = c
         .put(n2.url("/v1/admin/isolation"))

@@ -15,8 +15,13 @@ const CONVERGE: Duration = Duration::from_secs(30);
 
 /// n1, and n2 seeded with it, both seeing each other alive.
 async fn pair(c: &Client) -> (Proc, Proc) {
-    let n1 = Proc::serve(&["--node-id", "n1"]);
-    let n2 = Proc::serve(&["--node-id", "n2", "--seeds", &n1.gossip]);
+    pair_with(c, &[]).await
+}
+
+/// [`pair`], both started with `extra` arguments.
+async fn pair_with(c: &Client, extra: &[&str]) -> (Proc, Proc) {
+    let n1 = Proc::serve(&[&["--node-id", "n1"][..], extra].concat());
+    let n2 = Proc::serve(&[&["--node-id", "n2", "--seeds", &n1.gossip][..], extra].concat());
     for (observer, id) in [(&n1, "n2"), (&n2, "n1")] {
         eventually(&format!("{id} alive"), CONVERGE, || async {
             (member_state(c, observer, id).await?.0 == "alive").then_some(())
@@ -244,6 +249,18 @@ async fn a_watch_sees_writes_from_other_nodes_at_once_and_resumes_without_a_gap(
         assert_eq!(event.data["node"], "n1");
         assert_eq!(event.data["deleted"], false);
         assert_eq!(event.data["timestamp"], reply["timestamp"]);
+        // When n2 applied it: on n2's (HLC) clock, no earlier than the write and not later than
+        // now (give or take how far a hybrid clock may lead the wall clock).
+        let written_ms = reply["timestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(|t| t >> 16)
+            .expect("a timestamp");
+        let applied_ms = event.data["applied_ms"].as_u64().expect("applied_ms");
+        assert!(
+            applied_ms >= written_ms && applied_ms <= epoch_ms() + 1_000,
+            "applied at {applied_ms}, written at {written_ms}"
+        );
         let id = event.id.unwrap();
         assert!(id > last_id, "ids increase: {id} after {last_id}");
         last_id = id;
@@ -363,4 +380,43 @@ async fn a_node_with_open_watches_stops_promptly() {
     eprintln!("stopped with a watch open in {:?}", started.elapsed());
     // The stream ended with the node.
     assert!(watch.next(Duration::from_secs(5)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_that_waited_out_a_partition_tells_how_late_it_arrived() {
+    let c = Client::new();
+    let (n1, n2) = pair_with(&c, &["--fault-injection"]).await;
+    let mut watch = Watch::open(&c, &n2, "?prefix=late", None).await;
+    let drop = |node: &Proc, other: &str| {
+        let body = format!(r#"{{"drop": ["{other}"], "loss": 0, "delay_ms": 0}}"#);
+        c.put(node.url("/v1/admin/faults")).body(body).send()
+    };
+    assert!(drop(&n1, "n2").await.unwrap().status().is_success());
+    assert!(drop(&n2, "n1").await.unwrap().status().is_success());
+    let reply = put_reply(&c, n1.url("/v1/kv/late"), "v").await;
+    let cut = Instant::now();
+    // The cut lasts until n2 notices it (a second or more).
+    eventually("n1 suspect at n2", CONVERGE, || async {
+        (member_state(&c, &n2, "n1").await?.0 != "alive").then_some(())
+    })
+    .await;
+    let away = cut.elapsed().as_millis() as u64;
+    for node in [&n1, &n2] {
+        c.delete(node.url("/v1/admin/faults")).send().await.unwrap();
+    }
+    let event = watch.expect().await;
+    assert_eq!(event.data["key"], "late");
+    let written_ms = reply["timestamp"]
+        .as_str()
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(|t| t >> 16)
+        .expect("a timestamp");
+    let applied_ms = event.data["applied_ms"].as_u64().expect("applied_ms");
+    // Give or take how far the writer's clock ran ahead of n2's (the same host's, but its
+    // hybrid clock may lead the wall clock by a few tens of milliseconds).
+    assert!(
+        applied_ms + 200 >= written_ms + away,
+        "applied {} ms after the write, which was cut off for {away} ms",
+        applied_ms as i64 - written_ms as i64
+    );
 }

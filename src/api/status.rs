@@ -1,7 +1,7 @@
-//! `GET /v1/cluster/status`: this node asks every alive member for its digest (over the members'
-//! HTTP APIs, at once, each within a second) and says whether they all agree. A member that is
-//! not alive, or does not answer in time, has no digest, and the cluster is then not converged.
-//! Asks only; decides nothing.
+//! `GET /v1/cluster/status`: this node asks every alive member for its digest and its health
+//! (over the members' HTTP APIs, at once, each within a second) and says whether they all agree.
+//! A member that is not alive, or does not answer in time, has no digest and no health, and the
+//! cluster is then not converged. Asks only; decides nothing.
 
 use super::error::ApiError;
 use super::AppState;
@@ -44,6 +44,16 @@ struct NodeStatus {
     /// `null` when the member is not alive or did not answer.
     root: Option<String>,
     keys: Option<u64>,
+    /// The member's own `/v1/health`: `ok` or `degraded` (`null` as for `root`).
+    health: Option<String>,
+    /// Why it is degraded (`null` as for `root`).
+    reasons: Option<Vec<String>>,
+}
+
+/// What a member says of itself.
+struct Answer {
+    digest: Digest,
+    health: Health,
 }
 
 #[derive(Deserialize)]
@@ -52,11 +62,18 @@ struct Digest {
     keys: u64,
 }
 
+#[derive(Deserialize)]
+struct Health {
+    status: String,
+    reasons: Vec<String>,
+}
+
 pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReply>, ApiError> {
     let mut members = state.node.members().await?;
     members.sort_by(|a, b| a.id.cmp(&b.id));
     let me = state.node.id().clone();
     let own = state.node.digest().await?;
+    let (own_reasons, _) = state.node.health_reasons();
     let token = state.settings.api_token.0.clone();
     let mut asks = tokio::task::JoinSet::new();
     for (i, member) in members.iter().enumerate() {
@@ -70,18 +87,27 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReply>, 
         .iter()
         .map(|m| {
             let mine = m.id == me;
+            let health = if own_reasons.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            };
             NodeStatus {
                 id: m.id.to_string(),
                 state: m.state.to_string(),
                 root: mine.then(|| own.hex()),
                 keys: mine.then_some(own.count),
+                health: mine.then(|| health.to_string()),
+                reasons: mine.then(|| own_reasons.iter().map(|r| r.to_string()).collect()),
             }
         })
         .collect();
     while let Some(answer) = asks.join_next().await {
-        if let Ok((i, Some(digest))) = answer {
-            nodes[i].root = Some(digest.root);
-            nodes[i].keys = Some(digest.keys);
+        if let Ok((i, Some(answer))) = answer {
+            nodes[i].root = Some(answer.digest.root);
+            nodes[i].keys = Some(answer.digest.keys);
+            nodes[i].health = Some(answer.health.status);
+            nodes[i].reasons = Some(answer.health.reasons);
         }
     }
     let first = nodes.first().and_then(|n| n.root.clone());
@@ -111,19 +137,29 @@ pub(super) fn member_client(
     Client::new(endpoint, token, timeout).ok()
 }
 
-/// `member`'s digest, or `None` when it does not answer in time or answers something else.
-async fn ask(member: &Member, token: Option<&str>) -> Option<Digest> {
+/// `member`'s digest and health, or `None` when it does not give both in time or answers
+/// something else.
+async fn ask(member: &Member, token: Option<&str>) -> Option<Answer> {
     let mut client = member_client(member, token, ASK_TIMEOUT)?;
-    let call = Call {
+    let get = |target| Call {
         method: hyper::Method::GET,
-        target: "/v1/cluster/digest",
+        target,
         body: None,
     };
-    match client.call_json::<Digest>(call).await {
-        Ok(digest) => Some(digest),
-        Err(e) => {
-            tracing::debug!(member = %member.id, error = %e, "no digest from a member");
-            None
+    let answer = async {
+        let digest = client.call_json::<Digest>(get("/v1/cluster/digest")).await;
+        let health = client.call_json::<Health>(get("/v1/health")).await;
+        match (digest, health) {
+            (Ok(digest), Ok(health)) => Some(Answer { digest, health }),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(member = %member.id, error = %e, "no digest or health from a member");
+                None
+            }
         }
-    }
+    };
+    // Each call has the timeout; so have both together.
+    tokio::time::timeout(ASK_TIMEOUT, answer)
+        .await
+        .ok()
+        .flatten()
 }

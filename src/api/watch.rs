@@ -1,6 +1,6 @@
 //! `GET /v1/watch?prefix=P`: a Server-Sent Events stream of the changes this node makes durable,
 //! from any origin: `id: <local sequence>`, `event: kv|set|counter`, `data: {key, timestamp,
-//! node, deleted[, expires]}`. It follows on from `Last-Event-ID` (or `?since=`); a position the
+//! node, deleted[, expires], applied_ms}`. It follows on from `Last-Event-ID` (or `?since=`); a position the
 //! node no longer holds gives `event: reset` (re-list, then follow from the reset's id).
 //!
 //! A watcher holds its position and at most one batch of events; it reads the feed only as fast
@@ -52,6 +52,8 @@ struct ChangeData<'a> {
     /// When the value expires, in milliseconds since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     expires: Option<u64>,
+    /// When this node made the change, in milliseconds since the epoch on its clock.
+    applied_ms: u64,
 }
 
 fn event_of(event: &FeedEvent) -> Event {
@@ -67,6 +69,7 @@ fn event_of(event: &FeedEvent) -> Event {
         node: change.node.as_ref().map(|n| n.as_str()),
         deleted: change.deleted,
         expires: change.expires.map(|e| e.wall_ms()),
+        applied_ms: change.applied.wall_ms(),
     };
     Event::default()
         .id(event.seq.to_string())

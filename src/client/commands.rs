@@ -370,8 +370,8 @@ fn heal_line(heal: &Heal) -> String {
     }
 }
 
-/// Prints every member's digest as the node gathered them, then `converged` or `diverged`, and
-/// the node's last heal, if any.
+/// Prints every member's digest and health as the node gathered them, then `converged` or
+/// `diverged`, and the node's last heal, if any.
 pub async fn status(client: &mut Client, out: &mut dyn Write) -> Result<(), ClientError> {
     #[derive(Deserialize)]
     struct Status {
@@ -386,19 +386,31 @@ pub async fn status(client: &mut Client, out: &mut dyn Write) -> Result<(), Clie
         state: String,
         root: Option<String>,
         keys: Option<u64>,
+        #[serde(default)]
+        health: Option<String>,
+        #[serde(default)]
+        reasons: Option<Vec<String>>,
     }
     let reply: Status = client
         .call_json(call(Method::GET, "/v1/cluster/status", None))
         .await?;
-    let mut rows = vec![["ID", "STATE", "KEYS", "ROOT"].map(String::from)];
+    let mut rows = vec![["ID", "STATE", "KEYS", "ROOT", "HEALTH"].map(String::from)];
     rows.extend(reply.nodes.into_iter().map(|n| {
         let unknown = || "-".to_string();
+        let health = match (n.health, n.reasons) {
+            (Some(health), Some(reasons)) if !reasons.is_empty() => {
+                format!("{health} ({})", reasons.join(", "))
+            }
+            (Some(health), _) => health,
+            (None, _) => unknown(),
+        };
         [
             n.id,
             n.state,
             n.keys.map_or_else(unknown, |k| k.to_string()),
             n.root
                 .map_or_else(unknown, |r| r.chars().take(16).collect()),
+            health,
         ]
     }));
     table(&rows, out)?;

@@ -27,6 +27,9 @@ pub struct KeyChange {
     pub deleted: bool,
     /// When the new value expires (`PUT ?ttl=`).
     pub expires: Option<Timestamp>,
+    /// This node's clock when it made the change (for a register, `timestamp` minus this is how
+    /// long the write took to arrive here, give or take the two clocks' skew).
+    pub applied: Timestamp,
 }
 
 impl KeyChange {
@@ -53,6 +56,7 @@ impl KeyChange {
             node,
             deleted,
             expires,
+            applied: clock,
         }
     }
 }
@@ -104,6 +108,7 @@ impl<S: Store> Node<S> {
                     node: Some(r.node),
                     deleted: true,
                     expires: Some(expires),
+                    applied: Timestamp::new(wall_ms, 0),
                 });
             }
         }

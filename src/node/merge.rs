@@ -99,9 +99,13 @@ impl<S: Store> Node<S> {
                 Change::Whole(state) => KeyChange::to(&key, Some(state), hlc, origin),
                 Change::Set(_) => KeyChange::to(&key, None, hlc, origin),
             };
-            // A peer's value that expired before it arrived reads as deleted at once.
-            if let (Source::Peer { now_ms }, Some(expires)) = (source, change.expires) {
-                change.deleted |= expires.wall_ms() <= self.wall(now_ms);
+            if let Source::Peer { now_ms } = source {
+                // Arrived now: the clock's high-water mark may still be the write's own stamp.
+                change.applied = change.applied.max(Timestamp::new(self.wall(now_ms), 0));
+                // A peer's value that expired before it arrived reads as deleted at once.
+                if let Some(expires) = change.expires {
+                    change.deleted |= expires.wall_ms() <= self.wall(now_ms);
+                }
             }
             change
         });

@@ -166,6 +166,7 @@ mod tests {
             node: None,
             deleted: false,
             expires: None,
+            applied: Timestamp::new(1, 0),
         }
     }
 

@@ -1,13 +1,15 @@
-// The cluster dashboard: reads this node's HTTP API (members, status, health, stats, watch) and
-// draws it. No library, nothing fetched from anywhere but the node serving the page.
+// The cluster dashboard: reads this node's HTTP API (members, status, health, faults, stats,
+// watch) and draws it. No library, nothing fetched from anywhere but the node serving the page.
 "use strict";
 
 const COLORS = { alive: "#2e9d5b", suspect: "#e0a100", dead: "#d33b3b", left: "#8a8a8a" };
 const FEED_ROWS = 50;
 // An HLC timestamp is milliseconds shifted left by this many logical bits (src/clock.rs).
 const LOGICAL_BITS = 16;
-const state = { members: [], status: null, faults: null, isolated: new Set(), samples: [],
-  following: false, polling: false };
+// Each poll loop asks once a second, and never again before its last answer came.
+const POLL_MS = 1000;
+// Above this many members the ring names only the members that are not alive.
+const RING_LABELS = 20;
 // Points kept per series (one a second).
 const SERIES_POINTS = 60;
 // The series drawn: a per-second rate of a counter, or a level.
@@ -17,9 +19,23 @@ const SERIES = [
   { field: "conflicts", label: "conflicts /s", rate: true },
   { field: "tombstones_held", label: "tombstones held", rate: false },
 ];
+const state = { members: [], status: null, faults: null, faultsOff: false, isolated: new Set(),
+  samples: [], rows: new Map(), self: null, following: false, polling: false };
+
+const byId = (a, b) => a.id.localeCompare(b.id, "en", { numeric: true });
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function token() {
   return sessionStorage.getItem("hearsay-token");
+}
+
+// "Seen from" another member hands the token over in the link's fragment (never sent to a
+// server): keep it for this origin's session and take it out of the address bar.
+function adoptLinkedToken() {
+  const match = /^#token=(.+)$/.exec(location.hash);
+  if (!match) return;
+  sessionStorage.setItem("hearsay-token", decodeURIComponent(match[1]));
+  history.replaceState(null, "", location.pathname + location.search);
 }
 
 async function api(path, options = {}) {
@@ -60,53 +76,101 @@ function svg(tag, attrs = {}) {
   return node;
 }
 
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function drawRing(members) {
   const ring = document.getElementById("ring");
   ring.replaceChildren();
   const n = members.length;
-  const radius = n > 12 ? 130 : 100;
-  const dot = n > 20 ? 6 : 14;
+  const many = n > RING_LABELS;
+  const radius = n > 12 ? 120 : 100;
+  // As big as fits: neighbours never touch.
+  const dot = many ? Math.max(3, Math.min(8, (Math.PI * radius) / n - 1.5)) : 14;
   members.forEach((m, i) => {
     const angle = (2 * Math.PI * i) / n - Math.PI / 2;
-    const x = radius * Math.cos(angle), y = radius * Math.sin(angle);
-    const circle = svg("circle", { cx: x, cy: y, r: dot, fill: COLORS[m.state] || "#000",
-      "data-member": m.id, "data-state": m.state });
+    const [cos, sin] = [Math.cos(angle), Math.sin(angle)];
+    const circle = svg("circle", { cx: radius * cos, cy: radius * sin, r: dot,
+      fill: COLORS[m.state] || "#000", "data-member": m.id, "data-state": m.state });
     circle.append(svg("title"));
     circle.firstChild.textContent = m.id + ": " + m.state + " (incarnation " + m.incarnation + ")";
     ring.append(circle);
-    if (n <= 20) {
-      const label = svg("text", { x: x * 1.28, y: y * 1.28 + 4, "text-anchor": "middle" });
+    if (!many || m.state !== "alive") {
+      // Neighbours' labels alternate between two radii so that they do not overlap.
+      const at = radius + dot + 12 + (many ? (i % 2) * 14 : 0);
+      const label = svg("text", { x: at * cos, y: at * sin + 4, "text-anchor": "middle",
+        "data-member": m.id });
       label.textContent = m.id;
       ring.append(label);
     }
   });
+  const alive = members.filter((m) => m.state === "alive").length;
+  const count = svg("text", { x: 0, y: 5, "text-anchor": "middle", class: "ring-count" });
+  count.textContent = alive + "/" + n + " alive";
+  ring.append(count);
+}
+
+// One row per member, kept across polls (a click never lands on a row being replaced) and
+// updated in place.
+function memberRow(id) {
+  let row = state.rows.get(id);
+  if (row) return row;
+  row = el("tr", { "data-member": id });
+  for (let i = 0; i < 9; i++) row.append(el("td"));
+  row.cells[6].className = "digest";
+  const button = el("button", { type: "button", "data-member": id, hidden: "" });
+  button.addEventListener("click", () => setCut(id, !state.isolated.has(id)));
+  row.cells[8].append(button);
+  state.rows.set(id, row);
+  return row;
 }
 
 function drawMembers() {
   const body = document.querySelector("#members tbody");
-  body.replaceChildren();
-  const roots = {};
-  for (const node of (state.status && state.status.nodes) || []) roots[node.id] = node;
-  for (const m of state.members) {
-    const digest = roots[m.id] || {};
-    const row = el("tr", { "data-member": m.id, "data-state": m.state },
-      el("td", {}, m.id), el("td", { class: "state " + m.state }, m.state),
-      el("td", {}, String(m.incarnation)), el("td", {}, m.gossip_addr), el("td", {}, m.http_addr),
-      el("td", {}, digest.keys == null ? "?" : String(digest.keys)),
-      el("td", { class: "digest" }, digest.root ? digest.root.slice(0, 12) : "?"),
-      el("td", {}, faultButton(m)));
-    body.append(row);
+  const reports = {};
+  for (const node of (state.status && state.status.nodes) || []) reports[node.id] = node;
+  const shown = new Set();
+  state.members.forEach((m, i) => {
+    shown.add(m.id);
+    const row = memberRow(m.id);
+    const report = reports[m.id] || {};
+    const reasons = report.reasons && report.reasons.length ? " (" + report.reasons.join(", ") + ")" : "";
+    const cells = [m.id, m.state, String(m.incarnation), m.gossip_addr, m.http_addr,
+      report.keys == null ? "?" : String(report.keys),
+      report.root ? report.root.slice(0, 12) : "?",
+      report.health == null ? "?" : report.health + reasons];
+    cells.forEach((text, c) => setText(row.cells[c], text));
+    row.dataset.state = m.state;
+    row.cells[1].className = "state " + m.state;
+    row.cells[7].className = "health " + (report.health || "unknown");
+    const button = row.cells[8].firstChild;
+    const cut = state.isolated.has(m.id);
+    button.hidden = !state.faults;
+    button.dataset.action = cut ? "heal" : "cut";
+    setText(button, cut ? "heal" : "cut");
+    if (body.children[i] !== row) body.insertBefore(row, body.children[i] || null);
+  });
+  for (const [id, row] of state.rows) {
+    if (!shown.has(id)) {
+      row.remove();
+      state.rows.delete(id);
+    }
   }
+  const counts = {};
+  for (const m of state.members) counts[m.state] = (counts[m.state] || 0) + 1;
+  setText(document.getElementById("member-summary"), state.members.length + " members: " +
+    Object.entries(counts).map(([s, k]) => k + " " + s).join(", "));
   drawRing(state.members);
 }
 
-function faultButton(m) {
-  if (!state.faults) return "";
-  const cut = state.isolated.has(m.id);
-  const button = el("button", { "data-action": cut ? "heal" : "cut", "data-member": m.id },
-    cut ? "heal" : "cut");
-  button.addEventListener("click", () => setCut(m.id, !cut));
-  return button;
+// The isolation endpoint makes two sides, each dropping the other's traffic, and names either
+// side the same cut: from this node's dropped members, the smaller side is the one cut off.
+function isolatedFrom(drop) {
+  if (!drop.length) return new Set();
+  const dropped = new Set(drop);
+  const rest = state.members.map((m) => m.id).filter((id) => !dropped.has(id));
+  return new Set(drop.length <= rest.length ? drop : rest);
 }
 
 // Cuts a member off from every other (each member drops its traffic), or heals it.
@@ -130,7 +194,8 @@ function drawConvergence() {
   } else {
     const counts = status.nodes.filter((n) => n.keys != null).map((n) => n.keys);
     const spread = counts.length ? Math.max(...counts) - Math.min(...counts) : 0;
-    badge.textContent = "diverged, " + spread + " keys";
+    const silent = status.nodes.filter((n) => n.root == null).length;
+    badge.textContent = "diverged, " + spread + " keys" + (silent ? ", " + silent + " not answering" : "");
     badge.className = "badge bad";
   }
   const heal = status.heal;
@@ -163,29 +228,42 @@ function drawSeries() {
   }));
 }
 
-async function sample() {
-  const stats = await json("/v1/cluster/stats");
-  state.samples.push(stats);
+async function pollStats() {
+  state.samples.push(await json("/v1/cluster/stats"));
   if (state.samples.length > SERIES_POINTS + 1) state.samples.shift();
   drawSeries();
 }
 
-async function refresh() {
-  try {
-    const [members, status, health] = await Promise.all([
-      json("/v1/cluster/members"), json("/v1/cluster/status"), json("/v1/health")]);
-    await sample();
-    state.members = members.members;
-    state.status = status;
-    state.self = health.node;
-    document.getElementById("node").textContent = health.node;
-    document.getElementById("health").textContent = "this node: " + health.status +
-      (health.reasons.length ? " (" + health.reasons.join(", ") + ")" : "");
-    drawSelector();
-    drawMembers();
-    drawConvergence();
-  } catch (e) {
-    if (e.message !== "unauthorized") console.warn(e.message);
+// Members, this node's health and faults: quick answers from this node alone.
+async function pollMembers() {
+  const [members, health] = await Promise.all([json("/v1/cluster/members"), json("/v1/health")]);
+  state.members = members.members.sort(byId);
+  state.self = health.node;
+  await loadFaults();
+  document.getElementById("node").textContent = health.node;
+  document.getElementById("health").textContent = "this node: " + health.status +
+    (health.reasons.length ? " (" + health.reasons.join(", ") + ")" : "");
+  drawSelector();
+  drawMembers();
+}
+
+// Every member's digest and health: this node asks each of them, up to a second.
+async function pollStatus() {
+  state.status = await json("/v1/cluster/status");
+  drawMembers();
+  drawConvergence();
+}
+
+// Runs `step` every `ms`, one at a time, until the page goes.
+async function every(ms, step) {
+  for (;;) {
+    const started = performance.now();
+    try {
+      await step();
+    } catch (e) {
+      if (e.message !== "unauthorized") console.warn(e.message);
+    }
+    await sleep(Math.max(0, ms - (performance.now() - started)));
   }
 }
 
@@ -195,15 +273,26 @@ function drawSelector() {
   if (select.dataset.ids === ids) return;
   select.dataset.ids = ids;
   select.replaceChildren(...state.members.map((m) =>
-    el("option", Object.assign({ value: "http://" + m.http_addr + "/ui" },
+    el("option", Object.assign({ value: location.protocol + "//" + m.http_addr + "/ui" },
       m.id === state.self ? { selected: "" } : {}), m.id)));
 }
 
 async function loadFaults() {
+  if (state.faultsOff) return;
   const resp = await api("/v1/admin/faults");
+  if (resp.status === 404) {
+    state.faultsOff = true;
+    return;
+  }
   if (!resp.ok) return;
   state.faults = await resp.json();
+  state.isolated = isolatedFrom(state.faults.drop);
   document.getElementById("faults").hidden = false;
+  const slider = document.getElementById("loss");
+  if (document.activeElement !== slider) {
+    slider.value = String(state.faults.loss);
+    setText(document.getElementById("loss-value"), String(state.faults.loss));
+  }
 }
 
 async function follow() {
@@ -231,7 +320,7 @@ async function follow() {
         return;
       }
     }
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
   }
 }
 
@@ -243,43 +332,83 @@ function showEvent(block) {
   }
   if (!["kv", "set", "counter"].includes(kind)) return;
   const change = JSON.parse(data);
-  // The HLC timestamp's wall-clock part (its top bits), on the writer's clock; a set or counter
-  // change carries this node's merge time instead, so its lag reads as about 0.
-  const written = change.timestamp ? Number(BigInt(change.timestamp) >> BigInt(LOGICAL_BITS)) : null;
-  const lag = written == null ? null : Date.now() - written;
+  // A value's timestamp holds its write time on the writer's clock (the top bits); a set or
+  // counter change carries no write time, only when this node merged it.
+  let lag = "-", title = "sets and counters carry no write time";
+  if (kind === "kv") {
+    const written = Number(BigInt(change.timestamp) >> BigInt(LOGICAL_BITS));
+    lag = Math.max(0, change.applied_ms - written) + " ms";
+    title = "from the write on " + change.node + "'s clock to this node's";
+  }
   const row = el("tr", { "data-key": change.key },
-    el("td", {}, kind + " " + change.key), el("td", {}, change.node || "?"),
-    el("td", {}, lag == null ? "?" : Math.max(0, lag) + " ms"));
+    el("td", {}, kind + " " + change.key + (change.deleted ? " (deleted)" : "")),
+    el("td", {}, change.node || "anti-entropy"), el("td", { title }, lag));
   const body = document.querySelector("#feed tbody");
   body.prepend(row);
   while (body.children.length > FEED_ROWS) body.lastChild.remove();
 }
 
+// The key browser: values (`/v1/kv`) or sets (`/v1/sets`), by prefix.
+function keyspace() {
+  return document.getElementById("keyspace").value;
+}
+
+function keyPath(name) {
+  return "/v1/" + keyspace() + "/" + name.split("/").map(encodeURIComponent).join("/");
+}
+
 async function listKeys(event) {
   event.preventDefault();
   const prefix = document.getElementById("prefix").value;
-  const page = await json("/v1/kv?prefix=" + encodeURIComponent(prefix) + "&limit=100");
+  const page = await json("/v1/" + keyspace() + "?prefix=" + encodeURIComponent(prefix) + "&limit=100");
   const list = document.getElementById("keys");
-  list.replaceChildren(...page.keys.map((k) => {
-    const name = typeof k === "string" ? k : k.key;
-    const item = el("li", {}, el("button", { type: "button" }, name));
+  list.replaceChildren(...page.keys.map((name) => {
+    const item = el("li", {}, el("button", { type: "button", "data-key": name }, name));
     item.firstChild.addEventListener("click", () => showKey(name));
     return item;
   }));
+  setText(document.getElementById("keys-more"), page.keys.length ? (page.next ? "the first 100" : "")
+    : "no key starts with this prefix");
+}
+
+function wallTime(hlc) {
+  return new Date(Number(BigInt(hlc) >> BigInt(LOGICAL_BITS))).toISOString();
+}
+
+// `?explain=true` in words: the write held here and the concurrent ones it won over.
+function explained(explain) {
+  const write = (w) => w.node + " at " + wallTime(w.timestamp) +
+    (w.deleted ? " (a delete)" : w.size == null ? "" : " (" + w.size + " bytes)");
+  const lines = ["Conflicts (last writer wins, as seen here):", "  held: " + write(explain.winner)];
+  for (const o of explain.overwritten) {
+    lines.push("  overwritten: " + write(o) + ", by " + o.by.node + "'s write at " + wallTime(o.by.timestamp));
+  }
+  if (!explain.overwritten.length) lines.push("  no concurrent write lost here");
+  return lines;
 }
 
 async function showKey(name) {
-  const path = "/v1/kv/" + name.split("/").map(encodeURIComponent).join("/");
+  const path = keyPath(name);
   const resp = await api(path);
   const value = await resp.text();
-  const explain = await api(path + "?explain=true").then((r) => r.ok ? r.json() : null);
-  document.getElementById("key-detail").textContent = [
-    name, "ETag: " + (resp.headers.get("etag") || "-"),
-    "Expires: " + (resp.headers.get("x-hearsay-expires") || "-"),
-    "", value, "", explain ? JSON.stringify(explain, null, 2) : ""].join("\n");
+  const lines = [name, "ETag: " + (resp.headers.get("etag") || "-")];
+  if (keyspace() === "kv") {
+    const stamp = resp.headers.get("x-hearsay-timestamp");
+    const expires = resp.headers.get("x-hearsay-expires");
+    const left = expires ? Math.round((Number(expires) - Date.now()) / 1000) : 0;
+    lines.push("Written: " + (stamp ? wallTime(stamp) + " by " + resp.headers.get("x-hearsay-node") : "-"));
+    lines.push("Expires: " + (expires ? new Date(Number(expires)).toISOString() + " (in " + left + " s)" : "never"));
+  }
+  lines.push("", resp.ok ? value : resp.status + " " + value);
+  if (keyspace() === "kv") {
+    const explain = await api(path + "?explain=true").then((r) => r.ok ? r.json() : null);
+    if (explain) lines.push("", ...explained(explain));
+  }
+  document.getElementById("key-detail").textContent = lines.join("\n");
 }
 
 function start() {
+  adoptLinkedToken();
   document.getElementById("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem("hearsay-token", document.getElementById("token").value.trim());
@@ -287,12 +416,13 @@ function start() {
     boot();
   });
   document.getElementById("view-from").addEventListener("change", (event) => {
-    window.location = event.target.value;
+    const given = token();
+    window.location = event.target.value + (given ? "#token=" + encodeURIComponent(given) : "");
   });
   document.getElementById("key-search").addEventListener("submit", listKeys);
   document.getElementById("loss").addEventListener("change", async (event) => {
     const loss = Number(event.target.value);
-    document.getElementById("loss-value").textContent = String(loss);
+    setText(document.getElementById("loss-value"), String(loss));
     const body = JSON.stringify({ drop: state.faults.drop, loss, delay_ms: state.faults.delay_ms });
     const resp = await api("/v1/admin/faults", { method: "PUT", body });
     if (resp.ok) state.faults = await resp.json();
@@ -300,15 +430,15 @@ function start() {
   boot();
 }
 
-// Starts (or, once a token is given, resumes) reading: one poll loop and one feed at most.
+// Starts (or, once a token is given, resumes) reading: one of each poll loop and one feed at
+// most.
 function boot() {
-  refresh();
-  loadFaults().catch(() => {});
   follow();
-  if (!state.polling) {
-    state.polling = true;
-    setInterval(refresh, 1000);
-  }
+  if (state.polling) return;
+  state.polling = true;
+  every(POLL_MS, pollMembers);
+  every(POLL_MS, pollStatus);
+  every(POLL_MS, pollStats);
 }
 
 document.addEventListener("DOMContentLoaded", start);
