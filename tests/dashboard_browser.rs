@@ -47,6 +47,14 @@ async fn the_dashboard_shows_a_partition_happen_and_heal() {
     .await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
+    // Each member's own health, as the node serving the page gathered it.
+    eventually("every member's health", Duration::from_secs(10), || async {
+        let health = browser
+            .script("return [...document.querySelectorAll('#members tbody tr')].map(r => r.cells[7].textContent);")
+            .await;
+        (health == json!(["ok", "ok", "ok"])).then_some(())
+    })
+    .await;
     // The time series fill in, one point a second.
     eventually("time series drawn", Duration::from_secs(10), || async {
         let points = browser

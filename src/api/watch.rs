@@ -1,7 +1,8 @@
 //! `GET /v1/watch?prefix=P`: a Server-Sent Events stream of the changes this node makes durable,
 //! from any origin: `id: <local sequence>`, `event: kv|set|counter`, `data: {key, timestamp,
-//! node, deleted[, expires], applied_ms}`. It follows on from `Last-Event-ID` (or `?since=`); a position the
-//! node no longer holds gives `event: reset` (re-list, then follow from the reset's id).
+//! node, deleted[, expires], applied_ms}`. It follows on from `Last-Event-ID` (or `?since=`); a
+//! position the node no longer holds gives `event: reset` (re-list, then follow from the reset's
+//! id).
 //!
 //! A watcher holds its position and at most one batch of events; it reads the feed only as fast
 //! as its client takes what it sends, so a slow watcher costs the writers nothing (it falls

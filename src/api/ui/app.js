@@ -195,7 +195,11 @@ function drawConvergence() {
     const counts = status.nodes.filter((n) => n.keys != null).map((n) => n.keys);
     const spread = counts.length ? Math.max(...counts) - Math.min(...counts) : 0;
     const silent = status.nodes.filter((n) => n.root == null).length;
-    badge.textContent = "diverged, " + spread + " keys" + (silent ? ", " + silent + " not answering" : "");
+    const why = [];
+    if (spread) why.push(spread + " keys");
+    if (silent) why.push(silent + " not answering");
+    if (!why.length) why.push("digests differ");
+    badge.textContent = "diverged, " + why.join(", ");
     badge.className = "badge bad";
   }
   const heal = status.heal;
