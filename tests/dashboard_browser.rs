@@ -397,6 +397,33 @@ async fn the_key_browser_shows_values_and_sets_and_the_fault_controls_follow_the
         detail.as_str()?.contains("alice").then_some(())
     })
     .await;
+    // A write from the page, then a delete: the node holds, then refuses, the value.
+    browser.type_into("#write-key", "from/page").await;
+    browser.type_into("#write-value", "clicked").await;
+    browser.click("#key-write button[data-action='put']").await;
+    eventually("the page's write", Duration::from_secs(10), || async {
+        let written = common::get_text(&c, n1.url("/v1/kv/from/page")).await?;
+        (written == "clicked").then_some(())
+    })
+    .await;
+    let said = text_of(&browser, "#write-result").await;
+    assert!(
+        said.as_str().is_some_and(|s| s.starts_with("written at ")),
+        "{said}"
+    );
+    browser
+        .click("#key-write button[data-action='delete']")
+        .await;
+    eventually("the page's delete", Duration::from_secs(10), || async {
+        let status = c
+            .get(n1.url("/v1/kv/from/page"))
+            .send()
+            .await
+            .ok()?
+            .status();
+        (status == 404).then_some(())
+    })
+    .await;
     browser.screenshot("5-key-browser.png").await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");

@@ -411,6 +411,19 @@ async function showKey(name) {
   document.getElementById("key-detail").textContent = lines.join("\n");
 }
 
+// Writes (or deletes) a value on this node, as `curl -X PUT` would: the README's demo by clicks.
+async function writeKey(method) {
+  const name = document.getElementById("write-key").value;
+  if (!name) return;
+  const options = { method };
+  if (method === "PUT") options.body = document.getElementById("write-value").value;
+  const resp = await api("/v1/kv/" + name.split("/").map(encodeURIComponent).join("/"), options);
+  const reply = await resp.json().catch(() => ({}));
+  setText(document.getElementById("write-result"), resp.ok
+    ? (method === "PUT" ? "written" : "deleted") + " at " + wallTime(reply.timestamp)
+    : resp.status + " " + (reply.error || ""));
+}
+
 function start() {
   adoptLinkedToken();
   document.getElementById("token-form").addEventListener("submit", (event) => {
@@ -424,6 +437,12 @@ function start() {
     window.location = event.target.value + (given ? "#token=" + encodeURIComponent(given) : "");
   });
   document.getElementById("key-search").addEventListener("submit", listKeys);
+  document.getElementById("key-write").addEventListener("submit", (event) => {
+    event.preventDefault();
+    writeKey("PUT");
+  });
+  document.querySelector("#key-write [data-action='delete']")
+    .addEventListener("click", () => writeKey("DELETE"));
   document.getElementById("loss").addEventListener("change", async (event) => {
     const loss = Number(event.target.value);
     setText(document.getElementById("loss-value"), String(loss));
