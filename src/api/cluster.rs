@@ -86,7 +86,7 @@ pub async fn leave(State(state): State<AppState>) -> Json<Value> {
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
     let (reasons, clock_offset_ms) = state.node.health_reasons();
     let view = state.node.cluster_view();
-    let status = if reasons.is_empty() { "ok" } else { "degraded" };
+    let status = health_status(&reasons);
     let mut body = json!({
         "status": status,
         "node": state.node.id().to_string(),
@@ -103,6 +103,15 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         map.insert("clock_offset_ms".into(), offset.into());
     }
     Json(body)
+}
+
+/// `/v1/health`'s status for these reasons: `ok` without any, else `degraded`.
+pub(super) fn health_status(reasons: &[&str]) -> &'static str {
+    if reasons.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    }
 }
 
 /// Every reason `/v1/health` can give, for the gauges.

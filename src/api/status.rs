@@ -74,6 +74,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReply>, 
     let me = state.node.id().clone();
     let own = state.node.digest().await?;
     let (own_reasons, _) = state.node.health_reasons();
+    let own_health = super::cluster::health_status(&own_reasons);
     let token = state.settings.api_token.0.clone();
     let mut asks = tokio::task::JoinSet::new();
     for (i, member) in members.iter().enumerate() {
@@ -87,17 +88,12 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusReply>, 
         .iter()
         .map(|m| {
             let mine = m.id == me;
-            let health = if own_reasons.is_empty() {
-                "ok"
-            } else {
-                "degraded"
-            };
             NodeStatus {
                 id: m.id.to_string(),
                 state: m.state.to_string(),
                 root: mine.then(|| own.hex()),
                 keys: mine.then_some(own.count),
-                health: mine.then(|| health.to_string()),
+                health: mine.then(|| own_health.to_string()),
                 reasons: mine.then(|| own_reasons.iter().map(|r| r.to_string()).collect()),
             }
         })

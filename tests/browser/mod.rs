@@ -4,7 +4,7 @@
 //! It needs `chromium` and `chromium-driver` (Debian's packages, which `.ci/run` installs).
 //! Without them [`Browser::start`] prints why the test is skipped and gives `None`; with
 //! `HEARSAY_REQUIRE_BROWSER=1` (set by `.ci/run`) it panics instead.
-#![allow(dead_code)] // each test binary uses some of it
+#![allow(dead_code)] // a driver: not every test uses all of it
 
 use crate::common::eventually;
 use reqwest::Client;
