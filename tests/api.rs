@@ -515,7 +515,19 @@ async fn faults_endpoint_is_404_unless_enabled() {
         .await
         .unwrap();
     assert_eq!(r, json!({"drop": [], "loss": 0.25, "delay_ms": 40}));
+    // A whole number written with a fraction is an integer to JSON Schema (and openapi.yaml).
+    let r: Value = c
+        .put(on.url("/v1/admin/faults"))
+        .body(r#"{"loss": 0.25, "delay_ms": 40.0}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"drop": [], "loss": 0.25, "delay_ms": 40}));
     for (body, code) in [
+        (r#"{"delay_ms": 40.5}"#, "bad_json"),
         (r#"{"drop": ["not an id"]}"#, "bad_node_id"),
         (r#"{"loss": 1.5}"#, "bad_loss"),
         (r#"{"loss": -0.1}"#, "bad_loss"),

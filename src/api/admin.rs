@@ -19,7 +19,7 @@ struct FaultRequest {
     drop: Vec<String>,
     #[serde(default)]
     loss: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::body::whole_u64")]
     delay_ms: u64,
 }
 

@@ -160,3 +160,51 @@ pub fn json_object<T: DeserializeOwned>(body: &[u8], expected: &str) -> Result<T
     }
     serde_json::from_slice(body).map_err(|e| bad(e.to_string()))
 }
+
+/// The largest whole number a float holds exactly (2^53).
+const EXACT_IN_A_FLOAT: f64 = 9_007_199_254_740_992.0;
+
+/// A JSON number as JSON Schema's `integer`: also written with a zero fraction or an exponent
+/// (`5.0`, `5e0`), taken when a float holds it exactly (up to 2^53), so no digit changes.
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<serde_json::Number, D::Error> {
+    use serde::Deserialize;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if number.is_f64() {
+        return match number.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT_IN_A_FLOAT => {
+                // Exact in both types by the bound above.
+                Ok(if f < 0.0 {
+                    (f as i64).into()
+                } else {
+                    (f as u64).into()
+                })
+            }
+            _ => Err(serde::de::Error::custom(format!(
+                "{number} is not an integer"
+            ))),
+        };
+    }
+    Ok(number)
+}
+
+/// A signed 64-bit integer, as [`whole_number`] reads it (`deserialize_with`).
+pub(super) fn whole_i64<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<i64, D::Error> {
+    let number = whole_number(deserializer)?;
+    number
+        .as_i64()
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a signed 64-bit integer")))
+}
+
+/// An unsigned 64-bit integer, as [`whole_number`] reads it (`deserialize_with`).
+pub(super) fn whole_u64<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u64, D::Error> {
+    let number = whole_number(deserializer)?;
+    number.as_u64().ok_or_else(|| {
+        serde::de::Error::custom(format!("{number} is not an unsigned 64-bit integer"))
+    })
+}

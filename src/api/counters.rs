@@ -24,26 +24,8 @@ pub struct CounterReply {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddRequest {
-    #[serde(deserialize_with = "integer")]
+    #[serde(deserialize_with = "super::body::whole_i64")]
     add: i64,
-}
-
-/// A signed 64-bit integer, also written with a zero fraction (`5.0`), which JSON Schema counts
-/// as an integer (up to 2^53 written that way).
-fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    let number = serde_json::Number::deserialize(deserializer)?;
-    if let Some(n) = number.as_i64() {
-        return Ok(n);
-    }
-    // A number written with a fraction or an exponent arrives as a float: taken when it is a
-    // whole number that a float holds exactly (|n| <= 2^53), so no digit is silently changed.
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    match number.as_f64() {
-        Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => Ok(f as i64),
-        _ => Err(serde::de::Error::custom(format!(
-            "{number} is not a signed 64-bit integer"
-        ))),
-    }
 }
 
 pub async fn get(
