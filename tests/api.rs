@@ -486,25 +486,13 @@ async fn faults_endpoint_is_404_unless_enabled() {
     off.stop().await;
 
     let on = start(|c| c.fault_injection = true).await;
-    let r: Value = c
-        .put(on.url("/v1/admin/faults"))
-        .body(r#"{"drop": ["n3", "n2"]}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let put_faults = |body: &'static str| {
+        let request = c.put(on.url("/v1/admin/faults")).body(body);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let r = put_faults(r#"{"drop": ["n3", "n2"]}"#).await;
     assert_eq!(r, json!({"drop": ["n2", "n3"], "loss": 0.0, "delay_ms": 0}));
-    let r: Value = c
-        .put(on.url("/v1/admin/faults"))
-        .body(r#"{"loss": 0.25, "delay_ms": 40}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = put_faults(r#"{"loss": 0.25, "delay_ms": 40}"#).await;
     assert_eq!(r, json!({"drop": [], "loss": 0.25, "delay_ms": 40}));
     let r: Value = c
         .get(on.url("/v1/admin/faults"))
@@ -516,15 +504,7 @@ async fn faults_endpoint_is_404_unless_enabled() {
         .unwrap();
     assert_eq!(r, json!({"drop": [], "loss": 0.25, "delay_ms": 40}));
     // A whole number written with a fraction is an integer to JSON Schema (and openapi.yaml).
-    let r: Value = c
-        .put(on.url("/v1/admin/faults"))
-        .body(r#"{"loss": 0.25, "delay_ms": 40.0}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = put_faults(r#"{"loss": 0.25, "delay_ms": 40.0}"#).await;
     assert_eq!(r, json!({"drop": [], "loss": 0.25, "delay_ms": 40}));
     for (body, code) in [
         (r#"{"delay_ms": 40.5}"#, "bad_json"),
