@@ -135,10 +135,12 @@ struct Timing {
 }
 
 impl Timing {
-    /// Asked now (at `now_ms`), for `timeout_ms` at most.
+    /// Asked now (at `now_ms`), for `timeout_ms` at most. `now_ms` is a whole millisecond that
+    /// may have begun up to a millisecond ago: the deadline is one later, so that no wait ends
+    /// before its full timeout (a test saw a 700 ms wait answered after 699.9 ms).
     fn starting(now_ms: u64, timeout_ms: u64) -> Self {
         Timing {
-            deadline_ms: now_ms + timeout_ms.min(MAX_TIMEOUT_MS),
+            deadline_ms: now_ms + timeout_ms.min(MAX_TIMEOUT_MS) + 1,
             ask_at_ms: now_ms,
         }
     }
