@@ -43,6 +43,15 @@ async fn put_reply(c: &Client, url: String, body: &'static str) -> Value {
         .unwrap()
 }
 
+/// The wall-clock part of a write reply's HLC timestamp (milliseconds since the epoch).
+fn written_ms(reply: &Value) -> u64 {
+    reply["timestamp"]
+        .as_str()
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(|t| t >> 16)
+        .expect("a timestamp")
+}
+
 /// The wall clock, in milliseconds since the epoch.
 fn epoch_ms() -> u64 {
     std::time::SystemTime::now()
@@ -251,11 +260,7 @@ async fn a_watch_sees_writes_from_other_nodes_at_once_and_resumes_without_a_gap(
         assert_eq!(event.data["timestamp"], reply["timestamp"]);
         // When n2 applied it: on n2's (HLC) clock, no earlier than the write and not later than
         // now (give or take how far a hybrid clock may lead the wall clock).
-        let written_ms = reply["timestamp"]
-            .as_str()
-            .and_then(|t| t.parse::<u64>().ok())
-            .map(|t| t >> 16)
-            .expect("a timestamp");
+        let written_ms = written_ms(&reply);
         let applied_ms = event.data["applied_ms"].as_u64().expect("applied_ms");
         assert!(
             applied_ms >= written_ms && applied_ms <= epoch_ms() + 1_000,
@@ -406,11 +411,7 @@ async fn a_change_that_waited_out_a_partition_tells_how_late_it_arrived() {
     }
     let event = watch.expect().await;
     assert_eq!(event.data["key"], "late");
-    let written_ms = reply["timestamp"]
-        .as_str()
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(|t| t >> 16)
-        .expect("a timestamp");
+    let written_ms = written_ms(&reply);
     let applied_ms = event.data["applied_ms"].as_u64().expect("applied_ms");
     // Give or take how far the writer's clock ran ahead of n2's (the same host's, but its
     // hybrid clock may lead the wall clock by a few tens of milliseconds).

@@ -93,17 +93,7 @@ impl Browser {
 
     pub async fn post(&self, path: &str, body: Value) -> Value {
         let url = format!("{}{path}", self.base);
-        let reply: Value = self
-            .http
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        reply["value"].clone()
+        value_of(self.http.post(url).json(&body)).await
     }
 
     pub async fn command(&self, path: &str, body: Value) -> Value {
@@ -188,16 +178,7 @@ impl Browser {
 
     pub async fn screenshot(&self, name: &str) {
         let url = format!("{}/session/{}/screenshot", self.base, self.session);
-        let reply: Value = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let png = base64_decode(reply["value"].as_str().unwrap_or(""));
+        let png = base64_decode(value_of(self.http.get(url)).await.as_str().unwrap_or(""));
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(name), png).unwrap();
@@ -217,6 +198,12 @@ impl Drop for Browser {
         }
         let _ = self.driver.wait();
     }
+}
+
+/// The `value` of chromedriver's answer to `request`.
+async fn value_of(request: reqwest::RequestBuilder) -> Value {
+    let reply: Value = request.send().await.unwrap().json().await.unwrap();
+    reply["value"].clone()
 }
 
 /// `DELETE /session/{id}` over a plain socket (a drop cannot await), within a few seconds.
